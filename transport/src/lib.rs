@@ -1,0 +1,415 @@
+//! nodenet's transport boundary: authenticated, frame-oriented edges to peers named by
+//! [`NodeId`].
+//!
+//! A [`Transport`] dials a peer at an address and proves the peer is the NodeId it expected;
+//! it also accepts edges that peers open. Every frame that arrives on any edge surfaces on one
+//! event stream ([`Transport::poll_event`], or [`next_event`]) together with the [`Conn`] it
+//! came on. There is no separate accept: a new inbound edge first shows up with its first
+//! frame. A closed edge surfaces once as [`Event::Closed`].
+//!
+//! Two implementations ship, and both pass the same [`contract`] suite:
+//!
+//! - [`mem`]: an in-memory [`mem::Hub`] for deterministic tests on tokio's paused clock, with
+//!   partitions and seeded per-link models (loss, delay, jitter, reordering, MTU).
+//! - [`quic`]: quinn and rustls on one UDP socket, with the reference's certificate
+//!   extension binding each peer to its NodeId, and inbound caps enforced before any
+//!   per-connection state exists.
+//!
+//! # Sending borrows
+//!
+//! [`Conn::send`] copies the frame into a pooled [`Packet`] and queues it; it never blocks
+//! and never takes ownership, so a caller can retry the same buffer on another edge (local
+//! repair) or fan one buffer out to several. A full queue is an immediate
+//! [`SendError::QueueFull`]. A frame that cannot be written within the send deadline tears the
+//! edge down, as a dead edge should.
+//!
+//! # Capabilities
+//!
+//! What only some transports can do is reached through the concrete type rather than the
+//! trait: [`quic::QuicTransport::punch_to`] sends raw datagrams from the shared socket.
+//! Media sessions will join the trait as a provided method returning `None` by default, so
+//! transports that lack them keep compiling.
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use nodenet_kad::NodeId;
+pub use nodenet_wire::Addr;
+use tokio::sync::{mpsc, watch};
+
+pub mod contract;
+pub mod mem;
+mod packet;
+pub mod quic;
+mod stats;
+
+#[cfg(feature = "packet-debug")]
+pub use packet::outstanding;
+pub use packet::{MAX_MEDIA_PACKET_LEN, MAX_PACKET_LEN, Packet, PacketTooLarge, SizeClass};
+pub(crate) use stats::Counters;
+pub use stats::TransportStats;
+
+/// Frames an edge's send queue holds before [`Conn::send`] reports [`SendError::QueueFull`].
+pub const SEND_QUEUE_LEN: usize = 64;
+
+/// A boxed future, as the object-safe trait returns them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The transport boundary: dial, accept, and one stream of events from every edge.
+pub trait Transport: Send + Sync + fmt::Debug + 'static {
+    /// This node's identity, as peers authenticate it.
+    fn local_id(&self) -> NodeId;
+
+    /// The address peers dial to reach this node.
+    fn local_addr(&self) -> Addr;
+
+    /// Opens an edge to the node `remote` at `addr`. Succeeds only once the peer has proved it
+    /// is `remote`; otherwise [`DialError::IdentityMismatch`].
+    fn dial(&self, remote: NodeId, addr: &Addr) -> BoxFuture<'static, Result<Conn, DialError>>;
+
+    /// The next event from any edge: `Ready(None)` once the transport is closed.
+    fn poll_event(&self, cx: &mut Context<'_>) -> Poll<Option<Event>>;
+
+    /// Closes every edge and ends the event stream.
+    fn close(&self);
+
+    /// Counters of what the transport did and refused.
+    fn stats(&self) -> TransportStats;
+
+    /// True when addresses are IP `host:port` literals, so callers can account by subnet.
+    fn is_ip(&self) -> bool;
+}
+
+/// Waits for the next event of `transport` (see [`Transport::poll_event`]).
+pub async fn next_event<T: Transport + ?Sized>(transport: &T) -> Option<Event> {
+    std::future::poll_fn(|cx| transport.poll_event(cx)).await
+}
+
+/// What a transport reports.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A frame arrived. The packet is the receiver's to release.
+    Frame {
+        /// The edge it came on; its `remote_id` is authenticated.
+        conn: Conn,
+        /// The frame's bytes.
+        packet: Packet,
+    },
+    /// An edge closed. Reported once per edge, after its last frame.
+    Closed {
+        /// The edge.
+        conn: Conn,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Who opened an edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// We dialed.
+    Outbound,
+    /// The peer dialed us.
+    Inbound,
+}
+
+/// Why an edge closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// [`Conn::close`] on this side.
+    Local,
+    /// The peer closed it.
+    Remote,
+    /// The transport was closed.
+    TransportClosed,
+    /// A frame could not be written within the send deadline.
+    SendTimeout,
+    /// An inbound edge sent nothing within the first-frame timeout.
+    FirstFrameTimeout,
+    /// The peer broke the framing (e.g. a frame over 64 KiB).
+    ProtocolViolation,
+    /// The connection failed underneath (idle timeout, network error).
+    Lost,
+}
+
+/// Why [`Conn::send`] refused a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The edge is closed.
+    #[error("edge closed")]
+    ConnClosed,
+    /// The edge's send queue is full: the peer or the path is slower than the sender.
+    #[error("edge send queue full")]
+    QueueFull,
+    /// The frame is larger than one packet (64 KiB).
+    #[error("frame of {len} bytes exceeds the {MAX_PACKET_LEN}-byte packet")]
+    TooLarge {
+        /// The frame's length.
+        len: usize,
+    },
+}
+
+/// Why a dial failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialError {
+    /// Nothing answered at the address, or the path is partitioned.
+    #[error("no route to {0}")]
+    NoRoute(Addr),
+    /// The peer authenticated as a different NodeId than the one dialed.
+    #[error("peer at the address is {actual}, not {expected}")]
+    IdentityMismatch {
+        /// The NodeId dialed.
+        expected: NodeId,
+        /// The NodeId the peer proved.
+        actual: NodeId,
+    },
+    /// The address is not one this transport can dial.
+    #[error("cannot dial {addr}: {why}")]
+    BadAddr {
+        /// The address.
+        addr: Addr,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The peer refused the connection (for example, its inbound caps are full).
+    #[error("peer refused the connection")]
+    Refused,
+    /// The handshake failed (bad certificate, protocol mismatch, ...).
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// The dial did not complete in time.
+    #[error("dial timed out")]
+    Timeout,
+    /// This transport is closed.
+    #[error("transport closed")]
+    Closed,
+}
+
+/// An identifier of an edge, unique within the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// A handle to one edge. Cheap to clone; every clone is the same edge.
+#[derive(Clone)]
+pub struct Conn(Arc<ConnInner>);
+
+struct ConnInner {
+    id: ConnId,
+    remote_id: NodeId,
+    remote_addr: Addr,
+    direction: Direction,
+    queue: mpsc::Sender<Packet>,
+    closed: watch::Sender<Option<CloseReason>>,
+    counters: Arc<Counters>,
+}
+
+impl Conn {
+    /// Creates an edge handle and the receiving end of its send queue, for a transport's
+    /// pump task.
+    pub(crate) fn new(
+        remote_id: NodeId,
+        remote_addr: Addr,
+        direction: Direction,
+        counters: Arc<Counters>,
+    ) -> (Self, mpsc::Receiver<Packet>) {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let (queue, rx) = mpsc::channel(SEND_QUEUE_LEN);
+        let (closed, _) = watch::channel(None);
+        let inner = ConnInner {
+            id: ConnId(NEXT.fetch_add(1, Ordering::Relaxed)),
+            remote_id,
+            remote_addr,
+            direction,
+            queue,
+            closed,
+            counters,
+        };
+        (Self(Arc::new(inner)), rx)
+    }
+
+    /// The edge's process-unique id.
+    pub fn id(&self) -> ConnId {
+        self.0.id
+    }
+
+    /// The peer's NodeId, authenticated by the transport.
+    pub fn remote_id(&self) -> NodeId {
+        self.0.remote_id
+    }
+
+    /// The peer's address as this side observes it (for reflexive-address reports).
+    pub fn remote_addr(&self) -> &Addr {
+        &self.0.remote_addr
+    }
+
+    /// Who opened the edge.
+    pub fn direction(&self) -> Direction {
+        self.0.direction
+    }
+
+    /// Queues a copy of `frame` for sending. Never blocks; the caller keeps `frame`.
+    pub fn send(&self, frame: &[u8]) -> Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::ConnClosed);
+        }
+        let packet = Packet::copy_from(frame).map_err(|e| SendError::TooLarge { len: e.len })?;
+        self.0.queue.try_send(packet).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                self.0
+                    .counters
+                    .send_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                SendError::QueueFull
+            }
+            mpsc::error::TrySendError::Closed(_) => SendError::ConnClosed,
+        })
+    }
+
+    /// Like [`Conn::send`], but waits for room in the edge's queue instead of failing with
+    /// [`SendError::QueueFull`]: for bulk senders. The frame is still copied before this
+    /// returns, and cancelling the future sends nothing.
+    pub async fn send_wait(&self, frame: &[u8]) -> Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::ConnClosed);
+        }
+        let packet = Packet::copy_from(frame).map_err(|e| SendError::TooLarge { len: e.len })?;
+        let permit = self
+            .0
+            .queue
+            .reserve()
+            .await
+            .map_err(|_| SendError::ConnClosed)?;
+        permit.send(packet);
+        Ok(())
+    }
+
+    /// Closes the edge. Idempotent; the peer sees it close too.
+    pub fn close(&self) {
+        self.mark_closed(CloseReason::Local);
+    }
+
+    /// True once the edge is closed, from either side.
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.borrow().is_some()
+    }
+
+    /// Why the edge closed, if it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        *self.0.closed.borrow()
+    }
+
+    /// Resolves when the edge closes, with the reason.
+    pub async fn closed(&self) -> CloseReason {
+        let mut rx = self.0.closed.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.unwrap_or(CloseReason::Lost),
+            // The sender lives in `self`, so it cannot be dropped while we wait.
+            Err(_) => CloseReason::Lost,
+        }
+    }
+
+    /// Records the first close reason; later calls keep the first. True if this call closed it.
+    pub(crate) fn mark_closed(&self, reason: CloseReason) -> bool {
+        self.0.closed.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason);
+                true
+            } else {
+                false
+            }
+        })
+    }
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.0.id.0)
+            .field("remote", &self.0.remote_id.short())
+            .field("addr", &self.0.remote_addr)
+            .field("direction", &self.0.direction)
+            .finish()
+    }
+}
+
+impl PartialEq for Conn {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for Conn {}
+
+impl std::hash::Hash for Conn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state);
+    }
+}
+
+/// The event queue a transport's tasks feed and its owner drains.
+#[derive(Debug)]
+pub(crate) struct Events {
+    tx: mpsc::Sender<Event>,
+    rx: std::sync::Mutex<mpsc::Receiver<Event>>,
+    closed: watch::Sender<bool>,
+}
+
+impl Events {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        Self {
+            tx,
+            rx: std::sync::Mutex::new(rx),
+            closed: watch::channel(false).0,
+        }
+    }
+
+    /// Delivers an event, waiting for room (backpressure reaches the edge that sent it).
+    /// Returns false once the transport is closed.
+    pub(crate) async fn push(&self, event: Event) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let mut closed = self.closed.subscribe();
+        tokio::select! {
+            sent = self.tx.send(event) => sent.is_ok(),
+            _ = closed.wait_for(|c| *c) => false,
+        }
+    }
+
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        if self.is_closed() {
+            return Poll::Ready(None);
+        }
+        match self.rx.lock() {
+            Ok(mut rx) => rx.poll_recv(cx),
+            Err(_) => Poll::Ready(None),
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.send_replace(true);
+        if let Ok(mut rx) = self.rx.lock() {
+            rx.close();
+            // Release whatever was queued.
+            while rx.try_recv().is_ok() {}
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+}

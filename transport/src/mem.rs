@@ -1,0 +1,445 @@
+//! The in-memory transport: a [`Hub`] of nodes that reach each other through channels.
+//!
+//! Deterministic and crypto-free: the hub itself vouches for identities. Built for tests on
+//! tokio's paused clock (`#[tokio::test(start_paused = true)]`): delays are timers, so a
+//! simulated minute costs no real time.
+//!
+//! Faults are first-class: [`Hub::partition`] makes frames between two nodes vanish and new
+//! dials fail until [`Hub::heal`]; [`Hub::set_link`] gives one direction of one pair a
+//! seeded [`LinkModel`] (loss, delay and jitter, reordering, MTU).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use nodenet_kad::NodeId;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::{
+    Addr, BoxFuture, CloseReason, Conn, Counters, DialError, Direction, Event, Events, Packet,
+    Transport, TransportStats,
+};
+
+/// The network name of in-memory addresses.
+pub const NET: &str = "mem";
+
+/// Default depth of each transport's event queue.
+pub const DEFAULT_EVENT_QUEUE: usize = 256;
+
+/// Frames one direction of an edge holds in flight (delayed or held for reordering).
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// How one direction of a link treats frames. The default is a perfect link.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LinkModel {
+    /// Probability in `[0, 1)` that a frame vanishes.
+    pub loss: f64,
+    /// Fixed one-way delay.
+    pub delay: Duration,
+    /// Extra delay drawn uniformly from `[0, jitter]` per frame. Frames still arrive in order
+    /// unless `reorder_every` is set.
+    pub jitter: Duration,
+    /// Every n-th frame is held back by `reorder_hold` and overtaken by later ones (0 = off).
+    /// This deliberately breaks the in-order guarantee, to test robustness against it.
+    pub reorder_every: u32,
+    /// How long a reordered frame is held.
+    pub reorder_hold: Duration,
+    /// Frames longer than this vanish.
+    pub mtu: Option<usize>,
+    /// Seed of this link's random choices: the same seed, the same fate for every frame.
+    pub seed: u64,
+}
+
+/// A set of in-memory nodes that can dial each other.
+#[derive(Clone, Debug, Default)]
+pub struct Hub(Arc<HubInner>);
+
+#[derive(Debug, Default)]
+struct HubInner {
+    state: Mutex<HubState>,
+}
+
+#[derive(Debug, Default)]
+struct HubState {
+    endpoints: HashMap<String, Weak<Shared>>,
+    partitions: HashSet<(NodeId, NodeId)>,
+    links: HashMap<(NodeId, NodeId), LinkModel>,
+}
+
+/// Why [`Hub::transport`] refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    /// Another live transport already has this address.
+    #[error("address mem/{0} is taken")]
+    AddrInUse(String),
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A transport for the node `id`, reachable at `mem/<name>`.
+    pub fn transport(&self, id: NodeId, name: &str) -> Result<MemTransport, HubError> {
+        self.transport_with(id, name, DEFAULT_EVENT_QUEUE)
+    }
+
+    /// Like [`Hub::transport`], with an event queue of `event_queue` entries.
+    pub fn transport_with(
+        &self,
+        id: NodeId,
+        name: &str,
+        event_queue: usize,
+    ) -> Result<MemTransport, HubError> {
+        let mut state = self.lock();
+        if state.endpoints.get(name).and_then(Weak::upgrade).is_some() {
+            return Err(HubError::AddrInUse(name.to_owned()));
+        }
+        let shared = Arc::new(Shared {
+            id,
+            addr: Addr::new(NET, name),
+            hub: Arc::downgrade(&self.0),
+            events: Events::new(event_queue),
+            counters: Arc::default(),
+            conns: Mutex::default(),
+        });
+        state
+            .endpoints
+            .insert(name.to_owned(), Arc::downgrade(&shared));
+        Ok(MemTransport(shared))
+    }
+
+    /// Cuts the link between `a` and `b` both ways: frames vanish, dials fail.
+    pub fn partition(&self, a: NodeId, b: NodeId) {
+        let mut state = self.lock();
+        state.partitions.insert((a, b));
+        state.partitions.insert((b, a));
+    }
+
+    /// Undoes [`Hub::partition`].
+    pub fn heal(&self, a: NodeId, b: NodeId) {
+        let mut state = self.lock();
+        state.partitions.remove(&(a, b));
+        state.partitions.remove(&(b, a));
+    }
+
+    /// Sets the model of the direction `from → to`; frames already in flight keep theirs.
+    pub fn set_link(&self, from: NodeId, to: NodeId, model: LinkModel) {
+        self.lock().links.insert((from, to), model);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        lock(&self.0.state)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a hub lock leaves plain data behind; keep going with it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn partitioned(hub: &Weak<HubInner>, a: NodeId, b: NodeId) -> bool {
+    hub.upgrade()
+        .is_none_or(|h| lock(&h.state).partitions.contains(&(a, b)))
+}
+
+/// One node's in-memory transport. Cloning gives another handle to the same transport.
+#[derive(Clone, Debug)]
+pub struct MemTransport(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    id: NodeId,
+    addr: Addr,
+    hub: Weak<HubInner>,
+    events: Events,
+    counters: Arc<Counters>,
+    conns: Mutex<HashMap<crate::ConnId, Conn>>,
+}
+
+impl Shared {
+    fn register(&self, conn: &Conn) {
+        lock(&self.conns).insert(conn.id(), conn.clone());
+    }
+}
+
+impl Transport for MemTransport {
+    fn local_id(&self) -> NodeId {
+        self.0.id
+    }
+
+    fn local_addr(&self) -> Addr {
+        self.0.addr.clone()
+    }
+
+    fn dial(&self, remote: NodeId, addr: &Addr) -> BoxFuture<'static, Result<Conn, DialError>> {
+        let result = self.dial_now(remote, addr);
+        match &result {
+            Ok(_) => Counters::inc(&self.0.counters.dials_ok),
+            Err(e) => {
+                Counters::inc(&self.0.counters.dials_failed);
+                if matches!(e, DialError::IdentityMismatch { .. }) {
+                    Counters::inc(&self.0.counters.dials_identity_mismatch);
+                }
+            }
+        }
+        Box::pin(std::future::ready(result))
+    }
+
+    fn poll_event(&self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.0.events.poll(cx)
+    }
+
+    fn close(&self) {
+        self.0.events.close();
+        let conns: Vec<Conn> = lock(&self.0.conns).drain().map(|(_, c)| c).collect();
+        for c in conns {
+            c.mark_closed(CloseReason::TransportClosed);
+        }
+        if let Some(hub) = self.0.hub.upgrade() {
+            let mut state = lock(&hub.state);
+            if state
+                .endpoints
+                .get(&self.0.addr.endpoint)
+                .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&self.0)))
+            {
+                state.endpoints.remove(&self.0.addr.endpoint);
+            }
+        }
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.0.counters.snapshot()
+    }
+
+    fn is_ip(&self) -> bool {
+        false
+    }
+}
+
+impl MemTransport {
+    fn dial_now(&self, remote: NodeId, addr: &Addr) -> Result<Conn, DialError> {
+        if self.0.events.is_closed() {
+            return Err(DialError::Closed);
+        }
+        if addr.net != NET {
+            return Err(DialError::BadAddr {
+                addr: addr.clone(),
+                why: "not a mem address",
+            });
+        }
+        let hub = self.0.hub.upgrade().ok_or(DialError::Closed)?;
+        let target = lock(&hub.state)
+            .endpoints
+            .get(&addr.endpoint)
+            .and_then(Weak::upgrade)
+            .filter(|t| !t.events.is_closed())
+            .ok_or_else(|| DialError::NoRoute(addr.clone()))?;
+        if partitioned(&self.0.hub, self.0.id, target.id) {
+            return Err(DialError::NoRoute(addr.clone()));
+        }
+        if target.id != remote {
+            return Err(DialError::IdentityMismatch {
+                expected: remote,
+                actual: target.id,
+            });
+        }
+        let (ours, our_rx) = Conn::new(
+            target.id,
+            addr.clone(),
+            Direction::Outbound,
+            self.0.counters.clone(),
+        );
+        let (theirs, their_rx) = Conn::new(
+            self.0.id,
+            self.0.addr.clone(),
+            Direction::Inbound,
+            target.counters.clone(),
+        );
+        self.0.register(&ours);
+        target.register(&theirs);
+        Counters::inc(&target.counters.inbound_accepted);
+        let handle = ours.clone();
+        tokio::spawn(pump(
+            self.0.clone(),
+            ours.clone(),
+            our_rx,
+            target.clone(),
+            theirs.clone(),
+        ));
+        tokio::spawn(pump(target, theirs, their_rx, self.0.clone(), ours));
+        Ok(handle)
+    }
+}
+
+/// A frame on its way, ordered by delivery time and then by send order.
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    packet: Packet,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for InFlight {}
+
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for InFlight {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// A small deterministic generator for link decisions (SplitMix64).
+struct LinkRng(u64);
+
+impl LinkRng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Moves frames from `conn`'s send queue to `peer`'s transport, through the link model.
+/// Reports `conn`'s close to its own transport exactly once, after its last frame.
+async fn pump(
+    from: Arc<Shared>,
+    conn: Conn,
+    mut rx: mpsc::Receiver<Packet>,
+    to: Arc<Shared>,
+    peer: Conn,
+) {
+    let model = from
+        .hub
+        .upgrade()
+        .and_then(|h| lock(&h.state).links.get(&(from.id, to.id)).cloned())
+        .unwrap_or_default();
+    let mut rng = LinkRng(model.seed);
+    let mut flight: BinaryHeap<Reverse<InFlight>> = BinaryHeap::new();
+    let mut seq: u64 = 0;
+    let mut last_at = Instant::now();
+
+    let reason = {
+        let mut closed = std::pin::pin!(conn.closed());
+        loop {
+            let next_at = flight.peek().map(|Reverse(f)| f.at);
+            tokio::select! {
+                biased;
+                reason = &mut closed => break reason,
+                () = sleep_until(next_at), if next_at.is_some() => {
+                    if let Some(Reverse(f)) = flight.pop() {
+                        if !deliver(&from, &to, &peer, f.packet).await {
+                            break CloseReason::Lost;
+                        }
+                    }
+                }
+                packet = rx.recv(), if flight.len() < MAX_IN_FLIGHT => {
+                    let Some(packet) = packet else { break CloseReason::Lost };
+                    seq += 1;
+                    if let Some(f) = admit(&model, &mut rng, seq, &mut last_at, packet) {
+                        flight.push(Reverse(f));
+                    } else {
+                        Counters::inc(&from.counters.frames_dropped_by_link);
+                    }
+                }
+            }
+        }
+    };
+
+    if reason == CloseReason::Local {
+        // Frames accepted before the close still go out, in order, on their schedule.
+        while let Ok(packet) = rx.try_recv() {
+            seq += 1;
+            if let Some(f) = admit(&model, &mut rng, seq, &mut last_at, packet) {
+                flight.push(Reverse(f));
+            }
+        }
+        while let Some(Reverse(f)) = flight.pop() {
+            tokio::time::sleep_until(f.at).await;
+            if !deliver(&from, &to, &peer, f.packet).await {
+                break;
+            }
+        }
+    }
+    rx.close();
+    peer.mark_closed(match reason {
+        CloseReason::Local | CloseReason::TransportClosed => CloseReason::Remote,
+        other => other,
+    });
+    lock(&from.conns).remove(&conn.id());
+    from.events.push(Event::Closed { conn, reason }).await;
+}
+
+/// Applies loss, MTU and timing to one frame; `None` when the link drops it.
+fn admit(
+    model: &LinkModel,
+    rng: &mut LinkRng,
+    seq: u64,
+    last_at: &mut Instant,
+    packet: Packet,
+) -> Option<InFlight> {
+    if model.mtu.is_some_and(|mtu| packet.len() > mtu) {
+        return None;
+    }
+    if model.loss > 0.0 && rng.unit() < model.loss {
+        return None;
+    }
+    let jitter = if model.jitter.is_zero() {
+        Duration::ZERO
+    } else {
+        model.jitter.mul_f64(rng.unit())
+    };
+    // In order unless reordering is asked for: never before the previous frame.
+    let at = (Instant::now() + model.delay + jitter).max(*last_at);
+    *last_at = at;
+    let held = model.reorder_every > 0 && seq % u64::from(model.reorder_every) == 0;
+    let at = if held { at + model.reorder_hold } else { at };
+    Some(InFlight { at, seq, packet })
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands a frame to the peer's transport unless the pair is partitioned. False once the
+/// receiving transport is closed.
+async fn deliver(from: &Shared, to: &Shared, peer: &Conn, packet: Packet) -> bool {
+    if partitioned(&from.hub, from.id, to.id) {
+        Counters::inc(&from.counters.frames_dropped_by_link);
+        return true;
+    }
+    if peer.is_closed() {
+        return true;
+    }
+    to.events
+        .push(Event::Frame {
+            conn: peer.clone(),
+            packet,
+        })
+        .await
+}

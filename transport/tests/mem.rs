@@ -1,0 +1,163 @@
+//! The in-memory hub's fault models, on tokio's paused clock: deterministic, no real time.
+
+use std::time::Duration;
+
+use nodenet_kad::NodeId;
+use nodenet_transport::mem::{Hub, LinkModel, MemTransport};
+use nodenet_transport::{Conn, DialError, Event, Transport, next_event};
+use tokio::time::Instant;
+
+fn id(n: u8) -> NodeId {
+    NodeId::from_bytes([n; 32])
+}
+
+fn node(hub: &Hub, n: u8) -> MemTransport {
+    hub.transport(id(n), &format!("n{n}")).unwrap()
+}
+
+async fn dial(a: &MemTransport, b: &MemTransport) -> Conn {
+    a.dial(b.local_id(), &b.local_addr()).await.unwrap()
+}
+
+/// Collects the payloads of frames arriving within `window`, with their arrival times.
+async fn collect(t: &MemTransport, window: Duration) -> Vec<(Vec<u8>, Duration)> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while let Ok(Some(ev)) = tokio::time::timeout_at(start + window, next_event(t)).await {
+        if let Event::Frame { packet, .. } = ev {
+            out.push((packet.to_vec(), start.elapsed()));
+        }
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn partition_drops_frames_and_dials_until_healed() {
+    let hub = Hub::new();
+    let (a, b) = (node(&hub, 1), node(&hub, 2));
+    let ab = dial(&a, &b).await;
+    hub.partition(a.local_id(), b.local_id());
+    ab.send(b"lost").unwrap();
+    assert!(collect(&b, Duration::from_secs(1)).await.is_empty());
+    assert!(matches!(
+        a.dial(b.local_id(), &b.local_addr()).await,
+        Err(DialError::NoRoute(_))
+    ));
+    assert_eq!(a.stats().frames_dropped_by_link, 1);
+    hub.heal(a.local_id(), b.local_id());
+    ab.send(b"found").unwrap();
+    let got = collect(&b, Duration::from_secs(1)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, b"found");
+    assert!(a.dial(b.local_id(), &b.local_addr()).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn delay_and_jitter_keep_order_and_bounds() {
+    let hub = Hub::new();
+    let (a, b) = (node(&hub, 1), node(&hub, 2));
+    let model = LinkModel {
+        delay: Duration::from_millis(50),
+        jitter: Duration::from_millis(20),
+        seed: 7,
+        ..LinkModel::default()
+    };
+    hub.set_link(a.local_id(), b.local_id(), model);
+    let ab = dial(&a, &b).await;
+    for i in 0u8..40 {
+        ab.send(&[i]).unwrap();
+    }
+    let got = collect(&b, Duration::from_secs(1)).await;
+    assert_eq!(
+        got.iter().map(|g| g.0[0]).collect::<Vec<_>>(),
+        (0..40).collect::<Vec<_>>()
+    );
+    for (_, at) in &got {
+        assert!(
+            *at >= Duration::from_millis(50) && *at <= Duration::from_millis(71),
+            "{at:?}"
+        );
+    }
+    // Jitter really varies the arrival times.
+    let distinct: std::collections::HashSet<_> = got.iter().map(|g| g.1).collect();
+    assert!(distinct.len() > 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn loss_is_seeded_and_reproducible() {
+    async fn run(seed: u64) -> Vec<u8> {
+        let hub = Hub::new();
+        let (a, b) = (node(&hub, 1), node(&hub, 2));
+        hub.set_link(
+            a.local_id(),
+            b.local_id(),
+            LinkModel {
+                loss: 0.3,
+                seed,
+                ..LinkModel::default()
+            },
+        );
+        let ab = dial(&a, &b).await;
+        let mut sent = 0u8;
+        while sent < 200 {
+            if ab.send(&[sent]).is_ok() {
+                sent += 1;
+            } else {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        collect(&b, Duration::from_secs(1))
+            .await
+            .into_iter()
+            .map(|g| g.0[0])
+            .collect()
+    }
+    let first = run(42).await;
+    assert_eq!(first, run(42).await, "same seed, same fate");
+    assert_ne!(first, run(43).await, "another seed, another fate");
+    let rate = 1.0 - first.len() as f64 / 200.0;
+    assert!((0.2..0.4).contains(&rate), "loss rate {rate}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn reordering_and_mtu() {
+    let hub = Hub::new();
+    let (a, b) = (node(&hub, 1), node(&hub, 2));
+    let model = LinkModel {
+        delay: Duration::from_millis(10),
+        reorder_every: 3,
+        reorder_hold: Duration::from_millis(100),
+        mtu: Some(100),
+        ..LinkModel::default()
+    };
+    hub.set_link(a.local_id(), b.local_id(), model);
+    let ab = dial(&a, &b).await;
+    for i in 1u8..=6 {
+        ab.send(&[i]).unwrap();
+    }
+    ab.send(&[0u8; 101]).unwrap(); // over the MTU: vanishes
+    let got: Vec<u8> = collect(&b, Duration::from_secs(1))
+        .await
+        .iter()
+        .map(|g| g.0[0])
+        .collect();
+    assert_eq!(
+        got,
+        vec![1, 2, 4, 5, 3, 6],
+        "every third frame is overtaken"
+    );
+    // The reverse direction has its own (perfect) model.
+    let ba = b.dial(a.local_id(), &a.local_addr()).await.unwrap();
+    ba.send(b"back").unwrap();
+    let back = collect(&a, Duration::from_millis(1)).await;
+    assert_eq!(back[0].0, b"back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn addresses_are_unique_until_closed() {
+    let hub = Hub::new();
+    let a = node(&hub, 1);
+    assert!(hub.transport(id(9), "n1").is_err());
+    a.close();
+    assert!(hub.transport(id(9), "n1").is_ok());
+}
