@@ -344,6 +344,21 @@ async fn pump(
     let reason = {
         let mut closed = std::pin::pin!(conn.closed());
         loop {
+            // Frames already due go now: a timer would round even a zero delay up to the
+            // timer wheel's 1 ms tick.
+            let now = Instant::now();
+            let mut lost = false;
+            while flight.peek().is_some_and(|Reverse(f)| f.at <= now) {
+                if let Some(Reverse(f)) = flight.pop() {
+                    if !deliver(&from, &to, &peer, f.packet).await {
+                        lost = true;
+                        break;
+                    }
+                }
+            }
+            if lost {
+                break CloseReason::Lost;
+            }
             let next_at = flight.peek().map(|Reverse(f)| f.at);
             tokio::select! {
                 biased;

@@ -27,7 +27,6 @@ use std::time::Duration;
 use nodenet_identity::Identity;
 use nodenet_kad::NodeId;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use tokio::io::{AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 
 use crate::{
@@ -428,7 +427,7 @@ async fn dial(shared: &Arc<Shared>, remote: NodeId, addr: &Addr) -> Result<Conn,
         shared.counters.clone(),
     );
     lock(&shared.conns).insert(conn.id(), conn.clone());
-    let reader = BufReader::with_capacity(READ_BUFFER, recv);
+    let reader = FrameReader::new(recv);
     tokio::spawn(run_edge(
         shared.clone(),
         conn.clone(),
@@ -527,8 +526,8 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, slot: Inboun
             .accept_bi()
             .await
             .map_err(|_| CloseReason::Lost)?;
-        let mut reader = BufReader::with_capacity(READ_BUFFER, recv);
-        match read_frame(&mut reader).await {
+        let mut reader = FrameReader::new(recv);
+        match reader.read_frame().await {
             Ok(Some(p)) => Ok((send, reader, p)),
             Ok(None) => Err(CloseReason::Remote),
             Err(r) => Err(r),
@@ -557,8 +556,6 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, slot: Inboun
     run_edge(shared, conn, rx, connection, send, reader, Some(first)).await;
     drop(slot);
 }
-
-const READ_BUFFER: usize = 16 * 1024;
 
 /// Decodes the stream's `uvarint(len)` packet prefix one byte at a time, refusing a length
 /// over [`MAX_PACKET_LEN`] as soon as it is certain, so a hostile prefix costs nothing.
@@ -595,40 +592,97 @@ impl PrefixDecoder {
     }
 }
 
-/// Reads one `uvarint(len) | packet`. `Ok(None)` on a clean end of stream between frames.
-async fn read_frame(r: &mut BufReader<quinn::RecvStream>) -> Result<Option<Packet>, CloseReason> {
-    let mut prefix = PrefixDecoder::default();
-    let mut first = true;
-    let len = loop {
-        let byte = match r.read_u8().await {
-            Ok(b) => b,
-            Err(e) if first && e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(_) => return Err(CloseReason::Lost),
-        };
-        first = false;
-        match prefix.push(byte) {
-            Ok(Some(len)) => break len,
-            Ok(None) => {}
-            Err(PrefixTooLarge) => return Err(CloseReason::ProtocolViolation),
-        }
-    };
-    let class = SizeClass::for_len(len).ok_or(CloseReason::ProtocolViolation)?;
-    let mut p = Packet::of_class(class);
-    r.read_exact(&mut p.buf_mut()[..len])
-        .await
-        .map_err(|_| CloseReason::Lost)?;
-    p.set_len(len).map_err(|_| CloseReason::ProtocolViolation)?;
-    Ok(Some(p))
+/// Reads `uvarint(len) | packet` frames from an edge's stream. Takes quinn's received chunks
+/// as they are (no copy) and copies each payload byte exactly once, into its pooled packet.
+struct FrameReader {
+    recv: quinn::RecvStream,
+    pending: bytes::Bytes,
 }
 
-async fn write_frame(send: &mut quinn::SendStream, packet: &[u8]) -> Result<(), quinn::WriteError> {
-    let mut prefix = [0u8; 10];
-    let mut w = nodenet_wire::Writer::new(&mut prefix);
-    // Ten bytes always hold a uvarint.
-    let _ = w.put_uvarint(packet.len() as u64);
-    let n = w.finish();
-    send.write_all(&prefix[..n]).await?;
-    send.write_all(packet).await
+impl FrameReader {
+    fn new(recv: quinn::RecvStream) -> Self {
+        Self {
+            recv,
+            pending: bytes::Bytes::new(),
+        }
+    }
+
+    /// Refills `pending`; false at the end of the stream.
+    async fn fill(&mut self) -> Result<bool, CloseReason> {
+        match self.recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => {
+                self.pending = chunk.bytes;
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(_) => Err(CloseReason::Lost),
+        }
+    }
+
+    /// The next frame; `Ok(None)` on a clean end of stream between frames.
+    async fn read_frame(&mut self) -> Result<Option<Packet>, CloseReason> {
+        let mut prefix = PrefixDecoder::default();
+        let mut started = false;
+        let len = loop {
+            let Some(&byte) = self.pending.first() else {
+                if !self.fill().await? {
+                    return if started {
+                        Err(CloseReason::Lost)
+                    } else {
+                        Ok(None)
+                    };
+                }
+                continue;
+            };
+            bytes::Buf::advance(&mut self.pending, 1);
+            started = true;
+            match prefix.push(byte) {
+                Ok(Some(len)) => break len,
+                Ok(None) => {}
+                Err(PrefixTooLarge) => return Err(CloseReason::ProtocolViolation),
+            }
+        };
+        let class = SizeClass::for_len(len).ok_or(CloseReason::ProtocolViolation)?;
+        let mut p = Packet::of_class(class);
+        let mut filled = 0;
+        while filled < len {
+            if self.pending.is_empty() && !self.fill().await? {
+                return Err(CloseReason::Lost);
+            }
+            let n = (len - filled).min(self.pending.len());
+            p.buf_mut()[filled..filled + n].copy_from_slice(&self.pending[..n]);
+            bytes::Buf::advance(&mut self.pending, n);
+            filled += n;
+        }
+        p.set_len(len).map_err(|_| CloseReason::ProtocolViolation)?;
+        Ok(Some(p))
+    }
+}
+
+/// Most frames one write hands to quinn: a busy edge's queue is written in batches, one await
+/// per batch instead of one per frame.
+const WRITE_BATCH: usize = 16;
+
+/// Writes each packet as `uvarint(len) | packet`, handing the pooled buffers themselves to
+/// quinn (no copy): each returns to the pool once quinn has sent it.
+async fn write_frames(
+    send: &mut quinn::SendStream,
+    chunks: &mut Vec<bytes::Bytes>,
+    packets: impl IntoIterator<Item = Packet>,
+) -> Result<(), quinn::WriteError> {
+    chunks.clear();
+    for packet in packets {
+        let mut prefix = [0u8; 10];
+        let mut w = nodenet_wire::Writer::new(&mut prefix);
+        // Ten bytes always hold a uvarint.
+        let _ = w.put_uvarint(packet.len() as u64);
+        let n = w.finish();
+        chunks.push(bytes::Bytes::copy_from_slice(&prefix[..n]));
+        chunks.push(bytes::Bytes::from_owner(packet));
+    }
+    let result = send.write_all_chunks(chunks).await;
+    chunks.clear();
+    result
 }
 
 /// Runs one edge until it closes: a reader task surfaces frames, this task drains the send
@@ -639,7 +693,7 @@ async fn run_edge(
     mut rx: mpsc::Receiver<Packet>,
     connection: quinn::Connection,
     mut send: quinn::SendStream,
-    mut reader: BufReader<quinn::RecvStream>,
+    mut reader: FrameReader,
     first: Option<Packet>,
 ) {
     let reader_task = {
@@ -660,7 +714,7 @@ async fn run_edge(
                 }
             }
             let reason = loop {
-                match read_frame(&mut reader).await {
+                match reader.read_frame().await {
                     Ok(Some(packet)) => {
                         let ev = Event::Frame {
                             conn: conn.clone(),
@@ -683,6 +737,8 @@ async fn run_edge(
     };
 
     let deadline = shared.config.send_deadline;
+    let mut batch: Vec<Packet> = Vec::with_capacity(WRITE_BATCH);
+    let mut chunks: Vec<bytes::Bytes> = Vec::with_capacity(2 * WRITE_BATCH);
     let reason = {
         let mut closed = std::pin::pin!(conn.closed());
         loop {
@@ -691,7 +747,15 @@ async fn run_edge(
                 reason = &mut closed => break reason,
                 packet = rx.recv() => {
                     let Some(packet) = packet else { break CloseReason::Lost };
-                    match tokio::time::timeout(deadline, write_frame(&mut send, &packet)).await {
+                    batch.push(packet);
+                    while batch.len() < WRITE_BATCH {
+                        match rx.try_recv() {
+                            Ok(p) => batch.push(p),
+                            Err(_) => break,
+                        }
+                    }
+                    let write = write_frames(&mut send, &mut chunks, batch.drain(..));
+                    match tokio::time::timeout(deadline, write).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => {
                             conn.mark_closed(remote_reason(&connection));
@@ -711,7 +775,7 @@ async fn run_edge(
         // must arrive), each under the send deadline, then the stream ends cleanly.
         let flushed = tokio::time::timeout(deadline, async {
             while let Ok(packet) = rx.try_recv() {
-                write_frame(&mut send, &packet).await?;
+                write_frames(&mut send, &mut chunks, [packet]).await?;
             }
             let _ = send.finish();
             let _ = send.stopped().await;
