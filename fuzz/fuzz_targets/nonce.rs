@@ -1,0 +1,5 @@
+#![no_main]
+//! Fuzz target `nonce`: the logic (and its invariant checks) lives in `nodenet_routing::fuzzing::nonce`, which the
+//! corpus-replay test also runs.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| nodenet_routing::fuzzing::nonce(data));
