@@ -24,6 +24,7 @@ use std::time::Duration;
 pub mod control;
 mod decide;
 mod edges;
+pub mod handlers;
 mod knowledge;
 pub mod msg;
 mod subnet;

@@ -660,3 +660,83 @@ fn signing_helpers_agree() {
         Err(MsgError::AvoidTooLarge(4))
     );
 }
+
+#[test]
+fn folding_neighbors_strips_unbound_addresses() {
+    let me = ident(0);
+    let mut k = Knowledge::new(me.node_id(), 0);
+    let known = ident(1);
+    k.observe(&keyed(&known, "7.7.7.7:1"), t(0));
+    // An unauthenticated contact claims the known peer moved to the attacker's address, and
+    // introduces a keyless stranger with an address.
+    let hijack = Contact::new(known.node_id(), vec![Addr::new("quic", "6.6.6.6:1")]);
+    let stranger = Contact::new(
+        NodeId::from_bytes([0x33; 32]),
+        vec![Addr::new("quic", "6.6.6.7:1")],
+    );
+    let honest = keyed(&ident(2), "5.5.5.5:1");
+    let list = [hijack, stranger.clone(), honest.clone()];
+    let mut buf = vec![0u8; control::contacts_len(&list)];
+    control::encode_contacts(&mut Writer::new(&mut buf), &list).unwrap();
+    let decoded = ContactList::decode(&mut Reader::new(&buf)).unwrap();
+    let report = handlers::fold_neighbors(&mut k, &decoded, t(1));
+    assert_eq!(
+        (report.inserted, report.refreshed, report.rejected),
+        (2, 1, 0)
+    );
+    assert_eq!(
+        k.get(&known.node_id()).unwrap().addrs[0].endpoint,
+        "7.7.7.7:1"
+    );
+    assert!(k.get(&stranger.id).unwrap().addrs.is_empty());
+    assert_eq!(k.get(&honest.id).unwrap().addrs, honest.addrs);
+    assert_eq!(
+        k.get(&honest.id).unwrap().x_pub,
+        None,
+        "X25519 keys never come from lists"
+    );
+}
+
+#[test]
+fn a_neighbors_answer_fits_the_caps() {
+    let me = ident(0);
+    let mut k = Knowledge::new(me.node_id(), 0);
+    for n in 1..100 {
+        let addrs: Vec<Addr> = (0..20)
+            .map(|i| Addr::new("quic", format!("{n}.0.0.{i}:1")))
+            .collect();
+        let i = ident(n);
+        k.observe(
+            &Contact {
+                addrs,
+                ..keyed(&i, "1.1.1.1:1")
+            },
+            t(0),
+        );
+    }
+    let target = ident(500).node_id();
+    let self_contact = keyed(&me, "9.9.9.9:1");
+    let answer = handlers::neighbors_answer(&k, &target, &self_contact);
+    assert!(answer.len() <= control::MAX_NEIGHBORS);
+    assert_eq!(answer.last().unwrap().id, me.node_id());
+    assert!(answer.iter().map(|c| c.addrs.len()).sum::<usize>() <= control::MAX_NEIGHBOR_ADDRS);
+    let mut buf = vec![0u8; control::contacts_len(&answer)];
+    control::encode_contacts(&mut Writer::new(&mut buf), &answer).unwrap();
+    // The closest known contacts come first, in order.
+    let closest: Vec<NodeId> = k.closest(&target, 16).iter().map(|c| c.id).collect();
+    assert!(
+        answer[..answer.len() - 1]
+            .iter()
+            .all(|c| closest.contains(&c.id))
+    );
+}
+
+#[test]
+fn leave_drops_the_edge() {
+    let mut e = Edges::new(NodeId::ZERO);
+    let peer = NodeId::from_bytes([1; 32]);
+    e.add(peer, true, None, t(0));
+    assert!(handlers::on_leave(&mut e, &peer));
+    assert!(!handlers::on_leave(&mut e, &peer));
+    assert_eq!(e.phase(), Phase::Bootstrap);
+}
