@@ -6,22 +6,11 @@
 use std::path::PathBuf;
 
 use hkdf::Hkdf;
+use nodenet_testkit::{hex32, vectors};
 use proptest::prelude::*;
-use serde_json::Value;
 use sha2::Sha256;
 
 use super::*;
-
-fn vectors() -> Value {
-    serde_json::from_str(include_str!("../../testdata/nodenet-v1.json")).unwrap()
-}
-
-fn hex32(v: &Value) -> [u8; 32] {
-    hex::decode(v.as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap()
-}
 
 #[test]
 fn known_answers_from_the_reference() {

@@ -6,14 +6,10 @@
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use nodenet_testkit::vectors;
 use sha2::{Digest, Sha256};
 
 use super::*;
-
-fn vectors() -> Value {
-    serde_json::from_str(include_str!("../../testdata/nodenet-v1.json")).unwrap()
-}
 
 fn rng() -> impl CryptoRng {
     rand_core::UnwrapErr(getrandom::SysRng)

@@ -7,24 +7,12 @@ use std::time::Duration;
 
 use nodenet_identity::{Identity, PUBLIC_KEY_LEN};
 use nodenet_kad::NodeId;
+use nodenet_testkit::{Value, hex32, unhex, vectors};
 use nodenet_wire::{Addr, Frame, FrameType, Reader, WireError, Writer};
-use serde_json::Value;
 
 use crate::control::{self, Caps, Contact};
 use crate::msg::{self, MsgError, MsgFields, MsgRef};
 use crate::*;
-
-fn vectors() -> Value {
-    serde_json::from_str(include_str!("../../testdata/nodenet-v1.json")).unwrap()
-}
-
-fn unhex(v: &Value) -> Vec<u8> {
-    hex::decode(v.as_str().unwrap()).unwrap()
-}
-
-fn hex32(v: &Value) -> [u8; 32] {
-    unhex(v).try_into().unwrap()
-}
 
 fn id_of(v: &Value) -> NodeId {
     NodeId::from_bytes(hex32(v))

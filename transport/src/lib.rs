@@ -359,6 +359,35 @@ impl std::hash::Hash for Conn {
     }
 }
 
+/// The live edges of one transport, so closing the transport can close them all.
+#[derive(Debug, Default)]
+pub(crate) struct ConnSet(std::sync::Mutex<std::collections::HashMap<ConnId, Conn>>);
+
+impl ConnSet {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ConnId, Conn>> {
+        // Only plain data is behind this lock; a panic elsewhere cannot leave it half-updated.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn insert(&self, conn: &Conn) {
+        self.lock().insert(conn.id(), conn.clone());
+    }
+
+    pub(crate) fn remove(&self, conn: &Conn) {
+        self.lock().remove(&conn.id());
+    }
+
+    /// Closes every edge with [`CloseReason::TransportClosed`].
+    pub(crate) fn close_all(&self) {
+        let conns: Vec<Conn> = self.lock().drain().map(|(_, c)| c).collect();
+        for c in conns {
+            c.mark_closed(CloseReason::TransportClosed);
+        }
+    }
+}
+
 /// The event queue a transport's tasks feed and its owner drains.
 #[derive(Debug)]
 pub(crate) struct Events {

@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::{
-    Addr, BoxFuture, CloseReason, Conn, Counters, DialError, Direction, Event, Events, Packet,
-    Transport, TransportStats,
+    Addr, BoxFuture, CloseReason, Conn, ConnSet, Counters, DialError, Direction, Event, Events,
+    Packet, Transport, TransportStats,
 };
 
 /// The network name of in-memory addresses.
@@ -106,7 +106,7 @@ impl Hub {
             hub: Arc::downgrade(&self.0),
             events: Events::new(event_queue),
             counters: Arc::default(),
-            conns: Mutex::default(),
+            conns: ConnSet::default(),
         });
         state
             .endpoints
@@ -159,13 +159,7 @@ struct Shared {
     hub: Weak<HubInner>,
     events: Events,
     counters: Arc<Counters>,
-    conns: Mutex<HashMap<crate::ConnId, Conn>>,
-}
-
-impl Shared {
-    fn register(&self, conn: &Conn) {
-        lock(&self.conns).insert(conn.id(), conn.clone());
-    }
+    conns: ConnSet,
 }
 
 impl Transport for MemTransport {
@@ -197,10 +191,7 @@ impl Transport for MemTransport {
 
     fn close(&self) {
         self.0.events.close();
-        let conns: Vec<Conn> = lock(&self.0.conns).drain().map(|(_, c)| c).collect();
-        for c in conns {
-            c.mark_closed(CloseReason::TransportClosed);
-        }
+        self.0.conns.close_all();
         if let Some(hub) = self.0.hub.upgrade() {
             let mut state = lock(&hub.state);
             if state
@@ -261,8 +252,8 @@ impl MemTransport {
             Direction::Inbound,
             target.counters.clone(),
         );
-        self.0.register(&ours);
-        target.register(&theirs);
+        self.0.conns.insert(&ours);
+        target.conns.insert(&theirs);
         Counters::inc(&target.counters.inbound_accepted);
         let handle = ours.clone();
         tokio::spawn(pump(
@@ -403,7 +394,7 @@ async fn pump(
         CloseReason::Local | CloseReason::TransportClosed => CloseReason::Remote,
         other => other,
     });
-    lock(&from.conns).remove(&conn.id());
+    from.conns.remove(&conn);
     from.events.push(Event::Closed { conn, reason }).await;
 }
 

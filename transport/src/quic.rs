@@ -30,7 +30,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use tokio::sync::mpsc;
 
 use crate::{
-    Addr, BoxFuture, CloseReason, Conn, ConnId, Counters, DialError, Direction, Event, Events,
+    Addr, BoxFuture, CloseReason, Conn, ConnSet, Counters, DialError, Direction, Event, Events,
     MAX_PACKET_LEN, Packet, SizeClass, Transport, TransportStats,
 };
 
@@ -158,7 +158,7 @@ struct Shared {
     config: QuicConfig,
     events: Events,
     counters: Arc<Counters>,
-    conns: Mutex<HashMap<ConnId, Conn>>,
+    conns: ConnSet,
     inbound: Mutex<InboundSlots>,
 }
 
@@ -218,7 +218,7 @@ impl QuicTransport {
             events: Events::new(config.event_queue),
             config,
             counters: Arc::default(),
-            conns: Mutex::default(),
+            conns: ConnSet::default(),
             inbound: Mutex::default(),
         });
         tokio::spawn(accept_loop(shared.clone()));
@@ -362,10 +362,7 @@ impl Transport for QuicTransport {
 
     fn close(&self) {
         self.0.events.close();
-        let conns: Vec<Conn> = lock(&self.0.conns).drain().map(|(_, c)| c).collect();
-        for c in conns {
-            c.mark_closed(CloseReason::TransportClosed);
-        }
+        self.0.conns.close_all();
         self.0.endpoint.close(0u32.into(), b"");
     }
 
@@ -426,7 +423,7 @@ async fn dial(shared: &Arc<Shared>, remote: NodeId, addr: &Addr) -> Result<Conn,
         Direction::Outbound,
         shared.counters.clone(),
     );
-    lock(&shared.conns).insert(conn.id(), conn.clone());
+    shared.conns.insert(&conn);
     let reader = FrameReader::new(recv);
     tokio::spawn(run_edge(
         shared.clone(),
@@ -552,7 +549,7 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, slot: Inboun
     Counters::inc(&shared.counters.inbound_accepted);
     let addr = Addr::new(NET, remote_addr.to_string());
     let (conn, rx) = Conn::new(remote_id, addr, Direction::Inbound, shared.counters.clone());
-    lock(&shared.conns).insert(conn.id(), conn.clone());
+    shared.conns.insert(&conn);
     run_edge(shared, conn, rx, connection, send, reader, Some(first)).await;
     drop(slot);
 }
@@ -789,7 +786,7 @@ async fn run_edge(
     rx.close();
     connection.close(0u32.into(), b"");
     let _ = reader_task.await;
-    lock(&shared.conns).remove(&conn.id());
+    shared.conns.remove(&conn);
     shared.events.push(Event::Closed { conn, reason }).await;
 }
 

@@ -3,19 +3,11 @@
     reason = "test fixtures are small, known values"
 )]
 
+use nodenet_testkit::{unhex, vectors};
 use proptest::prelude::*;
-use serde_json::Value;
 
 use super::*;
 use crate::frame::header_len;
-
-fn vectors() -> Value {
-    serde_json::from_str(include_str!("../../testdata/nodenet-v1.json")).unwrap()
-}
-
-fn unhex(v: &Value) -> Vec<u8> {
-    hex::decode(v.as_str().unwrap()).unwrap()
-}
 
 /// The reference's sentinel errors, as classes of ours.
 fn matches_reference(err: WireError, reference: &str) -> bool {

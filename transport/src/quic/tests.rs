@@ -5,19 +5,11 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use nodenet_testkit::{unhex, vectors};
 
 use super::tls::LocalCert;
 use super::*;
 use crate::next_event;
-
-fn vectors() -> Value {
-    serde_json::from_str(include_str!("../../../testdata/nodenet-v1.json")).unwrap()
-}
-
-fn unhex(v: &Value) -> Vec<u8> {
-    hex::decode(v.as_str().unwrap()).unwrap()
-}
 
 fn ident(n: u8) -> Identity {
     Identity::from_seed(&[n; 32])

@@ -1,0 +1,44 @@
+//! Test helpers shared by the nodenet crates (a dev-dependency only, never published).
+//!
+//! - [`vectors`]: the reference implementation's known-answer vectors, checked in under
+//!   `testdata/`, with [`unhex`] and [`hex32`] to read their fields.
+//! - [`replay_corpus`]: runs a fuzz target's logic over its checked-in corpus, so ordinary
+//!   tests exercise every fuzz invariant.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers"
+)]
+
+use std::path::Path;
+
+pub use serde_json::Value;
+
+/// The known-answer vectors of the reference implementation.
+pub fn vectors() -> Value {
+    serde_json::from_str(include_str!("../../testdata/nodenet-v1.json")).expect("valid JSON")
+}
+
+/// A hex string field as bytes.
+pub fn unhex(v: &Value) -> Vec<u8> {
+    hex::decode(v.as_str().expect("a hex string")).expect("valid hex")
+}
+
+/// A 32-byte hex field.
+pub fn hex32(v: &Value) -> [u8; 32] {
+    unhex(v).try_into().expect("32 bytes")
+}
+
+/// Runs `run` over every input of `fuzz/corpus/<target>/` and fails if there is none.
+pub fn replay_corpus(target: &str, run: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        run(&std::fs::read(entry.unwrap().path()).unwrap());
+        n += 1;
+    }
+    assert!(n > 0, "empty corpus at {}", dir.display());
+}
