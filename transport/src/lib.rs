@@ -210,6 +210,7 @@ struct ConnInner {
     id: ConnId,
     remote_id: NodeId,
     remote_addr: Addr,
+    remote_key: Option<[u8; 32]>,
     direction: Direction,
     queue: mpsc::Sender<Packet>,
     closed: watch::Sender<Option<CloseReason>>,
@@ -222,6 +223,7 @@ impl Conn {
     pub(crate) fn new(
         remote_id: NodeId,
         remote_addr: Addr,
+        remote_key: Option<[u8; 32]>,
         direction: Direction,
         counters: Arc<Counters>,
     ) -> (Self, mpsc::Receiver<Packet>) {
@@ -232,6 +234,7 @@ impl Conn {
             id: ConnId(NEXT.fetch_add(1, Ordering::Relaxed)),
             remote_id,
             remote_addr,
+            remote_key,
             direction,
             queue,
             closed,
@@ -253,6 +256,12 @@ impl Conn {
     /// The peer's address as this side observes it (for reflexive-address reports).
     pub fn remote_addr(&self) -> &Addr {
         &self.0.remote_addr
+    }
+
+    /// The peer's Ed25519 key, when the transport authenticated one (QUIC always does; the
+    /// in-memory hub does for transports made from an identity). Its hash is `remote_id`.
+    pub fn remote_key(&self) -> Option<[u8; 32]> {
+        self.0.remote_key
     }
 
     /// Who opened the edge.

@@ -84,9 +84,25 @@ impl Hub {
         Self::default()
     }
 
-    /// A transport for the node `id`, reachable at `mem/<name>`.
+    /// A transport for the node `id`, reachable at `mem/<name>`. Its peers learn its NodeId
+    /// but no key ([`crate::Conn::remote_key`] is `None`).
     pub fn transport(&self, id: NodeId, name: &str) -> Result<MemTransport, HubError> {
-        self.transport_with(id, name, DEFAULT_EVENT_QUEUE)
+        self.make(id, None, name, DEFAULT_EVENT_QUEUE)
+    }
+
+    /// A transport for `identity`, reachable at `mem/<name>`: its peers learn its Ed25519 key
+    /// with its NodeId, as over QUIC.
+    pub fn transport_for(
+        &self,
+        identity: &nodenet_identity::Identity,
+        name: &str,
+    ) -> Result<MemTransport, HubError> {
+        self.make(
+            identity.node_id(),
+            Some(identity.ed_public()),
+            name,
+            DEFAULT_EVENT_QUEUE,
+        )
     }
 
     /// Like [`Hub::transport`], with an event queue of `event_queue` entries.
@@ -96,12 +112,23 @@ impl Hub {
         name: &str,
         event_queue: usize,
     ) -> Result<MemTransport, HubError> {
+        self.make(id, None, name, event_queue)
+    }
+
+    fn make(
+        &self,
+        id: NodeId,
+        ed_pub: Option<[u8; 32]>,
+        name: &str,
+        event_queue: usize,
+    ) -> Result<MemTransport, HubError> {
         let mut state = self.lock();
         if state.endpoints.get(name).and_then(Weak::upgrade).is_some() {
             return Err(HubError::AddrInUse(name.to_owned()));
         }
         let shared = Arc::new(Shared {
             id,
+            ed_pub,
             addr: Addr::new(NET, name),
             hub: Arc::downgrade(&self.0),
             events: Events::new(event_queue),
@@ -155,6 +182,7 @@ pub struct MemTransport(Arc<Shared>);
 #[derive(Debug)]
 struct Shared {
     id: NodeId,
+    ed_pub: Option<[u8; 32]>,
     addr: Addr,
     hub: Weak<HubInner>,
     events: Events,
@@ -243,12 +271,14 @@ impl MemTransport {
         let (ours, our_rx) = Conn::new(
             target.id,
             addr.clone(),
+            target.ed_pub,
             Direction::Outbound,
             self.0.counters.clone(),
         );
         let (theirs, their_rx) = Conn::new(
             self.0.id,
             self.0.addr.clone(),
+            self.0.ed_pub,
             Direction::Inbound,
             target.counters.clone(),
         );

@@ -404,7 +404,7 @@ async fn dial(shared: &Arc<Shared>, remote: NodeId, addr: &Addr) -> Result<Conn,
         Ok(Err(e)) => return Err(map_connection_error(&e, addr)),
         Ok(Ok(c)) => c,
     };
-    let actual = peer_id(&connection).map_err(|e| DialError::Handshake(e.to_string()))?;
+    let (actual, key) = peer_id(&connection).map_err(|e| DialError::Handshake(e.to_string()))?;
     if actual != remote {
         tracing::warn!(expected = %remote.short(), %actual, %addr, "dialed peer proved another NodeId");
         connection.close(0u32.into(), b"identity mismatch");
@@ -420,6 +420,7 @@ async fn dial(shared: &Arc<Shared>, remote: NodeId, addr: &Addr) -> Result<Conn,
     let (conn, rx) = Conn::new(
         remote,
         addr.clone(),
+        Some(key),
         Direction::Outbound,
         shared.counters.clone(),
     );
@@ -451,7 +452,7 @@ fn map_connection_error(e: &quinn::ConnectionError, addr: &Addr) -> DialError {
 }
 
 /// The NodeId the peer's certificate proves (the verifier already checked it).
-fn peer_id(connection: &quinn::Connection) -> Result<NodeId, PeerCertError> {
+fn peer_id(connection: &quinn::Connection) -> Result<(NodeId, [u8; 32]), PeerCertError> {
     let certs = connection
         .peer_identity()
         .and_then(|any| {
@@ -460,7 +461,7 @@ fn peer_id(connection: &quinn::Connection) -> Result<NodeId, PeerCertError> {
         })
         .ok_or(PeerCertError::NoCertificate)?;
     let leaf = certs.first().ok_or(PeerCertError::NoCertificate)?;
-    verify_peer_cert(leaf)
+    tls::verify_peer_cert_key(leaf)
 }
 
 async fn accept_loop(shared: Arc<Shared>) {
@@ -512,7 +513,7 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, slot: Inboun
             return;
         }
     };
-    let Ok(remote_id) = peer_id(&connection) else {
+    let Ok((remote_id, remote_key)) = peer_id(&connection) else {
         Counters::inc(&shared.counters.handshake_failed);
         connection.close(0u32.into(), b"");
         return;
@@ -548,7 +549,13 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, slot: Inboun
     };
     Counters::inc(&shared.counters.inbound_accepted);
     let addr = Addr::new(NET, remote_addr.to_string());
-    let (conn, rx) = Conn::new(remote_id, addr, Direction::Inbound, shared.counters.clone());
+    let (conn, rx) = Conn::new(
+        remote_id,
+        addr,
+        Some(remote_key),
+        Direction::Inbound,
+        shared.counters.clone(),
+    );
     shared.conns.insert(&conn);
     run_edge(shared, conn, rx, connection, send, reader, Some(first)).await;
     drop(slot);

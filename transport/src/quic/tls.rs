@@ -62,6 +62,11 @@ pub fn extension_value(identity: &Identity, spki_der: &[u8]) -> [u8; EXTENSION_L
 
 /// Checks a DER certificate's identity extension and returns the NodeId it proves.
 pub fn verify_peer_cert(der: &[u8]) -> Result<NodeId, PeerCertError> {
+    verify_peer_cert_key(der).map(|(id, _)| id)
+}
+
+/// Like [`verify_peer_cert`], also returning the proven Ed25519 key.
+pub(crate) fn verify_peer_cert_key(der: &[u8]) -> Result<(NodeId, [u8; 32]), PeerCertError> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let (_, cert) = X509Certificate::from_der(der).map_err(|_| PeerCertError::Malformed)?;
     let ext = cert
@@ -69,7 +74,11 @@ pub fn verify_peer_cert(der: &[u8]) -> Result<NodeId, PeerCertError> {
         .iter()
         .find(|e| e.oid.to_id_string() == EXTENSION_OID_STR)
         .ok_or(PeerCertError::MissingExtension)?;
-    verify_extension(ext.value, cert.tbs_certificate.subject_pki.raw)
+    let id = verify_extension(ext.value, cert.tbs_certificate.subject_pki.raw)?;
+    let key: [u8; 32] = ext.value[..32]
+        .try_into()
+        .map_err(|_| PeerCertError::Malformed)?;
+    Ok((id, key))
 }
 
 /// Checks a raw extension value against the SPKI it claims to sign.
