@@ -1,0 +1,1028 @@
+//! The node's decision core: sans-IO.
+//!
+//! [`Core`] owns the tables and every rule of the protocol, and nothing else: no socket, no
+//! task, no clock, no randomness of its own. Inputs arrive as method calls with the time
+//! ([`Now`]); outputs are return values and [`Action`]s queued for the driver
+//! ([`Core::poll_action`]). The tokio driver in [`crate::Node`] and the discrete-event
+//! simulator of the benchmarks drive the same core.
+//!
+//! Inputs: [`Core::on_edge_up`], [`Core::on_edge_down`], [`Core::on_frame`],
+//! [`Core::on_dial_failed`], [`Core::on_tick`], and the application's [`Core::originate`] and
+//! [`Core::bootstrap`]. After each, drain [`Core::poll_action`] until it returns `None`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use nodenet_identity::{Identity, derive_id};
+use nodenet_kad::NodeId;
+use nodenet_routing::control::{self, Contact, NONCE_LEN};
+use nodenet_routing::msg::{self, MAX_HOPS, MsgFields, MsgRef};
+use nodenet_routing::{
+    Candidates, Caps, Decision, DropReason, Edges, Knowledge, Observed, Phase, SubnetKey, Time,
+    TokenBucket, decide, first_hops, handlers,
+};
+use nodenet_wire::{Addr, Frame, FrameType, MAX_PACKET_LEN, Writer};
+
+use crate::Stats;
+
+/// The time, as the core sees it: the driver's monotonic clock and the wall clock (for the
+/// `sent` field of envelopes and their freshness window).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time.
+    pub mono: Time,
+    /// Unix time in nanoseconds.
+    pub unix_ns: i64,
+}
+
+/// Maintenance timers. The defaults are the reference's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Maintenance {
+    /// How often maintenance runs.
+    pub tick: Duration,
+    /// A sibling edge idle this long gets a ping.
+    pub keepalive_sibling: Duration,
+    /// A finger edge idle this long gets a ping.
+    pub keepalive_finger: Duration,
+    /// A sibling edge idle this long is dead.
+    pub dead_sibling: Duration,
+    /// A finger edge idle this long is dead.
+    pub dead_finger: Duration,
+    /// How often to look up our own id (finds our neighbourhood).
+    pub self_lookup: Duration,
+    /// How often to ask siblings for theirs.
+    pub sibling_exchange: Duration,
+    /// How often to look for a stale bucket to refresh.
+    pub refresh_check: Duration,
+    /// A bucket not refreshed for this long is stale.
+    pub bucket_stale: Duration,
+    /// Time a dial may take.
+    pub dial_timeout: Duration,
+}
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_secs(5),
+            keepalive_sibling: Duration::from_secs(15),
+            keepalive_finger: Duration::from_secs(25),
+            dead_sibling: Duration::from_secs(45),
+            dead_finger: Duration::from_secs(75),
+            self_lookup: Duration::from_secs(60),
+            sibling_exchange: Duration::from_secs(30),
+            refresh_check: Duration::from_secs(60),
+            bucket_stale: Duration::from_secs(15 * 60),
+            dial_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Maintenance {
+    /// Timers scaled down by `factor` (for tests and simulations that want convergence in
+    /// fewer simulated seconds). The bucket-staleness threshold scales too.
+    pub fn scaled(factor: u32) -> Self {
+        let d = Self::default();
+        let f = factor.max(1);
+        Self {
+            tick: d.tick / f,
+            keepalive_sibling: d.keepalive_sibling / f,
+            keepalive_finger: d.keepalive_finger / f,
+            dead_sibling: d.dead_sibling / f,
+            dead_finger: d.dead_finger / f,
+            self_lookup: d.self_lookup / f,
+            sibling_exchange: d.sibling_exchange / f,
+            refresh_check: d.refresh_check / f,
+            bucket_stale: d.bucket_stale / f,
+            dial_timeout: d.dial_timeout,
+        }
+    }
+}
+
+/// The core's settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CoreConfig {
+    /// Proof-of-work difficulty enforced on peers and originators (0 = off).
+    pub difficulty: u32,
+    /// Inbound edges accepted at most.
+    pub max_inbound_edges: usize,
+    /// Volunteer as a relay (advertised as a capability).
+    pub relay: bool,
+    /// Maintenance timers.
+    pub maintenance: Maintenance,
+    /// Addresses to advertise for ourselves.
+    pub advertise: Vec<Addr>,
+    /// Account live edges and knowledge by IP subnet.
+    pub subnets: bool,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            difficulty: 0,
+            max_inbound_edges: 256,
+            relay: false,
+            maintenance: Maintenance::default(),
+            advertise: Vec::new(),
+            subnets: false,
+        }
+    }
+}
+
+/// Something the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Send `frame` on the edge to `to`.
+    Send {
+        /// The peer.
+        to: NodeId,
+        /// A whole frame.
+        frame: Vec<u8>,
+    },
+    /// Send `frame` on the first edge in `to` that accepts it.
+    SendAny {
+        /// Candidate edges, best first.
+        to: Vec<NodeId>,
+        /// A whole frame.
+        frame: Vec<u8>,
+    },
+    /// Open an edge to this contact.
+    Dial(Contact),
+    /// Close the edge to this peer.
+    Close(NodeId),
+}
+
+/// How a payload reached us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Routed over the overlay (`send`).
+    Routed,
+    /// Over a direct edge (an App frame).
+    Direct,
+}
+
+/// A payload for the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Who sent it: for routed messages the signature-verified originator, for direct ones the
+    /// authenticated peer.
+    pub originator: NodeId,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// How it came.
+    pub via: Via,
+}
+
+/// What [`Core::on_frame`] decided for a frame.
+#[derive(Debug)]
+pub enum Handled {
+    /// Send the frame (its TTL already patched in place) to the first of these edges that
+    /// accepts it; tell [`Core::on_send_failed`] about each that does not.
+    Forward(Candidates),
+    /// Hand this to the application.
+    Deliver(Delivery),
+    /// Nothing more to do (answered through actions, absorbed, or dropped and counted).
+    Done,
+}
+
+/// Why an edge was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EdgeRefusal {
+    /// The peer's NodeId does not meet the difficulty.
+    #[error("peer does not meet the proof-of-work difficulty")]
+    PowUnmet,
+    /// The application's admission hook said no.
+    #[error("refused by the edge admission policy")]
+    Refused,
+    /// Too many inbound edges.
+    #[error("inbound edge cap reached")]
+    InboundFull,
+    /// An edge to this peer is already up.
+    #[error("an edge to this peer is already up")]
+    Duplicate,
+}
+
+/// Why a message could not be originated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OriginateError {
+    /// No live edge to launch from.
+    #[error("no live edge to launch from")]
+    Unroutable,
+    /// The message does not fit one frame.
+    #[error("a frame of {len} bytes exceeds the {max}-byte packet")]
+    FrameTooLarge {
+        /// The frame's length.
+        len: usize,
+        /// The packet limit.
+        max: usize,
+    },
+}
+
+/// Per-originator limiter on work-generating queries, keyed by the signature-verified
+/// originator (a flood spread across edges still lands in one bucket).
+#[derive(Debug, Default)]
+struct OriginLimiter {
+    buckets: HashMap<NodeId, TokenBucket>,
+}
+
+const ORIGIN_RATE: f64 = 16.0;
+const ORIGIN_BURST: f64 = 32.0;
+const ORIGIN_TABLE: usize = 4096;
+
+impl OriginLimiter {
+    fn allow(&mut self, who: NodeId, now: Time) -> bool {
+        if !self.buckets.contains_key(&who) && self.buckets.len() >= ORIGIN_TABLE {
+            self.evict(now);
+        }
+        self.buckets
+            .entry(who)
+            .or_insert_with(|| TokenBucket::new(ORIGIN_RATE, ORIGIN_BURST, now))
+            .allow(now)
+    }
+
+    /// Drops fully refilled buckets; if none, the single fullest one. Never the whole table.
+    fn evict(&mut self, now: Time) {
+        let before = self.buckets.len();
+        self.buckets.retain(|_, b| b.tokens(now) < ORIGIN_BURST);
+        if self.buckets.len() == before {
+            let fullest = self
+                .buckets
+                .iter_mut()
+                .map(|(id, b)| (*id, b.tokens(now)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(id, _)| id);
+            if let Some(id) = fullest {
+                self.buckets.remove(&id);
+            }
+        }
+    }
+}
+
+/// Message ids already delivered: two generations, so memory is bounded and recent ids are
+/// always remembered.
+#[derive(Debug, Default)]
+struct Seen {
+    current: HashSet<[u8; 16]>,
+    previous: HashSet<[u8; 16]>,
+}
+
+const SEEN_GENERATION: usize = 8192;
+
+impl Seen {
+    /// True if `key` is new (and remembers it).
+    fn insert(&mut self, key: [u8; 16]) -> bool {
+        if self.current.contains(&key) || self.previous.contains(&key) {
+            return false;
+        }
+        if self.current.len() >= SEEN_GENERATION {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key);
+        true
+    }
+}
+
+#[derive(Debug)]
+struct Backoff {
+    until: Time,
+    delay: Duration,
+    failures: u32,
+}
+
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+const NONCE_TTL: Duration = Duration::from_secs(30);
+const PENDING_MAX: usize = 1024;
+
+/// The application's edge admission hook: true admits the peer.
+pub type AdmissionHook = Box<dyn Fn(&NodeId) -> bool + Send>;
+
+/// The decision core of one node.
+pub struct Core {
+    identity: Identity,
+    id: NodeId,
+    config: CoreConfig,
+    knowledge: Knowledge,
+    edges: Edges,
+    stats: Stats,
+    actions: VecDeque<Action>,
+    seen: Seen,
+    pending: HashMap<[u8; NONCE_LEN], Time>,
+    limiter: OriginLimiter,
+    rng: u64,
+    bootstrap: Vec<Contact>,
+    dialing: HashSet<NodeId>,
+    backoff: HashMap<NodeId, Backoff>,
+    admission: Option<AdmissionHook>,
+    next_self_lookup: Time,
+    next_sibling_exchange: Time,
+    next_refresh: Time,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("id", &self.id)
+            .field("edges", &self.edges.len())
+            .field("knowledge", &self.knowledge.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// A core for `identity`; `seed` seeds its nonces and refresh targets.
+    pub fn new(identity: Identity, config: CoreConfig, seed: u64) -> Self {
+        let id = identity.node_id();
+        Self {
+            knowledge: Knowledge::new(id, config.difficulty),
+            edges: Edges::new(id),
+            identity,
+            id,
+            config,
+            stats: Stats::default(),
+            actions: VecDeque::new(),
+            seen: Seen::default(),
+            pending: HashMap::new(),
+            limiter: OriginLimiter::default(),
+            rng: seed | 1,
+            bootstrap: Vec::new(),
+            dialing: HashSet::new(),
+            backoff: HashMap::new(),
+            admission: None,
+            next_self_lookup: Time(0),
+            next_sibling_exchange: Time(0),
+            next_refresh: Time(0),
+        }
+    }
+
+    /// Installs the application's edge admission hook (local policy, not a security boundary).
+    pub fn set_admission(&mut self, hook: AdmissionHook) {
+        self.admission = Some(hook);
+    }
+
+    /// Our NodeId.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Counts a delivery the driver could not hand over (the application's queue was full).
+    pub fn count_deliver_full(&mut self) {
+        self.stats.dropped_deliver_full += 1;
+        self.stats.delivered = self.stats.delivered.saturating_sub(1);
+    }
+
+    /// The live edges.
+    pub fn edges(&self) -> &Edges {
+        &self.edges
+    }
+
+    /// The knowledge table.
+    pub fn knowledge(&self) -> &Knowledge {
+        &self.knowledge
+    }
+
+    /// The next action for the driver.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Entry points into the overlay, known by NodeId and address only: their keys are learned
+    /// from the authenticated handshake when the edge comes up, so bootstrapping works at any
+    /// difficulty. Dials them at once.
+    pub fn bootstrap(&mut self, contacts: Vec<Contact>) {
+        for c in &contacts {
+            self.dial(c.clone());
+        }
+        self.bootstrap
+            .extend(contacts.into_iter().filter(|c| c.id != self.id));
+    }
+
+    /// An edge came up (dialed by us when `outbound`). Applies admission: PoW on the
+    /// authenticated NodeId, the application's hook, the inbound cap, one edge per peer.
+    pub fn on_edge_up(
+        &mut self,
+        now: Now,
+        peer: NodeId,
+        key: Option<[u8; 32]>,
+        outbound: bool,
+        addr: &Addr,
+    ) -> Result<(), EdgeRefusal> {
+        self.dialing.remove(&peer);
+        if self.config.difficulty > 0 && !nodenet_pow::verify(&peer, self.config.difficulty) {
+            self.stats.dropped_sub_pow += 1;
+            return Err(EdgeRefusal::PowUnmet);
+        }
+        if self.admission.as_ref().is_some_and(|allow| !allow(&peer)) {
+            self.stats.dropped_edge_refused += 1;
+            return Err(EdgeRefusal::Refused);
+        }
+        if self.edges.contains(&peer) {
+            self.stats.dropped_dup_inbound += 1;
+            return Err(EdgeRefusal::Duplicate);
+        }
+        let inbound = self.edges.len() - self.edges.outbound();
+        if !outbound && inbound >= self.config.max_inbound_edges {
+            self.stats.dropped_inbound_full += 1;
+            return Err(EdgeRefusal::InboundFull);
+        }
+        let subnet = self
+            .config
+            .subnets
+            .then(|| SubnetKey::of_addr(addr.as_ref()))
+            .flatten();
+        self.edges.add(peer, outbound, subnet, now.mono);
+        self.backoff.remove(&peer);
+        self.stats.edges_up += 1;
+        // The key comes from the handshake, so a bootstrap contact (NodeId and address only)
+        // is bound here, and passes knowledge admission at any difficulty.
+        let caps = self.bootstrap_caps(&peer);
+        let contact = Contact {
+            id: peer,
+            ed_pub: key.filter(|k| derive_id(k) == peer),
+            x_pub: None,
+            caps,
+            addrs: if outbound {
+                vec![addr.clone()]
+            } else {
+                Vec::new()
+            },
+        };
+        self.observe(&contact, now);
+        if outbound {
+            // Our first frame lets the acceptor see the edge (there is no accept call).
+            let frame = small_frame(FrameType::PING, &[]);
+            self.actions.push_back(Action::Send { to: peer, frame });
+        }
+        if self.edges.len() == 1 {
+            // First contact with the overlay: find our neighbourhood now.
+            self.next_self_lookup = now.mono;
+        }
+        Ok(())
+    }
+
+    fn bootstrap_caps(&self, peer: &NodeId) -> Caps {
+        self.bootstrap
+            .iter()
+            .find(|c| c.id == *peer)
+            .map_or_else(Caps::default, |c| c.caps)
+    }
+
+    /// A dial to `peer` finished, either way: it may be dialed again later.
+    pub fn on_dial_finished(&mut self, peer: &NodeId) {
+        self.dialing.remove(peer);
+    }
+
+    /// An edge went down. A lost edge is replaced at once when the floor needs it, by another
+    /// contact: the lost peer itself waits out the base backoff, so a peer that keeps closing
+    /// on us cannot spin us in a redial loop.
+    pub fn on_edge_down(&mut self, now: Now, peer: &NodeId) {
+        if self.edges.remove(peer).is_some() {
+            self.stats.edges_down += 1;
+            self.backoff.entry(*peer).or_insert_with(|| Backoff {
+                until: now.mono.after(BACKOFF_BASE),
+                delay: BACKOFF_BASE / 2,
+                failures: 0,
+            });
+            if self.edges.phase() < Phase::Normal {
+                self.fill(now, 1);
+            }
+        }
+    }
+
+    /// A send to `peer` failed: the edge is dead (the driver closes it).
+    pub fn on_send_failed(&mut self, now: Now, peer: &NodeId) {
+        self.stats.forward_repairs += 1;
+        self.actions.push_back(Action::Close(*peer));
+        self.on_edge_down(now, peer);
+    }
+
+    /// A dial failed: back off from that contact, and forget it once it keeps failing at the
+    /// longest backoff.
+    pub fn on_dial_failed(&mut self, now: Now, peer: &NodeId) {
+        self.dialing.remove(peer);
+        self.stats.dials_failed += 1;
+        let b = self.backoff.entry(*peer).or_insert(Backoff {
+            until: now.mono,
+            delay: BACKOFF_BASE / 2,
+            failures: 0,
+        });
+        b.failures += 1;
+        let at_ceiling = b.delay >= BACKOFF_MAX;
+        b.delay = (b.delay * 2).min(BACKOFF_MAX);
+        b.until = now.mono.after(b.delay);
+        if at_ceiling && b.failures >= 3 {
+            self.knowledge.remove(peer);
+            self.backoff.remove(peer);
+        }
+        // An incumbent that could not be reached loses its slot to a stashed newcomer.
+        self.knowledge.confirm(peer, false, now.mono);
+    }
+
+    /// Handles one frame that arrived on the edge from `from` (seen at `from_addr`). `frame`
+    /// is the packet's buffer: a forwarded frame leaves in it, with only its TTL rewritten.
+    pub fn on_frame(
+        &mut self,
+        now: Now,
+        from: NodeId,
+        from_addr: &Addr,
+        frame: &mut [u8],
+    ) -> Handled {
+        let (ty, payload_len) = match Frame::parse(frame) {
+            Ok((f, _)) => (f.frame_type(), f.payload().len()),
+            Err(_) => {
+                self.stats.dropped_malformed += 1;
+                return Handled::Done;
+            }
+        };
+        self.edges.touch(&from, now.mono);
+        if ty.is_routed() {
+            return self.on_routed(now, from, ty, frame);
+        }
+        let header = nodenet_wire::header_len(payload_len);
+        let payload = &frame[header..header + payload_len];
+        match ty {
+            FrameType::PING => {
+                let mut buf = [0u8; 512];
+                let mut w = Writer::new(&mut buf);
+                if from_addr.as_ref().encode(&mut w).is_ok() {
+                    let frame = small_frame(FrameType::PONG, w.written());
+                    self.actions.push_back(Action::Send { to: from, frame });
+                }
+            }
+            FrameType::PONG => {
+                if control::parse_pong(payload).is_err() {
+                    self.stats.dropped_malformed += 1;
+                }
+            }
+            FrameType::SIBLINGS => {
+                if !self.edges.allow_control(&from, now.mono) {
+                    self.stats.dropped_rate_limited += 1;
+                    return Handled::Done;
+                }
+                match control::parse_nonce(payload) {
+                    Ok(nonce) => self.answer_neighbors(now, from, &from, nonce, 1, true),
+                    Err(_) => self.stats.dropped_malformed += 1,
+                }
+            }
+            FrameType::LEAVE => {
+                if handlers::on_leave(&mut self.edges, &from) {
+                    self.stats.edges_down += 1;
+                    self.actions.push_back(Action::Close(from));
+                    if self.edges.phase() < Phase::Normal {
+                        self.fill(now, 1);
+                    }
+                }
+            }
+            FrameType::APP => {
+                if !self.edges.allow_forward(&from, now.mono) {
+                    self.stats.dropped_rate_limited += 1;
+                    return Handled::Done;
+                }
+                self.stats.delivered += 1;
+                return Handled::Deliver(Delivery {
+                    originator: from,
+                    payload: payload.to_vec(),
+                    via: Via::Direct,
+                });
+            }
+            _ => self.stats.dropped_unsupported += 1,
+        }
+        Handled::Done
+    }
+
+    fn on_routed(&mut self, now: Now, from: NodeId, ty: FrameType, frame: &mut [u8]) -> Handled {
+        if !self.edges.allow_forward(&from, now.mono) {
+            self.stats.dropped_rate_limited += 1;
+            return Handled::Done;
+        }
+        let (decision, candidates) = {
+            let Ok((f, _)) = Frame::parse(frame) else {
+                return Handled::Done;
+            };
+            let Ok(m) = MsgRef::parse(f.payload()) else {
+                self.stats.dropped_malformed += 1;
+                return Handled::Done;
+            };
+            // Tier 2 at every hop: the originator's work, then freshness.
+            if self.config.difficulty > 0
+                && !nodenet_pow::verify(&m.originator(), self.config.difficulty)
+            {
+                self.stats.dropped_sub_pow += 1;
+                return Handled::Done;
+            }
+            if !m.is_fresh(now.unix_ns) {
+                self.stats.dropped_stale += 1;
+                return Handled::Done;
+            }
+            let mut candidates = Candidates::new();
+            let decision = decide(
+                &self.id,
+                &self.edges,
+                &m.target,
+                m.ttl,
+                |id| *id == from || m.avoids(id),
+                &mut candidates,
+            );
+            (decision, candidates)
+        };
+        match decision {
+            Decision::Forward { ttl } => {
+                if msg::patch_ttl(frame, ttl).is_err() {
+                    return Handled::Done;
+                }
+                self.stats.forwarded += 1;
+                Handled::Forward(candidates)
+            }
+            Decision::Deliver => self.terminal(now, ty, frame, true),
+            Decision::Drop(DropReason::LocalOptimum) if ty == FrameType::LOOKUP => {
+                // The closest reachable node answers a lookup.
+                self.terminal(now, ty, frame, false)
+            }
+            Decision::Drop(DropReason::LocalOptimum) => {
+                self.stats.dropped_local_optimum += 1;
+                Handled::Done
+            }
+            Decision::Drop(DropReason::TtlExpired) => {
+                self.stats.dropped_ttl += 1;
+                Handled::Done
+            }
+        }
+    }
+
+    /// A routed frame that ends here: verify, then act by type.
+    fn terminal(&mut self, now: Now, ty: FrameType, frame: &[u8], for_us: bool) -> Handled {
+        let Ok((f, _)) = Frame::parse(frame) else {
+            return Handled::Done;
+        };
+        let Ok(m) = MsgRef::parse(f.payload()) else {
+            return Handled::Done;
+        };
+        if m.verify(ty).is_err() {
+            self.stats.dropped_bad_sig += 1;
+            return Handled::Done;
+        }
+        let originator = m.originator();
+        match ty {
+            FrameType::ROUTE if for_us => {
+                let mut key = [0u8; 16];
+                key.copy_from_slice(&m.sig[..16]);
+                if !self.seen.insert(key) {
+                    self.stats.dropped_duplicate += 1;
+                    return Handled::Done;
+                }
+                self.learn(now, originator, *m.ed_pub);
+                self.stats.delivered += 1;
+                Handled::Deliver(Delivery {
+                    originator,
+                    payload: m.payload.to_vec(),
+                    via: Via::Routed,
+                })
+            }
+            FrameType::LOOKUP => {
+                let Ok(nonce) = control::parse_nonce(m.payload) else {
+                    self.stats.dropped_malformed += 1;
+                    return Handled::Done;
+                };
+                if !self.limiter.allow(originator, now.mono) {
+                    self.stats.dropped_rate_limited += 1;
+                    return Handled::Done;
+                }
+                let target = m.target;
+                self.learn(now, originator, *m.ed_pub);
+                self.stats.lookups_answered += 1;
+                self.answer_neighbors(now, originator, &target, nonce, MAX_HOPS, false);
+                Handled::Done
+            }
+            FrameType::NEIGHBORS if for_us => {
+                let Ok((nonce, list)) = control::parse_neighbors(m.payload) else {
+                    self.stats.dropped_malformed += 1;
+                    return Handled::Done;
+                };
+                let solicited = self.pending.get(&nonce).is_some_and(|exp| *exp > now.mono);
+                if !solicited || !self.limiter.allow(originator, now.mono) {
+                    self.stats.dropped_rate_limited += 1;
+                    return Handled::Done;
+                }
+                let report = handlers::fold_neighbors(&mut self.knowledge, &list, now.mono);
+                for probe in report.probes {
+                    self.probe(now, probe);
+                }
+                Handled::Done
+            }
+            _ => {
+                self.stats.dropped_unsupported += 1;
+                Handled::Done
+            }
+        }
+    }
+
+    /// Originates a message of `ty` to `target`: up to three copies down distinct first hops,
+    /// each avoiding the others' first hops, signed once. Queues the sends as actions.
+    pub fn originate(
+        &mut self,
+        now: Now,
+        ty: FrameType,
+        target: NodeId,
+        payload: &[u8],
+    ) -> Result<(), OriginateError> {
+        let ed = self.identity.ed_public();
+        let sig = msg::sign(&self.identity, ty, &target, now.unix_ns, payload);
+        let probe = MsgFields {
+            target,
+            ttl: MAX_HOPS,
+            ed_pub: &ed,
+            sent: now.unix_ns,
+            avoid: &[NodeId::ZERO; 2],
+            payload,
+            sig: &sig,
+        };
+        let len = nodenet_wire::header_len(probe.encoded_len()) + probe.encoded_len();
+        if len > MAX_PACKET_LEN {
+            return Err(OriginateError::FrameTooLarge {
+                len,
+                max: MAX_PACKET_LEN,
+            });
+        }
+        let hops = first_hops(&self.edges, &target);
+        if hops.hops().is_empty() {
+            return Err(OriginateError::Unroutable);
+        }
+        for (i, hop) in hops.hops().iter().enumerate() {
+            let (avoid, n) = hops.avoid_for(i);
+            let fields = MsgFields {
+                avoid: &avoid[..n],
+                ..probe
+            };
+            let mut frame = vec![0u8; len];
+            if let Ok(written) = fields.encode_frame(ty, &mut frame) {
+                frame.truncate(written);
+                self.actions.push_back(Action::Send { to: *hop, frame });
+            }
+        }
+        self.stats.originated += 1;
+        Ok(())
+    }
+
+    /// Runs maintenance: reaps dead edges, pings idle ones, fills the floor, looks up our
+    /// neighbourhood, exchanges siblings and refreshes stale buckets.
+    pub fn on_tick(&mut self, now: Now) {
+        let m = self.config.maintenance.clone();
+        let mut dead: Vec<NodeId> = self.edges.idle(now.mono, m.dead_sibling, true).collect();
+        dead.extend(self.edges.idle(now.mono, m.dead_finger, false));
+        for id in dead {
+            self.actions.push_back(Action::Close(id));
+            if self.edges.remove(&id).is_some() {
+                self.stats.edges_down += 1;
+            }
+        }
+        let mut idle: Vec<NodeId> = self
+            .edges
+            .idle(now.mono, m.keepalive_sibling, true)
+            .collect();
+        idle.extend(self.edges.idle(now.mono, m.keepalive_finger, false));
+        for id in idle {
+            self.actions.push_back(Action::Send {
+                to: id,
+                frame: small_frame(FrameType::PING, &[]),
+            });
+        }
+        self.backoff
+            .retain(|_, b| b.until > now.mono || b.delay >= BACKOFF_MAX);
+        self.pending.retain(|_, exp| *exp > now.mono);
+        let want = self.edges.phase().fill_per_tick();
+        self.fill(now, want);
+        if self.edges.is_empty() {
+            for c in self.bootstrap.clone() {
+                self.dial(c);
+            }
+        }
+        if now.mono >= self.next_self_lookup && !self.edges.is_empty() {
+            self.next_self_lookup = now.mono.after(m.self_lookup);
+            self.lookup(now, self.id);
+        }
+        if now.mono >= self.next_sibling_exchange && !self.edges.is_empty() {
+            self.next_sibling_exchange = now.mono.after(m.sibling_exchange);
+            let siblings: Vec<NodeId> = self
+                .edges
+                .iter()
+                .filter(|e| e.sibling)
+                .map(|e| e.id)
+                .collect();
+            for s in siblings {
+                let nonce = self.nonce(now);
+                self.actions.push_back(Action::Send {
+                    to: s,
+                    frame: small_frame(FrameType::SIBLINGS, &nonce),
+                });
+            }
+        }
+        if now.mono >= self.next_refresh {
+            self.next_refresh = now.mono.after(m.refresh_check);
+            let random = self.random32();
+            if let Some(target) = self
+                .knowledge
+                .refresh_target(now.mono, m.bucket_stale, random)
+            {
+                self.lookup(now, target);
+            }
+        }
+    }
+
+    /// Starts a lookup of `target`: one signed Lookup, fanned out to the three closest edges.
+    pub fn lookup(&mut self, now: Now, target: NodeId) {
+        let nonce = self.nonce(now);
+        let ed = self.identity.ed_public();
+        let sig = msg::sign(
+            &self.identity,
+            FrameType::LOOKUP,
+            &target,
+            now.unix_ns,
+            &nonce,
+        );
+        let avoid = [self.id];
+        let fields = MsgFields {
+            target,
+            ttl: MAX_HOPS,
+            ed_pub: &ed,
+            sent: now.unix_ns,
+            avoid: &avoid,
+            payload: &nonce,
+            sig: &sig,
+        };
+        let mut frame = vec![0u8; 256];
+        let Ok(n) = fields.encode_frame(FrameType::LOOKUP, &mut frame) else {
+            return;
+        };
+        frame.truncate(n);
+        for hop in first_hops(&self.edges, &target).hops() {
+            self.actions.push_back(Action::Send {
+                to: *hop,
+                frame: frame.clone(),
+            });
+        }
+    }
+
+    /// A fresh nonce, remembered as solicited for the answer it invites.
+    fn nonce(&mut self, now: Now) -> [u8; NONCE_LEN] {
+        let nonce = self.next_u64().to_be_bytes();
+        if self.pending.len() >= PENDING_MAX {
+            self.pending.retain(|_, exp| *exp > now.mono);
+        }
+        if self.pending.len() < PENDING_MAX {
+            self.pending.insert(nonce, now.mono.after(NONCE_TTL));
+        }
+        nonce
+    }
+
+    fn answer_neighbors(
+        &mut self,
+        now: Now,
+        to: NodeId,
+        about: &NodeId,
+        nonce: [u8; NONCE_LEN],
+        ttl: u8,
+        direct: bool,
+    ) {
+        let me = Contact {
+            id: self.id,
+            ed_pub: Some(self.identity.ed_public()),
+            x_pub: None,
+            caps: if self.config.relay {
+                Caps::CAN_RELAY
+            } else {
+                Caps::default()
+            },
+            addrs: self.config.advertise.clone(),
+        };
+        let contacts = handlers::neighbors_answer(&self.knowledge, about, &me);
+        let mut payload = vec![0u8; NONCE_LEN + control::contacts_len(&contacts)];
+        if control::encode_neighbors(&mut Writer::new(&mut payload), &nonce, &contacts).is_err() {
+            return;
+        }
+        let ed = self.identity.ed_public();
+        let sig = msg::sign(
+            &self.identity,
+            FrameType::NEIGHBORS,
+            &to,
+            now.unix_ns,
+            &payload,
+        );
+        let fields = MsgFields {
+            target: to,
+            ttl,
+            ed_pub: &ed,
+            sent: now.unix_ns,
+            avoid: &[],
+            payload: &payload,
+            sig: &sig,
+        };
+        let mut frame = vec![0u8; fields.encoded_len() + 8];
+        let Ok(n) = fields.encode_frame(FrameType::NEIGHBORS, &mut frame) else {
+            return;
+        };
+        frame.truncate(n);
+        if direct {
+            self.actions.push_back(Action::Send { to, frame });
+        } else {
+            // Not multi-path: the first closest edge that takes it.
+            let mut c = Candidates::new();
+            let hops: Vec<NodeId> =
+                match decide(&self.id, &self.edges, &to, MAX_HOPS, |_| false, &mut c) {
+                    Decision::Forward { .. } => c.as_slice().to_vec(),
+                    _ => first_hops(&self.edges, &to).hops().to_vec(),
+                };
+            if !hops.is_empty() {
+                self.actions.push_back(Action::SendAny { to: hops, frame });
+            }
+        }
+    }
+
+    fn learn(&mut self, now: Now, id: NodeId, ed_pub: [u8; 32]) {
+        let contact = Contact {
+            id,
+            ed_pub: Some(ed_pub),
+            x_pub: None,
+            caps: Caps::default(),
+            addrs: Vec::new(),
+        };
+        self.observe(&contact, now);
+    }
+
+    fn observe(&mut self, contact: &Contact, now: Now) {
+        if let Observed::Stashed { probe } = self.knowledge.observe(contact, now.mono) {
+            self.probe(now, probe);
+        }
+    }
+
+    /// Checks an incumbent whose bucket is full: a live edge is proof enough; otherwise dial.
+    fn probe(&mut self, now: Now, id: NodeId) {
+        if self.edges.contains(&id) {
+            self.knowledge.confirm(&id, true, now.mono);
+        } else if let Some(c) = self.knowledge.get(&id).cloned() {
+            self.dial(c);
+        }
+    }
+
+    fn fill(&mut self, now: Now, want: usize) {
+        if want == 0 {
+            return;
+        }
+        let picks: Vec<Contact> = self
+            .edges
+            .replacement_candidates(&self.knowledge, want + self.dialing.len())
+            .into_iter()
+            .filter(|c| !self.dialing.contains(&c.id))
+            .filter(|c| self.backoff.get(&c.id).is_none_or(|b| b.until <= now.mono))
+            .take(want)
+            .cloned()
+            .collect();
+        for c in picks {
+            self.stats.dials += 1;
+            self.dial(c);
+        }
+    }
+
+    fn dial(&mut self, contact: Contact) {
+        if contact.id == self.id
+            || contact.addrs.is_empty()
+            || self.edges.contains(&contact.id)
+            || !self.dialing.insert(contact.id)
+        {
+            return;
+        }
+        self.actions.push_back(Action::Dial(contact));
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    fn random32(&mut self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for c in out.chunks_exact_mut(8) {
+            c.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        out
+    }
+}
+
+/// A small control frame.
+fn small_frame(ty: FrameType, payload: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; nodenet_wire::header_len(payload.len()) + payload.len()];
+    let n = Frame::new(ty, payload).encode(&mut buf).unwrap_or(0);
+    buf.truncate(n);
+    buf
+}

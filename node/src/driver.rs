@@ -1,0 +1,433 @@
+//! The tokio driver: owns the transport, the timers and the application's channels, and feeds
+//! the [`Core`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nodenet_identity::Identity;
+use nodenet_kad::NodeId;
+use nodenet_routing::{Contact, Time};
+use nodenet_transport::{Conn, Event, Transport, next_event};
+use nodenet_wire::FrameType;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::core::{Action, Core, CoreConfig, Delivery, Handled, Maintenance, Now};
+use crate::{Error, Stats};
+
+/// Default depth of the deliveries queue.
+pub const DEFAULT_DELIVERY_BUFFER: usize = 64;
+
+/// Builds a [`Node`].
+pub struct Builder {
+    identity: Identity,
+    transport: Arc<dyn Transport>,
+    config: CoreConfig,
+    delivery_buffer: usize,
+    admission: Option<crate::core::AdmissionHook>,
+    seed: u64,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("id", &self.identity.node_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// Proof-of-work difficulty enforced on every peer and originator (0, the default, is off).
+    pub fn min_difficulty(mut self, bits: u32) -> Self {
+        self.config.difficulty = bits;
+        self
+    }
+
+    /// Volunteer as a relay.
+    pub fn relay(mut self, on: bool) -> Self {
+        self.config.relay = on;
+        self
+    }
+
+    /// A local policy on which peers may hold an edge with us (not a security boundary: anyone
+    /// can still route messages to us through others).
+    pub fn edge_admission(mut self, allow: impl Fn(&NodeId) -> bool + Send + 'static) -> Self {
+        self.admission = Some(Box::new(allow));
+        self
+    }
+
+    /// Depth of the deliveries queue (default 64); a full queue drops and counts.
+    pub fn delivery_buffer(mut self, n: usize) -> Self {
+        self.delivery_buffer = n.max(1);
+        self
+    }
+
+    /// Maintenance timers.
+    pub fn maintenance(mut self, m: Maintenance) -> Self {
+        self.config.maintenance = m;
+        self
+    }
+
+    /// Inbound edges accepted at most (default 256).
+    pub fn max_inbound_edges(mut self, n: usize) -> Self {
+        self.config.max_inbound_edges = n;
+        self
+    }
+
+    /// Seeds the node's nonces (tests use it for determinism).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Builds the node. Nothing runs until [`Node::spawn`].
+    pub fn build(self) -> Node {
+        let mut config = self.config;
+        if config.advertise.is_empty() {
+            config.advertise = vec![self.transport.local_addr()];
+        }
+        config.subnets = self.transport.is_ip();
+        let maintenance_tick = config.maintenance.tick;
+        let dial_timeout = config.maintenance.dial_timeout;
+        let mut core = Core::new(self.identity, config, self.seed);
+        if let Some(a) = self.admission {
+            core.set_admission(a);
+        }
+        let (deliveries_tx, deliveries_rx) = mpsc::channel(self.delivery_buffer);
+        let (dials_tx, dials_rx) = mpsc::channel(256);
+        let (shutdown, _) = watch::channel(false);
+        Node(Arc::new(Shared {
+            core: Mutex::new(core),
+            transport: self.transport,
+            conns: Mutex::new(HashMap::new()),
+            deliveries_tx,
+            deliveries_rx: Mutex::new(Some(deliveries_rx)),
+            dials_tx,
+            dials_rx: Mutex::new(Some(dials_rx)),
+            shutdown,
+            start: Instant::now(),
+            tick: maintenance_tick,
+            dial_timeout,
+        }))
+    }
+}
+
+/// A running (or ready to run) nodenet node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node(Arc<Shared>);
+
+/// A finished dial: the contact, and the edge if it came up.
+type DialResult = (Contact, Result<Conn, ()>);
+
+struct Shared {
+    core: Mutex<Core>,
+    transport: Arc<dyn Transport>,
+    conns: Mutex<HashMap<NodeId, Conn>>,
+    deliveries_tx: mpsc::Sender<Delivery>,
+    deliveries_rx: Mutex<Option<mpsc::Receiver<Delivery>>>,
+    dials_tx: mpsc::Sender<DialResult>,
+    dials_rx: Mutex<Option<mpsc::Receiver<DialResult>>>,
+    shutdown: watch::Sender<bool>,
+    start: Instant,
+    tick: Duration,
+    dial_timeout: Duration,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Node {
+    /// A builder for a node with `identity` over `transport`.
+    pub fn builder(identity: Identity, transport: Arc<dyn Transport>) -> Builder {
+        Builder {
+            identity,
+            transport,
+            config: CoreConfig::default(),
+            delivery_buffer: DEFAULT_DELIVERY_BUFFER,
+            admission: None,
+            seed: 0x5eed,
+        }
+    }
+
+    /// Our NodeId.
+    pub fn id(&self) -> NodeId {
+        lock(&self.0.core).id()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        lock(&self.0.core).stats()
+    }
+
+    /// The peers we hold live edges with.
+    pub fn edges(&self) -> Vec<NodeId> {
+        lock(&self.0.core).edges().iter().map(|e| e.id).collect()
+    }
+
+    /// Outbound live edges (what the connectivity floor counts).
+    pub fn outbound_edges(&self) -> usize {
+        lock(&self.0.core).edges().outbound()
+    }
+
+    /// Contacts in the knowledge table.
+    pub fn known(&self) -> usize {
+        lock(&self.0.core).knowledge().len()
+    }
+
+    /// The stream of payloads addressed to us (routed sends and direct App frames). It can be
+    /// taken once; `None` afterwards.
+    pub fn deliveries(&self) -> Option<mpsc::Receiver<Delivery>> {
+        lock(&self.0.deliveries_rx).take()
+    }
+
+    /// Entry points into the overlay. A contact needs a NodeId and an address; its key is
+    /// learned from the authenticated handshake, so this works at any difficulty.
+    pub fn bootstrap(&self, contacts: Vec<Contact>) {
+        let now = self.now();
+        let mut core = lock(&self.0.core);
+        core.bootstrap(contacts);
+        self.drain(&mut core, now);
+    }
+
+    /// Sends `payload` to `target` over the overlay: up to three copies down disjoint first
+    /// hops. Never blocks. Best effort: nothing acknowledges it.
+    pub fn send(&self, target: NodeId, payload: &[u8]) -> Result<(), Error> {
+        if *self.0.shutdown.borrow() {
+            return Err(Error::Closed);
+        }
+        let now = self.now();
+        let mut core = lock(&self.0.core);
+        if target == core.id() {
+            drop(core);
+            let d = Delivery {
+                originator: target,
+                payload: payload.to_vec(),
+                via: crate::Via::Routed,
+            };
+            return self.0.deliveries_tx.try_send(d).map_err(|_| Error::Closed);
+        }
+        core.originate(now, FrameType::ROUTE, target, payload)?;
+        self.drain(&mut core, now);
+        Ok(())
+    }
+
+    /// Starts the node's event loop on the current tokio runtime.
+    pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
+        let node = self.clone();
+        tokio::spawn(async move { node.run().await })
+    }
+
+    /// Runs the event loop until [`Node::shutdown`] or the transport closes.
+    pub async fn run(&self) {
+        let Some(mut dials) = lock(&self.0.dials_rx).take() else {
+            return;
+        };
+        let mut shutdown = self.0.shutdown.subscribe();
+        let mut tick = tokio::time::interval(self.0.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => break,
+                ev = next_event(&*self.0.transport) => match ev {
+                    Some(Event::Frame { conn, mut packet }) => self.on_frame(&conn, &mut packet),
+                    Some(Event::Closed { conn, .. }) => self.on_closed(&conn),
+                    Some(_) => {}
+                    None => break,
+                },
+                Some((contact, result)) = dials.recv() => self.on_dialed(contact, result),
+                _ = tick.tick() => {
+                    let now = self.now();
+                    let mut core = lock(&self.0.core);
+                    core.on_tick(now);
+                    self.drain(&mut core, now);
+                }
+            }
+        }
+    }
+
+    /// Leaves gracefully: a Leave on every edge (so neighbours replace us at once instead of
+    /// waiting out a timeout), then closes the edges and stops the loop.
+    pub async fn shutdown(&self) {
+        self.0.shutdown.send_replace(true);
+        let conns: Vec<Conn> = lock(&self.0.conns).drain().map(|(_, c)| c).collect();
+        let leave = [1u8, FrameType::LEAVE.0, 0];
+        for c in &conns {
+            let _ = c.send(&leave);
+            // A local close still delivers what was queued before it.
+            c.close();
+        }
+        for c in &conns {
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.closed()).await;
+        }
+    }
+
+    fn now(&self) -> Now {
+        let mono = Time(u64::try_from(self.0.start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        let unix_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        Now { mono, unix_ns }
+    }
+
+    fn on_frame(&self, conn: &Conn, packet: &mut [u8]) {
+        let now = self.now();
+        let peer = conn.remote_id();
+        let mut core = lock(&self.0.core);
+        if !self.is_registered(conn) && !self.admit(&mut core, now, conn) {
+            return;
+        }
+        match core.on_frame(now, peer, conn.remote_addr(), packet) {
+            Handled::Forward(candidates) => {
+                for next in candidates.as_slice() {
+                    let sent = lock(&self.0.conns)
+                        .get(next)
+                        .is_some_and(|c| c.send(packet).is_ok());
+                    if sent {
+                        break;
+                    }
+                    // Local repair: that edge is dead; the same buffer tries the next one.
+                    core.on_send_failed(now, next);
+                }
+            }
+            Handled::Deliver(d) => {
+                if self.0.deliveries_tx.try_send(d).is_err() {
+                    core.count_deliver_full();
+                }
+            }
+            Handled::Done => {}
+        }
+        self.drain(&mut core, now);
+    }
+
+    fn is_registered(&self, conn: &Conn) -> bool {
+        lock(&self.0.conns)
+            .get(&conn.remote_id())
+            .is_some_and(|c| c == conn)
+    }
+
+    /// Admits a new edge (or refuses and closes it). With two connections to one peer (both
+    /// sides dialed at once), both sides keep the one dialed by the smaller NodeId; a
+    /// connection that is already closed, or one the same side dialed before, is simply
+    /// replaced by the new one.
+    fn admit(&self, core: &mut Core, now: Now, conn: &Conn) -> bool {
+        let peer = conn.remote_id();
+        let existing = lock(&self.0.conns).get(&peer).cloned();
+        if let Some(old) = existing {
+            let dialer = |c: &Conn| match c.direction() {
+                nodenet_transport::Direction::Outbound => core.id(),
+                _ => c.remote_id(),
+            };
+            let (new_dialer, old_dialer) = (dialer(conn), dialer(&old));
+            if old.is_closed() || new_dialer <= old_dialer {
+                lock(&self.0.conns).insert(peer, conn.clone());
+                old.close();
+                return true;
+            }
+            conn.close();
+            return false;
+        }
+        match core.on_edge_up(
+            now,
+            peer,
+            conn.remote_key(),
+            conn.direction() == nodenet_transport::Direction::Outbound,
+            conn.remote_addr(),
+        ) {
+            Ok(()) => {
+                lock(&self.0.conns).insert(peer, conn.clone());
+                true
+            }
+            Err(_) => {
+                conn.close();
+                false
+            }
+        }
+    }
+
+    fn on_closed(&self, conn: &Conn) {
+        let peer = conn.remote_id();
+        let mut conns = lock(&self.0.conns);
+        if conns.get(&peer).is_some_and(|c| c == conn) {
+            conns.remove(&peer);
+            drop(conns);
+            let now = self.now();
+            let mut core = lock(&self.0.core);
+            core.on_edge_down(now, &peer);
+            self.drain(&mut core, now);
+        }
+    }
+
+    fn on_dialed(&self, contact: Contact, result: Result<Conn, ()>) {
+        let now = self.now();
+        let mut core = lock(&self.0.core);
+        core.on_dial_finished(&contact.id);
+        match result {
+            Ok(conn) => {
+                self.admit(&mut core, now, &conn);
+            }
+            Err(()) => core.on_dial_failed(now, &contact.id),
+        }
+        self.drain(&mut core, now);
+    }
+
+    /// Carries out the core's queued actions.
+    fn drain(&self, core: &mut Core, now: Now) {
+        while let Some(action) = core.poll_action() {
+            match action {
+                Action::Send { to, frame } => {
+                    let ok = lock(&self.0.conns)
+                        .get(&to)
+                        .is_some_and(|c| c.send(&frame).is_ok());
+                    if !ok && core.edges().contains(&to) {
+                        core.on_send_failed(now, &to);
+                    }
+                }
+                Action::SendAny { to, frame } => {
+                    for peer in to {
+                        if lock(&self.0.conns)
+                            .get(&peer)
+                            .is_some_and(|c| c.send(&frame).is_ok())
+                        {
+                            break;
+                        }
+                    }
+                }
+                Action::Dial(contact) => self.dial(contact),
+                Action::Close(peer) => {
+                    if let Some(c) = lock(&self.0.conns).remove(&peer) {
+                        c.close();
+                    }
+                }
+            }
+        }
+    }
+
+    fn dial(&self, contact: Contact) {
+        let transport = self.0.transport.clone();
+        let tx = self.0.dials_tx.clone();
+        let timeout = self.0.dial_timeout;
+        tokio::spawn(async move {
+            let mut result = Err(());
+            for addr in &contact.addrs {
+                if let Ok(Ok(conn)) =
+                    tokio::time::timeout(timeout, transport.dial(contact.id, addr)).await
+                {
+                    result = Ok(conn);
+                    break;
+                }
+            }
+            let _ = tx.send((contact, result)).await;
+        });
+    }
+}

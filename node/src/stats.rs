@@ -1,0 +1,51 @@
+//! The node's counters: every defensive drop has a name.
+
+/// Counters of what the node did and refused. All are monotonic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// A peer or originator below the proof-of-work difficulty.
+    pub dropped_sub_pow: u64,
+    /// A routed frame outside the freshness window.
+    pub dropped_stale: u64,
+    /// A routed frame whose signature failed where it was checked.
+    pub dropped_bad_sig: u64,
+    /// Shed by a rate limiter (per edge or per originator), or an unsolicited answer.
+    pub dropped_rate_limited: u64,
+    /// An inbound edge refused at the inbound edge cap.
+    pub dropped_inbound_full: u64,
+    /// An edge refused by the application's admission hook.
+    pub dropped_edge_refused: u64,
+    /// An unparseable frame.
+    pub dropped_malformed: u64,
+    /// A second connection to a peer that already has an edge.
+    pub dropped_dup_inbound: u64,
+    /// A delivery dropped because the application's queue was full.
+    pub dropped_deliver_full: u64,
+    /// A copy of a message already delivered (multi-path duplicates).
+    pub dropped_duplicate: u64,
+    /// A routed frame whose hops ran out.
+    pub dropped_ttl: u64,
+    /// A routed frame with no closer live edge to go to.
+    pub dropped_local_optimum: u64,
+    /// A frame of a type this node does not handle yet.
+    pub dropped_unsupported: u64,
+    /// Frames forwarded for others.
+    pub forwarded: u64,
+    /// Forwarding candidates that refused a frame (local repair moved on).
+    pub forward_repairs: u64,
+    /// Payloads handed to the application.
+    pub delivered: u64,
+    /// Messages this node originated.
+    pub originated: u64,
+    /// Edges that came up.
+    pub edges_up: u64,
+    /// Edges that went down.
+    pub edges_down: u64,
+    /// Lookups answered.
+    pub lookups_answered: u64,
+    /// Dials started by maintenance.
+    pub dials: u64,
+    /// Dials that failed.
+    pub dials_failed: u64,
+}
