@@ -293,6 +293,11 @@ struct Backoff {
     failures: u32,
 }
 
+/// Coverage lookups per refresh check.
+pub(crate) const COVERAGE_LOOKUPS: usize = 3;
+/// Buckets deeper than this are empty in any overlay below ~2^20 nodes; not worth probing.
+const COVERAGE_DEPTH: usize = 24;
+
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const NONCE_TTL: Duration = Duration::from_secs(30);
@@ -451,11 +456,12 @@ impl Core {
             ed_pub: key.filter(|k| derive_id(k) == peer),
             x_pub: None,
             caps,
-            addrs: if outbound {
-                vec![addr.clone()]
-            } else {
-                Vec::new()
-            },
+            // The address an inbound peer connected from is authenticated by the transport, and
+            // with one socket for dialing and accepting it is where the peer listens (for a
+            // node behind NAT, its current mapping). Keeping it spreads dialable contacts
+            // much faster than waiting for the peer's own advertisement (tier 3 policy; the
+            // reference keeps no address for inbound peers).
+            addrs: vec![addr.clone()],
         };
         self.observe(&contact, now);
         if outbound {
@@ -464,8 +470,9 @@ impl Core {
             self.actions.push_back(Action::Send { to: peer, frame });
         }
         if self.edges.len() == 1 {
-            // First contact with the overlay: find our neighbourhood now.
+            // First contact with the overlay: find our neighbourhood and the far keyspace now.
             self.next_self_lookup = now.mono;
+            self.next_refresh = now.mono;
         }
         Ok(())
     }
@@ -575,12 +582,11 @@ impl Core {
                 }
             }
             FrameType::LEAVE => {
-                if handlers::on_leave(&mut self.edges, &from) {
-                    self.stats.edges_down += 1;
+                // The peer is going: drop the edge now (not after a timeout), replace it, and
+                // do not redial the departed peer before its backoff.
+                if self.edges.contains(&from) {
                     self.actions.push_back(Action::Close(from));
-                    if self.edges.phase() < Phase::Normal {
-                        self.fill(now, 1);
-                    }
+                    self.on_edge_down(now, &from);
                 }
             }
             FrameType::APP => {
@@ -826,15 +832,39 @@ impl Core {
                 });
             }
         }
-        if now.mono >= self.next_refresh {
+        if now.mono >= self.next_refresh && !self.edges.is_empty() {
             self.next_refresh = now.mono.after(m.refresh_check);
             let random = self.random32();
-            if let Some(target) = self
+            let stale = self
                 .knowledge
-                .refresh_target(now.mono, m.bucket_stale, random)
-            {
+                .refresh_target(now.mono, m.bucket_stale, random);
+            if let Some(target) = stale {
                 self.lookup(now, target);
             }
+            self.coverage_lookups(now);
+        }
+    }
+
+    /// Looks up a random id in each of the (up to [`COVERAGE_LOOKUPS`]) farthest buckets that
+    /// have no live edge, so the table learns the far parts of the keyspace and maintenance can
+    /// dial a finger there: greedy routing needs one in every populated direction. The
+    /// reference refreshes only populated stale buckets, which leaves a joining node blind to
+    /// the far keyspace for a whole staleness period (tier 3 policy).
+    fn coverage_lookups(&mut self, now: Now) {
+        let mut covered = [false; 256];
+        for e in self.edges.iter() {
+            if let Some(b) = self.id.bucket_index(&e.id) {
+                covered[b] = true;
+            }
+        }
+        let targets: Vec<usize> = (0..COVERAGE_DEPTH)
+            .filter(|&b| !covered[b])
+            .take(COVERAGE_LOOKUPS)
+            .collect();
+        for b in targets {
+            let random = self.random32();
+            let target = id_in_bucket(&self.id, b, random);
+            self.lookup(now, target);
         }
     }
 
@@ -1025,4 +1055,22 @@ fn small_frame(ty: FrameType, payload: &[u8]) -> Vec<u8> {
     let n = Frame::new(ty, payload).encode(&mut buf).unwrap_or(0);
     buf.truncate(n);
     buf
+}
+
+/// An id sharing exactly `prefix` leading bits with `base`, the rest from `random`.
+fn id_in_bucket(base: &NodeId, prefix: usize, random: [u8; 32]) -> NodeId {
+    let base = base.as_bytes();
+    let mut out = [0u8; 32];
+    for bit in 0..256 {
+        let (byte, mask) = (bit / 8, 0x80u8 >> (bit % 8));
+        let v = if bit < prefix {
+            base[byte] & mask
+        } else if bit == prefix {
+            !base[byte] & mask
+        } else {
+            random[byte] & mask
+        };
+        out[byte] |= v;
+    }
+    NodeId::from_bytes(out)
 }

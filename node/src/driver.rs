@@ -27,6 +27,7 @@ pub struct Builder {
     delivery_buffer: usize,
     admission: Option<crate::core::AdmissionHook>,
     seed: u64,
+    advertise_set: bool,
 }
 
 impl std::fmt::Debug for Builder {
@@ -69,6 +70,14 @@ impl Builder {
         self
     }
 
+    /// Addresses to advertise for ourselves (default: the transport's). Empty for a node that
+    /// cannot be dialed (behind NAT): it dials out and still routes over those edges.
+    pub fn advertise(mut self, addrs: Vec<nodenet_wire::Addr>) -> Self {
+        self.config.advertise = addrs;
+        self.advertise_set = true;
+        self
+    }
+
     /// Inbound edges accepted at most (default 256).
     pub fn max_inbound_edges(mut self, n: usize) -> Self {
         self.config.max_inbound_edges = n;
@@ -84,7 +93,7 @@ impl Builder {
     /// Builds the node. Nothing runs until [`Node::spawn`].
     pub fn build(self) -> Node {
         let mut config = self.config;
-        if config.advertise.is_empty() {
+        if !self.advertise_set {
             config.advertise = vec![self.transport.local_addr()];
         }
         config.subnets = self.transport.is_ip();
@@ -156,6 +165,7 @@ impl Node {
             delivery_buffer: DEFAULT_DELIVERY_BUFFER,
             admission: None,
             seed: 0x5eed,
+            advertise_set: false,
         }
     }
 
@@ -221,6 +231,15 @@ impl Node {
         Ok(())
     }
 
+    /// Looks `target` up: a signed query routed toward it, answered by the closest reachable
+    /// node with the contacts it knows near `target`, which we fold into our table.
+    pub fn lookup(&self, target: NodeId) {
+        let now = self.now();
+        let mut core = lock(&self.0.core);
+        core.lookup(now, target);
+        self.drain(&mut core, now);
+    }
+
     /// Starts the node's event loop on the current tokio runtime.
     pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
         let node = self.clone();
@@ -257,7 +276,7 @@ impl Node {
     }
 
     /// Leaves gracefully: a Leave on every edge (so neighbours replace us at once instead of
-    /// waiting out a timeout), then closes the edges and stops the loop.
+    /// waiting out a timeout), then closes the edges and the transport and stops the loop.
     pub async fn shutdown(&self) {
         self.0.shutdown.send_replace(true);
         let conns: Vec<Conn> = lock(&self.0.conns).drain().map(|(_, c)| c).collect();
@@ -270,6 +289,8 @@ impl Node {
         for c in &conns {
             let _ = tokio::time::timeout(Duration::from_secs(5), c.closed()).await;
         }
+        // Nobody may dial a node that has left.
+        self.0.transport.close();
     }
 
     fn now(&self) -> Now {

@@ -285,10 +285,14 @@ impl Edges {
             .map(|e| e.id)
     }
 
-    /// Up to `want` contacts to dial next, from `knowledge`: the closest to us first, skipping
-    /// live peers, contacts without an address and subnets already holding
-    /// [`LIVE_SUBNET_CAP`] live edges; if that leaves too few, the saturated subnets are used
-    /// after all (connectivity beats diversity).
+    /// Up to `want` contacts to dial next, from `knowledge`.
+    ///
+    /// First, coverage: one contact from each populated bucket that has no live edge yet,
+    /// farthest bucket first, so greedy routing has a finger into every part of the keyspace it
+    /// knows. Then the contacts closest to us (the siblings). Both skip live peers, contacts
+    /// without an address, and subnets already holding [`LIVE_SUBNET_CAP`] live edges; if that
+    /// leaves too few, the saturated subnets are used after all (connectivity beats
+    /// diversity).
     pub fn replacement_candidates<'k>(
         &self,
         knowledge: &'k Knowledge,
@@ -297,8 +301,20 @@ impl Edges {
         if want == 0 {
             return Vec::new();
         }
-        let pool = knowledge.closest(&self.self_id, (4 * want).max(16));
-        let live_in = |s: &Option<SubnetKey>| {
+        let mut covered = [false; 256];
+        for e in &self.edges {
+            if let Some(b) = self.self_id.bucket_index(&e.id) {
+                covered[b] = true;
+            }
+        }
+        let uncovered = (0..256)
+            .filter(|&b| !covered[b])
+            .filter_map(|b| knowledge.bucket(b).find(|c| !c.addrs.is_empty()));
+        let pool: Vec<&Contact> = uncovered
+            .chain(knowledge.closest(&self.self_id, (4 * want).max(16)))
+            .collect();
+        let subnet_of = |c: &Contact| c.addrs.iter().find_map(|a| SubnetKey::of_addr(a.as_ref()));
+        let live_in = |s: Option<SubnetKey>| {
             s.map_or(0, |s| {
                 self.edges.iter().filter(|e| e.subnet == Some(s)).count()
             })
@@ -306,18 +322,18 @@ impl Edges {
         let mut picked: Vec<&Contact> = Vec::with_capacity(want);
         let mut saturated: Vec<&Contact> = Vec::new();
         for c in pool {
-            if self.contains(&c.id) || c.addrs.is_empty() {
+            if self.contains(&c.id)
+                || c.addrs.is_empty()
+                || picked.iter().chain(&saturated).any(|p| p.id == c.id)
+            {
                 continue;
             }
-            let subnet = c.addrs.iter().find_map(|a| SubnetKey::of_addr(a.as_ref()));
+            let subnet = subnet_of(c);
             let taken = picked
                 .iter()
-                .filter(|p| {
-                    subnet.is_some()
-                        && p.addrs.iter().find_map(|a| SubnetKey::of_addr(a.as_ref())) == subnet
-                })
+                .filter(|p| subnet.is_some() && subnet_of(p) == subnet)
                 .count();
-            if live_in(&subnet) + taken >= LIVE_SUBNET_CAP {
+            if live_in(subnet) + taken >= LIVE_SUBNET_CAP {
                 saturated.push(c);
             } else if picked.len() < want {
                 picked.push(c);

@@ -363,6 +363,15 @@ impl Knowledge {
             .find(|e| e.contact.id == *id)
     }
 
+    /// The contacts of bucket `b` (those sharing exactly `b` leading bits with us), most
+    /// recently seen first.
+    pub fn bucket(&self, b: usize) -> impl Iterator<Item = &Contact> {
+        self.buckets
+            .get(b)
+            .into_iter()
+            .flat_map(|bk| bk.entries.iter().map(|e| &e.contact))
+    }
+
     /// Every contact in the buckets, bucket by bucket.
     pub fn iter(&self) -> impl Iterator<Item = &Contact> {
         self.buckets

@@ -65,6 +65,7 @@ struct HubInner {
 #[derive(Debug, Default)]
 struct HubState {
     endpoints: HashMap<String, Weak<Shared>>,
+    unreachable: HashSet<NodeId>,
     partitions: HashSet<(NodeId, NodeId)>,
     links: HashMap<(NodeId, NodeId), LinkModel>,
 }
@@ -153,6 +154,17 @@ impl Hub {
         let mut state = self.lock();
         state.partitions.remove(&(a, b));
         state.partitions.remove(&(b, a));
+    }
+
+    /// Makes `id` reachable or not: dials to an unreachable node fail with no route, as
+    /// toward a node behind a NAT, while the edges it dials itself work both ways.
+    pub fn set_reachable(&self, id: NodeId, reachable: bool) {
+        let mut state = self.lock();
+        if reachable {
+            state.unreachable.remove(&id);
+        } else {
+            state.unreachable.insert(id);
+        }
     }
 
     /// Sets the model of the direction `from → to`; frames already in flight keep theirs.
@@ -259,7 +271,9 @@ impl MemTransport {
             .and_then(Weak::upgrade)
             .filter(|t| !t.events.is_closed())
             .ok_or_else(|| DialError::NoRoute(addr.clone()))?;
-        if partitioned(&self.0.hub, self.0.id, target.id) {
+        if partitioned(&self.0.hub, self.0.id, target.id)
+            || lock(&hub.state).unreachable.contains(&target.id)
+        {
             return Err(DialError::NoRoute(addr.clone()));
         }
         if target.id != remote {

@@ -161,3 +161,22 @@ async fn addresses_are_unique_until_closed() {
     a.close();
     assert!(hub.transport(id(9), "n1").is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_node_can_dial_out_but_not_be_dialed() {
+    let hub = Hub::new();
+    let (a, b) = (node(&hub, 1), node(&hub, 2));
+    hub.set_reachable(a.local_id(), false);
+    assert!(matches!(
+        b.dial(a.local_id(), &a.local_addr()).await,
+        Err(DialError::NoRoute(_))
+    ));
+    let ab = dial(&a, &b).await;
+    ab.send(b"out").unwrap();
+    let (conn, _) = match next_event(&b).await {
+        Some(Event::Frame { conn, packet }) => (conn, packet),
+        other => panic!("{other:?}"),
+    };
+    conn.send(b"back").unwrap();
+    assert!(matches!(next_event(&a).await, Some(Event::Frame { .. })));
+}
