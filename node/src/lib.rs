@@ -31,6 +31,7 @@
 
 mod core;
 mod driver;
+pub mod sim;
 mod stats;
 
 pub use core::{
