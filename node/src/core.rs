@@ -19,7 +19,7 @@ use nodenet_routing::control::{self, Contact, NONCE_LEN};
 use nodenet_routing::msg::{self, MAX_HOPS, MsgFields, MsgRef};
 use nodenet_routing::{
     Candidates, Caps, Decision, DropReason, Edges, Knowledge, Observed, Phase, SubnetKey, Time,
-    TokenBucket, decide, first_hops, handlers,
+    TokenBucket, decide, first_hops, handlers, id_in_bucket,
 };
 use nodenet_wire::{Addr, Frame, FrameType, MAX_PACKET_LEN, Writer};
 
@@ -1055,22 +1055,4 @@ fn small_frame(ty: FrameType, payload: &[u8]) -> Vec<u8> {
     let n = Frame::new(ty, payload).encode(&mut buf).unwrap_or(0);
     buf.truncate(n);
     buf
-}
-
-/// An id sharing exactly `prefix` leading bits with `base`, the rest from `random`.
-fn id_in_bucket(base: &NodeId, prefix: usize, random: [u8; 32]) -> NodeId {
-    let base = base.as_bytes();
-    let mut out = [0u8; 32];
-    for bit in 0..256 {
-        let (byte, mask) = (bit / 8, 0x80u8 >> (bit % 8));
-        let v = if bit < prefix {
-            base[byte] & mask
-        } else if bit == prefix {
-            !base[byte] & mask
-        } else {
-            random[byte] & mask
-        };
-        out[byte] |= v;
-    }
-    NodeId::from_bytes(out)
 }

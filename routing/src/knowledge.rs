@@ -481,8 +481,9 @@ fn take_tier<'a>(
     out.len() >= n
 }
 
-/// An id sharing exactly `prefix` leading bits with `base`, the rest from `random`.
-pub(crate) fn id_in_bucket(base: &NodeId, prefix: usize, random: [u8; 32]) -> NodeId {
+/// An id sharing exactly `prefix` leading bits with `base`, the rest from `random`: a random
+/// target in bucket `prefix` of `base`'s table.
+pub fn id_in_bucket(base: &NodeId, prefix: usize, random: [u8; 32]) -> NodeId {
     let base = base.as_bytes();
     let mut out = [0u8; 32];
     for bit in 0..256 {

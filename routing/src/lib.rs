@@ -35,7 +35,9 @@ pub use edges::{
     CONTROL_BURST, CONTROL_RATE, Edge, Edges, FILL_HYSTERESIS, FORWARD_BURST, FORWARD_RATE, KMIN,
     LIVE_SUBNET_CAP, LOW_WATER, Phase, SIBLINGS, TARGET_EDGES,
 };
-pub use knowledge::{BUCKETS, K, Knowledge, KnowledgeStats, Observed, Rejection, SUBNET_CAP};
+pub use knowledge::{
+    BUCKETS, K, Knowledge, KnowledgeStats, Observed, Rejection, SUBNET_CAP, id_in_bucket,
+};
 pub use subnet::SubnetKey;
 
 /// A point on the driver's monotonic clock, in nanoseconds from an origin the driver chooses.
