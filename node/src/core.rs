@@ -631,7 +631,7 @@ impl Core {
                 return Handled::Done;
             }
             let mut candidates = Candidates::new();
-            let decision = decide(
+            let mut decision = decide(
                 &self.id,
                 &self.edges,
                 &m.target,
@@ -639,6 +639,24 @@ impl Core {
                 |id| *id == from || m.avoids(id),
                 &mut candidates,
             );
+            // The avoid-set steers a message's copies apart in the middle of the path; near the
+            // target it can leave a copy nowhere to go but another copy's first hop. Rather than
+            // drop it there, let it reconverge (tier 3 policy: the reference drops it). Lookups
+            // keep the strict rule: their avoid-set is the originator, and their local optimum
+            // is where they are answered.
+            if ty == FrameType::ROUTE
+                && decision == Decision::Drop(DropReason::LocalOptimum)
+                && m.avoid().len() > 0
+            {
+                decision = decide(
+                    &self.id,
+                    &self.edges,
+                    &m.target,
+                    m.ttl,
+                    |id| *id == from,
+                    &mut candidates,
+                );
+            }
             (decision, candidates)
         };
         match decision {

@@ -71,6 +71,22 @@ fn main() {
     }
     sim.run_for(Duration::from_secs(10));
 
+    let sum = |f: &dyn Fn(&nodenet::Stats) -> u64| {
+        (0..nodes)
+            .filter(|&i| sim.is_alive(i))
+            .map(|i| f(&sim.core(i).stats()))
+            .sum::<u64>()
+    };
+    let (local_optimum, ttl, rate_limited, stale) = (
+        sum(&|s| s.dropped_local_optimum),
+        sum(&|s| s.dropped_ttl),
+        sum(&|s| s.dropped_rate_limited),
+        sum(&|s| s.dropped_stale),
+    );
+    let edges: usize = (0..nodes)
+        .filter(|&i| sim.is_alive(i))
+        .map(|i| sim.core(i).edges().len())
+        .sum();
     let report = sim.report();
     let mut hops = report.hops.clone();
     hops.sort_unstable();
@@ -93,6 +109,11 @@ fn main() {
             "frames_per_delivery",
             report.route_frames as f64 / delivered.max(1.0),
         )
+        .num("mean_edges", edges as f64 / live.len() as f64)
+        .num("drops_local_optimum", local_optimum as f64)
+        .num("drops_ttl", ttl as f64)
+        .num("drops_rate_limited", rate_limited as f64)
+        .num("drops_stale", stale as f64)
         .num("wall_s", started.elapsed().as_secs_f64())
         .num("peak_rss_mib", peak_rss_mib())
         .print();
