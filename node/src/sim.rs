@@ -47,6 +47,8 @@ pub struct SimReport {
     pub hops: Vec<u8>,
     /// Messages delivered to their target's application.
     pub delivered: u64,
+    /// Routed deliveries per node.
+    pub delivered_at: HashMap<usize, u64>,
 }
 
 /// The simulator.
@@ -238,6 +240,7 @@ impl Sim {
                     Handled::Deliver(d) => {
                         if d.via == crate::Via::Routed {
                             self.report.delivered += 1;
+                            *self.report.delivered_at.entry(to).or_default() += 1;
                         }
                     }
                     Handled::Done => {}

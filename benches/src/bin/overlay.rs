@@ -57,6 +57,7 @@ fn main() {
     }
     let live: Vec<usize> = (0..nodes).filter(|&i| sim.is_alive(i)).collect();
     let mut launched = 0u64;
+    let mut expected: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
     for k in 0..sends {
         let from = live[(rng.next_u64() % live.len() as u64) as usize];
         let mut to = live[(rng.next_u64() % live.len() as u64) as usize];
@@ -65,6 +66,7 @@ fn main() {
         }
         if sim.send(from, to, format!("send {k}").as_bytes()).is_ok() {
             launched += 1;
+            *expected.entry(to).or_default() += 1;
         }
         // Spread the sends over simulated time, as real traffic would be.
         sim.run_for(Duration::from_millis(5));
@@ -88,6 +90,19 @@ fn main() {
         .map(|i| sim.core(i).edges().len())
         .sum();
     let report = sim.report();
+    // Diagnostics on stderr: the targets that missed messages, and how connected they are.
+    for (&to, &want) in &expected {
+        let got = report.delivered_at.get(&to).copied().unwrap_or(0);
+        if got < want {
+            let core = sim.core(to);
+            eprintln!(
+                "missed: node {to} got {got}/{want}, edges {} (outbound {}), knows {}",
+                core.edges().len(),
+                core.edges().outbound(),
+                core.knowledge().len()
+            );
+        }
+    }
     let mut hops = report.hops.clone();
     hops.sort_unstable();
     let pct = |p: f64| {
