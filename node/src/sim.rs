@@ -49,6 +49,8 @@ pub struct SimReport {
     pub delivered: u64,
     /// Routed deliveries per node.
     pub delivered_at: HashMap<usize, u64>,
+    /// Where Route copies stopped short of their target: (node, target).
+    pub stuck: Vec<(usize, NodeId)>,
 }
 
 /// The simulator.
@@ -225,6 +227,7 @@ impl Sim {
                     return;
                 }
                 self.note_route(to, &frame);
+                let route_target = route_target(&frame);
                 let peer = self.cores[from].id();
                 match self.cores[to].on_frame(now, peer, &Self::addr(from), &mut frame) {
                     Handled::Forward(candidates) => {
@@ -243,7 +246,11 @@ impl Sim {
                             *self.report.delivered_at.entry(to).or_default() += 1;
                         }
                     }
-                    Handled::Done => {}
+                    Handled::Done => {
+                        if let Some(t) = route_target.filter(|t| *t != self.cores[to].id()) {
+                            self.report.stuck.push((to, t));
+                        }
+                    }
                 }
                 self.drain(to, now);
             }
@@ -357,4 +364,11 @@ impl Sim {
             }
         }
     }
+}
+
+/// The target of a Route frame, if it is one.
+fn route_target(frame: &[u8]) -> Option<NodeId> {
+    let (f, _) = Frame::parse(frame).ok()?;
+    (f.frame_type() == FrameType::ROUTE).then_some(())?;
+    MsgRef::parse(f.payload()).ok().map(|m| m.target)
 }

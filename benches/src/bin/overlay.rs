@@ -101,6 +101,23 @@ fn main() {
                 core.edges().outbound(),
                 core.knowledge().len()
             );
+            let target = core.id();
+            for (at, _) in report.stuck.iter().filter(|(_, t)| *t == target).take(3) {
+                let x = sim.core(*at);
+                let cpl = x.id().common_prefix_len(&target);
+                let in_bucket = x
+                    .edges()
+                    .iter()
+                    .filter(|e| x.id().common_prefix_len(&e.id) == cpl)
+                    .count();
+                eprintln!(
+                    "  stuck at node {at}: prefix {cpl} with the target, knows target {}, edges {} ({in_bucket} in that bucket), knows {} ({} in that bucket)",
+                    x.knowledge().get(&target).is_some(),
+                    x.edges().len(),
+                    x.knowledge().len(),
+                    x.knowledge().bucket(cpl as usize).count()
+                );
+            }
         }
     }
     let mut hops = report.hops.clone();
