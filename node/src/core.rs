@@ -379,6 +379,16 @@ impl Core {
         self.stats
     }
 
+    /// Counts a message to ourselves that the driver delivered locally (`handed` false: the
+    /// application's queue was full and it was dropped).
+    pub fn count_local_delivery(&mut self, handed: bool) {
+        if handed {
+            self.stats.delivered += 1;
+        } else {
+            self.stats.dropped_deliver_full += 1;
+        }
+    }
+
     /// Counts a delivery the driver could not hand over (the application's queue was full).
     pub fn count_deliver_full(&mut self) {
         self.stats.dropped_deliver_full += 1;

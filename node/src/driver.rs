@@ -218,13 +218,16 @@ impl Node {
         let now = self.now();
         let mut core = lock(&self.0.core);
         if target == core.id() {
-            drop(core);
+            // A message to ourselves is delivered locally, best effort like any other: a full
+            // queue drops it and counts.
             let d = Delivery {
                 originator: target,
                 payload: payload.to_vec(),
                 via: crate::Via::Routed,
             };
-            return self.0.deliveries_tx.try_send(d).map_err(|_| Error::Closed);
+            let handed = self.0.deliveries_tx.try_send(d).is_ok();
+            core.count_local_delivery(handed);
+            return Ok(());
         }
         core.originate(now, FrameType::ROUTE, target, payload)?;
         self.drain(&mut core, now);

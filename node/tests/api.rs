@@ -36,6 +36,10 @@ async fn send_errors_are_typed() {
         Err(Error::FrameTooLarge { max: 65_536, .. })
     ));
     assert_eq!(a.send(b.id(), &big[..60_000]), Ok(()));
+    // To ourselves: delivered locally.
+    let mut inbox = a.deliveries().unwrap();
+    assert_eq!(a.send(a.id(), b"me"), Ok(()));
+    assert_eq!(inbox.try_recv().unwrap().payload, b"me");
     a.shutdown().await;
     assert_eq!(a.send(b.id(), b"x"), Err(Error::Closed));
 }
