@@ -554,19 +554,15 @@ impl Core {
         from_addr: &Addr,
         frame: &mut [u8],
     ) -> Handled {
-        let (ty, payload_len) = match Frame::parse(frame) {
-            Ok((f, _)) => (f.frame_type(), f.payload().len()),
-            Err(_) => {
-                self.stats.dropped_malformed += 1;
-                return Handled::Done;
-            }
+        let Ok((ty, range)) = Frame::parse_range(frame) else {
+            self.stats.dropped_malformed += 1;
+            return Handled::Done;
         };
         self.edges.touch(&from, now.mono);
         if ty.is_routed() {
             return self.on_routed(now, from, ty, frame);
         }
-        let header = nodenet_wire::header_len(payload_len);
-        let payload = &frame[header..header + payload_len];
+        let payload = &frame[range];
         match ty {
             FrameType::PING => {
                 let mut buf = [0u8; 512];

@@ -244,9 +244,8 @@ impl MsgFields<'_> {
 /// Rewrites the TTL of the envelope inside a whole frame, in place: the only byte a forwarder
 /// changes. `frame` must hold a parsed routed frame.
 pub fn patch_ttl(frame: &mut [u8], ttl: u8) -> Result<(), MsgError> {
-    let (f, _) = nodenet_wire::Frame::parse(frame)?;
-    let header = nodenet_wire::header_len(f.payload().len());
-    let at = header + TTL_OFFSET;
+    let (_, payload) = nodenet_wire::Frame::parse_range(frame)?;
+    let at = payload.start + TTL_OFFSET;
     let byte = frame.get_mut(at).ok_or(WireError::Truncated)?;
     *byte = ttl;
     Ok(())

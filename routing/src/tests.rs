@@ -118,6 +118,24 @@ fn ttl_is_patched_in_place_and_unsigned() {
 }
 
 #[test]
+fn ttl_patch_finds_the_payload_behind_a_non_minimal_prefix() {
+    // The reference accepts a padded length prefix; the TTL must still land on the TTL byte.
+    let v = vectors();
+    let frame = unhex(&v["routed_msg"]["route_minimal"]["frame"]);
+    // Re-encode the 2-byte length prefix 0x8b 0x01 as the non-minimal 0x8b 0x81 0x00.
+    assert_eq!(&frame[2..4], &[0x8b, 0x01]);
+    let mut padded = frame[..2].to_vec();
+    padded.extend_from_slice(&[0x8b, 0x81, 0x00]);
+    padded.extend_from_slice(&frame[4..]);
+    msg::patch_ttl(&mut padded, 9).unwrap();
+    let f = Frame::parse_exact(&padded).unwrap();
+    let m = MsgRef::parse(f.payload()).unwrap();
+    assert_eq!(m.ttl, 9);
+    assert_eq!(m.target, id_of(&v["routed_msg"]["route_minimal"]["target"]));
+    m.verify(FrameType::ROUTE).unwrap();
+}
+
+#[test]
 fn tampering_outcomes_match_the_reference() {
     let v = vectors();
     let case = &v["routed_msg"]["route"];

@@ -155,6 +155,15 @@ impl<'a> Frame<'a> {
         ))
     }
 
+    /// Parses one frame from the front of `buf` and returns its type and where its payload
+    /// lies in `buf`, for callers that rewrite the payload in place. The range comes from the
+    /// parse itself, so it is right even when the length prefix was not minimal.
+    pub fn parse_range(buf: &[u8]) -> Result<(FrameType, std::ops::Range<usize>), WireError> {
+        let (frame, rest) = Frame::parse(buf)?;
+        let end = buf.len() - rest.len();
+        Ok((frame.frame_type, end - frame.payload.len()..end))
+    }
+
     /// Parses a buffer that must hold exactly one frame and nothing after it.
     pub fn parse_exact(buf: &'a [u8]) -> Result<Self, WireError> {
         match Self::parse(buf)? {
