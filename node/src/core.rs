@@ -560,7 +560,7 @@ impl Core {
         };
         self.edges.touch(&from, now.mono);
         if ty.is_routed() {
-            return self.on_routed(now, from, ty, frame);
+            return self.on_routed(now, from, ty, frame, range);
         }
         let payload = &frame[range];
         match ty {
@@ -612,16 +612,23 @@ impl Core {
         Handled::Done
     }
 
-    fn on_routed(&mut self, now: Now, from: NodeId, ty: FrameType, frame: &mut [u8]) -> Handled {
+    /// A routed frame; `payload` is its payload's range in `frame` (from the one parse in
+    /// [`Core::on_frame`]).
+    fn on_routed(
+        &mut self,
+        now: Now,
+        from: NodeId,
+        ty: FrameType,
+        frame: &mut [u8],
+        payload: std::ops::Range<usize>,
+    ) -> Handled {
         if !self.edges.allow_forward(&from, now.mono) {
             self.stats.dropped_rate_limited += 1;
             return Handled::Done;
         }
+        let ttl_at = payload.start + msg::TTL_OFFSET;
         let (decision, candidates) = {
-            let Ok((f, _)) = Frame::parse(frame) else {
-                return Handled::Done;
-            };
-            let Ok(m) = MsgRef::parse(f.payload()) else {
+            let Ok(m) = MsgRef::parse(&frame[payload]) else {
                 self.stats.dropped_malformed += 1;
                 return Handled::Done;
             };
@@ -667,9 +674,11 @@ impl Core {
         };
         match decision {
             Decision::Forward { ttl } => {
-                if msg::patch_ttl(frame, ttl).is_err() {
+                // The envelope parsed, so its TTL byte is inside the frame.
+                let Some(byte) = frame.get_mut(ttl_at) else {
                     return Handled::Done;
-                }
+                };
+                *byte = ttl;
                 self.stats.forwarded += 1;
                 Handled::Forward(candidates)
             }
