@@ -291,7 +291,9 @@ async fn a_frame_prefix_over_64k_closes_the_connection() {
     let (mut send, _recv) = conn.open_bi().await.unwrap();
     // uvarint(65537): one byte over the packet limit.
     send.write_all(&[0x81, 0x80, 0x04]).await.unwrap();
-    send.write_all(&[0u8; 64]).await.unwrap();
+    // The server may already have closed on the prefix alone, failing this write: that close
+    // is the behaviour under test, so the write's result does not matter.
+    let _ = send.write_all(&[0u8; 64]).await;
     tokio::time::timeout(Duration::from_secs(5), conn.closed())
         .await
         .unwrap();
