@@ -283,9 +283,12 @@ impl Node {
     pub async fn shutdown(&self) {
         self.0.shutdown.send_replace(true);
         let conns: Vec<Conn> = lock(&self.0.conns).drain().map(|(_, c)| c).collect();
-        let leave = [1u8, FrameType::LEAVE.0, 0];
+        let mut leave = [0u8; 3];
+        let n = nodenet_wire::Frame::new(FrameType::LEAVE, &[])
+            .encode(&mut leave)
+            .unwrap_or(0);
         for c in &conns {
-            let _ = c.send(&leave);
+            let _ = c.send(&leave[..n]);
             // A local close still delivers what was queued before it.
             c.close();
         }
