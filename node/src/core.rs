@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use nodenet_identity::{Identity, derive_id};
 use nodenet_kad::NodeId;
+use nodenet_rendezvous::{Coordinates, Hello, NONCE_LEN as RDV_NONCE_LEN, Reply};
 use nodenet_routing::control::{self, Contact, NONCE_LEN};
 use nodenet_routing::msg::{self, MAX_HOPS, MsgFields, MsgRef};
 use nodenet_routing::{
-    Candidates, Caps, Decision, DropReason, Edges, Knowledge, Observed, Phase, SubnetKey, Time,
-    TokenBucket, decide, first_hops, handlers, id_in_bucket,
+    Candidates, Caps, Decision, DropReason, Edges, KMIN, Knowledge, Observed, Phase, SubnetKey,
+    Time, TokenBucket, decide, first_hops, handlers, id_in_bucket,
 };
 use nodenet_wire::{Addr, Frame, FrameType, MAX_PACKET_LEN, Writer};
 
@@ -183,6 +184,13 @@ pub enum Handled {
     Forward(Candidates),
     /// Hand this to the application.
     Deliver(Delivery),
+    /// A verified rendezvous answer to the request with this nonce.
+    Rendezvous {
+        /// The request's nonce.
+        nonce: [u8; RDV_NONCE_LEN],
+        /// What the target told us, verified against its NodeId.
+        coordinates: Coordinates,
+    },
     /// Nothing more to do (answered through actions, absorbed, or dropped and counted).
     Done,
 }
@@ -212,6 +220,9 @@ pub enum OriginateError {
     /// No live edge to launch from.
     #[error("no live edge to launch from")]
     Unroutable,
+    /// Too many requests of this kind are outstanding.
+    #[error("too many requests outstanding")]
+    Busy,
     /// The message does not fit one frame.
     #[error("a frame of {len} bytes exceeds the {max}-byte packet")]
     FrameTooLarge {
@@ -301,6 +312,37 @@ const COVERAGE_DEPTH: usize = 24;
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const NONCE_TTL: Duration = Duration::from_secs(30);
+/// How long a lookup's breadcrumb lasts (its answer arrives well within this).
+const CRUMB_TTL: Duration = Duration::from_secs(10);
+/// Breadcrumbs kept per generation (two generations at most).
+const CRUMB_GENERATION: usize = 4096;
+
+/// Breadcrumbs of forwarded lookups, bounded: two generations of [`CRUMB_GENERATION`].
+#[derive(Debug, Default)]
+struct Crumbs {
+    current: HashMap<(NodeId, [u8; NONCE_LEN]), (NodeId, Time)>,
+    previous: HashMap<(NodeId, [u8; NONCE_LEN]), (NodeId, Time)>,
+}
+
+impl Crumbs {
+    fn insert(&mut self, key: (NodeId, [u8; NONCE_LEN]), from: NodeId, now: Time) {
+        if self.current.len() >= CRUMB_GENERATION {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, (from, now.after(CRUMB_TTL)));
+    }
+
+    fn get(&self, key: &(NodeId, [u8; NONCE_LEN]), now: Time) -> Option<NodeId> {
+        self.current
+            .get(key)
+            .or_else(|| self.previous.get(key))
+            .filter(|(_, exp)| *exp > now)
+            .map(|(id, _)| *id)
+    }
+}
+
+/// How long a rendezvous request waits for its answer.
+const RENDEZVOUS_TTL: Duration = Duration::from_secs(30);
 const PENDING_MAX: usize = 1024;
 
 /// The application's edge admission hook: true admits the peer.
@@ -317,6 +359,11 @@ pub struct Core {
     actions: VecDeque<Action>,
     seen: Seen,
     pending: HashMap<[u8; NONCE_LEN], Time>,
+    /// The edge each recent lookup came in on, by (originator, nonce): its answer goes back
+    /// that way.
+    crumbs: Crumbs,
+    /// Our rendezvous requests: nonce → (target, expiry, answered).
+    rendezvous: HashMap<[u8; RDV_NONCE_LEN], (NodeId, Time, bool)>,
     limiter: OriginLimiter,
     rng: u64,
     bootstrap: Vec<Contact>,
@@ -352,6 +399,8 @@ impl Core {
             actions: VecDeque::new(),
             seen: Seen::default(),
             pending: HashMap::new(),
+            rendezvous: HashMap::new(),
+            crumbs: Crumbs::default(),
             limiter: OriginLimiter::default(),
             rng: seed | 1,
             bootstrap: Vec::new(),
@@ -670,6 +719,35 @@ impl Core {
                     &mut candidates,
                 );
             }
+            // Lookup answers retrace the lookup's path (tier 3 policy; the reference routes
+            // them greedily). Greedy routing back to the asker fails exactly where lookups
+            // matter most: a neighbourhood that formed in two halves, each unaware of the
+            // other, swallows every answer that must cross from one half to the other, and
+            // stays split. The edge a lookup came in on is remembered for a while; its answer
+            // goes back that way, and greedy routing is the fallback.
+            match ty {
+                FrameType::LOOKUP => {
+                    if let Ok(nonce) = control::parse_nonce(m.payload) {
+                        self.crumbs.insert((m.originator(), nonce), from, now.mono);
+                    }
+                }
+                FrameType::NEIGHBORS if decision != Decision::Deliver && m.ttl > 1 => {
+                    let back = m
+                        .payload
+                        .get(..NONCE_LEN)
+                        .and_then(|n| <[u8; NONCE_LEN]>::try_from(n).ok())
+                        .and_then(|n| self.crumbs.get(&(m.target, n), now.mono))
+                        .filter(|c| *c != from && self.edges.contains(c));
+                    if let Some(c) = back {
+                        if !matches!(decision, Decision::Forward { .. }) {
+                            candidates.clear();
+                            decision = Decision::Forward { ttl: m.ttl - 1 };
+                        }
+                        candidates.prefer(c);
+                    }
+                }
+                _ => {}
+            }
             (decision, candidates)
         };
         match decision {
@@ -758,11 +836,211 @@ impl Core {
                 }
                 Handled::Done
             }
+            FrameType::HELLO if for_us => self.on_hello(now, &m),
+            FrameType::REPLY if for_us => self.on_reply(now, &m),
             _ => {
                 self.stats.dropped_unsupported += 1;
                 Handled::Done
             }
         }
+    }
+
+    /// A Hello addressed to us: verify it against its originator and our NodeId, bind the
+    /// originator's keys and addresses, and answer with a signed Reply.
+    fn on_hello(&mut self, now: Now, m: &MsgRef<'_>) -> Handled {
+        let originator = m.originator();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&m.sig[..16]);
+        if !self.seen.insert(key) {
+            self.stats.dropped_duplicate += 1;
+            return Handled::Done;
+        }
+        let Ok(hello) = Hello::decode(m.payload) else {
+            self.stats.dropped_malformed += 1;
+            return Handled::Done;
+        };
+        if !self.limiter.allow(originator, now.mono) {
+            self.stats.dropped_rate_limited += 1;
+            return Handled::Done;
+        }
+        if hello.verify(m.ed_pub, &self.id).is_err() {
+            self.stats.dropped_bad_sig += 1;
+            return Handled::Done;
+        }
+        let contact = Contact {
+            id: originator,
+            ed_pub: Some(*m.ed_pub),
+            x_pub: Some(hello.x_pub),
+            caps: Caps::default(),
+            addrs: hello.addrs.iter().map(|a| a.to_owned_addr()).collect(),
+        };
+        self.observe(&contact, now);
+        let Ok(reply) =
+            nodenet_rendezvous::encode_reply(&self.identity, &self.config.advertise, &hello.nonce)
+        else {
+            return Handled::Done;
+        };
+        if self
+            .originate(now, FrameType::REPLY, originator, &reply)
+            .is_ok()
+        {
+            self.stats.rendezvous_answered += 1;
+        }
+        Handled::Done
+    }
+
+    /// A Reply addressed to us: it must answer a request of ours, come from the NodeId we
+    /// asked (its key hashes to it), echo our nonce and carry the target's signature. A
+    /// forger on the path fails one of those and is counted; the request stays open for the
+    /// genuine answer.
+    fn on_reply(&mut self, now: Now, m: &MsgRef<'_>) -> Handled {
+        let Ok(reply) = Reply::decode(m.payload) else {
+            self.stats.dropped_malformed += 1;
+            return Handled::Done;
+        };
+        let Some(&(target, expires, done)) = self.rendezvous.get(&reply.nonce) else {
+            self.stats.dropped_unsolicited_reply += 1;
+            return Handled::Done;
+        };
+        if expires <= now.mono {
+            self.rendezvous.remove(&reply.nonce);
+            self.stats.dropped_unsolicited_reply += 1;
+            return Handled::Done;
+        }
+        if done {
+            // Another copy's answer (three paths, and retries) to a request already answered.
+            self.stats.dropped_duplicate += 1;
+            return Handled::Done;
+        }
+        let Ok(coordinates) = reply.verify(&target, &reply.nonce) else {
+            self.stats.dropped_forged_reply += 1;
+            return Handled::Done;
+        };
+        if let Some(r) = self.rendezvous.get_mut(&reply.nonce) {
+            r.2 = true;
+        }
+        let contact = Contact {
+            id: target,
+            ed_pub: Some(coordinates.ed_pub),
+            x_pub: Some(coordinates.x_pub),
+            caps: Caps::default(),
+            addrs: coordinates.addrs.clone(),
+        };
+        self.observe(&contact, now);
+        self.stats.rendezvous_completed += 1;
+        Handled::Rendezvous {
+            nonce: reply.nonce,
+            coordinates,
+        }
+    }
+
+    /// Starts a rendezvous with `target`: a signed Hello with our keys and addresses, routed
+    /// down up to three paths. The answer comes back as [`Handled::Rendezvous`] with the
+    /// returned nonce, or not at all (the caller times out, then calls
+    /// [`Core::cancel_rendezvous`]).
+    pub fn start_rendezvous(
+        &mut self,
+        now: Now,
+        target: NodeId,
+    ) -> Result<[u8; RDV_NONCE_LEN], OriginateError> {
+        let mut nonce = [0u8; RDV_NONCE_LEN];
+        nonce[..8].copy_from_slice(&self.next_u64().to_be_bytes());
+        nonce[8..].copy_from_slice(&self.next_u64().to_be_bytes());
+        if self.rendezvous.len() >= PENDING_MAX {
+            self.rendezvous.retain(|_, (_, exp, _)| *exp > now.mono);
+        }
+        if self.rendezvous.len() >= PENDING_MAX {
+            return Err(OriginateError::Busy);
+        }
+        self.send_hello(now, target, &nonce)?;
+        self.rendezvous
+            .insert(nonce, (target, now.mono.after(RENDEZVOUS_TTL), false));
+        self.stats.rendezvous_started += 1;
+        Ok(nonce)
+    }
+
+    /// Sends the Hello of an open, unanswered request again (same nonce): a routed message
+    /// is best effort, and one lost while the overlay converges must not fail a connect.
+    pub fn resend_rendezvous(
+        &mut self,
+        now: Now,
+        nonce: &[u8; RDV_NONCE_LEN],
+    ) -> Result<(), OriginateError> {
+        match self.rendezvous.get(nonce) {
+            Some(&(target, exp, false)) if exp > now.mono => self.send_hello(now, target, nonce),
+            _ => Ok(()),
+        }
+    }
+
+    fn send_hello(
+        &mut self,
+        now: Now,
+        target: NodeId,
+        nonce: &[u8; RDV_NONCE_LEN],
+    ) -> Result<(), OriginateError> {
+        let hello = nodenet_rendezvous::encode_hello(
+            &self.identity,
+            &target,
+            &self.config.advertise,
+            nonce,
+        )
+        .map_err(|_| OriginateError::FrameTooLarge {
+            len: usize::MAX,
+            max: MAX_PACKET_LEN,
+        })?;
+        self.originate(now, FrameType::HELLO, target, &hello)
+    }
+
+    /// Closes a rendezvous request (its caller is done with it). It is remembered until it
+    /// expires, so late copies of its answer count as duplicates, not as unsolicited.
+    pub fn cancel_rendezvous(&mut self, nonce: &[u8; RDV_NONCE_LEN]) {
+        if let Some(r) = self.rendezvous.get_mut(nonce) {
+            r.2 = true;
+        }
+    }
+
+    /// Seals `plaintext` from us to the X25519 key `x`.
+    pub fn seal<R: rand_core::CryptoRng + ?Sized>(
+        &self,
+        x: &[u8; 32],
+        plaintext: &[u8],
+        now_ns: i64,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, nodenet_rendezvous::SealError> {
+        nodenet_rendezvous::seal(&self.identity, x, plaintext, &[], now_ns, rng)
+    }
+
+    /// Opens a box sealed to us.
+    pub fn open(
+        &self,
+        data: &[u8],
+        now_ns: i64,
+        cache: &mut nodenet_rendezvous::ReplayCache,
+    ) -> Result<nodenet_rendezvous::Opened, nodenet_rendezvous::OpenError> {
+        nodenet_rendezvous::open(&self.identity, data, &[], now_ns, cache)
+    }
+
+    /// Counts a frame not sent because the edge's queue was full (the edge lives on).
+    pub fn count_queue_full(&mut self) {
+        self.stats.dropped_queue_full += 1;
+    }
+
+    /// Counts a sealed box that did not open.
+    pub fn count_bad_box(&mut self) {
+        self.stats.dropped_bad_box += 1;
+    }
+
+    /// The addresses our knowledge table holds for `id`.
+    pub fn known_addrs(&self, id: &NodeId) -> Vec<Addr> {
+        self.knowledge
+            .get(id)
+            .map(|c| c.addrs.clone())
+            .unwrap_or_default()
+    }
+
+    /// The static X25519 key we know for `id` (from a verified Hello or Reply).
+    pub fn x_key_of(&self, id: &NodeId) -> Option<[u8; 32]> {
+        self.knowledge.get(id).and_then(|c| c.x_pub)
     }
 
     /// Originates a message of `ty` to `target`: up to three copies down distinct first hops,
@@ -897,12 +1175,35 @@ impl Core {
         for b in targets {
             let random = self.random32();
             let target = id_in_bucket(&self.id, b, random);
-            self.lookup(now, target);
+            // Launched through edges outside the region, not the closest ones: our edges that
+            // share b or more bits with us are nearer any target there than we are, yet they
+            // are the nodes least likely to know it (a neighbourhood that formed in two halves
+            // stays split when every lookup for the other half starts inside ours). A finger
+            // from a shallower bucket enters the region from outside.
+            let mut hops = [NodeId::ZERO; KMIN];
+            let me = self.id;
+            let n = self.edges.closest_into(&target, &mut hops, |e| {
+                me.bucket_index(e).is_some_and(|eb| eb < b)
+            });
+            if n == 0 {
+                self.lookup(now, target);
+            } else {
+                self.lookup_via(now, target, &hops[..n]);
+            }
         }
     }
 
     /// Starts a lookup of `target`: one signed Lookup, fanned out to the three closest edges.
     pub fn lookup(&mut self, now: Now, target: NodeId) {
+        let hops = first_hops(&self.edges, &target);
+        self.lookup_via(now, target, hops.hops());
+    }
+
+    /// Sends one signed Lookup of `target` to each of `hops`.
+    fn lookup_via(&mut self, now: Now, target: NodeId, hops: &[NodeId]) {
+        if hops.is_empty() {
+            return;
+        }
         let nonce = self.nonce(now);
         let ed = self.identity.ed_public();
         let sig = msg::sign(
@@ -927,7 +1228,7 @@ impl Core {
             return;
         };
         frame.truncate(n);
-        for hop in first_hops(&self.edges, &target).hops() {
+        for hop in hops {
             self.actions.push_back(Action::Send {
                 to: *hop,
                 frame: frame.clone(),
@@ -997,13 +1298,22 @@ impl Core {
         if direct {
             self.actions.push_back(Action::Send { to, frame });
         } else {
-            // Not multi-path: the first closest edge that takes it.
+            // Not multi-path: back the way the lookup came, else the first closest edge that
+            // takes it.
             let mut c = Candidates::new();
-            let hops: Vec<NodeId> =
+            let mut hops: Vec<NodeId> =
                 match decide(&self.id, &self.edges, &to, MAX_HOPS, |_| false, &mut c) {
                     Decision::Forward { .. } => c.as_slice().to_vec(),
                     _ => first_hops(&self.edges, &to).hops().to_vec(),
                 };
+            if let Some(back) = self
+                .crumbs
+                .get(&(to, nonce), now.mono)
+                .filter(|c| self.edges.contains(c))
+            {
+                hops.retain(|h| *h != back);
+                hops.insert(0, back);
+            }
             if !hops.is_empty() {
                 self.actions.push_back(Action::SendAny { to: hops, frame });
             }

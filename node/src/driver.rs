@@ -1,23 +1,32 @@
 //! The tokio driver: owns the transport, the timers and the application's channels, and feeds
 //! the [`Core`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nodenet_identity::Identity;
 use nodenet_kad::NodeId;
+use nodenet_rendezvous::{Coordinates, NONCE_LEN as RDV_NONCE_LEN, ReplayCache};
 use nodenet_routing::{Contact, Time};
-use nodenet_transport::{Conn, Event, Transport, next_event};
+use nodenet_transport::{Conn, ConnId, Event, SendError, Transport, next_event};
 use nodenet_wire::FrameType;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::core::{Action, Core, CoreConfig, Delivery, Handled, Maintenance, Now};
+use crate::core::{Action, Core, CoreConfig, Delivery, EdgeRefusal, Handled, Maintenance, Now};
 use crate::{Error, Stats};
 
 /// Default depth of the deliveries queue.
 pub const DEFAULT_DELIVERY_BUFFER: usize = 64;
+
+/// How long the losing connection of a crossed dial keeps delivering before we close it.
+const DUPLICATE_GRACE: Duration = Duration::from_secs(5);
+/// Losing connections draining at once, at most (more are closed at once).
+const MAX_DRAINING: usize = 64;
+
+/// Default time a rendezvous waits for its answer.
+pub const DEFAULT_RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds a [`Node`].
 pub struct Builder {
@@ -28,6 +37,8 @@ pub struct Builder {
     admission: Option<crate::core::AdmissionHook>,
     seed: u64,
     advertise_set: bool,
+    rendezvous_timeout: Duration,
+    direct_dial_timeout: Duration,
 }
 
 impl std::fmt::Debug for Builder {
@@ -84,6 +95,19 @@ impl Builder {
         self
     }
 
+    /// How long `rendezvous` (and so `connect` to a node we hold no edge with) waits for a
+    /// verified answer (default 10 s): connecting to an offline NodeId fails after this.
+    pub fn rendezvous_timeout(mut self, t: Duration) -> Self {
+        self.rendezvous_timeout = t;
+        self
+    }
+
+    /// How long `connect` gives each direct dial (default [`crate::DIRECT_DIAL_TIMEOUT`]).
+    pub fn direct_dial_timeout(mut self, t: Duration) -> Self {
+        self.direct_dial_timeout = t;
+        self
+    }
+
     /// Seeds the node's nonces (tests use it for determinism).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -118,21 +142,26 @@ impl Builder {
             start: Instant::now(),
             tick: maintenance_tick,
             dial_timeout,
+            waiters: Mutex::new(HashMap::new()),
+            boxes: Mutex::new(ReplayCache::new()),
+            rendezvous_timeout: self.rendezvous_timeout,
+            direct_dial_timeout: self.direct_dial_timeout,
+            draining: Mutex::new(HashSet::new()),
         }))
     }
 }
 
 /// A running (or ready to run) nodenet node. Cheap to clone.
 #[derive(Clone)]
-pub struct Node(Arc<Shared>);
+pub struct Node(pub(crate) Arc<Shared>);
 
 /// A finished dial: the contact, and the edge if it came up.
 type DialResult = (Contact, Result<Conn, ()>);
 
-struct Shared {
-    core: Mutex<Core>,
-    transport: Arc<dyn Transport>,
-    conns: Mutex<HashMap<NodeId, Conn>>,
+pub(crate) struct Shared {
+    pub(crate) core: Mutex<Core>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) conns: Mutex<HashMap<NodeId, Conn>>,
     deliveries_tx: mpsc::Sender<Delivery>,
     deliveries_rx: Mutex<Option<mpsc::Receiver<Delivery>>>,
     dials_tx: mpsc::Sender<DialResult>,
@@ -141,6 +170,14 @@ struct Shared {
     start: Instant,
     tick: Duration,
     dial_timeout: Duration,
+    /// Open rendezvous requests: nonce → the caller waiting for the answer.
+    pub(crate) waiters: Mutex<HashMap<[u8; RDV_NONCE_LEN], oneshot::Sender<Coordinates>>>,
+    /// Sealed boxes opened recently (replay protection).
+    pub(crate) boxes: Mutex<ReplayCache>,
+    pub(crate) rendezvous_timeout: Duration,
+    pub(crate) direct_dial_timeout: Duration,
+    /// Losing connections of crossed dials, still delivering for a grace period.
+    draining: Mutex<HashSet<ConnId>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -151,7 +188,7 @@ impl std::fmt::Debug for Node {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -166,6 +203,8 @@ impl Node {
             admission: None,
             seed: 0x5eed,
             advertise_set: false,
+            rendezvous_timeout: DEFAULT_RENDEZVOUS_TIMEOUT,
+            direct_dial_timeout: crate::DIRECT_DIAL_TIMEOUT,
         }
     }
 
@@ -258,22 +297,24 @@ impl Node {
         let mut tick = tokio::time::interval(self.0.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Biased, with the rare events first: a steady stream of inbound frames must not
+            // starve maintenance or finished dials.
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|s| *s) => break,
-                ev = next_event(&*self.0.transport) => match ev {
-                    Some(Event::Frame { conn, mut packet }) => self.on_frame(&conn, &mut packet),
-                    Some(Event::Closed { conn, .. }) => self.on_closed(&conn),
-                    Some(_) => {}
-                    None => break,
-                },
-                Some((contact, result)) = dials.recv() => self.on_dialed(contact, result),
                 _ = tick.tick() => {
                     let now = self.now();
                     let mut core = lock(&self.0.core);
                     core.on_tick(now);
                     self.drain(&mut core, now);
                 }
+                Some((contact, result)) = dials.recv() => self.on_dialed(contact, result),
+                ev = next_event(&*self.0.transport) => match ev {
+                    Some(Event::Frame { conn, mut packet }) => self.on_frame(&conn, &mut packet),
+                    Some(Event::Closed { conn, .. }) => self.on_closed(&conn),
+                    Some(_) => {}
+                    None => break,
+                },
             }
         }
     }
@@ -299,7 +340,7 @@ impl Node {
         self.0.transport.close();
     }
 
-    fn now(&self) -> Now {
+    pub(crate) fn now(&self) -> Now {
         let mono = Time(u64::try_from(self.0.start.elapsed().as_nanos()).unwrap_or(u64::MAX));
         let unix_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -311,20 +352,27 @@ impl Node {
         let now = self.now();
         let peer = conn.remote_id();
         let mut core = lock(&self.0.core);
-        if !self.is_registered(conn) && !self.admit(&mut core, now, conn) {
-            return;
+        if !self.is_registered(conn) && !self.is_draining(conn) {
+            match self.admit(&mut core, now, conn) {
+                Ok(()) => {}
+                // The loser of a crossed dial: its dialer switches to the winner and closes
+                // it, and what it queued on it before that must still arrive. Frames on it are
+                // handled as the (authenticated) peer's; it is closed after a grace period in
+                // case its dialer never does.
+                Err(EdgeRefusal::Duplicate) => self.drain_duplicate(conn),
+                Err(_) => return,
+            }
         }
         match core.on_frame(now, peer, conn.remote_addr(), packet) {
             Handled::Forward(candidates) => {
                 for next in candidates.as_slice() {
-                    let sent = lock(&self.0.conns)
-                        .get(next)
-                        .is_some_and(|c| c.send(packet).is_ok());
-                    if sent {
-                        break;
+                    match self.send_to(next, packet) {
+                        Ok(()) => break,
+                        // Local repair: the same buffer tries the next candidate. A busy edge
+                        // is only skipped; a closed one is dead.
+                        Err(SendError::QueueFull) => core.count_queue_full(),
+                        Err(_) => core.on_send_failed(now, next),
                     }
-                    // Local repair: that edge is dead; the same buffer tries the next one.
-                    core.on_send_failed(now, next);
                 }
             }
             Handled::Deliver(d) => {
@@ -332,9 +380,60 @@ impl Node {
                     core.count_deliver_full();
                 }
             }
+            Handled::Rendezvous { nonce, coordinates } => {
+                if let Some(waiter) = lock(&self.0.waiters).remove(&nonce) {
+                    let _ = waiter.send(coordinates);
+                }
+            }
             Handled::Done => {}
         }
         self.drain(&mut core, now);
+    }
+
+    fn is_draining(&self, conn: &Conn) -> bool {
+        lock(&self.0.draining).contains(&conn.id())
+    }
+
+    pub(crate) fn drain_duplicate(&self, conn: &Conn) {
+        let mut draining = lock(&self.0.draining);
+        if draining.len() >= MAX_DRAINING {
+            conn.close();
+            return;
+        }
+        draining.insert(conn.id());
+        drop(draining);
+        let node = self.clone();
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(DUPLICATE_GRACE, conn.closed()).await;
+            conn.close();
+            lock(&node.0.draining).remove(&conn.id());
+        });
+    }
+
+    /// The registered, open connection to `peer`.
+    pub(crate) fn conn_to(&self, peer: &NodeId) -> Option<Conn> {
+        lock(&self.0.conns)
+            .get(peer)
+            .filter(|c| !c.is_closed())
+            .cloned()
+    }
+
+    /// Closes the edge to `peer`, if any.
+    pub(crate) fn close_edge(&self, peer: &NodeId) {
+        let conn = lock(&self.0.conns).remove(peer);
+        if let Some(c) = conn {
+            c.close();
+            let now = self.now();
+            let mut core = lock(&self.0.core);
+            core.on_edge_down(now, peer);
+            self.drain(&mut core, now);
+        }
+    }
+
+    /// True once [`Node::shutdown`] ran.
+    pub(crate) fn is_closed(&self) -> bool {
+        *self.0.shutdown.borrow()
     }
 
     fn is_registered(&self, conn: &Conn) -> bool {
@@ -347,7 +446,7 @@ impl Node {
     /// sides dialed at once), both sides keep the one dialed by the smaller NodeId; a
     /// connection that is already closed, or one the same side dialed before, is simply
     /// replaced by the new one.
-    fn admit(&self, core: &mut Core, now: Now, conn: &Conn) -> bool {
+    pub(crate) fn admit(&self, core: &mut Core, now: Now, conn: &Conn) -> Result<(), EdgeRefusal> {
         let peer = conn.remote_id();
         let existing = lock(&self.0.conns).get(&peer).cloned();
         if let Some(old) = existing {
@@ -358,11 +457,14 @@ impl Node {
             let (new_dialer, old_dialer) = (dialer(conn), dialer(&old));
             if old.is_closed() || new_dialer <= old_dialer {
                 lock(&self.0.conns).insert(peer, conn.clone());
-                old.close();
-                return true;
+                if old.is_closed() {
+                    old.close();
+                } else {
+                    self.drain_duplicate(&old);
+                }
+                return Ok(());
             }
-            conn.close();
-            return false;
+            return Err(EdgeRefusal::Duplicate);
         }
         match core.on_edge_up(
             now,
@@ -373,11 +475,11 @@ impl Node {
         ) {
             Ok(()) => {
                 lock(&self.0.conns).insert(peer, conn.clone());
-                true
+                Ok(())
             }
-            Err(_) => {
+            Err(e) => {
                 conn.close();
-                false
+                Err(e)
             }
         }
     }
@@ -401,31 +503,35 @@ impl Node {
         core.on_dial_finished(&contact.id);
         match result {
             Ok(conn) => {
-                self.admit(&mut core, now, &conn);
+                if self.admit(&mut core, now, &conn) == Err(EdgeRefusal::Duplicate) {
+                    self.drain_duplicate(&conn);
+                }
             }
             Err(()) => core.on_dial_failed(now, &contact.id),
         }
         self.drain(&mut core, now);
     }
 
+    fn send_to(&self, peer: &NodeId, frame: &[u8]) -> Result<(), SendError> {
+        lock(&self.0.conns)
+            .get(peer)
+            .ok_or(SendError::ConnClosed)?
+            .send(frame)
+    }
+
     /// Carries out the core's queued actions.
-    fn drain(&self, core: &mut Core, now: Now) {
+    pub(crate) fn drain(&self, core: &mut Core, now: Now) {
         while let Some(action) = core.poll_action() {
             match action {
-                Action::Send { to, frame } => {
-                    let ok = lock(&self.0.conns)
-                        .get(&to)
-                        .is_some_and(|c| c.send(&frame).is_ok());
-                    if !ok && core.edges().contains(&to) {
-                        core.on_send_failed(now, &to);
-                    }
-                }
+                Action::Send { to, frame } => match self.send_to(&to, &frame) {
+                    Ok(()) => {}
+                    Err(SendError::QueueFull) => core.count_queue_full(),
+                    Err(_) if core.edges().contains(&to) => core.on_send_failed(now, &to),
+                    Err(_) => {}
+                },
                 Action::SendAny { to, frame } => {
                     for peer in to {
-                        if lock(&self.0.conns)
-                            .get(&peer)
-                            .is_some_and(|c| c.send(&frame).is_ok())
-                        {
+                        if self.send_to(&peer, &frame).is_ok() {
                             break;
                         }
                     }

@@ -29,17 +29,20 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod connect;
 mod core;
 mod driver;
 pub mod sim;
 mod stats;
 
+pub use connect::{Connection, DIRECT_DIAL_TIMEOUT, Path, Step, StepError, Strategy};
 pub use core::{
     Action, AdmissionHook, Core, CoreConfig, Delivery, EdgeRefusal, Handled, Maintenance, Now,
     OriginateError, Via,
 };
-pub use driver::{Builder, DEFAULT_DELIVERY_BUFFER, Node};
+pub use driver::{Builder, DEFAULT_DELIVERY_BUFFER, DEFAULT_RENDEZVOUS_TIMEOUT, Node};
 pub use nodenet_kad::NodeId;
+pub use nodenet_rendezvous::{Coordinates, OpenError, Opened};
 pub use nodenet_routing::Contact;
 pub use nodenet_transport::Transport;
 pub use stats::Stats;
@@ -68,12 +71,34 @@ pub enum Error {
     /// The node has shut down.
     #[error("the node has shut down")]
     Closed,
+    /// The target is this node.
+    #[error("the target is this node itself")]
+    SelfTarget,
+    /// Reaching the target failed at `step`.
+    #[error("connect to {target}: {step} failed: {error}")]
+    Connect {
+        /// The NodeId we tried to reach.
+        target: NodeId,
+        /// The step that failed (the last one tried).
+        step: Step,
+        /// Why.
+        error: StepError,
+    },
+    /// No direct edge to the peer (it closed).
+    #[error("no direct edge to {0}")]
+    NotConnected(NodeId),
+    /// The target's X25519 key cannot be sealed to.
+    #[error("the target's X25519 key is unusable")]
+    BadKey,
+    /// A sealed box did not open.
+    #[error("sealed box: {0}")]
+    Sealed(OpenError),
 }
 
 impl From<OriginateError> for Error {
     fn from(e: OriginateError) -> Self {
         match e {
-            OriginateError::Unroutable => Self::Unroutable,
+            OriginateError::Unroutable | OriginateError::Busy => Self::Unroutable,
             OriginateError::FrameTooLarge { len, max } => Self::FrameTooLarge { len, max },
         }
     }

@@ -246,6 +246,7 @@ impl Sim {
                             *self.report.delivered_at.entry(to).or_default() += 1;
                         }
                     }
+                    Handled::Rendezvous { .. } => {}
                     Handled::Done => {
                         if let Some(t) = route_target.filter(|t| *t != self.cores[to].id()) {
                             self.report.stuck.push((to, t));

@@ -48,4 +48,20 @@ pub struct Stats {
     pub dials: u64,
     /// Dials that failed.
     pub dials_failed: u64,
+    /// Rendezvous requests (Hello) we sent.
+    pub rendezvous_started: u64,
+    /// Rendezvous requests we answered.
+    pub rendezvous_answered: u64,
+    /// Rendezvous answers that verified.
+    pub rendezvous_completed: u64,
+    /// A rendezvous answer that failed verification: its key is not the target's (an
+    /// impostor), or its signature does not hold.
+    pub dropped_forged_reply: u64,
+    /// A rendezvous answer to no open request of ours (a replay, or a late answer).
+    pub dropped_unsolicited_reply: u64,
+    /// A frame not sent on an edge whose queue was full (a routed frame tried the next
+    /// candidate; the edge stays up).
+    pub dropped_queue_full: u64,
+    /// Sealed boxes that did not open (forged, altered, stale, replayed, or not for us).
+    pub dropped_bad_box: u64,
 }

@@ -29,6 +29,25 @@ impl Candidates {
     pub fn as_slice(&self) -> &[NodeId] {
         &self.ids[..self.len]
     }
+
+    /// Puts `id` first (moving it up if present; the last one falls off a full list).
+    pub fn prefer(&mut self, id: NodeId) {
+        let at = self.as_slice().iter().position(|c| *c == id);
+        let end = match at {
+            Some(i) => i,
+            None => {
+                self.len = (self.len + 1).min(MAX_CANDIDATES);
+                self.len - 1
+            }
+        };
+        self.ids.copy_within(0..end, 1);
+        self.ids[0] = id;
+    }
+
+    /// Empties the list.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
 }
 
 impl Default for Candidates {

@@ -746,3 +746,21 @@ fn leave_drops_the_edge() {
     assert!(!handlers::on_leave(&mut e, &peer));
     assert_eq!(e.phase(), Phase::Bootstrap);
 }
+
+#[test]
+fn candidates_prefer_moves_or_inserts_at_the_front() {
+    let id = |b: u8| NodeId::from_bytes([b; 32]);
+    let mut c = Candidates::new();
+    c.prefer(id(1));
+    c.prefer(id(2));
+    assert_eq!(c.as_slice(), &[id(2), id(1)]);
+    c.prefer(id(1));
+    assert_eq!(c.as_slice(), &[id(1), id(2)]);
+    for b in 3..20 {
+        c.prefer(id(b));
+    }
+    assert_eq!(c.as_slice().len(), MAX_CANDIDATES);
+    assert_eq!(c.as_slice()[0], id(19));
+    c.clear();
+    assert!(c.as_slice().is_empty());
+}

@@ -61,6 +61,9 @@ pub use stats::TransportStats;
 /// Frames an edge's send queue holds before [`Conn::send`] reports [`SendError::QueueFull`].
 pub const SEND_QUEUE_LEN: usize = 64;
 
+/// Queue slots [`Conn::send_bulk`] leaves free for frames that cannot wait.
+pub const BULK_HEADROOM: usize = 16;
+
 /// A boxed future, as the object-safe trait returns them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -302,6 +305,28 @@ impl Conn {
             .await
             .map_err(|_| SendError::ConnClosed)?;
         permit.send(packet);
+        Ok(())
+    }
+
+    /// Like [`Conn::send_wait`], but for bulk transfers: waits until the edge's queue has
+    /// room for this frame *and* [`BULK_HEADROOM`] more, so frames sent with [`Conn::send`]
+    /// (routed and control traffic, which never wait) still find room on an edge that a bulk
+    /// transfer keeps busy.
+    pub async fn send_bulk(&self, frame: &[u8]) -> Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::ConnClosed);
+        }
+        let packet = Packet::copy_from(frame).map_err(|e| SendError::TooLarge { len: e.len })?;
+        let mut permits = self
+            .0
+            .queue
+            .reserve_many(BULK_HEADROOM + 1)
+            .await
+            .map_err(|_| SendError::ConnClosed)?;
+        if let Some(permit) = permits.next() {
+            permit.send(packet);
+        }
+        // The other permits return to the queue as they drop.
         Ok(())
     }
 

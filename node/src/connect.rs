@@ -1,0 +1,401 @@
+//! Rendezvous, the connect cascade, direct sends and sealed boxes: the driver's half.
+//!
+//! `connect` runs an explicit, ordered list of strategies, cheapest first. Each is tried only
+//! when the ones before it failed, and the error names the step that failed last:
+//!
+//! 1. an edge we already hold;
+//! 2. rendezvous (a signed Hello routed to the NodeId, a Reply verified against it), then a
+//!    direct dial of every address it returned, at once, the first to authenticate winning;
+//! 3. hole-punching and 4. volunteer relays join the list with NAT traversal.
+
+use std::time::Duration;
+
+use nodenet_kad::NodeId;
+use nodenet_rendezvous::{Coordinates, NONCE_LEN, OpenError, Opened};
+use nodenet_transport::{Conn, DialError};
+use nodenet_wire::{Frame, FrameType, MAX_PACKET_LEN};
+use tokio::sync::oneshot;
+
+use crate::core::EdgeRefusal;
+use crate::driver::lock;
+use crate::{Delivery, Error, Node};
+
+/// How long each direct dial of a rendezvous address may take by default (the reference's
+/// figure: an address that does not answer this fast is behind NAT, and punching is the next
+/// step). [`crate::Builder::direct_dial_timeout`] changes it.
+pub const DIRECT_DIAL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A rendezvous unanswered this long is sent again (then after twice as long, and so on).
+const RENDEZVOUS_RETRY: Duration = Duration::from_millis(500);
+
+/// A way to reach a peer, in the order `connect` tries them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Strategy {
+    /// A direct dial of the addresses the target gave in its rendezvous answer.
+    Direct,
+}
+
+impl Strategy {
+    /// The cascade, cheapest first.
+    pub const CASCADE: &'static [Self] = &[Self::Direct];
+}
+
+/// How a connection reached its peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Path {
+    /// A direct edge: an existing one, or dialed now.
+    Direct,
+}
+
+impl Path {
+    /// The path's name as the control API reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+        }
+    }
+}
+
+/// The step of `connect` that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Step {
+    /// Learning the target's keys and addresses over the overlay.
+    Rendezvous,
+    /// A strategy of the cascade.
+    Strategy(Strategy),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rendezvous => f.write_str("rendezvous"),
+            Self::Strategy(Strategy::Direct) => f.write_str("direct dial"),
+        }
+    }
+}
+
+/// Why a step failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StepError {
+    /// No verified answer in time: the target is offline, unreachable, or everyone who
+    /// answered for it was an impostor (see `Stats::dropped_forged_reply`).
+    #[error("no verified answer within {0:?}")]
+    Timeout(Duration),
+    /// No edge to launch the request from.
+    #[error("no live edge to launch from")]
+    Unroutable,
+    /// Too many requests outstanding.
+    #[error("too many rendezvous requests outstanding")]
+    Busy,
+    /// The target gave no address to dial.
+    #[error("the target gave no address")]
+    NoAddresses,
+    /// Every address failed; this is the last failure.
+    #[error("{0}")]
+    Dial(DialError),
+    /// The edge came up but our admission refused it.
+    #[error("edge refused: {0}")]
+    Refused(EdgeRefusal),
+}
+
+/// A direct edge to a peer, from [`Node::connect`]. Frames the peer sends on it arrive on
+/// [`Node::deliveries`] with [`crate::Via::Direct`].
+#[derive(Clone, Debug)]
+pub struct Connection {
+    node: Node,
+    peer: NodeId,
+    path: Path,
+}
+
+impl Connection {
+    /// The peer.
+    pub fn peer(&self) -> NodeId {
+        self.peer
+    }
+
+    /// How it was reached.
+    pub fn path(&self) -> Path {
+        self.path
+    }
+
+    /// True while the edge is up.
+    pub fn is_open(&self) -> bool {
+        self.node.conn_to(&self.peer).is_some()
+    }
+
+    /// Sends `payload` to the peer over this edge only, waiting for room in the edge's queue.
+    pub async fn send(&self, payload: &[u8]) -> Result<(), Error> {
+        self.node.send_on_edge(self.peer, payload).await
+    }
+
+    /// Closes the edge (the peer sees it close).
+    pub fn close(&self) {
+        self.node.close_edge(&self.peer);
+    }
+}
+
+/// Removes a rendezvous waiter when its future ends or is dropped (cancel safety).
+struct Waiter<'a> {
+    node: &'a Node,
+    nonce: [u8; NONCE_LEN],
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        lock(&self.node.0.waiters).remove(&self.nonce);
+        lock(&self.node.0.core).cancel_rendezvous(&self.nonce);
+    }
+}
+
+impl Node {
+    /// Learns `target`'s keys and addresses: a signed Hello routed to its NodeId, answered by
+    /// a Reply whose key must hash to that NodeId (so no forwarder can answer for it).
+    /// Cancel-safe.
+    pub async fn rendezvous(&self, target: NodeId) -> Result<Coordinates, Error> {
+        let fail = |error| Error::Connect {
+            target,
+            step: Step::Rendezvous,
+            error,
+        };
+        let (tx, rx) = oneshot::channel();
+        let nonce = {
+            let now = self.now();
+            let mut core = lock(&self.0.core);
+            let nonce = core.start_rendezvous(now, target).map_err(|e| {
+                fail(match e {
+                    crate::OriginateError::Busy => StepError::Busy,
+                    _ => StepError::Unroutable,
+                })
+            })?;
+            // Registered before the core lock is released: the answer is handled under it.
+            lock(&self.0.waiters).insert(nonce, tx);
+            self.drain(&mut core, now);
+            nonce
+        };
+        let _guard = Waiter { node: self, nonce };
+        let wait = self.0.rendezvous_timeout;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut rx = std::pin::pin!(rx);
+        let mut retry = RENDEZVOUS_RETRY;
+        loop {
+            let next = (tokio::time::Instant::now() + retry).min(deadline);
+            match tokio::time::timeout_at(next, &mut rx).await {
+                Ok(Ok(c)) => return Ok(c),
+                Ok(Err(_)) => return Err(fail(StepError::Timeout(wait))),
+                Err(_) if next >= deadline => return Err(fail(StepError::Timeout(wait))),
+                Err(_) => {
+                    let now = self.now();
+                    let mut core = lock(&self.0.core);
+                    let _ = core.resend_rendezvous(now, &nonce);
+                    self.drain(&mut core, now);
+                    retry *= 2;
+                }
+            }
+        }
+    }
+
+    /// A direct, authenticated edge to `target`, found by its NodeId alone: an existing edge,
+    /// or rendezvous and then each strategy of [`Strategy::CASCADE`] in turn. Cancel-safe.
+    pub async fn connect(&self, target: NodeId) -> Result<Connection, Error> {
+        if target == self.id() {
+            return Err(Error::SelfTarget);
+        }
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        if self.conn_to(&target).is_some() {
+            return Ok(self.connection(target, Path::Direct));
+        }
+        // An address we already know is dialed first: the handshake authenticates the NodeId,
+        // so a stale or planted address costs a failed dial, never a wrong peer.
+        let known = lock(&self.0.core).known_addrs(&target);
+        if !known.is_empty() {
+            let coords = Coordinates {
+                target,
+                ed_pub: [0; 32],
+                x_pub: [0; 32],
+                addrs: known,
+            };
+            if let Ok(path) = self.dial_direct(&coords).await {
+                return Ok(self.connection(target, path));
+            }
+        }
+        let coords = self.rendezvous(target).await?;
+        let mut last = None;
+        for &strategy in Strategy::CASCADE {
+            let result = match strategy {
+                Strategy::Direct => self.dial_direct(&coords).await,
+            };
+            match result {
+                Ok(path) => return Ok(self.connection(target, path)),
+                Err(e) => last = Some((strategy, e)),
+            }
+            // Both sides may have dialed at once; the other side's edge serves as well.
+            if self.conn_to(&target).is_some() {
+                return Ok(self.connection(target, Path::Direct));
+            }
+        }
+        let (strategy, error) = last.unwrap_or((Strategy::Direct, StepError::NoAddresses));
+        Err(Error::Connect {
+            target,
+            step: Step::Strategy(strategy),
+            error,
+        })
+    }
+
+    /// Sends `payload` to `target` over a direct edge, connecting first if needed: the bytes
+    /// never transit another node.
+    pub async fn send_direct(&self, target: NodeId, payload: &[u8]) -> Result<(), Error> {
+        check_app_len(payload.len())?;
+        if target == self.id() {
+            return Err(Error::SelfTarget);
+        }
+        if self.conn_to(&target).is_none() {
+            if let Err(e) = self.connect(target).await {
+                // A crossed simultaneous dial may have brought the edge up anyway.
+                if self.conn_to(&target).is_none() {
+                    return Err(e);
+                }
+            }
+        }
+        self.send_on_edge(target, payload).await
+    }
+
+    /// Seals `plaintext` to `target` (learning its X25519 key by rendezvous when we do not
+    /// know it yet) and sends the box over the overlay: forwarders see only ciphertext. The
+    /// recipient opens the delivery with [`Node::open_sealed`].
+    pub async fn send_sealed(&self, target: NodeId, plaintext: &[u8]) -> Result<(), Error> {
+        let known = lock(&self.0.core).x_key_of(&target);
+        let x = match known {
+            Some(x) => x,
+            None => self.rendezvous(target).await?.x_pub,
+        };
+        let now = self.now();
+        let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+        let sealed = {
+            let core = lock(&self.0.core);
+            core.seal(&x, plaintext, now.unix_ns, &mut rng)
+        }
+        .map_err(|_| Error::BadKey)?;
+        self.send(target, &sealed)
+    }
+
+    /// Opens a sealed box that arrived as `delivery`: the box must be sealed to us, fresh,
+    /// never opened before, and signed by the delivery's originator.
+    pub fn open_sealed(&self, delivery: &Delivery) -> Result<Opened, Error> {
+        let now = self.now();
+        let result = {
+            let core = lock(&self.0.core);
+            let mut cache = lock(&self.0.boxes);
+            core.open(&delivery.payload, now.unix_ns, &mut cache)
+        };
+        match result {
+            Ok(o) if o.sender == delivery.originator => Ok(o),
+            Ok(_) => {
+                lock(&self.0.core).count_bad_box();
+                Err(Error::Sealed(OpenError::BadSignature))
+            }
+            Err(e) => {
+                lock(&self.0.core).count_bad_box();
+                Err(Error::Sealed(e))
+            }
+        }
+    }
+
+    fn connection(&self, peer: NodeId, path: Path) -> Connection {
+        Connection {
+            node: self.clone(),
+            peer,
+            path,
+        }
+    }
+
+    /// Dials every address at once; the first to authenticate as the target and pass our
+    /// admission becomes an edge, and the others are closed.
+    async fn dial_direct(&self, coords: &Coordinates) -> Result<Path, StepError> {
+        if coords.addrs.is_empty() {
+            return Err(StepError::NoAddresses);
+        }
+        let mut dials = tokio::task::JoinSet::new();
+        let timeout = self.0.direct_dial_timeout;
+        for addr in coords.addrs.iter().take(nodenet_rendezvous::ADDR_CAP) {
+            let dial = self.0.transport.dial(coords.target, addr);
+            dials.spawn(async move {
+                tokio::time::timeout(timeout, dial)
+                    .await
+                    .unwrap_or(Err(DialError::Timeout))
+            });
+        }
+        let mut last = StepError::NoAddresses;
+        while let Some(joined) = dials.join_next().await {
+            match joined {
+                Ok(Ok(conn)) => match self.adopt(&conn) {
+                    Ok(()) => {
+                        // Losers that still connect are closed by the JoinSet's drop (their
+                        // futures are aborted) or below.
+                        while let Some(Ok(Ok(extra))) = dials.join_next().await {
+                            if extra != conn {
+                                extra.close();
+                            }
+                        }
+                        return Ok(Path::Direct);
+                    }
+                    Err(e) => last = e,
+                },
+                Ok(Err(e)) => last = StepError::Dial(e),
+                Err(_) => {}
+            }
+        }
+        Err(last)
+    }
+
+    /// Registers a connection we dialed as an edge (admission included).
+    fn adopt(&self, conn: &Conn) -> Result<(), StepError> {
+        let now = self.now();
+        let mut core = lock(&self.0.core);
+        let result = self.admit(&mut core, now, conn);
+        self.drain(&mut core, now);
+        match result {
+            Ok(()) => Ok(()),
+            Err(EdgeRefusal::Duplicate) => {
+                self.drain_duplicate(conn);
+                if self.conn_to(&conn.remote_id()).is_some() {
+                    Ok(())
+                } else {
+                    Err(StepError::Refused(EdgeRefusal::Duplicate))
+                }
+            }
+            Err(e) => Err(StepError::Refused(e)),
+        }
+    }
+
+    async fn send_on_edge(&self, peer: NodeId, payload: &[u8]) -> Result<(), Error> {
+        check_app_len(payload.len())?;
+        let mut frame = vec![0u8; nodenet_wire::header_len(payload.len()) + payload.len()];
+        let n = Frame::new(FrameType::APP, payload)
+            .encode(&mut frame)
+            .map_err(|_| Error::FrameTooLarge {
+                len: frame.len(),
+                max: MAX_PACKET_LEN,
+            })?;
+        let conn = self.conn_to(&peer).ok_or(Error::NotConnected(peer))?;
+        conn.send_bulk(&frame[..n])
+            .await
+            .map_err(|_| Error::NotConnected(peer))
+    }
+}
+
+fn check_app_len(len: usize) -> Result<(), Error> {
+    let frame = nodenet_wire::header_len(len) + len;
+    if frame > MAX_PACKET_LEN {
+        return Err(Error::FrameTooLarge {
+            len: frame,
+            max: MAX_PACKET_LEN,
+        });
+    }
+    Ok(())
+}
