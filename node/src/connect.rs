@@ -13,7 +13,7 @@ use std::time::Duration;
 use nodenet_kad::NodeId;
 use nodenet_rendezvous::{Coordinates, NONCE_LEN, OpenError, Opened};
 use nodenet_transport::{Conn, DialError};
-use nodenet_wire::{Frame, FrameType, MAX_PACKET_LEN};
+use nodenet_wire::{Addr, Frame, FrameType, MAX_PACKET_LEN};
 use tokio::sync::oneshot;
 
 use crate::core::EdgeRefusal;
@@ -214,13 +214,7 @@ impl Node {
         // so a stale or planted address costs a failed dial, never a wrong peer.
         let known = lock(&self.0.core).known_addrs(&target);
         if !known.is_empty() {
-            let coords = Coordinates {
-                target,
-                ed_pub: [0; 32],
-                x_pub: [0; 32],
-                addrs: known,
-            };
-            if let Ok(path) = self.dial_direct(&coords).await {
+            if let Ok(path) = self.dial_direct(target, &known).await {
                 return Ok(self.connection(target, path));
             }
         }
@@ -228,7 +222,7 @@ impl Node {
         let mut last = None;
         for &strategy in Strategy::CASCADE {
             let result = match strategy {
-                Strategy::Direct => self.dial_direct(&coords).await,
+                Strategy::Direct => self.dial_direct(target, &coords.addrs).await,
             };
             match result {
                 Ok(path) => return Ok(self.connection(target, path)),
@@ -316,14 +310,14 @@ impl Node {
 
     /// Dials every address at once; the first to authenticate as the target and pass our
     /// admission becomes an edge, and the others are closed.
-    async fn dial_direct(&self, coords: &Coordinates) -> Result<Path, StepError> {
-        if coords.addrs.is_empty() {
+    async fn dial_direct(&self, target: NodeId, addrs: &[Addr]) -> Result<Path, StepError> {
+        if addrs.is_empty() {
             return Err(StepError::NoAddresses);
         }
         let mut dials = tokio::task::JoinSet::new();
         let timeout = self.0.direct_dial_timeout;
-        for addr in coords.addrs.iter().take(nodenet_rendezvous::ADDR_CAP) {
-            let dial = self.0.transport.dial(coords.target, addr);
+        for addr in addrs.iter().take(nodenet_rendezvous::ADDR_CAP) {
+            let dial = self.0.transport.dial(target, addr);
             dials.spawn(async move {
                 tokio::time::timeout(timeout, dial)
                     .await
@@ -361,14 +355,7 @@ impl Node {
         self.drain(&mut core, now);
         match result {
             Ok(()) => Ok(()),
-            Err(EdgeRefusal::Duplicate) => {
-                self.drain_duplicate(conn);
-                if self.conn_to(&conn.remote_id()).is_some() {
-                    Ok(())
-                } else {
-                    Err(StepError::Refused(EdgeRefusal::Duplicate))
-                }
-            }
+            Err(EdgeRefusal::Duplicate) if self.conn_to(&conn.remote_id()).is_some() => Ok(()),
             Err(e) => Err(StepError::Refused(e)),
         }
     }

@@ -791,10 +791,7 @@ impl Core {
         let originator = m.originator();
         match ty {
             FrameType::ROUTE if for_us => {
-                let mut key = [0u8; 16];
-                key.copy_from_slice(&m.sig[..16]);
-                if !self.seen.insert(key) {
-                    self.stats.dropped_duplicate += 1;
+                if self.is_repeat(&m) {
                     return Handled::Done;
                 }
                 self.learn(now, originator, *m.ed_pub);
@@ -845,14 +842,23 @@ impl Core {
         }
     }
 
+    /// True (and counted) when another copy of this message arrived before: the copies of
+    /// a multi-path message share its signature, whose first 16 bytes key the seen set.
+    fn is_repeat(&mut self, m: &MsgRef<'_>) -> bool {
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&m.sig[..16]);
+        let repeat = !self.seen.insert(key);
+        if repeat {
+            self.stats.dropped_duplicate += 1;
+        }
+        repeat
+    }
+
     /// A Hello addressed to us: verify it against its originator and our NodeId, bind the
     /// originator's keys and addresses, and answer with a signed Reply.
     fn on_hello(&mut self, now: Now, m: &MsgRef<'_>) -> Handled {
         let originator = m.originator();
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&m.sig[..16]);
-        if !self.seen.insert(key) {
-            self.stats.dropped_duplicate += 1;
+        if self.is_repeat(m) {
             return Handled::Done;
         }
         let Ok(hello) = Hello::decode(m.payload) else {

@@ -251,7 +251,7 @@ impl Node {
     /// Sends `payload` to `target` over the overlay: up to three copies down disjoint first
     /// hops. Never blocks. Best effort: nothing acknowledges it.
     pub fn send(&self, target: NodeId, payload: &[u8]) -> Result<(), Error> {
-        if *self.0.shutdown.borrow() {
+        if self.is_closed() {
             return Err(Error::Closed);
         }
         let now = self.now();
@@ -355,11 +355,9 @@ impl Node {
         if !self.is_registered(conn) && !self.is_draining(conn) {
             match self.admit(&mut core, now, conn) {
                 Ok(()) => {}
-                // The loser of a crossed dial: its dialer switches to the winner and closes
-                // it, and what it queued on it before that must still arrive. Frames on it are
-                // handled as the (authenticated) peer's; it is closed after a grace period in
-                // case its dialer never does.
-                Err(EdgeRefusal::Duplicate) => self.drain_duplicate(conn),
+                // The loser of a crossed dial (now draining): its frames are the authenticated
+                // peer's and are handled.
+                Err(EdgeRefusal::Duplicate) => {}
                 Err(_) => return,
             }
         }
@@ -394,7 +392,10 @@ impl Node {
         lock(&self.0.draining).contains(&conn.id())
     }
 
-    pub(crate) fn drain_duplicate(&self, conn: &Conn) {
+    /// The loser of a crossed dial: its dialer switches to the winner and closes it, and what
+    /// it queued on it before that must still arrive, so it stays readable; it is closed after
+    /// a grace period in case its dialer never does.
+    fn drain_duplicate(&self, conn: &Conn) {
         let mut draining = lock(&self.0.draining);
         if draining.len() >= MAX_DRAINING {
             conn.close();
@@ -457,13 +458,12 @@ impl Node {
             let (new_dialer, old_dialer) = (dialer(conn), dialer(&old));
             if old.is_closed() || new_dialer <= old_dialer {
                 lock(&self.0.conns).insert(peer, conn.clone());
-                if old.is_closed() {
-                    old.close();
-                } else {
+                if !old.is_closed() {
                     self.drain_duplicate(&old);
                 }
                 return Ok(());
             }
+            self.drain_duplicate(conn);
             return Err(EdgeRefusal::Duplicate);
         }
         match core.on_edge_up(
@@ -503,9 +503,7 @@ impl Node {
         core.on_dial_finished(&contact.id);
         match result {
             Ok(conn) => {
-                if self.admit(&mut core, now, &conn) == Err(EdgeRefusal::Duplicate) {
-                    self.drain_duplicate(&conn);
-                }
+                let _ = self.admit(&mut core, now, &conn);
             }
             Err(()) => core.on_dial_failed(now, &contact.id),
         }
