@@ -53,10 +53,16 @@ impl JsonLine {
         Self(format!("{{\"bench\":\"{bench}\""))
     }
 
-    /// Adds a number, rounded to three decimals (integers print as integers).
+    /// Adds a number, rounded to three decimals (integers print as integers). A value that
+    /// is not finite (a figure that could not be measured) prints as `null`, so the line
+    /// stays valid JSON.
     pub fn num(mut self, key: &str, value: f64) -> Self {
-        let v = (value * 1000.0).round() / 1000.0;
-        let _ = write!(self.0, ",\"{key}\":{v}");
+        if value.is_finite() {
+            let v = (value * 1000.0).round() / 1000.0;
+            let _ = write!(self.0, ",\"{key}\":{v}");
+        } else {
+            let _ = write!(self.0, ",\"{key}\":null");
+        }
         self
     }
 

@@ -114,7 +114,7 @@ pub struct CoreConfig {
     pub maintenance: Maintenance,
     /// Addresses to advertise for ourselves.
     pub advertise: Vec<Addr>,
-    /// Account live edges and knowledge by IP subnet.
+    /// Account live edges and knowledge by IP subnet (the diversity caps apply).
     pub subnets: bool,
 }
 
@@ -390,7 +390,11 @@ impl Core {
     pub fn new(identity: Identity, config: CoreConfig, seed: u64) -> Self {
         let id = identity.node_id();
         Self {
-            knowledge: Knowledge::new(id, config.difficulty),
+            knowledge: {
+                let mut k = Knowledge::new(id, config.difficulty);
+                k.set_subnet_accounting(config.subnets);
+                k
+            },
             edges: Edges::new(id),
             identity,
             id,
@@ -645,10 +649,12 @@ impl Core {
                 }
             }
             FrameType::APP => {
-                if !self.edges.allow_forward(&from, now.mono) {
-                    self.stats.dropped_rate_limited += 1;
-                    return Handled::Done;
-                }
+                // Tier 3 policy: an App frame does not pay the forward bucket (the reference
+                // charges it). The bucket guards what we relay for others; an App frame is
+                // never relayed, it ends here on an edge we accepted, its rate is bounded by
+                // the connection's flow control and its memory by the deliveries queue. Charged,
+                // it capped a bulk transfer at the bucket's rate (512 frames/s) and dropped
+                // the rest: data lost on a link with room to spare.
                 self.stats.delivered += 1;
                 return Handled::Deliver(Delivery {
                     originator: from,
@@ -703,10 +709,11 @@ impl Core {
             );
             // The avoid-set steers a message's copies apart in the middle of the path; near the
             // target it can leave a copy nowhere to go but another copy's first hop. Rather than
-            // drop it there, let it reconverge (tier 3 policy: the reference drops it). Lookups
-            // keep the strict rule: their avoid-set is the originator, and their local optimum
-            // is where they are answered.
-            if ty == FrameType::ROUTE
+            // drop it there, let it reconverge (tier 3 policy: the reference drops it). This
+            // holds for every message bound for a NodeId (Route, Hello, Reply, Neighbors).
+            // Lookups keep the strict rule: their avoid-set is the originator, and their local
+            // optimum is where they are answered.
+            if ty != FrameType::LOOKUP
                 && decision == Decision::Drop(DropReason::LocalOptimum)
                 && m.avoid().len() > 0
             {

@@ -37,6 +37,7 @@ pub struct Builder {
     admission: Option<crate::core::AdmissionHook>,
     seed: u64,
     advertise_set: bool,
+    subnets: Option<bool>,
     rendezvous_timeout: Duration,
     direct_dial_timeout: Duration,
 }
@@ -89,6 +90,15 @@ impl Builder {
         self
     }
 
+    /// Turns subnet accounting on or off: the caps on knowledge entries and preferred live
+    /// edges per /24 (IPv4) or /64 (IPv6) that keep one network from filling our table. On by
+    /// default for an IP transport, except one bound to a loopback address: every peer it
+    /// can reach shares its one subnet, so the caps would only cripple it.
+    pub fn subnet_accounting(mut self, on: bool) -> Self {
+        self.subnets = Some(on);
+        self
+    }
+
     /// Inbound edges accepted at most (default 256).
     pub fn max_inbound_edges(mut self, n: usize) -> Self {
         self.config.max_inbound_edges = n;
@@ -120,7 +130,15 @@ impl Builder {
         if !self.advertise_set {
             config.advertise = vec![self.transport.local_addr()];
         }
-        config.subnets = self.transport.is_ip();
+        let local = self.transport.local_addr();
+        let loopback = local
+            .as_ref()
+            .endpoint
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback());
+        config.subnets = self
+            .subnets
+            .unwrap_or_else(|| self.transport.is_ip() && !loopback);
         let maintenance_tick = config.maintenance.tick;
         let dial_timeout = config.maintenance.dial_timeout;
         let mut core = Core::new(self.identity, config, self.seed);
@@ -203,6 +221,7 @@ impl Node {
             admission: None,
             seed: 0x5eed,
             advertise_set: false,
+            subnets: None,
             rendezvous_timeout: DEFAULT_RENDEZVOUS_TIMEOUT,
             direct_dial_timeout: crate::DIRECT_DIAL_TIMEOUT,
         }
@@ -231,6 +250,12 @@ impl Node {
     /// Contacts in the knowledge table.
     pub fn known(&self) -> usize {
         lock(&self.0.core).knowledge().len()
+    }
+
+    /// A snapshot of the knowledge table: every contact we know, with its keys, capabilities
+    /// and addresses as last learned.
+    pub fn contacts(&self) -> Vec<Contact> {
+        lock(&self.0.core).knowledge().iter().cloned().collect()
     }
 
     /// The stream of payloads addressed to us (routed sends and direct App frames). It can be

@@ -295,3 +295,104 @@ async fn sealed_boxes_cross_the_overlay_and_open_only_at_the_recipient() {
     assert!(members[b].0.stats().dropped_bad_box >= 2);
     while members[b].1.try_recv().is_ok() {}
 }
+
+/// A burst of direct frames far past the per-edge forward bucket (burst 1024, and the paused
+/// clock refills nothing) all arrive: App frames end at the receiver, they are not relayed,
+/// so the relay budget does not apply to them.
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_direct_frames_is_not_rate_limited() {
+    let hub = Hub::new();
+    let mut members = mem_cluster(&hub, 6);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let (i, j) = (1usize, 4usize);
+    let conn = members[i].0.connect(members[j].0.id()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while members[j].1.try_recv().is_ok() {}
+    const FRAMES: u32 = 4000;
+    for k in 0..FRAMES {
+        conn.send(&k.to_be_bytes()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut got = Vec::new();
+    while let Ok(d) = members[j].1.try_recv() {
+        if d.via == Via::Direct {
+            got.push(u32::from_be_bytes(d.payload.try_into().unwrap()));
+        }
+    }
+    assert_eq!(got, (0..FRAMES).collect::<Vec<_>>());
+    assert_eq!(members[j].0.stats().dropped_rate_limited, 0);
+}
+
+/// Many QUIC nodes on loopback share one /24; subnet accounting is off for a loopback-bound
+/// node, so the table keeps every peer's address and every node can hold an edge in every
+/// populated bucket. (With the caps on, knowledge kept eight addresses per subnet, nodes could
+/// not dial into most buckets, and greedy routing died in the holes: a third of rendezvous
+/// requests in a 64-node cluster timed out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_nodes_on_loopback_leave_no_routing_holes() {
+    const N: u32 = 24;
+    let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let nodes: Vec<(Node, nodenet_transport::Addr)> = (0..N)
+        .map(|i| {
+            let id = identity(200 + i);
+            let config = QuicConfig::default().max_inbound_per_ip(N as usize);
+            let t = QuicTransport::bind(&id, localhost, config).unwrap();
+            let addr = t.local_addr();
+            (build(id, Arc::new(t), i, Duration::from_secs(10)), addr)
+        })
+        .collect();
+    let members = join(nodes);
+    let ids: Vec<NodeId> = members.iter().map(|(node, _)| node.id()).collect();
+    let holes = || -> Vec<(usize, usize)> {
+        let mut holes = Vec::new();
+        for (i, (node, _)) in members.iter().enumerate() {
+            let me = node.id();
+            let held: Vec<usize> = node
+                .edges()
+                .iter()
+                .filter_map(|e| me.bucket_index(e))
+                .collect();
+            let mut populated: Vec<usize> =
+                ids.iter().filter_map(|id| me.bucket_index(id)).collect();
+            populated.sort_unstable();
+            populated.dedup();
+            holes.extend(
+                populated
+                    .into_iter()
+                    .filter(|b| !held.contains(b))
+                    .map(|b| (i, b)),
+            );
+        }
+        holes
+    };
+    // Real time: joins, then self-lookups and fills (ticks of 1 s), for at most 30 s.
+    let mut last = Vec::new();
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        last = holes();
+        if last.is_empty() {
+            break;
+        }
+    }
+    assert!(last.is_empty(), "(node, bucket) without an edge: {last:?}");
+    // More addressed contacts than the subnet cap (8) would have let one /24 keep.
+    for (node, _) in &members {
+        let addressed = node
+            .contacts()
+            .iter()
+            .filter(|c| !c.addrs.is_empty())
+            .count();
+        assert!(addressed > 8, "{addressed} addressed contacts");
+    }
+    // Every node reaches every other by rendezvous.
+    for (a, (node, _)) in members.iter().enumerate() {
+        for (b, id) in ids.iter().enumerate().filter(|&(b, _)| b != a).step_by(5) {
+            node.rendezvous(*id)
+                .await
+                .unwrap_or_else(|e| panic!("{a}→{b}: {e}"));
+        }
+    }
+    for (node, _) in &members {
+        node.shutdown().await;
+    }
+}

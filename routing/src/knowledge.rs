@@ -110,12 +110,10 @@ pub struct Knowledge {
     difficulty: u32,
     buckets: Vec<Bucket>,
     subnets: HashMap<SubnetKey, usize>,
+    /// Subnet accounting is on (the cap applies).
+    accounting: bool,
     len: usize,
     stats: KnowledgeStats,
-}
-
-fn subnet_of(addrs: &[Addr]) -> Option<SubnetKey> {
-    addrs.iter().find_map(|a| SubnetKey::of_addr(a.as_ref()))
 }
 
 impl Knowledge {
@@ -126,9 +124,24 @@ impl Knowledge {
             difficulty,
             buckets: vec![Bucket::default(); BUCKETS],
             subnets: HashMap::new(),
+            accounting: true,
             len: 0,
             stats: KnowledgeStats::default(),
         }
+    }
+
+    /// Turns subnet accounting on (the default) or off. Off, no address has a subnet and the
+    /// [`SUBNET_CAP`] never applies: for a network whose nodes all share one subnet by
+    /// construction, such as a cluster on loopback. Set it before the first observation.
+    pub fn set_subnet_accounting(&mut self, on: bool) {
+        self.accounting = on;
+    }
+
+    fn subnet_of(&self, addrs: &[Addr]) -> Option<SubnetKey> {
+        if !self.accounting {
+            return None;
+        }
+        addrs.iter().find_map(|a| SubnetKey::of_addr(a.as_ref()))
     }
 
     /// Our id.
@@ -190,7 +203,7 @@ impl Knowledge {
                 return Observed::Rejected(Rejection::SubPow);
             }
         }
-        let subnet = subnet_of(&contact.addrs);
+        let subnet = self.subnet_of(&contact.addrs);
         if subnet.is_some_and(|s| self.subnet_full(s)) {
             self.stats.rejected_subnet += 1;
             return Observed::Rejected(Rejection::SubnetFull);
@@ -225,7 +238,7 @@ impl Knowledge {
 
     fn refresh(&mut self, b: usize, i: usize, contact: &Contact, now: Time) {
         let mut e = self.buckets[b].entries.remove(i);
-        let new_subnet = subnet_of(&contact.addrs);
+        let new_subnet = self.subnet_of(&contact.addrs);
         let moves = !contact.addrs.is_empty() && contact.addrs != e.contact.addrs;
         if moves && new_subnet != e.subnet && new_subnet.is_some_and(|s| self.subnet_full(s)) {
             // The address update is refused; the sighting still counts.

@@ -472,6 +472,26 @@ fn subnet_cap_limits_newcomers_and_moves() {
 }
 
 #[test]
+fn subnet_accounting_off_admits_one_subnet_past_the_cap() {
+    let me = ident(0);
+    let mut on = Knowledge::new(me.node_id(), 0);
+    let mut off = Knowledge::new(me.node_id(), 0);
+    off.set_subnet_accounting(false);
+    for n in 1..=4 * SUBNET_CAP as u64 {
+        let c = keyed(&ident(n), &format!("127.0.0.1:{n}"));
+        on.observe(&c, t(0));
+        off.observe(&c, t(0));
+    }
+    assert!(on.len() <= SUBNET_CAP, "{}", on.len());
+    assert!(on.stats().rejected_subnet > 0);
+    // Every contact kept its address: all of them stay dialable.
+    assert!(off.len() > 2 * SUBNET_CAP, "{}", off.len());
+    assert!(off.iter().all(|c| !c.addrs.is_empty()));
+    assert_eq!(off.stats().rejected_subnet, 0);
+    off.check_invariants().unwrap();
+}
+
+#[test]
 fn full_bucket_offers_a_probe_and_promotes_on_death() {
     let me = NodeId::ZERO;
     let mut k = Knowledge::new(me, 0);

@@ -3,11 +3,14 @@
 //!
 //! `cargo run --release -p nodenet-benches --bin connect [-- --nodes N --mib M]`
 //!
-//! N nodes (default 24) join through node 0 and run for ten seconds with maintenance timers
-//! scaled down 5×; pairs that hold no edge yet (at most 200) are then timed. Then every such pair, one at a time,
-//! is timed from the call to the returned connection; `via_rendezvous` says how many of them
-//! had to learn the target's address by rendezvous (the others knew it from their table and
-//! dialed it at once). Then M MiB (default 256) cross one new edge in 60 KB frames.
+//! N nodes (default 64) join through node 0 at once and run for ten seconds with maintenance
+//! timers scaled down 5×. `table_holes` then counts, over all nodes, the populated k-buckets
+//! in which a node holds no edge: greedy routing dies in such a hole, so it should be 0.
+//! Pairs that hold no edge yet (at most 200), one at a time, are timed from the `connect()`
+//! call to the returned connection: `connect_ms_*` over all of them, `rendezvous_ms_*` over
+//! the `via_rendezvous` ones that had to learn the target's address by rendezvous (the others
+//! knew it from their table and dialed it at once). Then M MiB (default 256) cross one new
+//! edge by `send_direct` in 60 KB frames; `direct_delivered_fraction` is what arrived.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use std::time::{Duration, Instant};
 use nodenet::{Contact, Maintenance, Node};
 use nodenet_benches::JsonLine;
 use nodenet_identity::Identity;
+use nodenet_kad::NodeId;
 use nodenet_transport::Transport;
 use nodenet_transport::quic::{QuicConfig, QuicTransport};
 
@@ -24,7 +28,7 @@ const CHUNK: usize = 60_000;
 const MAX_CONNECTS: usize = 200;
 
 fn main() {
-    let mut nodes = 24usize;
+    let mut nodes = 64usize;
     let mut mib = 256usize;
     let mut args = std::env::args().skip(1).filter(|a| a != "--");
     while let Some(a) = args.next() {
@@ -53,7 +57,9 @@ async fn run(n: usize, mib: usize) {
         let mut seed = [7u8; 32];
         seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
         let id = Identity::from_seed(&seed);
-        let t = QuicTransport::bind(&id, localhost, QuicConfig::default()).expect("bind");
+        // Every node shares 127.0.0.1: lift the per-IP inbound cap meant for the open internet.
+        let config = QuicConfig::default().max_inbound_per_ip(n);
+        let t = QuicTransport::bind(&id, localhost, config).expect("bind");
         let addr = t.local_addr();
         let node = Node::builder(id, Arc::new(t))
             .maintenance(Maintenance::scaled(5))
@@ -76,13 +82,18 @@ async fn run(n: usize, mib: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(8)).await;
+    let ids: Vec<NodeId> = members.iter().map(|(node, _, _)| node.id()).collect();
+    let holes: usize = members
+        .iter()
+        .map(|(node, _, _)| table_holes(&node.id(), &ids, &node.edges()))
+        .sum();
     let isolated = members
         .iter()
         .filter(|(node, _, _)| node.edges().is_empty())
         .count();
 
     let mut times = Vec::new();
-    let mut via_rendezvous = 0u64;
+    let mut rendezvous_times = Vec::new();
     let mut failed = 0u64;
     let mut pair = None;
     for i in 1..n {
@@ -98,8 +109,11 @@ async fn run(n: usize, mib: usize) {
             let started = Instant::now();
             match a.connect(b.id()).await {
                 Ok(_) => {
-                    times.push(started.elapsed().as_secs_f64() * 1000.0);
-                    via_rendezvous += u64::from(a.stats().rendezvous_started > before);
+                    let ms = started.elapsed().as_secs_f64() * 1000.0;
+                    times.push(ms);
+                    if a.stats().rendezvous_started > before {
+                        rendezvous_times.push(ms);
+                    }
                     pair.get_or_insert((i, j));
                 }
                 Err(e) => {
@@ -110,12 +124,7 @@ async fn run(n: usize, mib: usize) {
         }
     }
     times.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        times
-            .get(((times.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
+    rendezvous_times.sort_by(f64::total_cmp);
 
     let mut throughput = f64::NAN;
     let mut delivered = f64::NAN;
@@ -159,9 +168,12 @@ async fn run(n: usize, mib: usize) {
         .num("connects", times.len() as f64)
         .num("failed", failed as f64)
         .num("isolated_nodes", isolated as f64)
-        .num("via_rendezvous", via_rendezvous as f64)
-        .num("connect_ms_p50", pct(0.5))
-        .num("connect_ms_p99", pct(0.99))
+        .num("table_holes", holes as f64)
+        .num("via_rendezvous", rendezvous_times.len() as f64)
+        .num("connect_ms_p50", pct(&times, 0.5))
+        .num("connect_ms_p99", pct(&times, 0.99))
+        .num("rendezvous_ms_p50", pct(&rendezvous_times, 0.5))
+        .num("rendezvous_ms_p99", pct(&rendezvous_times, 0.99))
         .num("direct_mib", mib as f64)
         .num("direct_mib_s", throughput)
         .num("direct_delivered_fraction", delivered)
@@ -170,4 +182,27 @@ async fn run(n: usize, mib: usize) {
     for (node, _, _) in &members {
         node.shutdown().await;
     }
+}
+
+/// The `p` quantile of sorted `xs` (NaN, printed as null, when empty).
+fn pct(xs: &[f64], p: f64) -> f64 {
+    xs.get(((xs.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+/// Buckets (from `me`'s point of view) that hold some node of `all` but none of `edges`.
+fn table_holes(me: &NodeId, all: &[NodeId], edges: &[NodeId]) -> usize {
+    let mut populated = [false; 256];
+    let mut held = [false; 256];
+    for (ids, marks) in [(all, &mut populated), (edges, &mut held)] {
+        for b in ids.iter().filter_map(|id| me.bucket_index(id)) {
+            marks[b] = true;
+        }
+    }
+    populated
+        .iter()
+        .zip(held)
+        .filter(|&(&p, h)| p && !h)
+        .count()
 }
