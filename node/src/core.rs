@@ -153,6 +153,26 @@ pub enum Action {
     Dial(Contact),
     /// Close the edge to this peer.
     Close(NodeId),
+    /// Tell the application (nothing to do on the network).
+    Notify(NodeEvent),
+}
+
+/// A change in the node's state an application may want to watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// An edge came up and was admitted.
+    EdgeUp {
+        /// The authenticated peer.
+        peer: NodeId,
+        /// We dialed it.
+        outbound: bool,
+    },
+    /// An edge went down (closed, dead, or left).
+    EdgeDown {
+        /// The peer.
+        peer: NodeId,
+    },
 }
 
 /// How a payload reached us.
@@ -174,6 +194,9 @@ pub struct Delivery {
     pub payload: Vec<u8>,
     /// How it came.
     pub via: Via,
+    /// Overlay hops a routed message took (1: the originator held an edge to us); 0 for a
+    /// direct frame or a message to ourselves.
+    pub hops: u8,
 }
 
 /// What [`Core::on_frame`] decided for a frame.
@@ -511,6 +534,8 @@ impl Core {
         self.edges.add(peer, outbound, subnet, now.mono);
         self.backoff.remove(&peer);
         self.stats.edges_up += 1;
+        self.actions
+            .push_back(Action::Notify(NodeEvent::EdgeUp { peer, outbound }));
         // The key comes from the handshake, so a bootstrap contact (NodeId and address only)
         // is bound here, and passes knowledge admission at any difficulty.
         let caps = self.bootstrap_caps(&peer);
@@ -558,6 +583,8 @@ impl Core {
     pub fn on_edge_down(&mut self, now: Now, peer: &NodeId) {
         if self.edges.remove(peer).is_some() {
             self.stats.edges_down += 1;
+            self.actions
+                .push_back(Action::Notify(NodeEvent::EdgeDown { peer: *peer }));
             self.backoff.entry(*peer).or_insert_with(|| Backoff {
                 until: now.mono.after(BACKOFF_BASE),
                 delay: BACKOFF_BASE / 2,
@@ -660,6 +687,7 @@ impl Core {
                     originator: from,
                     payload: payload.to_vec(),
                     via: Via::Direct,
+                    hops: 0,
                 });
             }
             _ => self.stats.dropped_unsupported += 1,
@@ -807,6 +835,7 @@ impl Core {
                     originator,
                     payload: m.payload.to_vec(),
                     via: Via::Routed,
+                    hops: MAX_HOPS.saturating_sub(m.ttl).saturating_add(1),
                 })
             }
             FrameType::LOOKUP => {
@@ -1113,6 +1142,8 @@ impl Core {
             self.actions.push_back(Action::Close(id));
             if self.edges.remove(&id).is_some() {
                 self.stats.edges_down += 1;
+                self.actions
+                    .push_back(Action::Notify(NodeEvent::EdgeDown { peer: id }));
             }
         }
         let mut idle: Vec<NodeId> = self

@@ -11,10 +11,12 @@ use nodenet_rendezvous::{Coordinates, NONCE_LEN as RDV_NONCE_LEN, ReplayCache};
 use nodenet_routing::{Contact, Time};
 use nodenet_transport::{Conn, ConnId, Event, SendError, Transport, next_event};
 use nodenet_wire::FrameType;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::core::{Action, Core, CoreConfig, Delivery, EdgeRefusal, Handled, Maintenance, Now};
+use crate::core::{
+    Action, Core, CoreConfig, Delivery, EdgeRefusal, Handled, Maintenance, NodeEvent, Now,
+};
 use crate::{Error, Stats};
 
 /// Default depth of the deliveries queue.
@@ -148,6 +150,7 @@ impl Builder {
         let (deliveries_tx, deliveries_rx) = mpsc::channel(self.delivery_buffer);
         let (dials_tx, dials_rx) = mpsc::channel(256);
         let (shutdown, _) = watch::channel(false);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
         Node(Arc::new(Shared {
             core: Mutex::new(core),
             transport: self.transport,
@@ -165,6 +168,7 @@ impl Builder {
             rendezvous_timeout: self.rendezvous_timeout,
             direct_dial_timeout: self.direct_dial_timeout,
             draining: Mutex::new(HashSet::new()),
+            events,
         }))
     }
 }
@@ -196,7 +200,12 @@ pub(crate) struct Shared {
     pub(crate) direct_dial_timeout: Duration,
     /// Losing connections of crossed dials, still delivering for a grace period.
     draining: Mutex<HashSet<ConnId>>,
+    /// Watchers of [`Node::events`].
+    events: broadcast::Sender<NodeEvent>,
 }
+
+/// Events a watcher of [`Node::events`] may fall behind by before it misses some.
+const EVENT_BUFFER: usize = 1024;
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -258,6 +267,13 @@ impl Node {
         lock(&self.0.core).knowledge().iter().cloned().collect()
     }
 
+    /// A new watcher of the node's events (edges up and down). Each watcher gets every event
+    /// from now on; one that falls more than 1,024 events behind misses the oldest and is told
+    /// so by `RecvError::Lagged` (the node never waits for a watcher).
+    pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.0.events.subscribe()
+    }
+
     /// The stream of payloads addressed to us (routed sends and direct App frames). It can be
     /// taken once; `None` afterwards.
     pub fn deliveries(&self) -> Option<mpsc::Receiver<Delivery>> {
@@ -288,6 +304,7 @@ impl Node {
                 originator: target,
                 payload: payload.to_vec(),
                 via: crate::Via::Routed,
+                hops: 0,
             };
             let handed = self.0.deliveries_tx.try_send(d).is_ok();
             core.count_local_delivery(handed);
@@ -560,6 +577,10 @@ impl Node {
                     }
                 }
                 Action::Dial(contact) => self.dial(contact),
+                Action::Notify(event) => {
+                    // No watcher is fine.
+                    let _ = self.0.events.send(event);
+                }
                 Action::Close(peer) => {
                     if let Some(c) = lock(&self.0.conns).remove(&peer) {
                         c.close();

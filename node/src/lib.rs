@@ -37,15 +37,15 @@ mod stats;
 
 pub use connect::{Connection, DIRECT_DIAL_TIMEOUT, Path, Step, StepError, Strategy};
 pub use core::{
-    Action, AdmissionHook, Core, CoreConfig, Delivery, EdgeRefusal, Handled, Maintenance, Now,
-    OriginateError, Via,
+    Action, AdmissionHook, Core, CoreConfig, Delivery, EdgeRefusal, Handled, Maintenance,
+    NodeEvent, Now, OriginateError, Via,
 };
 pub use driver::{Builder, DEFAULT_DELIVERY_BUFFER, DEFAULT_RENDEZVOUS_TIMEOUT, Node};
 pub use nodenet_kad::NodeId;
 pub use nodenet_rendezvous::{Coordinates, OpenError, Opened};
 pub use nodenet_routing::Contact;
 pub use nodenet_transport::Transport;
-pub use stats::Stats;
+pub use stats::{COUNTERS, Stats};
 
 /// What a node operation can fail with.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -354,6 +354,7 @@ impl Sim {
                         self.push(at, Ev::Dialed { from: i, to: j });
                     }
                 }
+                Action::Notify(_) => {}
                 Action::Close(peer) => {
                     if let Some(&j) = self.index.get(&peer) {
                         if self.edges.remove(&(i, j)) {

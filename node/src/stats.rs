@@ -65,3 +65,161 @@ pub struct Stats {
     /// Sealed boxes that did not open (forged, altered, stale, replayed, or not for us).
     pub dropped_bad_box: u64,
 }
+
+/// How many counters [`Stats::counters`] lists.
+pub const COUNTERS: usize = 29;
+
+impl Stats {
+    /// Every counter as `(name, help, value)`, in declaration order: what a metrics exporter
+    /// needs without naming each field.
+    pub fn counters(&self) -> [(&'static str, &'static str, u64); COUNTERS] {
+        [
+            (
+                "dropped_sub_pow",
+                "A peer or originator below the proof-of-work difficulty.",
+                self.dropped_sub_pow,
+            ),
+            (
+                "dropped_stale",
+                "A routed frame outside the freshness window.",
+                self.dropped_stale,
+            ),
+            (
+                "dropped_bad_sig",
+                "A routed frame whose signature failed where it was checked.",
+                self.dropped_bad_sig,
+            ),
+            (
+                "dropped_rate_limited",
+                "Shed by a rate limiter (per edge or per originator), or an unsolicited answer.",
+                self.dropped_rate_limited,
+            ),
+            (
+                "dropped_inbound_full",
+                "An inbound edge refused at the inbound edge cap.",
+                self.dropped_inbound_full,
+            ),
+            (
+                "dropped_edge_refused",
+                "An edge refused by the application's admission hook.",
+                self.dropped_edge_refused,
+            ),
+            (
+                "dropped_malformed",
+                "An unparseable frame.",
+                self.dropped_malformed,
+            ),
+            (
+                "dropped_dup_inbound",
+                "A second connection to a peer that already has an edge.",
+                self.dropped_dup_inbound,
+            ),
+            (
+                "dropped_deliver_full",
+                "A delivery dropped because the application's queue was full.",
+                self.dropped_deliver_full,
+            ),
+            (
+                "dropped_duplicate",
+                "A copy of a message already delivered (multi-path duplicates).",
+                self.dropped_duplicate,
+            ),
+            (
+                "dropped_ttl",
+                "A routed frame whose hops ran out.",
+                self.dropped_ttl,
+            ),
+            (
+                "dropped_local_optimum",
+                "A routed frame with no closer live edge to go to.",
+                self.dropped_local_optimum,
+            ),
+            (
+                "dropped_unsupported",
+                "A frame of a type this node does not handle yet.",
+                self.dropped_unsupported,
+            ),
+            ("forwarded", "Frames forwarded for others.", self.forwarded),
+            (
+                "forward_repairs",
+                "Forwarding candidates that refused a frame (local repair moved on).",
+                self.forward_repairs,
+            ),
+            (
+                "delivered",
+                "Payloads handed to the application.",
+                self.delivered,
+            ),
+            (
+                "originated",
+                "Messages this node originated.",
+                self.originated,
+            ),
+            ("edges_up", "Edges that came up.", self.edges_up),
+            ("edges_down", "Edges that went down.", self.edges_down),
+            (
+                "lookups_answered",
+                "Lookups answered.",
+                self.lookups_answered,
+            ),
+            ("dials", "Dials started by maintenance.", self.dials),
+            ("dials_failed", "Dials that failed.", self.dials_failed),
+            (
+                "rendezvous_started",
+                "Rendezvous requests (Hello) we sent.",
+                self.rendezvous_started,
+            ),
+            (
+                "rendezvous_answered",
+                "Rendezvous requests we answered.",
+                self.rendezvous_answered,
+            ),
+            (
+                "rendezvous_completed",
+                "Rendezvous answers that verified.",
+                self.rendezvous_completed,
+            ),
+            (
+                "dropped_forged_reply",
+                "A rendezvous answer that failed verification: its key is not the target's (an impostor), or its signature does not hold.",
+                self.dropped_forged_reply,
+            ),
+            (
+                "dropped_unsolicited_reply",
+                "A rendezvous answer to no open request of ours (a replay, or a late answer).",
+                self.dropped_unsolicited_reply,
+            ),
+            (
+                "dropped_queue_full",
+                "A frame not sent on an edge whose queue was full (a routed frame tried the next candidate; the edge stays up).",
+                self.dropped_queue_full,
+            ),
+            (
+                "dropped_bad_box",
+                "Sealed boxes that did not open (forged, altered, stale, replayed, or not for us).",
+                self.dropped_bad_box,
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_list_every_field_once() {
+        let s = Stats {
+            dropped_bad_box: 7,
+            ..Stats::default()
+        };
+        let fields = format!("{s:?}").matches(": ").count();
+        let listed = s.counters();
+        assert_eq!(listed.len(), fields);
+        let mut names: Vec<&str> = listed.iter().map(|c| c.0).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), fields);
+        assert!(listed.contains(&("dropped_bad_box", listed[COUNTERS - 1].1, 7)));
+    }
+}

@@ -1,0 +1,238 @@
+//! The local control and monitor API: JSON over HTTP/1.1, events as Server-Sent Events.
+//!
+//! | route | does |
+//! |---|---|
+//! | `GET /health` | `{"status":"ok",...}` |
+//! | `GET /info` | NodeId, addresses, edge and table counts, version |
+//! | `GET /metrics` | every counter, Prometheus text exposition |
+//! | `POST /send` | `{"to":"<hex>","data":"<base64>"}`: a routed send |
+//! | `POST /send-direct` | the same over a direct edge |
+//! | `POST /connect` | `{"to":"<hex>"}` → `{"path":..,"ms":..}` |
+//! | `GET /events` | one JSON object per event |
+//!
+//! A request the API cannot use (malformed JSON, a bad NodeId, bad base64, data over one
+//! frame, a body over [`MAX_BODY`]) is answered 400 with `{"error":"..."}`; nothing a client
+//! sends stops the node.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use futures_util::Stream;
+use nodenet::{Error as NodeError, Node, NodeId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+
+/// The largest request body read: one frame's payload (64 KiB) in base64, with room to spare.
+pub(crate) const MAX_BODY: usize = 128 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub(crate) struct Api {
+    pub(crate) node: Node,
+    /// The address the node listens on.
+    pub(crate) listen: String,
+    /// JSON events for `/events` subscribers.
+    pub(crate) events: broadcast::Sender<Arc<str>>,
+    pub(crate) started: Instant,
+    /// Becomes true when the node stops; `/events` streams end then.
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+/// The router over `api`.
+pub(crate) fn router(api: Api) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/info", get(info))
+        .route("/metrics", get(metrics))
+        .route("/send", post(send))
+        .route("/send-direct", post(send_direct))
+        .route("/connect", post(connect))
+        .route("/events", get(events))
+        .with_state(api)
+}
+
+/// An answer other than success, as `{"error": ...}` with its status.
+#[derive(Debug)]
+pub(crate) struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad(msg: impl Into<String>) -> Self {
+        Self(StatusCode::BAD_REQUEST, msg.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        let status = match &e {
+            NodeError::FrameTooLarge { .. } | NodeError::SelfTarget => StatusCode::BAD_REQUEST,
+            NodeError::Connect { .. } => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self(status, e.to_string())
+    }
+}
+
+async fn health(State(api): State<Api>) -> axum::Json<Value> {
+    axum::Json(json!({
+        "status": "ok",
+        "id": api.node.id().to_string(),
+        "edges": api.node.edges().len(),
+        "uptime_s": api.started.elapsed().as_secs(),
+    }))
+}
+
+async fn info(State(api): State<Api>) -> axum::Json<Value> {
+    let node = &api.node;
+    axum::Json(json!({
+        "id": node.id().to_string(),
+        "listen": api.listen,
+        // Learned from peers once NAT traversal lands; unknown until then.
+        "reflexive": Value::Null,
+        "edges": node.edges().len(),
+        "outbound_edges": node.outbound_edges(),
+        "known": node.known(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    let mut out = String::new();
+    for (name, help, value) in api.node.stats().counters() {
+        let _ = write!(
+            out,
+            "# HELP nodenet_{name}_total {help}\n# TYPE nodenet_{name}_total counter\n\
+             nodenet_{name}_total {value}\n"
+        );
+    }
+    let gauges = [
+        ("edges", "Live edges.", api.node.edges().len()),
+        (
+            "outbound_edges",
+            "Live edges we dialed.",
+            api.node.outbound_edges(),
+        ),
+        (
+            "known",
+            "Contacts in the knowledge table.",
+            api.node.known(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = write!(
+            out,
+            "# HELP nodenet_{name} {help}\n# TYPE nodenet_{name} gauge\nnodenet_{name} {value}\n"
+        );
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendRequest {
+    to: String,
+    data: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectRequest {
+    to: String,
+}
+
+/// Reads and parses a JSON body of at most [`MAX_BODY`] bytes.
+async fn json_body<T: for<'de> Deserialize<'de>>(body: Body) -> Result<T, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::bad(format!("request body over {MAX_BODY} bytes")))?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))
+}
+
+fn node_id(hex: &str) -> Result<NodeId, ApiError> {
+    hex.parse()
+        .map_err(|e| ApiError::bad(format!("\"to\" is not a NodeId (64 hex digits): {e}")))
+}
+
+fn payload(data: &str) -> Result<Vec<u8>, ApiError> {
+    let bytes = BASE64
+        .decode(data)
+        .map_err(|e| ApiError::bad(format!("\"data\" is not base64: {e}")))?;
+    // The exact limit depends on the framing (the node answers FrameTooLarge, also a 400);
+    // this bound only spares the node a payload that cannot fit any frame.
+    if bytes.len() > nodenet_wire::MAX_PACKET_LEN {
+        return Err(ApiError::bad(format!(
+            "\"data\" is {} bytes, over the {}-byte frame",
+            bytes.len(),
+            nodenet_wire::MAX_PACKET_LEN
+        )));
+    }
+    Ok(bytes)
+}
+
+async fn send(State(api): State<Api>, body: Body) -> Result<axum::Json<Value>, ApiError> {
+    let req: SendRequest = json_body(body).await?;
+    let (to, data) = (node_id(&req.to)?, payload(&req.data)?);
+    api.node.send(to, &data)?;
+    Ok(axum::Json(json!({ "sent": data.len() })))
+}
+
+async fn send_direct(State(api): State<Api>, body: Body) -> Result<axum::Json<Value>, ApiError> {
+    let req: SendRequest = json_body(body).await?;
+    let (to, data) = (node_id(&req.to)?, payload(&req.data)?);
+    api.node.send_direct(to, &data).await?;
+    Ok(axum::Json(json!({ "sent": data.len() })))
+}
+
+async fn connect(State(api): State<Api>, body: Body) -> Result<axum::Json<Value>, ApiError> {
+    let req: ConnectRequest = json_body(body).await?;
+    let to = node_id(&req.to)?;
+    let started = Instant::now();
+    let conn = api.node.connect(to).await?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(axum::Json(json!({
+        "path": conn.path().as_str(),
+        "ms": (ms * 1000.0).round() / 1000.0,
+    })))
+}
+
+async fn events(State(api): State<Api>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = api.events.subscribe();
+    let stream = futures_util::stream::unfold((rx, api.stop), |(mut rx, mut stop)| async move {
+        let data: Arc<str> = tokio::select! {
+            r = rx.recv() => match r {
+                Ok(json) => json,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    json!({ "type": "lagged", "missed": n }).to_string().into()
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            },
+            _ = stop.wait_for(|s| *s) => return None,
+        };
+        Some((Ok(SseEvent::default().data(&*data)), (rx, stop)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

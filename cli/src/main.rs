@@ -1,0 +1,187 @@
+//! `nodenet`: the bundled node. A thin wiring of the library (identity, QUIC transport, node)
+//! plus what an operator needs: a persisted identity, a local control API, structured logs,
+//! graceful shutdown, client subcommands and a demo.
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod api;
+mod client;
+mod config;
+mod demo;
+mod run;
+
+use std::process::ExitCode;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use clap::{Parser, Subcommand, ValueEnum};
+use hyper::Method;
+use serde_json::json;
+
+/// The default address of the control API: loopback, so only this machine can drive it.
+pub(crate) const DEFAULT_API: &str = "127.0.0.1:9800";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nodenet",
+    version,
+    about = "A nodenet node: route to any node by its identity alone"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node until SIGINT or SIGTERM.
+    Run {
+        #[command(flatten)]
+        args: run::RunArgs,
+        /// Log lines as text or as one JSON object each.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Send a text to a NodeId through a running node (routed over the overlay).
+    Send {
+        /// The running node's API.
+        #[arg(long, default_value = DEFAULT_API)]
+        api: String,
+        /// The target NodeId (64 hex digits).
+        to: String,
+        /// The text to send.
+        text: String,
+    },
+    /// Print a running node's identity and state.
+    Info {
+        /// The running node's API.
+        #[arg(long, default_value = DEFAULT_API)]
+        api: String,
+    },
+    /// Print what a running node receives, one JSON line per delivery.
+    Listen {
+        /// The running node's API.
+        #[arg(long, default_value = DEFAULT_API)]
+        api: String,
+    },
+    /// Run a whole overlay on loopback in this process and show it working.
+    Demo {
+        /// Nodes in the overlay.
+        #[arg(long, default_value_t = 16)]
+        nodes: usize,
+        /// Routed sends between random pairs (default: four per node).
+        #[arg(long)]
+        sends: Option<usize>,
+        /// Direct connections opened between random pairs (default: one per two nodes).
+        #[arg(long)]
+        connects: Option<usize>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// A one-line error on stderr and the exit code.
+fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("nodenet: {msg}");
+    ExitCode::from(code)
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
+    };
+    match cli.command {
+        Command::Run { args, log_format } => {
+            init_logs(log_format);
+            match rt.block_on(run::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e.exit_code(), e),
+            }
+        }
+        Command::Send { api, to, text } => {
+            if let Err(e) = to.parse::<nodenet::NodeId>() {
+                return fail(2, format!("{to:?} is not a NodeId: {e}"));
+            }
+            let body = json!({ "to": to, "data": BASE64.encode(text.as_bytes()) });
+            match rt.block_on(client::call_ok(&api, Method::POST, "/send", Some(&body))) {
+                Ok(v) => {
+                    println!("{v}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, e),
+            }
+        }
+        Command::Info { api } => {
+            match rt.block_on(client::call_ok(&api, Method::GET, "/info", None)) {
+                Ok(v) => {
+                    println!("{v:#}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, e),
+            }
+        }
+        Command::Listen { api } => {
+            let follow = client::follow_events(&api, |event| {
+                let is_delivery = serde_json::from_str::<serde_json::Value>(event)
+                    .is_ok_and(|v| v["type"] == "delivery");
+                if is_delivery {
+                    println!("{event}");
+                }
+                true
+            });
+            match rt.block_on(follow) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(1, e),
+            }
+        }
+        Command::Demo {
+            nodes,
+            sends,
+            connects,
+        } => {
+            let args = demo::DemoArgs {
+                nodes,
+                sends: sends.unwrap_or(nodes * 4),
+                connects: connects.unwrap_or(nodes / 2),
+            };
+            match rt.block_on(demo::demo(args)) {
+                Ok(mut summary) => {
+                    println!("{}", demo::report(nodes, &mut summary));
+                    if summary.all_ok() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => fail(2, e),
+            }
+        }
+    }
+}
