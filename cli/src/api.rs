@@ -104,8 +104,9 @@ async fn info(State(api): State<Api>) -> axum::Json<Value> {
     axum::Json(json!({
         "id": node.id().to_string(),
         "listen": api.listen,
-        // Learned from peers once NAT traversal lands; unknown until then.
-        "reflexive": Value::Null,
+        // Our address as neighbours see it, once corroborated; null until then.
+        "reflexive": node.reflexive().map(|a| a.endpoint),
+        "nat_type": node.nat_type().as_str(),
         "edges": node.edges().len(),
         "outbound_edges": node.outbound_edges(),
         "known": node.known(),

@@ -195,6 +195,7 @@ fn three_processes_in_a_chain_route_a_send_end_to_end() {
     assert_eq!(info["listen"], c.listen.as_str());
     assert!(info["edges"].as_u64().unwrap() >= 1);
     assert!(info["version"].is_string());
+    assert!(info["nat_type"].is_string());
     let (status, metrics) = http(&c.api, "GET", "/metrics", b"");
     assert_eq!(status, 200);
     assert!(metrics.contains("# TYPE nodenet_originated_total counter"));

@@ -6,7 +6,10 @@
 //! 1. an edge we already hold;
 //! 2. rendezvous (a signed Hello routed to the NodeId, a Reply verified against it), then a
 //!    direct dial of every address it returned, at once, the first to authenticate winning;
-//! 3. hole-punching and 4. volunteer relays join the list with NAT traversal.
+//! 3. a hole-punch (unless our own NAT is symmetric): a signed Connect routed to the peer with
+//!    our coordinates; the peer answers with a ConnectAck carrying its own and punches toward
+//!    ours at once, we punch toward its candidates and dial them;
+//! 4. volunteer relays are next.
 
 use std::time::Duration;
 
@@ -25,6 +28,9 @@ use crate::{Delivery, Error, Node};
 /// step). [`crate::Builder::direct_dial_timeout`] changes it.
 pub const DIRECT_DIAL_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// How long a hole-punch may take, from the Connect to an authenticated edge.
+pub const PUNCH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A rendezvous unanswered this long is sent again (then after twice as long, and so on).
 const RENDEZVOUS_RETRY: Duration = Duration::from_millis(500);
 
@@ -34,11 +40,14 @@ const RENDEZVOUS_RETRY: Duration = Duration::from_millis(500);
 pub enum Strategy {
     /// A direct dial of the addresses the target gave in its rendezvous answer.
     Direct,
+    /// A hole-punch coordinated over the overlay: both sides send punch datagrams toward
+    /// each other's addresses at once, then we dial. Skipped when our own NAT is symmetric.
+    Punch,
 }
 
 impl Strategy {
     /// The cascade, cheapest first.
-    pub const CASCADE: &'static [Self] = &[Self::Direct];
+    pub const CASCADE: &'static [Self] = &[Self::Direct, Self::Punch];
 }
 
 /// How a connection reached its peer.
@@ -47,6 +56,8 @@ impl Strategy {
 pub enum Path {
     /// A direct edge: an existing one, or dialed now.
     Direct,
+    /// An edge through both NATs, opened by a coordinated hole-punch.
+    Punched,
 }
 
 impl Path {
@@ -54,6 +65,7 @@ impl Path {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Direct => "direct",
+            Self::Punched => "punched",
         }
     }
 }
@@ -73,6 +85,7 @@ impl std::fmt::Display for Step {
         match self {
             Self::Rendezvous => f.write_str("rendezvous"),
             Self::Strategy(Strategy::Direct) => f.write_str("direct dial"),
+            Self::Strategy(Strategy::Punch) => f.write_str("hole-punch"),
         }
     }
 }
@@ -100,6 +113,9 @@ pub enum StepError {
     /// The edge came up but our admission refused it.
     #[error("edge refused: {0}")]
     Refused(EdgeRefusal),
+    /// Our own NAT maps every destination to a fresh port: a punch cannot work.
+    #[error("our NAT is symmetric")]
+    SymmetricNat,
 }
 
 /// A direct edge to a peer, from [`Node::connect`]. Frames the peer sends on it arrive on
@@ -148,6 +164,19 @@ impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         lock(&self.node.0.waiters).remove(&self.nonce);
         lock(&self.node.0.core).cancel_rendezvous(&self.nonce);
+    }
+}
+
+/// Closes an open punch request when its caller stops waiting (done, failed or dropped).
+struct PunchWaiter<'a> {
+    node: &'a Node,
+    nonce: [u8; nodenet_nat::NONCE_LEN],
+}
+
+impl Drop for PunchWaiter<'_> {
+    fn drop(&mut self) {
+        lock(&self.node.0.punch_waiters).remove(&self.nonce);
+        lock(&self.node.0.core).cancel_punch(&self.nonce);
     }
 }
 
@@ -223,6 +252,7 @@ impl Node {
         for &strategy in Strategy::CASCADE {
             let result = match strategy {
                 Strategy::Direct => self.dial_direct(target, &coords.addrs).await,
+                Strategy::Punch => self.punch(target, &coords.addrs).await,
             };
             match result {
                 Ok(path) => return Ok(self.connection(target, path)),
@@ -308,14 +338,78 @@ impl Node {
         }
     }
 
+    /// The hole-punch: a Connect routed to `target` with our coordinates; the target answers
+    /// with its own and punches toward ours at once; we punch toward its candidates (the
+    /// addresses we learned by rendezvous first, which the peer's answer cannot push out,
+    /// then the answer's) and dial them until one authenticates or [`PUNCH_TIMEOUT`] passes.
+    async fn punch(&self, target: NodeId, hints: &[Addr]) -> Result<Path, StepError> {
+        if self.nat_type() == crate::NatType::Symmetric {
+            return Err(StepError::SymmetricNat);
+        }
+        let (tx, rx) = oneshot::channel();
+        let nonce = {
+            let now = self.now();
+            let mut core = lock(&self.0.core);
+            let nonce = core.start_punch(now, target).map_err(|e| match e {
+                crate::OriginateError::Busy => StepError::Busy,
+                _ => StepError::Unroutable,
+            })?;
+            lock(&self.0.punch_waiters).insert(nonce, tx);
+            self.drain(&mut core, now);
+            nonce
+        };
+        let _guard = PunchWaiter { node: self, nonce };
+        let deadline = tokio::time::Instant::now() + PUNCH_TIMEOUT;
+        let answered = tokio::time::timeout_at(deadline, rx).await;
+        let Ok(Ok(theirs)) = answered else {
+            return Err(StepError::Timeout(PUNCH_TIMEOUT));
+        };
+        let candidates = {
+            let core = lock(&self.0.core);
+            core.punch_candidates(hints.iter().chain(&theirs).map(Addr::as_ref))
+        };
+        if candidates.is_empty() {
+            return Err(StepError::NoAddresses);
+        }
+        self.punch_burst(target, candidates.clone());
+        // The peer's first datagrams may still be on their way: a dial refused at once is
+        // tried again, until the deadline.
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self
+                .dial_any(target, &candidates, left, Path::Punched)
+                .await
+            {
+                Ok(path) => {
+                    lock(&self.0.core).count_punch_success();
+                    return Ok(path);
+                }
+                Err(e) if left <= crate::driver::PUNCH_INTERVAL * 2 => return Err(e),
+                Err(_) if self.conn_to(&target).is_some() => return Ok(Path::Punched),
+                Err(_) => tokio::time::sleep(crate::driver::PUNCH_INTERVAL).await,
+            }
+        }
+    }
+
     /// Dials every address at once; the first to authenticate as the target and pass our
     /// admission becomes an edge, and the others are closed.
     async fn dial_direct(&self, target: NodeId, addrs: &[Addr]) -> Result<Path, StepError> {
+        self.dial_any(target, addrs, self.0.direct_dial_timeout, Path::Direct)
+            .await
+    }
+
+    /// Dials every address at once with `timeout` each; the winner is reported as `path`.
+    async fn dial_any(
+        &self,
+        target: NodeId,
+        addrs: &[Addr],
+        timeout: Duration,
+        path: Path,
+    ) -> Result<Path, StepError> {
         if addrs.is_empty() {
             return Err(StepError::NoAddresses);
         }
         let mut dials = tokio::task::JoinSet::new();
-        let timeout = self.0.direct_dial_timeout;
         for addr in addrs.iter().take(nodenet_rendezvous::ADDR_CAP) {
             let dial = self.0.transport.dial(target, addr);
             dials.spawn(async move {
@@ -336,7 +430,7 @@ impl Node {
                                 extra.close();
                             }
                         }
-                        return Ok(Path::Direct);
+                        return Ok(path);
                     }
                     Err(e) => last = e,
                 },

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use nodenet_identity::{Identity, derive_id};
 use nodenet_kad::NodeId;
+use nodenet_nat::{NatType, Reflexive};
 use nodenet_rendezvous::{Coordinates, Hello, NONCE_LEN as RDV_NONCE_LEN, Reply};
 use nodenet_routing::control::{self, Contact, NONCE_LEN};
 use nodenet_routing::msg::{self, MAX_HOPS, MsgFields, MsgRef};
@@ -116,6 +117,8 @@ pub struct CoreConfig {
     pub advertise: Vec<Addr>,
     /// Account live edges and knowledge by IP subnet (the diversity caps apply).
     pub subnets: bool,
+    /// The transport is IP: reflexive reports must be reachable literal addresses.
+    pub ip: bool,
 }
 
 impl Default for CoreConfig {
@@ -127,6 +130,7 @@ impl Default for CoreConfig {
             maintenance: Maintenance::default(),
             advertise: Vec::new(),
             subnets: false,
+            ip: false,
         }
     }
 }
@@ -214,9 +218,27 @@ pub enum Handled {
         /// What the target told us, verified against its NodeId.
         coordinates: Coordinates,
     },
+    /// A peer asks us to punch toward it (a verified Connect): send it punch datagrams at
+    /// these addresses now; our ConnectAck is already queued.
+    PunchRequested {
+        /// The peer that will dial us.
+        peer: NodeId,
+        /// Where to punch (filtered and capped at [`MAX_PUNCH_CANDIDATES`]).
+        addrs: Vec<Addr>,
+    },
+    /// The answer to our Connect with this nonce: where the peer may be dialed.
+    PunchAck {
+        /// Our Connect's nonce.
+        nonce: [u8; nodenet_nat::NONCE_LEN],
+        /// The peer's candidate addresses (unsigned hints, bound to it by the envelope).
+        addrs: Vec<Addr>,
+    },
     /// Nothing more to do (answered through actions, absorbed, or dropped and counted).
     Done,
 }
+
+/// Addresses punched toward or dialed at most for one hole-punch.
+pub const MAX_PUNCH_CANDIDATES: usize = 8;
 
 /// Why an edge was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -396,6 +418,10 @@ pub struct Core {
     next_self_lookup: Time,
     next_sibling_exchange: Time,
     next_refresh: Time,
+    /// What our neighbours report of our address.
+    reflexive: Reflexive,
+    /// Our open Connect requests: nonce → (peer, expiry).
+    punches: HashMap<[u8; nodenet_nat::NONCE_LEN], (NodeId, Time)>,
 }
 
 impl std::fmt::Debug for Core {
@@ -437,6 +463,8 @@ impl Core {
             next_self_lookup: Time(0),
             next_sibling_exchange: Time(0),
             next_refresh: Time(0),
+            reflexive: Reflexive::new(),
+            punches: HashMap::new(),
         }
     }
 
@@ -479,6 +507,29 @@ impl Core {
     /// The knowledge table.
     pub fn knowledge(&self) -> &Knowledge {
         &self.knowledge
+    }
+
+    /// Our address as our neighbours see it, once corroborated (see [`nodenet_nat::reflexive`]).
+    pub fn reflexive(&self) -> Option<&Addr> {
+        self.reflexive.confirmed()
+    }
+
+    /// What the neighbours' reports say about the NAT in front of us; `is_local` tells
+    /// whether an address belongs to this host.
+    pub fn nat_type(&self, is_local: impl Fn(&Addr) -> bool) -> NatType {
+        self.reflexive.nat_type(is_local)
+    }
+
+    /// The addresses we give a peer that wants to reach us: what we advertise, then our
+    /// confirmed reflexive address when it is not among them.
+    pub fn coordinates(&self) -> Vec<Addr> {
+        let mut out = self.config.advertise.clone();
+        if let Some(r) = self.reflexive.confirmed() {
+            if !out.contains(r) {
+                out.push(r.clone());
+            }
+        }
+        out
     }
 
     /// The next action for the driver.
@@ -583,6 +634,7 @@ impl Core {
     pub fn on_edge_down(&mut self, now: Now, peer: &NodeId) {
         if self.edges.remove(peer).is_some() {
             self.stats.edges_down += 1;
+            self.reflexive.remove(peer);
             self.actions
                 .push_back(Action::Notify(NodeEvent::EdgeDown { peer: *peer }));
             self.backoff.entry(*peer).or_insert_with(|| Backoff {
@@ -652,11 +704,20 @@ impl Core {
                     self.actions.push_back(Action::Send { to: from, frame });
                 }
             }
-            FrameType::PONG => {
-                if control::parse_pong(payload).is_err() {
-                    self.stats.dropped_malformed += 1;
+            FrameType::PONG => match control::parse_pong(payload) {
+                Ok(seen) if !self.config.ip || nodenet_nat::reachable(seen).is_some() => {
+                    let subnet = self
+                        .config
+                        .subnets
+                        .then(|| SubnetKey::of_addr(from_addr.as_ref()))
+                        .flatten();
+                    self.reflexive
+                        .report(from, seen.to_owned_addr(), subnet.map(|s| s.0));
+                    self.stats.reflexive_reports += 1;
                 }
-            }
+                Ok(_) => self.stats.dropped_bad_reflexive += 1,
+                Err(_) => self.stats.dropped_malformed += 1,
+            },
             FrameType::SIBLINGS => {
                 if !self.edges.allow_control(&from, now.mono) {
                     self.stats.dropped_rate_limited += 1;
@@ -871,6 +932,8 @@ impl Core {
             }
             FrameType::HELLO if for_us => self.on_hello(now, &m),
             FrameType::REPLY if for_us => self.on_reply(now, &m),
+            FrameType::CONNECT if for_us => self.on_connect(now, &m),
+            FrameType::CONNECT_ACK if for_us => self.on_connect_ack(now, &m),
             _ => {
                 self.stats.dropped_unsupported += 1;
                 Handled::Done
@@ -918,7 +981,7 @@ impl Core {
         };
         self.observe(&contact, now);
         let Ok(reply) =
-            nodenet_rendezvous::encode_reply(&self.identity, &self.config.advertise, &hello.nonce)
+            nodenet_rendezvous::encode_reply(&self.identity, &self.coordinates(), &hello.nonce)
         else {
             return Handled::Done;
         };
@@ -929,6 +992,129 @@ impl Core {
             self.stats.rendezvous_answered += 1;
         }
         Handled::Done
+    }
+
+    /// A Connect addressed to us: a peer wants to punch through to us. Answer with our
+    /// coordinates and punch toward its addresses at once, so both NATs open together.
+    fn on_connect(&mut self, now: Now, m: &MsgRef<'_>) -> Handled {
+        let originator = m.originator();
+        if self.is_repeat(m) {
+            return Handled::Done;
+        }
+        let Ok(c) = nodenet_nat::Coordination::decode(m.payload) else {
+            self.stats.dropped_malformed += 1;
+            return Handled::Done;
+        };
+        if !self.limiter.allow(originator, now.mono) {
+            self.stats.dropped_rate_limited += 1;
+            return Handled::Done;
+        }
+        self.learn(now, originator, *m.ed_pub);
+        let addrs = self.punch_candidates(c.addrs.iter());
+        let mut coords = self.coordinates();
+        coords.truncate(nodenet_nat::MAX_CONNECT_ADDRS);
+        let Ok(ack) = nodenet_nat::encode_coordination(&c.nonce, &coords) else {
+            return Handled::Done;
+        };
+        if self
+            .originate(now, FrameType::CONNECT_ACK, originator, &ack)
+            .is_err()
+        {
+            return Handled::Done;
+        }
+        self.stats.punches_answered += 1;
+        Handled::PunchRequested {
+            peer: originator,
+            addrs,
+        }
+    }
+
+    /// A ConnectAck addressed to us: it must answer an open Connect of ours, from the peer
+    /// we sent it to (the envelope's signature proves the originator).
+    fn on_connect_ack(&mut self, now: Now, m: &MsgRef<'_>) -> Handled {
+        if self.is_repeat(m) {
+            return Handled::Done;
+        }
+        let Ok(c) = nodenet_nat::Coordination::decode(m.payload) else {
+            self.stats.dropped_malformed += 1;
+            return Handled::Done;
+        };
+        match self.punches.get(&c.nonce) {
+            Some(&(peer, expires)) if peer == m.originator() && expires > now.mono => {}
+            _ => {
+                self.stats.dropped_unsolicited_reply += 1;
+                return Handled::Done;
+            }
+        }
+        self.punches.remove(&c.nonce);
+        Handled::PunchAck {
+            nonce: c.nonce,
+            addrs: self.punch_candidates(c.addrs.iter()),
+        }
+    }
+
+    /// The addresses worth punching toward or dialing, from a peer's list: on an IP transport
+    /// only reachable literal ones; deduplicated, at most [`MAX_PUNCH_CANDIDATES`].
+    pub fn punch_candidates<'a>(
+        &self,
+        addrs: impl IntoIterator<Item = nodenet_wire::AddrRef<'a>>,
+    ) -> Vec<Addr> {
+        let mut out: Vec<Addr> = Vec::new();
+        for a in addrs {
+            if self.config.ip && nodenet_nat::reachable(a).is_none() {
+                continue;
+            }
+            let a = a.to_owned_addr();
+            if !out.contains(&a) {
+                out.push(a);
+            }
+            if out.len() >= MAX_PUNCH_CANDIDATES {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Starts a hole-punch toward `peer`: a signed Connect with our coordinates, routed to it
+    /// down up to three paths. Its ConnectAck comes back as [`Handled::PunchAck`] with the
+    /// returned nonce (or not at all: the caller times out).
+    pub fn start_punch(
+        &mut self,
+        now: Now,
+        peer: NodeId,
+    ) -> Result<[u8; nodenet_nat::NONCE_LEN], OriginateError> {
+        let mut nonce = [0u8; nodenet_nat::NONCE_LEN];
+        nonce[..8].copy_from_slice(&self.next_u64().to_be_bytes());
+        nonce[8..].copy_from_slice(&self.next_u64().to_be_bytes());
+        if self.punches.len() >= PENDING_MAX {
+            self.punches.retain(|_, (_, exp)| *exp > now.mono);
+        }
+        if self.punches.len() >= PENDING_MAX {
+            return Err(OriginateError::Busy);
+        }
+        let mut coords = self.coordinates();
+        coords.truncate(nodenet_nat::MAX_CONNECT_ADDRS);
+        let payload = nodenet_nat::encode_coordination(&nonce, &coords).map_err(|_| {
+            OriginateError::FrameTooLarge {
+                len: usize::MAX,
+                max: MAX_PACKET_LEN,
+            }
+        })?;
+        self.originate(now, FrameType::CONNECT, peer, &payload)?;
+        self.punches
+            .insert(nonce, (peer, now.mono.after(RENDEZVOUS_TTL)));
+        self.stats.punches_started += 1;
+        Ok(nonce)
+    }
+
+    /// Counts a hole-punch that gave us an edge.
+    pub fn count_punch_success(&mut self) {
+        self.stats.punches_succeeded += 1;
+    }
+
+    /// Forgets an open punch request (its caller gave up).
+    pub fn cancel_punch(&mut self, nonce: &[u8; nodenet_nat::NONCE_LEN]) {
+        self.punches.remove(nonce);
     }
 
     /// A Reply addressed to us: it must answer a request of ours, come from the NodeId we
@@ -1020,16 +1206,12 @@ impl Core {
         target: NodeId,
         nonce: &[u8; RDV_NONCE_LEN],
     ) -> Result<(), OriginateError> {
-        let hello = nodenet_rendezvous::encode_hello(
-            &self.identity,
-            &target,
-            &self.config.advertise,
-            nonce,
-        )
-        .map_err(|_| OriginateError::FrameTooLarge {
-            len: usize::MAX,
-            max: MAX_PACKET_LEN,
-        })?;
+        let hello =
+            nodenet_rendezvous::encode_hello(&self.identity, &target, &self.coordinates(), nonce)
+                .map_err(|_| OriginateError::FrameTooLarge {
+                len: usize::MAX,
+                max: MAX_PACKET_LEN,
+            })?;
         self.originate(now, FrameType::HELLO, target, &hello)
     }
 
@@ -1142,6 +1324,7 @@ impl Core {
             self.actions.push_back(Action::Close(id));
             if self.edges.remove(&id).is_some() {
                 self.stats.edges_down += 1;
+                self.reflexive.remove(&id);
                 self.actions
                     .push_back(Action::Notify(NodeEvent::EdgeDown { peer: id }));
             }

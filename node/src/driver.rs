@@ -7,10 +7,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nodenet_identity::Identity;
 use nodenet_kad::NodeId;
+use nodenet_nat::NatType;
 use nodenet_rendezvous::{Coordinates, NONCE_LEN as RDV_NONCE_LEN, ReplayCache};
 use nodenet_routing::{Contact, Time};
 use nodenet_transport::{Conn, ConnId, Event, SendError, Transport, next_event};
-use nodenet_wire::FrameType;
+use nodenet_wire::{Addr, FrameType};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -86,7 +87,7 @@ impl Builder {
 
     /// Addresses to advertise for ourselves (default: the transport's). Empty for a node that
     /// cannot be dialed (behind NAT): it dials out and still routes over those edges.
-    pub fn advertise(mut self, addrs: Vec<nodenet_wire::Addr>) -> Self {
+    pub fn advertise(mut self, addrs: Vec<Addr>) -> Self {
         self.config.advertise = addrs;
         self.advertise_set = true;
         self
@@ -138,6 +139,7 @@ impl Builder {
             .endpoint
             .parse::<std::net::SocketAddr>()
             .is_ok_and(|a| a.ip().is_loopback());
+        config.ip = self.transport.is_ip();
         config.subnets = self
             .subnets
             .unwrap_or_else(|| self.transport.is_ip() && !loopback);
@@ -169,6 +171,8 @@ impl Builder {
             direct_dial_timeout: self.direct_dial_timeout,
             draining: Mutex::new(HashSet::new()),
             events,
+            punch_waiters: Mutex::new(HashMap::new()),
+            punch_bursts: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 }
@@ -202,6 +206,34 @@ pub(crate) struct Shared {
     draining: Mutex<HashSet<ConnId>>,
     /// Watchers of [`Node::events`].
     events: broadcast::Sender<NodeEvent>,
+    /// Open hole-punch requests: nonce → the caller waiting for the ConnectAck.
+    pub(crate) punch_waiters:
+        Mutex<HashMap<[u8; nodenet_nat::NONCE_LEN], oneshot::Sender<Vec<Addr>>>>,
+    /// Punch bursts running.
+    punch_bursts: std::sync::atomic::AtomicUsize,
+}
+
+/// Volleys in a punch burst.
+pub(crate) const PUNCH_VOLLEYS: usize = 5;
+/// Time between two volleys.
+pub(crate) const PUNCH_INTERVAL: Duration = Duration::from_millis(50);
+/// Punch bursts running at once at most.
+const MAX_PUNCH_BURSTS: usize = 32;
+
+/// Whether `a` is where this host itself listens: for IP, the port we are bound to on an IP
+/// this host owns (binding a socket to it succeeds); otherwise the transport's own address.
+fn is_own_address(a: &Addr, local: &Addr, is_ip: bool) -> bool {
+    if !is_ip {
+        return a == local;
+    }
+    let (Ok(seen), Ok(bound)) = (
+        a.endpoint.parse::<std::net::SocketAddr>(),
+        local.endpoint.parse::<std::net::SocketAddr>(),
+    ) else {
+        return false;
+    };
+    seen.port() == bound.port()
+        && (seen.ip() == bound.ip() || std::net::UdpSocket::bind((seen.ip(), 0)).is_ok())
 }
 
 /// Events a watcher of [`Node::events`] may fall behind by before it misses some.
@@ -259,6 +291,21 @@ impl Node {
     /// Contacts in the knowledge table.
     pub fn known(&self) -> usize {
         lock(&self.0.core).knowledge().len()
+    }
+
+    /// Our address as our neighbours see it, once at least three of them, from at least two
+    /// subnets when they have subnets, agree (see [`nodenet_nat::reflexive`]).
+    pub fn reflexive(&self) -> Option<Addr> {
+        lock(&self.0.core).reflexive().cloned()
+    }
+
+    /// What the node concludes about the NAT in front of it: public when the confirmed
+    /// address is one of this host's own, cone when it is another, symmetric when the
+    /// neighbours disagree, unknown before enough of them have reported.
+    pub fn nat_type(&self) -> NatType {
+        let local = self.0.transport.local_addr();
+        let is_ip = self.0.transport.is_ip();
+        lock(&self.0.core).nat_type(|a| is_own_address(a, &local, is_ip))
     }
 
     /// A snapshot of the knowledge table: every contact we know, with its keys, capabilities
@@ -425,9 +472,46 @@ impl Node {
                     let _ = waiter.send(coordinates);
                 }
             }
+            Handled::PunchRequested { peer, addrs } => self.punch_burst(peer, addrs),
+            Handled::PunchAck { nonce, addrs } => {
+                if let Some(waiter) = lock(&self.0.punch_waiters).remove(&nonce) {
+                    let _ = waiter.send(addrs);
+                }
+            }
             Handled::Done => {}
         }
         self.drain(&mut core, now);
+    }
+
+    /// Punches toward `addrs` in [`PUNCH_VOLLEYS`] volleys [`PUNCH_INTERVAL`] apart, in the
+    /// background; at most [`MAX_PUNCH_BURSTS`] bursts run at once (the rest are dropped).
+    pub(crate) fn punch_burst(&self, peer: NodeId, addrs: Vec<Addr>) {
+        if addrs.is_empty() {
+            return;
+        }
+        let running = &self.0.punch_bursts;
+        if running.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= MAX_PUNCH_BURSTS {
+            running.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            for volley in 0..PUNCH_VOLLEYS {
+                if volley > 0 {
+                    tokio::time::sleep(PUNCH_INTERVAL).await;
+                }
+                if node.conn_to(&peer).is_some() {
+                    break;
+                }
+                for a in &addrs {
+                    // Best effort: a refused address is simply not punched.
+                    let _ = node.0.transport.punch(a);
+                }
+            }
+            node.0
+                .punch_bursts
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        });
     }
 
     fn is_draining(&self, conn: &Conn) -> bool {

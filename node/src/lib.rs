@@ -35,13 +35,16 @@ mod driver;
 pub mod sim;
 mod stats;
 
-pub use connect::{Connection, DIRECT_DIAL_TIMEOUT, Path, Step, StepError, Strategy};
+pub use connect::{
+    Connection, DIRECT_DIAL_TIMEOUT, PUNCH_TIMEOUT, Path, Step, StepError, Strategy,
+};
 pub use core::{
-    Action, AdmissionHook, Core, CoreConfig, Delivery, EdgeRefusal, Handled, Maintenance,
-    NodeEvent, Now, OriginateError, Via,
+    Action, AdmissionHook, Core, CoreConfig, Delivery, EdgeRefusal, Handled, MAX_PUNCH_CANDIDATES,
+    Maintenance, NodeEvent, Now, OriginateError, Via,
 };
 pub use driver::{Builder, DEFAULT_DELIVERY_BUFFER, DEFAULT_RENDEZVOUS_TIMEOUT, Node};
 pub use nodenet_kad::NodeId;
+pub use nodenet_nat::NatType;
 pub use nodenet_rendezvous::{Coordinates, OpenError, Opened};
 pub use nodenet_routing::Contact;
 pub use nodenet_transport::Transport;

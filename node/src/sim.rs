@@ -246,7 +246,9 @@ impl Sim {
                             *self.report.delivered_at.entry(to).or_default() += 1;
                         }
                     }
-                    Handled::Rendezvous { .. } => {}
+                    Handled::Rendezvous { .. }
+                    | Handled::PunchRequested { .. }
+                    | Handled::PunchAck { .. } => {}
                     Handled::Done => {
                         if let Some(t) = route_target.filter(|t| *t != self.cores[to].id()) {
                             self.report.stuck.push((to, t));

@@ -64,10 +64,20 @@ pub struct Stats {
     pub dropped_queue_full: u64,
     /// Sealed boxes that did not open (forged, altered, stale, replayed, or not for us).
     pub dropped_bad_box: u64,
+    /// Neighbours' reports of our address (Pong) taken into account.
+    pub reflexive_reports: u64,
+    /// A reported address that is no reachable literal address on an IP transport.
+    pub dropped_bad_reflexive: u64,
+    /// Hole-punches we started (Connect sent).
+    pub punches_started: u64,
+    /// Hole-punches we took part in at a peer's request (ConnectAck sent, punched back).
+    pub punches_answered: u64,
+    /// Hole-punches that gave us an edge.
+    pub punches_succeeded: u64,
 }
 
 /// How many counters [`Stats::counters`] lists.
-pub const COUNTERS: usize = 29;
+pub const COUNTERS: usize = 34;
 
 impl Stats {
     /// Every counter as `(name, help, value)`, in declaration order: what a metrics exporter
@@ -199,6 +209,31 @@ impl Stats {
                 "Sealed boxes that did not open (forged, altered, stale, replayed, or not for us).",
                 self.dropped_bad_box,
             ),
+            (
+                "reflexive_reports",
+                "Neighbours' reports of our address (Pong) taken into account.",
+                self.reflexive_reports,
+            ),
+            (
+                "dropped_bad_reflexive",
+                "A reported address that is no reachable literal address on an IP transport.",
+                self.dropped_bad_reflexive,
+            ),
+            (
+                "punches_started",
+                "Hole-punches we started (Connect sent).",
+                self.punches_started,
+            ),
+            (
+                "punches_answered",
+                "Hole-punches we took part in at a peer's request (ConnectAck sent, punched back).",
+                self.punches_answered,
+            ),
+            (
+                "punches_succeeded",
+                "Hole-punches that gave us an edge.",
+                self.punches_succeeded,
+            ),
         ]
     }
 }
@@ -220,6 +255,6 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), fields);
-        assert!(listed.contains(&("dropped_bad_box", listed[COUNTERS - 1].1, 7)));
+        assert!(listed.contains(&("dropped_bad_box", listed[COUNTERS - 6].1, 7)));
     }
 }

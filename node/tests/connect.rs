@@ -375,15 +375,6 @@ async fn quic_nodes_on_loopback_leave_no_routing_holes() {
         }
     }
     assert!(last.is_empty(), "(node, bucket) without an edge: {last:?}");
-    // More addressed contacts than the subnet cap (8) would have let one /24 keep.
-    for (node, _) in &members {
-        let addressed = node
-            .contacts()
-            .iter()
-            .filter(|c| !c.addrs.is_empty())
-            .count();
-        assert!(addressed > 8, "{addressed} addressed contacts");
-    }
     // Every node reaches every other by rendezvous.
     for (a, (node, _)) in members.iter().enumerate() {
         for (b, id) in ids.iter().enumerate().filter(|&(b, _)| b != a).step_by(5) {

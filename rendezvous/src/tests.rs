@@ -8,11 +8,7 @@ use serde_json::Value;
 use super::*;
 
 fn addrs_of(v: &Value) -> Vec<Addr> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|a| Addr::new(a["net"].as_str().unwrap(), a["endpoint"].as_str().unwrap()))
-        .collect()
+    nodenet_testkit::addrs(v)
 }
 
 fn nonce16(v: &Value) -> [u8; 16] {

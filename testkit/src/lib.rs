@@ -42,3 +42,16 @@ pub fn replay_corpus(target: &str, run: fn(&[u8])) {
     }
     assert!(n > 0, "empty corpus at {}", dir.display());
 }
+
+/// An address of a vector: `{"net": .., "endpoint": ..}`.
+pub fn addr(v: &Value) -> nodenet_wire::Addr {
+    nodenet_wire::Addr::new(
+        v["net"].as_str().expect("net"),
+        v["endpoint"].as_str().expect("endpoint"),
+    )
+}
+
+/// A list of vector addresses.
+pub fn addrs(v: &Value) -> Vec<nodenet_wire::Addr> {
+    v.as_array().expect("a list").iter().map(addr).collect()
+}

@@ -90,6 +90,31 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
 
     /// True when addresses are IP `host:port` literals, so callers can account by subnet.
     fn is_ip(&self) -> bool;
+
+    /// Sends one punch datagram toward `addr` from the socket peers see us at: it opens our
+    /// NAT's mapping (and filter) toward that address so the peer's packets can come in. Best
+    /// effort, like any UDP datagram; refused for an address no peer can be at.
+    fn punch(&self, addr: &Addr) -> Result<(), PunchError>;
+}
+
+/// Why [`Transport::punch`] refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PunchError {
+    /// Not a reachable literal address (loopback, multicast, a hostname, ...).
+    #[error("cannot punch toward {addr}: {why}")]
+    BadAddr {
+        /// The address.
+        addr: Addr,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The socket refused the datagram.
+    #[error("punch datagram not sent: {0}")]
+    Io(String),
+    /// This transport is closed.
+    #[error("transport closed")]
+    Closed,
 }
 
 /// Waits for the next event of `transport` (see [`Transport::poll_event`]).

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::{
     Addr, BoxFuture, CloseReason, Conn, ConnSet, Counters, DialError, Direction, Event, Events,
-    Packet, Transport, TransportStats,
+    Packet, PunchError, Transport, TransportStats,
 };
 
 /// The network name of in-memory addresses.
@@ -68,6 +68,131 @@ struct HubState {
     unreachable: HashSet<NodeId>,
     partitions: HashSet<(NodeId, NodeId)>,
     links: HashMap<(NodeId, NodeId), LinkModel>,
+    /// NAT boxes by public host name, and which node sits behind which.
+    nats: HashMap<String, NatBox>,
+    behind: HashMap<NodeId, String>,
+}
+
+/// How a NAT picks the public port for a node's outbound traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Mapping {
+    /// One public port per node, whoever it talks to (a "cone" NAT).
+    EndpointIndependent,
+    /// A fresh public port per destination (a "symmetric" NAT).
+    EndpointDependent,
+}
+
+/// Which inbound packets a NAT lets through to a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Filtering {
+    /// Anyone, once the mapping exists (full cone).
+    EndpointIndependent,
+    /// Only hosts the node has sent to (address-restricted).
+    AddressRestricted,
+    /// Only the exact `host:port` endpoints the node has sent to (port-restricted).
+    PortRestricted,
+}
+
+/// A NAT in front of one or more in-memory nodes. Its public addresses are
+/// `mem/<host>:<port>`, ports handed out from 30000 up; mappings never expire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NatModel {
+    /// How ports are mapped.
+    pub mapping: Mapping,
+    /// What is let in.
+    pub filtering: Filtering,
+}
+
+impl NatModel {
+    /// Endpoint-independent mapping and filtering.
+    pub const FULL_CONE: Self = Self {
+        mapping: Mapping::EndpointIndependent,
+        filtering: Filtering::EndpointIndependent,
+    };
+    /// Endpoint-independent mapping, address-restricted filtering.
+    pub const ADDRESS_RESTRICTED: Self = Self {
+        mapping: Mapping::EndpointIndependent,
+        filtering: Filtering::AddressRestricted,
+    };
+    /// Endpoint-independent mapping, port-restricted filtering.
+    pub const PORT_RESTRICTED: Self = Self {
+        mapping: Mapping::EndpointIndependent,
+        filtering: Filtering::PortRestricted,
+    };
+    /// Endpoint-dependent mapping, port-restricted filtering.
+    pub const SYMMETRIC: Self = Self {
+        mapping: Mapping::EndpointDependent,
+        filtering: Filtering::PortRestricted,
+    };
+}
+
+#[derive(Debug)]
+struct NatBox {
+    model: NatModel,
+    next_port: u16,
+    maps: Vec<NatMapping>,
+}
+
+#[derive(Debug)]
+struct NatMapping {
+    internal: NodeId,
+    /// The destination an endpoint-dependent mapping is for.
+    dest: Option<String>,
+    port: u16,
+    /// Endpoints the node has sent to through this mapping.
+    sent_to: HashSet<String>,
+}
+
+/// The host part of a mem endpoint (`host:port` → `host`; a bare name is its own host).
+fn host_of(endpoint: &str) -> &str {
+    endpoint.rsplit_once(':').map_or(endpoint, |(h, _)| h)
+}
+
+impl HubState {
+    /// The public endpoint `id` sends to `dest` from, opening (or reusing) its NAT mapping and
+    /// recording `dest` as let in; `None` for a node behind no NAT.
+    fn outbound(&mut self, id: NodeId, dest: &str) -> Option<String> {
+        let host = self.behind.get(&id)?.clone();
+        let nat = self.nats.get_mut(&host)?;
+        let dependent = nat.model.mapping == Mapping::EndpointDependent;
+        let found = nat
+            .maps
+            .iter()
+            .position(|m| m.internal == id && (!dependent || m.dest.as_deref() == Some(dest)));
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let port = nat.next_port;
+                nat.next_port = nat.next_port.wrapping_add(1).max(30000);
+                nat.maps.push(NatMapping {
+                    internal: id,
+                    dest: dependent.then(|| dest.to_owned()),
+                    port,
+                    sent_to: HashSet::new(),
+                });
+                nat.maps.len() - 1
+            }
+        };
+        let m = &mut nat.maps[i];
+        m.sent_to.insert(dest.to_owned());
+        Some(format!("{host}:{}", m.port))
+    }
+
+    /// The node behind the public endpoint `endpoint`, if the NAT lets `source` in.
+    fn inbound(&self, endpoint: &str, source: &str) -> Option<NodeId> {
+        let (host, port) = endpoint.rsplit_once(':')?;
+        let nat = self.nats.get(host)?;
+        let port: u16 = port.parse().ok()?;
+        let m = nat.maps.iter().find(|m| m.port == port)?;
+        let allowed = match nat.model.filtering {
+            Filtering::EndpointIndependent => true,
+            Filtering::AddressRestricted => m.sent_to.iter().any(|d| host_of(d) == host_of(source)),
+            Filtering::PortRestricted => m.sent_to.contains(source),
+        };
+        allowed.then_some(m.internal)
+    }
 }
 
 /// Why [`Hub::transport`] refused.
@@ -167,6 +292,19 @@ impl Hub {
         }
     }
 
+    /// Puts the node `id` behind the NAT whose public host is `host` (created with `model` if
+    /// new; several nodes may share one). Its own address then reaches no one outside; peers
+    /// see it, and dial it, at `host:<port>` mappings that its outbound dials and punches open.
+    pub fn set_nat(&self, id: NodeId, host: &str, model: NatModel) {
+        let mut state = self.lock();
+        state.nats.entry(host.to_owned()).or_insert_with(|| NatBox {
+            model,
+            next_port: 30000,
+            maps: Vec::new(),
+        });
+        state.behind.insert(id, host.to_owned());
+    }
+
     /// Sets the model of the direction `from → to`; frames already in flight keep theirs.
     pub fn set_link(&self, from: NodeId, to: NodeId, model: LinkModel) {
         self.lock().links.insert((from, to), model);
@@ -251,6 +389,22 @@ impl Transport for MemTransport {
     fn is_ip(&self) -> bool {
         false
     }
+
+    fn punch(&self, addr: &Addr) -> Result<(), PunchError> {
+        if self.0.events.is_closed() {
+            return Err(PunchError::Closed);
+        }
+        if addr.net != NET {
+            return Err(PunchError::BadAddr {
+                addr: addr.clone(),
+                why: "not a mem address",
+            });
+        }
+        if let Some(hub) = self.0.hub.upgrade() {
+            lock(&hub.state).outbound(self.0.id, &addr.endpoint);
+        }
+        Ok(())
+    }
 }
 
 impl MemTransport {
@@ -265,16 +419,48 @@ impl MemTransport {
             });
         }
         let hub = self.0.hub.upgrade().ok_or(DialError::Closed)?;
-        let target = lock(&hub.state)
-            .endpoints
-            .get(&addr.endpoint)
-            .and_then(Weak::upgrade)
-            .filter(|t| !t.events.is_closed())
-            .ok_or_else(|| DialError::NoRoute(addr.clone()))?;
-        if partitioned(&self.0.hub, self.0.id, target.id)
-            || lock(&hub.state).unreachable.contains(&target.id)
-        {
-            return Err(DialError::NoRoute(addr.clone()));
+        let no_route = || DialError::NoRoute(addr.clone());
+        // A partition swallows the dial before it leaves: no NAT mapping opens either.
+        if partitioned(&self.0.hub, self.0.id, remote) {
+            return Err(no_route());
+        }
+        let (target, source) = {
+            let mut state = lock(&hub.state);
+            // Where our packets appear to come from: dialing opens our own NAT's mapping.
+            let source = state
+                .outbound(self.0.id, &addr.endpoint)
+                .unwrap_or_else(|| self.0.addr.endpoint.clone());
+            let by_name = state.endpoints.get(&addr.endpoint).and_then(Weak::upgrade);
+            let target = match by_name {
+                // A node's own address: reachable unless it sits behind a NAT we are not
+                // behind too.
+                Some(t) => {
+                    let theirs = state.behind.get(&t.id);
+                    if theirs.is_some() && theirs != state.behind.get(&self.0.id) {
+                        return Err(no_route());
+                    }
+                    t
+                }
+                // A NAT's public endpoint: in only if its filter lets our source through.
+                None => {
+                    let id = state
+                        .inbound(&addr.endpoint, &source)
+                        .ok_or_else(no_route)?;
+                    state
+                        .endpoints
+                        .values()
+                        .filter_map(Weak::upgrade)
+                        .find(|t| t.id == id)
+                        .ok_or_else(no_route)?
+                }
+            };
+            if target.events.is_closed() || state.unreachable.contains(&target.id) {
+                return Err(no_route());
+            }
+            (target, source)
+        };
+        if partitioned(&self.0.hub, self.0.id, target.id) {
+            return Err(no_route());
         }
         if target.id != remote {
             return Err(DialError::IdentityMismatch {
@@ -291,7 +477,7 @@ impl MemTransport {
         );
         let (theirs, their_rx) = Conn::new(
             self.0.id,
-            self.0.addr.clone(),
+            Addr::new(NET, source),
             self.0.ed_pub,
             Direction::Inbound,
             target.counters.clone(),

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     Addr, BoxFuture, CloseReason, Conn, ConnSet, Counters, DialError, Direction, Event, Events,
-    MAX_PACKET_LEN, Packet, SizeClass, Transport, TransportStats,
+    MAX_PACKET_LEN, Packet, PunchError, SizeClass, Transport, TransportStats,
 };
 
 mod tls;
@@ -129,19 +129,6 @@ pub enum BindError {
     /// The TLS or QUIC configuration was refused (a bug, not a user error).
     #[error("TLS setup: {0}")]
     Tls(String),
-}
-
-/// Why [`QuicTransport::punch_to`] refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PunchError {
-    /// The target is not a routable unicast address (loopback, multicast, unspecified,
-    /// link-local, broadcast).
-    #[error("{0} is not a routable unicast address")]
-    NotRoutable(SocketAddr),
-    /// The socket refused the datagram.
-    #[error("sending the punch datagram: {0}")]
-    Io(#[from] io::Error),
 }
 
 /// A QUIC transport bound to one UDP socket.
@@ -242,9 +229,13 @@ impl QuicTransport {
                 IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
             };
         if refused {
-            return Err(PunchError::NotRoutable(target));
+            return Err(PunchError::BadAddr {
+                addr: Addr::new(NET, target.to_string()),
+                why: "not a routable unicast address",
+            });
         }
-        self.send_raw(&PUNCH_DATAGRAM, target)?;
+        self.send_raw(&PUNCH_DATAGRAM, target)
+            .map_err(|e| PunchError::Io(e.to_string()))?;
         Ok(())
     }
 
@@ -372,6 +363,18 @@ impl Transport for QuicTransport {
 
     fn is_ip(&self) -> bool {
         true
+    }
+
+    fn punch(&self, addr: &Addr) -> Result<(), PunchError> {
+        // A literal ip:port only: resolving a name a peer handed us would let it aim us.
+        let target = (addr.net == NET)
+            .then(|| addr.endpoint.parse::<SocketAddr>().ok())
+            .flatten()
+            .ok_or_else(|| PunchError::BadAddr {
+                addr: addr.clone(),
+                why: "not a literal quic ip:port",
+            })?;
+        self.punch_to(target)
     }
 }
 

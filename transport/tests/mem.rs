@@ -180,3 +180,64 @@ async fn an_unreachable_node_can_dial_out_but_not_be_dialed() {
     conn.send(b"back").unwrap();
     assert!(matches!(next_event(&a).await, Some(Event::Frame { .. })));
 }
+
+fn mem_addr(endpoint: &str) -> nodenet_transport::Addr {
+    nodenet_transport::Addr::new("mem", endpoint)
+}
+
+#[tokio::test(start_paused = true)]
+async fn nat_models_filter_inbound_as_their_type_says() {
+    use nodenet_transport::mem::NatModel;
+    let hub = Hub::new();
+    let (a, c) = (node(&hub, 1), node(&hub, 3));
+    let b = node(&hub, 2);
+    hub.set_nat(b.local_id(), "natb", NatModel::PORT_RESTRICTED);
+    // Outbound works, and the peer sees the NAT's public mapping.
+    let ab = dial(&b, &a).await;
+    assert_eq!(ab.remote_addr().endpoint, "n1");
+    let seen = loop {
+        ab.send(b"x").unwrap();
+        if let Some(Event::Frame { conn, .. }) = next_event(&a).await {
+            break conn.remote_addr().clone();
+        }
+    };
+    assert_eq!(seen.endpoint, "natb:30000");
+    // Its own address is unreachable from outside; the mapping lets in only whom it sent to.
+    assert!(matches!(
+        a.dial(b.local_id(), &b.local_addr()).await,
+        Err(DialError::NoRoute(_))
+    ));
+    assert!(a.dial(b.local_id(), &seen).await.is_ok());
+    assert!(matches!(
+        c.dial(b.local_id(), &seen).await,
+        Err(DialError::NoRoute(_))
+    ));
+    // A punch toward C opens the filter for C (one mapping: endpoint-independent).
+    b.punch(&c.local_addr()).unwrap();
+    assert!(c.dial(b.local_id(), &seen).await.is_ok());
+
+    // A symmetric NAT maps each destination to its own port: what A saw is useless to C.
+    let d = node(&hub, 4);
+    hub.set_nat(d.local_id(), "natd", NatModel::SYMMETRIC);
+    let _da = dial(&d, &a).await;
+    d.punch(&c.local_addr()).unwrap();
+    assert!(matches!(
+        c.dial(d.local_id(), &mem_addr("natd:30000")).await,
+        Err(DialError::NoRoute(_))
+    ));
+    assert!(c.dial(d.local_id(), &mem_addr("natd:30001")).await.is_ok());
+
+    // Full cone lets anyone in once the mapping exists; address-restricted checks the host.
+    let e = node(&hub, 5);
+    hub.set_nat(e.local_id(), "nate", NatModel::FULL_CONE);
+    let _ea = dial(&e, &a).await;
+    assert!(c.dial(e.local_id(), &mem_addr("nate:30000")).await.is_ok());
+    let f = node(&hub, 6);
+    hub.set_nat(f.local_id(), "natf", NatModel::ADDRESS_RESTRICTED);
+    let _fa = dial(&f, &a).await;
+    assert!(matches!(
+        c.dial(f.local_id(), &mem_addr("natf:30000")).await,
+        Err(DialError::NoRoute(_))
+    ));
+    assert!(a.dial(f.local_id(), &mem_addr("natf:30000")).await.is_ok());
+}

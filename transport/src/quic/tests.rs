@@ -315,7 +315,7 @@ async fn punches_leave_from_the_quic_socket() {
         assert!(
             matches!(
                 t.punch_to(bad.parse().unwrap()),
-                Err(PunchError::NotRoutable(_))
+                Err(PunchError::BadAddr { .. })
             ),
             "{bad}"
         );

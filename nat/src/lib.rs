@@ -1,0 +1,76 @@
+//! nodenet NAT traversal, the pure half: no sockets, no clock.
+//!
+//! - [`reflexive`]: what our neighbours see of us, corroborated before it is believed, and
+//!   the NAT classification that follows from it ([`NatType`]).
+//! - [`signal`]: the payloads that coordinate a hole-punch (Connect, ConnectAck, routed over
+//!   the overlay to the peer) and a relay (RelayRequest, RelayGrant, RelayBind, on one edge).
+//!
+//! The node wires these to its edges and the QUIC transport sends the punch datagrams from its
+//! one UDP socket.
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod reflexive;
+pub mod signal;
+
+pub use reflexive::{MAX_REPORTERS, MIN_SUBNETS, NatType, QUORUM, Reflexive, reachable};
+pub use signal::{
+    Coordination, MAX_CONNECT_ADDRS, NONCE_LEN, RelayGrant, RelayRequest, decode_relay_bind,
+    encode_coordination, encode_relay_bind,
+};
+
+/// The punch datagram: `0x00 'n' 'p' 0x01`. Its first byte has the top two bits clear, so a
+/// QUIC stack takes it for a non-QUIC packet and drops it; it exists only to open a mapping
+/// in the sender's NAT toward the peer.
+pub const PUNCH_DATAGRAM: [u8; 4] = [0x00, b'n', b'p', 0x01];
+
+#[cfg(test)]
+mod tests;
+
+#[doc(hidden)]
+/// Fuzz-target logic, shared by `fuzz/` and the corpus-replay test. Not a stable API.
+pub mod fuzzing {
+    #![allow(
+        clippy::panic,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        reason = "fuzz targets report by panicking"
+    )]
+
+    use nodenet_wire::Addr;
+
+    use crate::signal::{
+        Coordination, RelayGrant, RelayRequest, decode_relay_bind, encode_coordination,
+        encode_relay_bind,
+    };
+
+    /// Every signalling decoder: what decodes re-encodes to bytes that decode to the same
+    /// fields (the decoders ignore trailing bytes, so the re-encoding may be shorter).
+    pub fn nat_signal(data: &[u8]) {
+        if let Ok(c) = Coordination::decode(data) {
+            let addrs: Vec<Addr> = c.addrs.iter().map(|a| a.to_owned_addr()).collect();
+            let again = encode_coordination(&c.nonce, &addrs).expect("re-encodes");
+            // Not necessarily a prefix of the input, nor the same list bytes: these decoders,
+            // like the reference's, take non-minimal uvarints, which re-encode minimally.
+            assert!(again.len() <= data.len());
+            let back = Coordination::decode(&again).unwrap();
+            assert_eq!(back.nonce, c.nonce);
+            let back: Vec<Addr> = back.addrs.iter().map(|a| a.to_owned_addr()).collect();
+            assert_eq!(back, addrs);
+        }
+        if let Ok(r) = RelayRequest::decode(data) {
+            assert_eq!(&data[..RelayRequest::LEN], &r.encode()[..]);
+        }
+        if let Ok(g) = RelayGrant::decode(data) {
+            let again = RelayGrant::encode(&g.nonce, g.addr).expect("re-encodes");
+            assert_eq!(RelayGrant::decode(&again).unwrap(), g);
+        }
+        if let Ok(a) = decode_relay_bind(data) {
+            let again = encode_relay_bind(a).expect("re-encodes");
+            assert_eq!(decode_relay_bind(&again).unwrap(), a);
+        }
+    }
+}

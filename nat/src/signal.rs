@@ -1,0 +1,128 @@
+//! The hole-punch and relay signalling payloads.
+//!
+//! | frame | kind | payload |
+//! |---|---|---|
+//! | Connect (10) | routed envelope | `nonce(16) \| addrs (≤ 16)` |
+//! | ConnectAck (11) | routed envelope | `nonce(16) \| addrs (≤ 16)`, the Connect's nonce echoed |
+//! | RelayRequest (12) | one edge | `nonce(16) \| target(32)` |
+//! | RelayGrant (13) | one edge | `nonce(16) \| addr` |
+//! | RelayBind (14) | one edge | `addr` |
+//!
+//! The addresses are unsigned hints (the routed envelope's signature binds them to the
+//! originator). Unlike the canonical codecs elsewhere in the protocol, these decoders ignore
+//! trailing bytes, as the reference does, so a later version may append fields.
+
+use nodenet_kad::NodeId;
+use nodenet_wire::{Addr, AddrList, AddrRef, Reader, WireError, Writer};
+
+/// Length of a punch or relay nonce.
+pub const NONCE_LEN: usize = 16;
+/// Addresses a Connect or ConnectAck carries at most.
+pub const MAX_CONNECT_ADDRS: usize = 16;
+
+/// A Connect or ConnectAck payload: the nonce and the sender's candidate addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Coordination<'a> {
+    /// Ties the answer to the request.
+    pub nonce: [u8; NONCE_LEN],
+    /// Where the sender may be reached (unsigned hints).
+    pub addrs: AddrList<'a>,
+}
+
+impl<'a> Coordination<'a> {
+    /// Decodes a Connect or ConnectAck payload (trailing bytes ignored).
+    pub fn decode(payload: &'a [u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(payload);
+        let nonce = *r.array::<NONCE_LEN>()?;
+        let addrs = AddrList::decode(&mut r, MAX_CONNECT_ADDRS)?;
+        Ok(Self { nonce, addrs })
+    }
+}
+
+/// Encodes a Connect or ConnectAck payload; more than [`MAX_CONNECT_ADDRS`] addresses is an
+/// error (callers pick which to keep).
+pub fn encode_coordination(nonce: &[u8; NONCE_LEN], addrs: &[Addr]) -> Result<Vec<u8>, WireError> {
+    if addrs.len() > MAX_CONNECT_ADDRS {
+        return Err(WireError::TooMany {
+            count: addrs.len() as u64,
+            max: MAX_CONNECT_ADDRS,
+        });
+    }
+    let len = NONCE_LEN + AddrList::encoded_len_of(addrs.iter().map(Addr::as_ref));
+    let mut out = vec![0u8; len];
+    let mut w = Writer::new(&mut out);
+    w.put_bytes(nonce)?;
+    AddrList::encode(&mut w, addrs.iter().map(Addr::as_ref))?;
+    Ok(out)
+}
+
+/// A RelayRequest: "carry a connection from me to `target`".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayRequest {
+    /// Ties the grant to the request.
+    pub nonce: [u8; NONCE_LEN],
+    /// The peer the caller wants to reach.
+    pub target: NodeId,
+}
+
+impl RelayRequest {
+    /// Encoded length.
+    pub const LEN: usize = NONCE_LEN + 32;
+
+    /// Decodes (trailing bytes ignored).
+    pub fn decode(payload: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(payload);
+        let nonce = *r.array::<NONCE_LEN>()?;
+        let target = r.id()?;
+        Ok(Self { nonce, target })
+    }
+
+    /// Encodes.
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[..NONCE_LEN].copy_from_slice(&self.nonce);
+        out[NONCE_LEN..].copy_from_slice(self.target.as_ref());
+        out
+    }
+}
+
+/// A RelayGrant: the relay's address the caller dials to reach the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayGrant<'a> {
+    /// The request's nonce.
+    pub nonce: [u8; NONCE_LEN],
+    /// Where the caller dials (the relay's caller-facing socket).
+    pub addr: AddrRef<'a>,
+}
+
+impl<'a> RelayGrant<'a> {
+    /// Decodes (trailing bytes ignored).
+    pub fn decode(payload: &'a [u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(payload);
+        let nonce = *r.array::<NONCE_LEN>()?;
+        let addr = AddrRef::decode(&mut r)?;
+        Ok(Self { nonce, addr })
+    }
+
+    /// Encodes.
+    pub fn encode(nonce: &[u8; NONCE_LEN], addr: AddrRef<'_>) -> Result<Vec<u8>, WireError> {
+        let mut out = vec![0u8; NONCE_LEN + addr.encoded_len()];
+        let mut w = Writer::new(&mut out);
+        w.put_bytes(nonce)?;
+        addr.encode(&mut w)?;
+        Ok(out)
+    }
+}
+
+/// Decodes a RelayBind: the relay's callee-facing address the callee punches toward
+/// (trailing bytes ignored).
+pub fn decode_relay_bind(payload: &[u8]) -> Result<AddrRef<'_>, WireError> {
+    AddrRef::decode(&mut Reader::new(payload))
+}
+
+/// Encodes a RelayBind.
+pub fn encode_relay_bind(addr: AddrRef<'_>) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![0u8; addr.encoded_len()];
+    addr.encode(&mut Writer::new(&mut out))?;
+    Ok(out)
+}
