@@ -45,15 +45,27 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
-    /// Send a text to a NodeId through a running node (routed over the overlay).
+    /// Send a text to a NodeId through a running node (routed over the overlay, or with
+    /// --direct over a direct edge, connecting first if needed).
     Send {
+        /// The running node's API.
+        #[arg(long, default_value = DEFAULT_API)]
+        api: String,
+        /// Over a direct edge: the bytes transit no other node.
+        #[arg(long)]
+        direct: bool,
+        /// The target NodeId (64 hex digits).
+        to: String,
+        /// The text to send.
+        text: String,
+    },
+    /// Open a direct edge from a running node to a NodeId; prints the path and the time.
+    Connect {
         /// The running node's API.
         #[arg(long, default_value = DEFAULT_API)]
         api: String,
         /// The target NodeId (64 hex digits).
         to: String,
-        /// The text to send.
-        text: String,
     },
     /// Print a running node's identity and state.
     Info {
@@ -125,12 +137,31 @@ fn main() -> ExitCode {
                 Err(e) => fail(e.exit_code(), e),
             }
         }
-        Command::Send { api, to, text } => {
+        Command::Send {
+            api,
+            direct,
+            to,
+            text,
+        } => {
             if let Err(e) = to.parse::<nodenet::NodeId>() {
                 return fail(2, format!("{to:?} is not a NodeId: {e}"));
             }
             let body = json!({ "to": to, "data": BASE64.encode(text.as_bytes()) });
-            match rt.block_on(client::call_ok(&api, Method::POST, "/send", Some(&body))) {
+            let path = if direct { "/send-direct" } else { "/send" };
+            match rt.block_on(client::call_ok(&api, Method::POST, path, Some(&body))) {
+                Ok(v) => {
+                    println!("{v}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, e),
+            }
+        }
+        Command::Connect { api, to } => {
+            if let Err(e) = to.parse::<nodenet::NodeId>() {
+                return fail(2, format!("{to:?} is not a NodeId: {e}"));
+            }
+            let body = json!({ "to": to });
+            match rt.block_on(client::call_ok(&api, Method::POST, "/connect", Some(&body))) {
                 Ok(v) => {
                     println!("{v}");
                     ExitCode::SUCCESS

@@ -423,11 +423,15 @@ impl Node {
             match joined {
                 Ok(Ok(conn)) => match self.adopt(&conn) {
                     Ok(()) => {
-                        // Losers that still connect are closed by the JoinSet's drop (their
-                        // futures are aborted) or below.
-                        while let Some(Ok(Ok(extra))) = dials.join_next().await {
-                            if extra != conn {
-                                extra.close();
+                        // The losers are aborted at once (a dial of an address that does not
+                        // answer would otherwise hold us until its timeout); one that won
+                        // its race meanwhile is closed.
+                        dials.abort_all();
+                        while let Some(joined) = dials.join_next().await {
+                            if let Ok(Ok(extra)) = joined {
+                                if extra != conn {
+                                    extra.close();
+                                }
                             }
                         }
                         return Ok(path);

@@ -520,16 +520,49 @@ impl Core {
         self.reflexive.nat_type(is_local)
     }
 
-    /// The addresses we give a peer that wants to reach us: what we advertise, then our
-    /// confirmed reflexive address when it is not among them.
+    /// The addresses a peer may dial us at directly (our self-contact and Reply): what we
+    /// advertise, and our confirmed reflexive address when it is our own (public, e.g. bound
+    /// to a wildcard address). Behind NAT the reflexive address filters whoever we have not
+    /// sent to, so it is offered only for a punch ([`Core::punch_coordinates`]).
     pub fn coordinates(&self) -> Vec<Addr> {
+        let mut out = self.config.advertise.clone();
+        if let Some(r) = self.reflexive.confirmed() {
+            if !out.contains(r) && self.reflexive_is_own(r) {
+                out.push(r.clone());
+            }
+        }
+        out
+    }
+
+    /// The addresses we give a peer that punches toward us (Connect, ConnectAck): what we
+    /// advertise, then our confirmed reflexive address.
+    pub fn punch_coordinates(&self) -> Vec<Addr> {
         let mut out = self.config.advertise.clone();
         if let Some(r) = self.reflexive.confirmed() {
             if !out.contains(r) {
                 out.push(r.clone());
             }
         }
+        out.truncate(nodenet_nat::MAX_CONNECT_ADDRS);
         out
+    }
+
+    /// Whether a confirmed reflexive address is this node's own: on the port we advertise (or
+    /// any port when we advertise nothing) and, on IP, an IP this host owns.
+    fn reflexive_is_own(&self, r: &Addr) -> bool {
+        if !self.config.ip {
+            return self.config.advertise.contains(r);
+        }
+        let Ok(seen) = r.endpoint.parse::<std::net::SocketAddr>() else {
+            return false;
+        };
+        let port_ok = self.config.advertise.is_empty()
+            || self.config.advertise.iter().any(|a| {
+                a.endpoint
+                    .parse::<std::net::SocketAddr>()
+                    .is_ok_and(|a| a.port() == seen.port())
+            });
+        port_ok && std::net::UdpSocket::bind((seen.ip(), 0)).is_ok()
     }
 
     /// The next action for the driver.
@@ -595,12 +628,18 @@ impl Core {
             ed_pub: key.filter(|k| derive_id(k) == peer),
             x_pub: None,
             caps,
-            // The address an inbound peer connected from is authenticated by the transport, and
-            // with one socket for dialing and accepting it is where the peer listens (for a
-            // node behind NAT, its current mapping). Keeping it spreads dialable contacts
-            // much faster than waiting for the peer's own advertisement (tier 3 policy; the
-            // reference keeps no address for inbound peers).
-            addrs: vec![addr.clone()],
+            // A dialed peer is where we dialed it. An inbound peer's address is authenticated
+            // by the transport, and on the in-memory transport it is where the peer listens:
+            // keeping it spreads dialable contacts faster than the peer's own advertisement
+            // (tier 3 policy). On IP it is kept only for dialed peers, as in the reference:
+            // for a peer behind NAT it is a mapping that filters everyone the peer has not
+            // sent to, and spread as a contact address it draws dials that fail, or, crossing
+            // the peer's own, open its NAT by accident.
+            addrs: if outbound || !self.config.ip {
+                vec![addr.clone()]
+            } else {
+                Vec::new()
+            },
         };
         self.observe(&contact, now);
         if outbound {
@@ -1011,8 +1050,7 @@ impl Core {
         }
         self.learn(now, originator, *m.ed_pub);
         let addrs = self.punch_candidates(c.addrs.iter());
-        let mut coords = self.coordinates();
-        coords.truncate(nodenet_nat::MAX_CONNECT_ADDRS);
+        let coords = self.punch_coordinates();
         let Ok(ack) = nodenet_nat::encode_coordination(&c.nonce, &coords) else {
             return Handled::Done;
         };
@@ -1092,8 +1130,7 @@ impl Core {
         if self.punches.len() >= PENDING_MAX {
             return Err(OriginateError::Busy);
         }
-        let mut coords = self.coordinates();
-        coords.truncate(nodenet_nat::MAX_CONNECT_ADDRS);
+        let coords = self.punch_coordinates();
         let payload = nodenet_nat::encode_coordination(&nonce, &coords).map_err(|_| {
             OriginateError::FrameTooLarge {
                 len: usize::MAX,
@@ -1493,7 +1530,7 @@ impl Core {
             } else {
                 Caps::default()
             },
-            addrs: self.config.advertise.clone(),
+            addrs: self.coordinates(),
         };
         let contacts = handlers::neighbors_answer(&self.knowledge, about, &me);
         let mut payload = vec![0u8; NONCE_LEN + control::contacts_len(&contacts)];

@@ -1,0 +1,468 @@
+//! Real NATs: the `nodenet` binary in Linux network namespaces behind kernel NAT (iptables
+//! MASQUERADE with the stateful firewall every home router has), wired as a small internet:
+//!
+//! ```text
+//!  p1 172.16.1.2   p2 172.16.2.2   p3 172.16.3.2        public, three subnets
+//!        \              |              /
+//!         +---------- inet ----------+----------+----------+
+//!        /        |          |           |          \        \
+//!   ra (port-   rb (port-  rf (full-   rs1 (sym-  rs2 (sym-   rd1 -- rd2   (two levels)
+//!    restricted) restricted) cone)     metric)    metric)             |
+//!      a           b          f          s1         s2                 d
+//! ```
+//!
+//! It checks what each node learns of itself (reflexive address, NAT type), that cone pairs
+//! connect through their NATs, that data crosses byte-exact, and that a symmetric pair is
+//! refused at the punch step (until volunteer relays land). It needs root, `ip netns` and
+//! iptables; without them it says why and skips. Every address used lives inside the
+//! namespaces it creates, and they are deleted however the test ends.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_nodenet");
+const API: &str = "127.0.0.1:9800";
+/// Where the full-cone router forwards its node's port.
+const FULL_CONE_HOST: &str = "192.168.14.2:4242";
+
+/// Runs a command; true when it exits 0.
+fn run(args: &[&str]) -> bool {
+    let out = Command::new(args[0]).args(&args[1..]).output();
+    let ok = out.as_ref().is_ok_and(|o| o.status.success());
+    if !ok {
+        let err = out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned());
+        eprintln!("command failed: {args:?}: {err:?}");
+    }
+    ok
+}
+
+/// Why this machine cannot run the test, if it cannot.
+fn missing_capability(prefix: &str) -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("not root".into());
+    }
+    let probe = format!("{prefix}-probe");
+    if !run(&["ip", "netns", "add", &probe]) {
+        return Some("`ip netns add` fails (no iproute2 or no namespace support)".into());
+    }
+    let iptables = run(&["ip", "netns", "exec", &probe, "iptables", "-t", "nat", "-L"]);
+    run(&["ip", "netns", "del", &probe]);
+    (!iptables).then(|| "iptables with the nat table is not available".into())
+}
+
+/// The namespaces and processes of one run; torn down on drop, whatever happened.
+struct Lab {
+    prefix: String,
+    children: Vec<Child>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in NAMESPACES {
+            run(&["ip", "netns", "del", &self.ns(ns)]);
+        }
+    }
+}
+
+const NAMESPACES: [&str; 17] = [
+    "inet", "p1", "p2", "p3", "ra", "a", "rb", "b", "rf", "f", "rs1", "s1", "rs2", "s2", "rd1",
+    "rd2", "d",
+];
+
+impl Lab {
+    fn ns(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> bool {
+        let ns = self.ns(ns);
+        let mut all = vec!["ip", "netns", "exec", ns.as_str()];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+
+    /// A veth pair between two namespaces, addressed `a_ip/24` and `b_ip/24`.
+    fn link(&self, a: &str, a_if: &str, a_ip: &str, b: &str, b_if: &str, b_ip: &str) {
+        let (na, nb) = (self.ns(a), self.ns(b));
+        assert!(run(&[
+            "ip", "link", "add", a_if, "netns", &na, "type", "veth", "peer", "name", b_if, "netns",
+            &nb
+        ]));
+        for (ns, ifname, ip) in [(&na, a_if, a_ip), (&nb, b_if, b_ip)] {
+            assert!(run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                ifname
+            ]));
+            assert!(run(&["ip", "-n", ns, "link", "set", ifname, "up"]));
+        }
+    }
+
+    fn route(&self, ns: &str, via: &str) {
+        assert!(run(&[
+            "ip",
+            "-n",
+            &self.ns(ns),
+            "route",
+            "add",
+            "default",
+            "via",
+            via
+        ]));
+    }
+
+    /// A NAT router `r` between the internet (WAN `wan_ip` on subnet `wan_net`.x) and a LAN
+    /// host `host` at `lan_net`.2. `symmetric` randomises the port per destination; `forward`
+    /// maps the node's port straight through (endpoint-independent filtering: full cone).
+    fn nat(&self, r: &str, upstream: &str, wan_net: &str, host: &str, lan_net: &str, kind: Nat) {
+        self.link(
+            r,
+            "wan",
+            &format!("{wan_net}.2"),
+            upstream,
+            &format!("up{r}"),
+            &format!("{wan_net}.1"),
+        );
+        self.route(r, &format!("{wan_net}.1"));
+        self.link(
+            host,
+            "eth0",
+            &format!("{lan_net}.2"),
+            r,
+            "lan",
+            &format!("{lan_net}.1"),
+        );
+        self.route(host, &format!("{lan_net}.1"));
+        self.nat_rules(r, "wan", kind);
+    }
+
+    /// Forwarding, masquerading out of `wan` and a stateful firewall on `r`.
+    fn nat_rules(&self, r: &str, wan: &str, kind: Nat) {
+        assert!(self.exec(r, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+        let mut masq = vec!["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", wan];
+        masq.extend_from_slice(&["-j", "MASQUERADE"]);
+        if kind == Nat::Symmetric {
+            masq.push("--random-fully");
+        }
+        assert!(self.exec(r, &masq));
+        if kind == Nat::FullCone {
+            assert!(self.exec(
+                r,
+                &[
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "PREROUTING",
+                    "-i",
+                    wan,
+                    "-p",
+                    "udp",
+                    "--dport",
+                    "4242",
+                    "-j",
+                    "DNAT",
+                    "--to-destination",
+                    FULL_CONE_HOST
+                ]
+            ));
+        }
+        // The stateful firewall of any home router: nothing unsolicited comes in. (Without
+        // it, a dropped unsolicited packet leaves a conntrack entry that steals the port the
+        // next outbound packet would have been mapped to.)
+        let state = if kind == Nat::FullCone {
+            "INVALID"
+        } else {
+            "NEW,INVALID"
+        };
+        for chain in ["INPUT", "FORWARD"] {
+            assert!(self.exec(
+                r,
+                &[
+                    "iptables",
+                    "-A",
+                    chain,
+                    "-i",
+                    wan,
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    state,
+                    "-j",
+                    "DROP"
+                ]
+            ));
+        }
+    }
+
+    fn build(&self) {
+        for ns in NAMESPACES {
+            assert!(run(&["ip", "netns", "add", &self.ns(ns)]), "netns {ns}");
+            assert!(run(&["ip", "-n", &self.ns(ns), "link", "set", "lo", "up"]));
+        }
+        assert!(self.exec("inet", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+        for (i, p) in ["p1", "p2", "p3"].iter().enumerate() {
+            let net = format!("172.16.{}", i + 1);
+            self.link(
+                p,
+                "eth0",
+                &format!("{net}.2"),
+                "inet",
+                &format!("v{p}"),
+                &format!("{net}.1"),
+            );
+            self.route(p, &format!("{net}.1"));
+        }
+        self.nat(
+            "ra",
+            "inet",
+            "172.16.10",
+            "a",
+            "192.168.10",
+            Nat::PortRestricted,
+        );
+        self.nat(
+            "rb",
+            "inet",
+            "172.16.11",
+            "b",
+            "192.168.11",
+            Nat::PortRestricted,
+        );
+        self.nat("rf", "inet", "172.16.14", "f", "192.168.14", Nat::FullCone);
+        self.nat(
+            "rs1",
+            "inet",
+            "172.16.12",
+            "s1",
+            "192.168.12",
+            Nat::Symmetric,
+        );
+        self.nat(
+            "rs2",
+            "inet",
+            "172.16.15",
+            "s2",
+            "192.168.15",
+            Nat::Symmetric,
+        );
+        // Two levels: d behind rd2 behind rd1.
+        self.nat(
+            "rd1",
+            "inet",
+            "172.16.13",
+            "rd2",
+            "10.13.0",
+            Nat::PortRestricted,
+        );
+        // rd2's WAN is rd1's LAN (set up above as rd1's host): add rd2's own LAN and NAT.
+        self.link("d", "eth0", "192.168.13.2", "rd2", "lan", "192.168.13.1");
+        self.route("d", "192.168.13.1");
+        self.nat_rules("rd2", "eth0", Nat::PortRestricted);
+    }
+
+    /// Starts `nodenet run` in `ns`; returns its NodeId.
+    fn start(
+        &mut self,
+        dir: &std::path::Path,
+        ns: &str,
+        ip: &str,
+        bootstrap: Option<&str>,
+    ) -> String {
+        let seed = dir.join(format!("{ns}.seed"));
+        let nsn = self.ns(ns);
+        let listen = format!("{ip}:4242");
+        let mut args = vec![
+            "netns",
+            "exec",
+            nsn.as_str(),
+            BIN,
+            "run",
+            "--addr",
+            listen.as_str(),
+            "--api",
+            API,
+            "--seed",
+        ];
+        let seed = seed.to_string_lossy().into_owned();
+        args.push(&seed);
+        if let Some(b) = bootstrap {
+            args.extend_from_slice(&["--bootstrap", b]);
+        }
+        let mut child = Command::new("ip")
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        self.children.push(child);
+        first
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("{ns}: {first:?}"))
+            .to_owned()
+    }
+
+    /// A client subcommand inside `ns`; its stdout as JSON, or its stderr as the error.
+    fn client(&self, ns: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+        let nsn = self.ns(ns);
+        let mut all = vec!["netns", "exec", nsn.as_str(), BIN];
+        all.extend_from_slice(args);
+        let out = Command::new("ip").args(&all).output().unwrap();
+        if out.status.success() {
+            serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+
+    fn info(&self, ns: &str) -> serde_json::Value {
+        self.client(ns, &["info", "--api", API]).unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Nat {
+    PortRestricted,
+    FullCone,
+    Symmetric,
+}
+
+#[test]
+fn nodes_behind_real_nats_learn_their_type_and_punch_through() {
+    let prefix = format!("nn{}", std::process::id() % 100_000);
+    if let Some(why) = missing_capability(&prefix) {
+        eprintln!("SKIPPED real_nat: {why}; this test needs root, `ip netns` and iptables");
+        return;
+    }
+    let mut lab = Lab {
+        prefix,
+        children: Vec::new(),
+    };
+    lab.build();
+    let dir = std::env::temp_dir().join(format!("nodenet-real-nat-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let p1 = lab.start(&dir, "p1", "172.16.1.2", None);
+    let boot = format!("{p1}@172.16.1.2:4242");
+    let mut ids = std::collections::HashMap::new();
+    ids.insert("p1", p1);
+    for (ns, ip) in [
+        ("p2", "172.16.2.2"),
+        ("p3", "172.16.3.2"),
+        ("a", "192.168.10.2"),
+        ("b", "192.168.11.2"),
+        ("f", "192.168.14.2"),
+        ("s1", "192.168.12.2"),
+        ("s2", "192.168.15.2"),
+        ("d", "192.168.13.2"),
+    ] {
+        let id = lab.start(&dir, ns, ip, Some(&boot));
+        ids.insert(ns, id);
+    }
+
+    // What each node concludes about itself (default maintenance: within a minute).
+    let expect = [
+        ("p1", "public", Some("172.16.1.2:4242")),
+        ("p2", "public", Some("172.16.2.2:4242")),
+        ("p3", "public", Some("172.16.3.2:4242")),
+        ("a", "cone", Some("172.16.10.2:4242")),
+        ("b", "cone", Some("172.16.11.2:4242")),
+        ("f", "cone", Some("172.16.14.2:4242")),
+        ("d", "cone", Some("172.16.13.2:4242")),
+        ("s1", "symmetric", None),
+        ("s2", "symmetric", None),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let wrong: Vec<String> = expect
+            .iter()
+            .filter_map(|(ns, nat, reflexive)| {
+                let info = lab.info(ns);
+                let ok = info["nat_type"] == *nat && info["reflexive"].as_str() == *reflexive;
+                (!ok).then(|| format!("{ns}: {} {}", info["nat_type"], info["reflexive"]))
+            })
+            .collect();
+        if wrong.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "after 90 s: {wrong:?}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    // Every connect, with its path and time: the table of the closing note.
+    let mut table = Vec::new();
+    let mut connect = |from: &str, to: &str| {
+        let started = Instant::now();
+        let r = lab.client(from, &["connect", "--api", API, &ids[to]]);
+        let ms = started.elapsed().as_millis();
+        let path = r
+            .as_ref()
+            .map(|v| v["path"].as_str().unwrap_or("?").to_owned())
+            .unwrap_or_else(|e| format!("failed: {e}"));
+        eprintln!("| {from} → {to} | {path} | {ms} ms |");
+        table.push((from.to_owned(), to.to_owned(), path.clone()));
+        path
+    };
+    // Cone pairs punch through both NATs (a full-cone peer may also be dialed directly).
+    assert_eq!(connect("a", "b"), "punched");
+    assert_eq!(connect("d", "a"), "punched");
+    assert_eq!(connect("b", "d"), "punched");
+    assert!(["punched", "direct"].contains(&connect("a", "f").as_str()));
+    assert_eq!(connect("f", "b"), "punched");
+    // A symmetric pair cannot punch; with no relay yet, the connect says where it failed.
+    let sym = connect("s1", "s2");
+    assert!(sym.contains("symmetric"), "{sym}");
+
+    // Data crosses a punched path byte-exact, over the direct edge.
+    let nsn = lab.ns("b");
+    let mut listen = Command::new("ip")
+        .args(["netns", "exec", nsn.as_str(), BIN, "listen", "--api", API])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = listen.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    lab.children.push(listen);
+    std::thread::sleep(Duration::from_millis(500));
+    let text: String = (0..4000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    lab.client("a", &["send", "--direct", "--api", API, &ids["b"], &text])
+        .unwrap();
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a delivery at b");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["via"], "direct");
+    assert_eq!(v["from"], ids["a"].as_str());
+    use base64::Engine as _;
+    let got = base64::engine::general_purpose::STANDARD
+        .decode(v["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(got, text.as_bytes());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
