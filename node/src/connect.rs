@@ -28,6 +28,13 @@ use crate::{Delivery, Error, Node};
 /// step). [`crate::Builder::direct_dial_timeout`] changes it.
 pub const DIRECT_DIAL_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Relays asked at most, one after the other.
+pub const RELAYS_TRIED: usize = 3;
+/// How long a relay has to grant a request.
+const RELAY_GRANT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the dial through a granted relay may take.
+const RELAY_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a hole-punch may take, from the Connect to an authenticated edge.
 pub const PUNCH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -43,11 +50,14 @@ pub enum Strategy {
     /// A hole-punch coordinated over the overlay: both sides send punch datagrams toward
     /// each other's addresses at once, then we dial. Skipped when our own NAT is symmetric.
     Punch,
+    /// Through a volunteer relay among our edges: it splices datagrams it cannot read, and
+    /// the handshake stays end to end with the target.
+    Relay,
 }
 
 impl Strategy {
     /// The cascade, cheapest first.
-    pub const CASCADE: &'static [Self] = &[Self::Direct, Self::Punch];
+    pub const CASCADE: &'static [Self] = &[Self::Direct, Self::Punch, Self::Relay];
 }
 
 /// How a connection reached its peer.
@@ -58,6 +68,8 @@ pub enum Path {
     Direct,
     /// An edge through both NATs, opened by a coordinated hole-punch.
     Punched,
+    /// An end-to-end edge carried by a volunteer relay.
+    Relayed,
 }
 
 impl Path {
@@ -66,6 +78,7 @@ impl Path {
         match self {
             Self::Direct => "direct",
             Self::Punched => "punched",
+            Self::Relayed => "relayed",
         }
     }
 }
@@ -86,6 +99,7 @@ impl std::fmt::Display for Step {
             Self::Rendezvous => f.write_str("rendezvous"),
             Self::Strategy(Strategy::Direct) => f.write_str("direct dial"),
             Self::Strategy(Strategy::Punch) => f.write_str("hole-punch"),
+            Self::Strategy(Strategy::Relay) => f.write_str("relay"),
         }
     }
 }
@@ -116,6 +130,9 @@ pub enum StepError {
     /// Our own NAT maps every destination to a fresh port: a punch cannot work.
     #[error("our NAT is symmetric")]
     SymmetricNat,
+    /// None of our edges volunteers as a relay.
+    #[error("no relay among our edges")]
+    NoRelay,
 }
 
 /// A direct edge to a peer, from [`Node::connect`]. Frames the peer sends on it arrive on
@@ -177,6 +194,18 @@ impl Drop for PunchWaiter<'_> {
     fn drop(&mut self) {
         lock(&self.node.0.punch_waiters).remove(&self.nonce);
         lock(&self.node.0.core).cancel_punch(&self.nonce);
+    }
+}
+
+/// Forgets an open relay request when its caller stops waiting.
+struct RelayWaiter<'a> {
+    node: &'a Node,
+    nonce: [u8; nodenet_nat::NONCE_LEN],
+}
+
+impl Drop for RelayWaiter<'_> {
+    fn drop(&mut self) {
+        lock(&self.node.0.relay_waiters).remove(&self.nonce);
     }
 }
 
@@ -253,6 +282,7 @@ impl Node {
             let result = match strategy {
                 Strategy::Direct => self.dial_direct(target, &coords.addrs).await,
                 Strategy::Punch => self.punch(target, &coords.addrs).await,
+                Strategy::Relay => self.relay_to(target).await,
             };
             match result {
                 Ok(path) => return Ok(self.connection(target, path)),
@@ -371,7 +401,7 @@ impl Node {
         if candidates.is_empty() {
             return Err(StepError::NoAddresses);
         }
-        self.punch_burst(target, candidates.clone());
+        self.punch_burst(Some(target), candidates.clone());
         // The peer's first datagrams may still be on their way: a dial refused at once is
         // tried again, until the deadline.
         loop {
@@ -389,6 +419,45 @@ impl Node {
                 Err(_) => tokio::time::sleep(crate::driver::PUNCH_INTERVAL).await,
             }
         }
+    }
+
+    /// Through a volunteer relay: up to [`RELAYS_TRIED`] of our edges that advertise the
+    /// relay capability are asked in turn; the first grant is dialed (the target's NodeId at
+    /// the relay's caller-side address, the handshake end to end).
+    async fn relay_to(&self, target: NodeId) -> Result<Path, StepError> {
+        let relays = lock(&self.0.core).relay_candidates(&target, RELAYS_TRIED);
+        if relays.is_empty() {
+            return Err(StepError::NoRelay);
+        }
+        let mut last = StepError::NoRelay;
+        for relay in relays {
+            let mut nonce = [0u8; nodenet_nat::NONCE_LEN];
+            let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+            rand_core::Rng::fill_bytes(&mut rng, &mut nonce);
+            let (tx, rx) = oneshot::channel();
+            lock(&self.0.relay_waiters).insert(nonce, (relay, tx));
+            let _guard = RelayWaiter { node: self, nonce };
+            let req = nodenet_nat::RelayRequest { nonce, target }.encode();
+            let mut frame = [0u8; 3 + nodenet_nat::RelayRequest::LEN];
+            let n = Frame::new(FrameType::RELAY_REQUEST, &req)
+                .encode(&mut frame)
+                .unwrap_or(0);
+            if self.send_to(&relay, &frame[..n]).is_err() {
+                continue;
+            }
+            let Ok(Ok(addr)) = tokio::time::timeout(RELAY_GRANT_TIMEOUT, rx).await else {
+                last = StepError::Timeout(RELAY_GRANT_TIMEOUT);
+                continue;
+            };
+            match self
+                .dial_any(target, &[addr], RELAY_DIAL_TIMEOUT, Path::Relayed)
+                .await
+            {
+                Ok(path) => return Ok(path),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// Dials every address at once; the first to authenticate as the target and pass our

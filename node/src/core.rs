@@ -233,6 +233,31 @@ pub enum Handled {
         /// The peer's candidate addresses (unsigned hints, bound to it by the envelope).
         addrs: Vec<Addr>,
     },
+    /// A peer asks us, a volunteer relay, to carry a connection to `target` (which we hold an
+    /// edge to): open a session, grant the caller its side and bind the target to the other.
+    RelayRequested {
+        /// The caller.
+        from: NodeId,
+        /// Its request's nonce.
+        nonce: [u8; nodenet_nat::NONCE_LEN],
+        /// The peer it wants to reach.
+        target: NodeId,
+    },
+    /// A relay granted our request: dial the target at `addr`.
+    RelayGranted {
+        /// The relay that answered.
+        from: NodeId,
+        /// Our request's nonce.
+        nonce: [u8; nodenet_nat::NONCE_LEN],
+        /// The relay's caller-side address.
+        addr: Addr,
+    },
+    /// A relay bound a caller to us: punch toward its callee-side address so its packets
+    /// get through our NAT.
+    RelayBind {
+        /// Where to punch.
+        addr: Addr,
+    },
     /// Nothing more to do (answered through actions, absorbed, or dropped and counted).
     Done,
 }
@@ -775,6 +800,9 @@ impl Core {
                     self.on_edge_down(now, &from);
                 }
             }
+            FrameType::RELAY_REQUEST | FrameType::RELAY_GRANT | FrameType::RELAY_BIND => {
+                return self.on_relay_frame(now, from, ty, payload);
+            }
             FrameType::APP => {
                 // Tier 3 policy: an App frame does not pay the forward bucket (the reference
                 // charges it). The bucket guards what we relay for others; an App frame is
@@ -1089,6 +1117,76 @@ impl Core {
             nonce: c.nonce,
             addrs: self.punch_candidates(c.addrs.iter()),
         }
+    }
+
+    /// RelayRequest, RelayGrant and RelayBind: per-edge frames under the control budget.
+    fn on_relay_frame(&mut self, now: Now, from: NodeId, ty: FrameType, payload: &[u8]) -> Handled {
+        if !self.edges.allow_control(&from, now.mono) {
+            self.stats.dropped_rate_limited += 1;
+            return Handled::Done;
+        }
+        match ty {
+            FrameType::RELAY_REQUEST => {
+                let Ok(req) = nodenet_nat::RelayRequest::decode(payload) else {
+                    self.stats.dropped_malformed += 1;
+                    return Handled::Done;
+                };
+                if !self.config.relay || req.target == from || !self.edges.contains(&req.target) {
+                    self.stats.relay_requests_refused += 1;
+                    return Handled::Done;
+                }
+                Handled::RelayRequested {
+                    from,
+                    nonce: req.nonce,
+                    target: req.target,
+                }
+            }
+            FrameType::RELAY_GRANT => match nodenet_nat::RelayGrant::decode(payload) {
+                Ok(g) => Handled::RelayGranted {
+                    from,
+                    nonce: g.nonce,
+                    addr: g.addr.to_owned_addr(),
+                },
+                Err(_) => {
+                    self.stats.dropped_malformed += 1;
+                    Handled::Done
+                }
+            },
+            _ => match nodenet_nat::decode_relay_bind(payload) {
+                Ok(a) => match self.punch_candidates([a]).pop() {
+                    Some(addr) => Handled::RelayBind { addr },
+                    None => {
+                        self.stats.dropped_bad_reflexive += 1;
+                        Handled::Done
+                    }
+                },
+                Err(_) => {
+                    self.stats.dropped_malformed += 1;
+                    Handled::Done
+                }
+            },
+        }
+    }
+
+    /// Edges that volunteer as relays (by the capabilities they advertise), `target`
+    /// excluded, at most `n`.
+    pub fn relay_candidates(&self, target: &NodeId, n: usize) -> Vec<NodeId> {
+        self.edges
+            .iter()
+            .map(|e| e.id)
+            .filter(|id| id != target)
+            .filter(|id| {
+                self.knowledge
+                    .get(id)
+                    .is_some_and(|c| c.caps.contains(Caps::CAN_RELAY))
+            })
+            .take(n)
+            .collect()
+    }
+
+    /// Counts a relay session we opened for others.
+    pub fn count_relay_granted(&mut self) {
+        self.stats.relays_granted += 1;
     }
 
     /// The addresses worth punching toward or dialing, from a peer's list: on an IP transport

@@ -173,6 +173,7 @@ impl Builder {
             events,
             punch_waiters: Mutex::new(HashMap::new()),
             punch_bursts: std::sync::atomic::AtomicUsize::new(0),
+            relay_waiters: Mutex::new(HashMap::new()),
         }))
     }
 }
@@ -211,7 +212,12 @@ pub(crate) struct Shared {
         Mutex<HashMap<[u8; nodenet_nat::NONCE_LEN], oneshot::Sender<Vec<Addr>>>>,
     /// Punch bursts running.
     punch_bursts: std::sync::atomic::AtomicUsize,
+    /// Open relay requests: nonce → (the relay asked, the caller waiting for its grant).
+    pub(crate) relay_waiters: Mutex<HashMap<[u8; nodenet_nat::NONCE_LEN], RelayWaiting>>,
 }
+
+/// An open relay request: the relay asked, and the caller waiting for its grant.
+pub(crate) type RelayWaiting = (NodeId, oneshot::Sender<Addr>);
 
 /// Volleys in a punch burst.
 pub(crate) const PUNCH_VOLLEYS: usize = 5;
@@ -472,7 +478,21 @@ impl Node {
                     let _ = waiter.send(coordinates);
                 }
             }
-            Handled::PunchRequested { peer, addrs } => self.punch_burst(peer, addrs),
+            Handled::PunchRequested { peer, addrs } => self.punch_burst(Some(peer), addrs),
+            Handled::RelayBind { addr } => self.punch_burst(None, vec![addr]),
+            Handled::RelayRequested {
+                from,
+                nonce,
+                target,
+            } => self.open_relay(&mut core, from, nonce, target),
+            Handled::RelayGranted { from, nonce, addr } => {
+                let mut waiters = lock(&self.0.relay_waiters);
+                if waiters.get(&nonce).is_some_and(|(relay, _)| *relay == from) {
+                    if let Some((_, waiter)) = waiters.remove(&nonce) {
+                        let _ = waiter.send(addr);
+                    }
+                }
+            }
             Handled::PunchAck { nonce, addrs } => {
                 if let Some(waiter) = lock(&self.0.punch_waiters).remove(&nonce) {
                     let _ = waiter.send(addrs);
@@ -483,9 +503,64 @@ impl Node {
         self.drain(&mut core, now);
     }
 
+    /// Opens a relay session for `from` toward `target`: the caller's side goes to `from` in a
+    /// RelayGrant, the callee's side to `target` in a RelayBind (it punches toward it).
+    fn open_relay(
+        &self,
+        core: &mut Core,
+        from: NodeId,
+        nonce: [u8; nodenet_nat::NONCE_LEN],
+        target: NodeId,
+    ) {
+        let Ok((caller, callee)) = self.0.transport.relay() else {
+            return;
+        };
+        let (caller, callee) = (self.dialable(caller, core), self.dialable(callee, core));
+        let grant = nodenet_nat::RelayGrant::encode(&nonce, caller.as_ref());
+        let bind = nodenet_nat::encode_relay_bind(callee.as_ref());
+        let (Ok(grant), Ok(bind)) = (grant, bind) else {
+            return;
+        };
+        let frame = |ty, payload: &[u8]| {
+            let mut buf = vec![0u8; nodenet_wire::header_len(payload.len()) + payload.len()];
+            let n = nodenet_wire::Frame::new(ty, payload)
+                .encode(&mut buf)
+                .unwrap_or(0);
+            buf.truncate(n);
+            buf
+        };
+        let _ = self.send_to(&target, &frame(FrameType::RELAY_BIND, &bind));
+        let _ = self.send_to(&from, &frame(FrameType::RELAY_GRANT, &grant));
+        core.count_relay_granted();
+    }
+
+    /// A relay endpoint bound on a wildcard IP, given the IP peers reach us at instead.
+    fn dialable(&self, addr: Addr, core: &Core) -> Addr {
+        let Ok(sa) = addr.endpoint.parse::<std::net::SocketAddr>() else {
+            return addr;
+        };
+        if !sa.ip().is_unspecified() {
+            return addr;
+        }
+        let ip = core
+            .coordinates()
+            .iter()
+            .chain(core.reflexive())
+            .find_map(|a| a.endpoint.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified());
+        match ip {
+            Some(ip) => Addr::new(
+                addr.net,
+                std::net::SocketAddr::new(ip, sa.port()).to_string(),
+            ),
+            None => addr,
+        }
+    }
+
     /// Punches toward `addrs` in [`PUNCH_VOLLEYS`] volleys [`PUNCH_INTERVAL`] apart, in the
     /// background; at most [`MAX_PUNCH_BURSTS`] bursts run at once (the rest are dropped).
-    pub(crate) fn punch_burst(&self, peer: NodeId, addrs: Vec<Addr>) {
+    pub(crate) fn punch_burst(&self, peer: Option<NodeId>, addrs: Vec<Addr>) {
         if addrs.is_empty() {
             return;
         }
@@ -500,7 +575,7 @@ impl Node {
                 if volley > 0 {
                     tokio::time::sleep(PUNCH_INTERVAL).await;
                 }
-                if node.conn_to(&peer).is_some() {
+                if peer.is_some_and(|p| node.conn_to(&p).is_some()) {
                     break;
                 }
                 for a in &addrs {
@@ -636,7 +711,7 @@ impl Node {
         self.drain(&mut core, now);
     }
 
-    fn send_to(&self, peer: &NodeId, frame: &[u8]) -> Result<(), SendError> {
+    pub(crate) fn send_to(&self, peer: &NodeId, frame: &[u8]) -> Result<(), SendError> {
         lock(&self.0.conns)
             .get(peer)
             .ok_or(SendError::ConnClosed)?

@@ -36,7 +36,7 @@ pub mod sim;
 mod stats;
 
 pub use connect::{
-    Connection, DIRECT_DIAL_TIMEOUT, PUNCH_TIMEOUT, Path, Step, StepError, Strategy,
+    Connection, DIRECT_DIAL_TIMEOUT, PUNCH_TIMEOUT, Path, RELAYS_TRIED, Step, StepError, Strategy,
 };
 pub use core::{
     Action, AdmissionHook, Core, CoreConfig, Delivery, EdgeRefusal, Handled, MAX_PUNCH_CANDIDATES,

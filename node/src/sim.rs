@@ -248,7 +248,10 @@ impl Sim {
                     }
                     Handled::Rendezvous { .. }
                     | Handled::PunchRequested { .. }
-                    | Handled::PunchAck { .. } => {}
+                    | Handled::PunchAck { .. }
+                    | Handled::RelayRequested { .. }
+                    | Handled::RelayGranted { .. }
+                    | Handled::RelayBind { .. } => {}
                     Handled::Done => {
                         if let Some(t) = route_target.filter(|t| *t != self.cores[to].id()) {
                             self.report.stuck.push((to, t));

@@ -74,10 +74,14 @@ pub struct Stats {
     pub punches_answered: u64,
     /// Hole-punches that gave us an edge.
     pub punches_succeeded: u64,
+    /// Relay sessions we opened for others.
+    pub relays_granted: u64,
+    /// Relay requests refused: we do not volunteer, or hold no edge to the target.
+    pub relay_requests_refused: u64,
 }
 
 /// How many counters [`Stats::counters`] lists.
-pub const COUNTERS: usize = 34;
+pub const COUNTERS: usize = 36;
 
 impl Stats {
     /// Every counter as `(name, help, value)`, in declaration order: what a metrics exporter
@@ -234,6 +238,16 @@ impl Stats {
                 "Hole-punches that gave us an edge.",
                 self.punches_succeeded,
             ),
+            (
+                "relays_granted",
+                "Relay sessions we opened for others.",
+                self.relays_granted,
+            ),
+            (
+                "relay_requests_refused",
+                "Relay requests refused: we do not volunteer, or hold no edge to the target.",
+                self.relay_requests_refused,
+            ),
         ]
     }
 }
@@ -255,6 +269,6 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), fields);
-        assert!(listed.contains(&("dropped_bad_box", listed[COUNTERS - 6].1, 7)));
+        assert!(listed.contains(&("dropped_bad_box", listed[COUNTERS - 8].1, 7)));
     }
 }

@@ -27,7 +27,7 @@ use nodenet_identity::derive_id;
 use nodenet_kad::{ID_BITS, NodeId};
 use nodenet_wire::Addr;
 
-use crate::control::Contact;
+use crate::control::{Caps, Contact};
 use crate::{SubnetKey, Time};
 
 /// Number of buckets: one per common-prefix length.
@@ -516,7 +516,11 @@ pub fn id_in_bucket(base: &NodeId, prefix: usize, random: [u8; 32]) -> NodeId {
 /// Folds a fresh sighting into an entry: time, caps, addresses, a key it did not have.
 fn merge(e: &mut Entry, contact: &Contact, now: Time) {
     e.last_seen = now;
-    e.contact.caps = contact.caps;
+    // Most sightings carry no capabilities at all (an envelope's originator, an edge coming
+    // up): only one that states some replaces what we know.
+    if contact.caps != Caps::default() {
+        e.contact.caps = contact.caps;
+    }
     if !contact.addrs.is_empty() {
         e.contact.addrs.clone_from(&contact.addrs);
     }

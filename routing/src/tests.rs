@@ -784,3 +784,24 @@ fn candidates_prefer_moves_or_inserts_at_the_front() {
     c.clear();
     assert!(c.as_slice().is_empty());
 }
+
+#[test]
+fn a_sighting_without_capabilities_keeps_the_known_ones() {
+    let me = ident(0);
+    let mut k = Knowledge::new(me.node_id(), 0);
+    let relay = ident(7);
+    let mut c = keyed(&relay, "9.9.9.7:1");
+    c.caps = Caps::CAN_RELAY;
+    k.observe(&c, t(0));
+    // Its envelope seen later: key, no address, no capabilities.
+    let mut bare = keyed(&relay, "9.9.9.7:1");
+    bare.addrs.clear();
+    k.observe(&bare, t(1));
+    assert_eq!(k.get(&relay.node_id()).unwrap().caps, Caps::CAN_RELAY);
+    assert_eq!(k.get(&relay.node_id()).unwrap().addrs.len(), 1);
+    // A sighting that states other capabilities replaces them.
+    let mut anchor = keyed(&relay, "9.9.9.7:1");
+    anchor.caps = Caps::PUBLIC_ANCHOR;
+    k.observe(&anchor, t(2));
+    assert_eq!(k.get(&relay.node_id()).unwrap().caps, Caps::PUBLIC_ANCHOR);
+}

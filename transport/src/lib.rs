@@ -95,6 +95,29 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// NAT's mapping (and filter) toward that address so the peer's packets can come in. Best
     /// effort, like any UDP datagram; refused for an address no peer can be at.
     fn punch(&self, addr: &Addr) -> Result<(), PunchError>;
+
+    /// Opens a volunteer relay session: a fresh endpoint for the caller and one for the
+    /// callee, between which packets are carried unread (end-to-end encryption stays between
+    /// the peers). Returns (caller's endpoint, callee's endpoint); the session ends by itself
+    /// when idle. A transport that cannot relay says [`RelayError::Unsupported`].
+    fn relay(&self) -> Result<(Addr, Addr), RelayError> {
+        Err(RelayError::Unsupported)
+    }
+}
+
+/// Why [`Transport::relay`] refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// This transport cannot relay.
+    #[error("this transport cannot relay")]
+    Unsupported,
+    /// Every session slot is taken.
+    #[error("relay busy: every session slot is taken")]
+    Busy,
+    /// The session's sockets could not be opened.
+    #[error("relay sockets: {0}")]
+    Io(String),
 }
 
 /// Why [`Transport::punch`] refused.

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::{
     Addr, BoxFuture, CloseReason, Conn, ConnSet, Counters, DialError, Direction, Event, Events,
-    Packet, PunchError, Transport, TransportStats,
+    Packet, PunchError, RelayError, Transport, TransportStats,
 };
 
 /// The network name of in-memory addresses.
@@ -71,6 +71,9 @@ struct HubState {
     /// NAT boxes by public host name, and which node sits behind which.
     nats: HashMap<String, NatBox>,
     behind: HashMap<NodeId, String>,
+    /// Relay sessions: caller-side endpoint → callee-side endpoint.
+    relays: HashMap<String, String>,
+    next_relay: u64,
 }
 
 /// How a NAT picks the public port for a node's outbound traffic.
@@ -178,6 +181,27 @@ impl HubState {
         let m = &mut nat.maps[i];
         m.sent_to.insert(dest.to_owned());
         Some(format!("{host}:{}", m.port))
+    }
+
+    /// Whether packets from `source` reach the node `id`: it sits behind no NAT, or its NAT
+    /// lets `source` in on one of its mappings.
+    fn reaches(&self, id: NodeId, source: &str) -> bool {
+        let Some(host) = self.behind.get(&id) else {
+            return true;
+        };
+        let Some(nat) = self.nats.get(host) else {
+            return true;
+        };
+        nat.maps
+            .iter()
+            .filter(|m| m.internal == id)
+            .any(|m| match nat.model.filtering {
+                Filtering::EndpointIndependent => true,
+                Filtering::AddressRestricted => {
+                    m.sent_to.iter().any(|d| host_of(d) == host_of(source))
+                }
+                Filtering::PortRestricted => m.sent_to.contains(source),
+            })
     }
 
     /// The node behind the public endpoint `endpoint`, if the NAT lets `source` in.
@@ -390,6 +414,20 @@ impl Transport for MemTransport {
         false
     }
 
+    fn relay(&self) -> Result<(Addr, Addr), RelayError> {
+        let hub = self.0.hub.upgrade().ok_or(RelayError::Unsupported)?;
+        let mut state = lock(&hub.state);
+        state.next_relay += 1;
+        let n = state.next_relay;
+        let host = host_of(&self.0.addr.endpoint).to_owned();
+        let (caller, callee) = (
+            format!("{host}:{}", 40000 + 2 * n),
+            format!("{host}:{}", 40001 + 2 * n),
+        );
+        state.relays.insert(caller.clone(), callee.clone());
+        Ok((Addr::new(NET, caller), Addr::new(NET, callee)))
+    }
+
     fn punch(&self, addr: &Addr) -> Result<(), PunchError> {
         if self.0.events.is_closed() {
             return Err(PunchError::Closed);
@@ -431,33 +469,48 @@ impl MemTransport {
                 .outbound(self.0.id, &addr.endpoint)
                 .unwrap_or_else(|| self.0.addr.endpoint.clone());
             let by_name = state.endpoints.get(&addr.endpoint).and_then(Weak::upgrade);
-            let target = match by_name {
-                // A node's own address: reachable unless it sits behind a NAT we are not
-                // behind too.
-                Some(t) => {
-                    let theirs = state.behind.get(&t.id);
-                    if theirs.is_some() && theirs != state.behind.get(&self.0.id) {
-                        return Err(no_route());
+            // A relay session's caller side: the relay carries us to `remote` if its callee
+            // side gets through `remote`'s NAT.
+            if let Some(callee) = state.relays.get(&addr.endpoint).cloned() {
+                if !state.reaches(remote, &callee) {
+                    return Err(no_route());
+                }
+                let target = state
+                    .endpoints
+                    .values()
+                    .filter_map(Weak::upgrade)
+                    .find(|t| t.id == remote && !t.events.is_closed())
+                    .ok_or_else(no_route)?;
+                (target, callee)
+            } else {
+                let target = match by_name {
+                    // A node's own address: reachable unless it sits behind a NAT we are not
+                    // behind too.
+                    Some(t) => {
+                        let theirs = state.behind.get(&t.id);
+                        if theirs.is_some() && theirs != state.behind.get(&self.0.id) {
+                            return Err(no_route());
+                        }
+                        t
                     }
-                    t
+                    // A NAT's public endpoint: in only if its filter lets our source through.
+                    None => {
+                        let id = state
+                            .inbound(&addr.endpoint, &source)
+                            .ok_or_else(no_route)?;
+                        state
+                            .endpoints
+                            .values()
+                            .filter_map(Weak::upgrade)
+                            .find(|t| t.id == id)
+                            .ok_or_else(no_route)?
+                    }
+                };
+                if target.events.is_closed() || state.unreachable.contains(&target.id) {
+                    return Err(no_route());
                 }
-                // A NAT's public endpoint: in only if its filter lets our source through.
-                None => {
-                    let id = state
-                        .inbound(&addr.endpoint, &source)
-                        .ok_or_else(no_route)?;
-                    state
-                        .endpoints
-                        .values()
-                        .filter_map(Weak::upgrade)
-                        .find(|t| t.id == id)
-                        .ok_or_else(no_route)?
-                }
-            };
-            if target.events.is_closed() || state.unreachable.contains(&target.id) {
-                return Err(no_route());
+                (target, source)
             }
-            (target, source)
         };
         if partitioned(&self.0.hub, self.0.id, target.id) {
             return Err(no_route());

@@ -31,8 +31,11 @@ use tokio::sync::mpsc;
 
 use crate::{
     Addr, BoxFuture, CloseReason, Conn, ConnSet, Counters, DialError, Direction, Event, Events,
-    MAX_PACKET_LEN, Packet, PunchError, SizeClass, Transport, TransportStats,
+    MAX_PACKET_LEN, Packet, PunchError, RelayError, SizeClass, Transport, TransportStats,
 };
+
+mod relay;
+pub use relay::RelayLimits;
 
 mod tls;
 
@@ -71,6 +74,8 @@ pub struct QuicConfig {
     pub idle_timeout: Duration,
     /// Depth of the event queue.
     pub event_queue: usize,
+    /// Limits of the relay sessions this transport carries for others.
+    pub relay: RelayLimits,
 }
 
 impl Default for QuicConfig {
@@ -83,6 +88,7 @@ impl Default for QuicConfig {
             send_deadline: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),
             event_queue: 256,
+            relay: RelayLimits::default(),
         }
     }
 }
@@ -147,6 +153,7 @@ struct Shared {
     counters: Arc<Counters>,
     conns: ConnSet,
     inbound: Mutex<InboundSlots>,
+    relays: Arc<relay::Relays>,
 }
 
 #[derive(Debug, Default)]
@@ -196,6 +203,7 @@ impl QuicTransport {
             socket,
             Arc::new(quinn::TokioRuntime),
         )?;
+        let relays = Arc::new(relay::Relays::new(config.relay));
         let shared = Arc::new(Shared {
             id: identity.node_id(),
             local,
@@ -207,6 +215,7 @@ impl QuicTransport {
             counters: Arc::default(),
             conns: ConnSet::default(),
             inbound: Mutex::default(),
+            relays,
         });
         tokio::spawn(accept_loop(shared.clone()));
         Ok(Self(shared))
@@ -363,6 +372,14 @@ impl Transport for QuicTransport {
 
     fn is_ip(&self) -> bool {
         true
+    }
+
+    fn relay(&self) -> Result<(Addr, Addr), RelayError> {
+        let (caller, callee) = relay::open(self.0.local.ip(), &self.0.relays, &self.0.counters)?;
+        Ok((
+            Addr::new(NET, caller.to_string()),
+            Addr::new(NET, callee.to_string()),
+        ))
     }
 
     fn punch(&self, addr: &Addr) -> Result<(), PunchError> {

@@ -31,6 +31,16 @@ pub struct TransportStats {
     pub send_queue_full: u64,
     /// Frames dropped by a link model or a partition (in-memory transport only).
     pub frames_dropped_by_link: u64,
+    /// Relay sessions opened for other peers.
+    pub relay_sessions: u64,
+    /// Relay sessions refused at the session cap.
+    pub relay_refused_busy: u64,
+    /// Datagrams a relay session carried.
+    pub relay_forwarded: u64,
+    /// Datagrams a relay session dropped over its bandwidth or packet budget.
+    pub relay_dropped_budget: u64,
+    /// Datagrams from a host other than the one a relay side is pinned to.
+    pub relay_dropped_foreign: u64,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +57,11 @@ pub(crate) struct Counters {
     pub(crate) send_timeouts: AtomicU64,
     pub(crate) send_queue_full: AtomicU64,
     pub(crate) frames_dropped_by_link: AtomicU64,
+    pub(crate) relay_sessions: AtomicU64,
+    pub(crate) relay_refused_busy: AtomicU64,
+    pub(crate) relay_forwarded: AtomicU64,
+    pub(crate) relay_dropped_budget: AtomicU64,
+    pub(crate) relay_dropped_foreign: AtomicU64,
 }
 
 impl Counters {
@@ -69,6 +84,11 @@ impl Counters {
             send_timeouts: g(&self.send_timeouts),
             send_queue_full: g(&self.send_queue_full),
             frames_dropped_by_link: g(&self.frames_dropped_by_link),
+            relay_sessions: g(&self.relay_sessions),
+            relay_refused_busy: g(&self.relay_refused_busy),
+            relay_forwarded: g(&self.relay_forwarded),
+            relay_dropped_budget: g(&self.relay_dropped_budget),
+            relay_dropped_foreign: g(&self.relay_dropped_foreign),
         }
     }
 }

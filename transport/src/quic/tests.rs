@@ -394,3 +394,72 @@ fn an_overflowing_ten_byte_prefix_is_refused() {
     let results: Vec<_> = bytes.iter().map(|&b| d.push(b)).collect();
     assert_eq!(results.last(), Some(&Err(PrefixTooLarge)));
 }
+
+/// A relay session carries an end-to-end QUIC edge between two peers: the caller dials the
+/// callee's NodeId at the relay's caller-side address once the callee has pinned the
+/// callee side; frames cross both ways, and a foreign host cannot use the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_session_carries_an_end_to_end_edge() {
+    let relay = bind(20, QuicConfig::default());
+    let (a, b) = (
+        bind(21, QuicConfig::default()),
+        bind(22, QuicConfig::default()),
+    );
+    let (caller, callee) = relay.relay().unwrap();
+    let callee_sock: SocketAddr = callee.endpoint.parse().unwrap();
+    // The callee pins its side (a punch datagram from its own socket).
+    b.send_raw(&PUNCH_DATAGRAM, callee_sock).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let conn = tokio::time::timeout(Duration::from_secs(10), a.dial(b.local_id(), &caller))
+        .await
+        .expect("in time")
+        .expect("the edge comes up through the relay");
+    assert_eq!(conn.remote_id(), b.local_id());
+    conn.send(b"through the relay").unwrap();
+    let got = loop {
+        match next_event(&b).await {
+            Some(Event::Frame { conn, packet }) => break (conn, packet.to_vec()),
+            Some(_) => {}
+            None => panic!("b closed"),
+        }
+    };
+    assert_eq!(got.1, b"through the relay");
+    assert_eq!(got.0.remote_id(), a.local_id());
+    // B sees A at the relay's callee side, not at A's own address.
+    assert_eq!(got.0.remote_addr().endpoint, callee.endpoint);
+    let s = relay.stats();
+    assert_eq!(s.relay_sessions, 1);
+    assert!(s.relay_forwarded > 2);
+    // A stranger's datagrams to a pinned side are dropped and counted.
+    let stranger = UdpSocket::bind("127.0.0.2:0").unwrap();
+    stranger.send_to(b"let me in", callee_sock).unwrap();
+    eventually("the foreign datagram is counted", || {
+        relay.stats().relay_dropped_foreign >= 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_sessions_are_capped_and_budgeted() {
+    let mut config = QuicConfig::default();
+    config.relay.max_sessions = 1;
+    config.relay.session_packets = (1.0, 3.0);
+    let relay = bind(23, config);
+    let (caller, callee) = relay.relay().unwrap();
+    assert_eq!(relay.relay(), Err(RelayError::Busy));
+    assert_eq!(relay.stats().relay_refused_busy, 1);
+    // Past the packet budget, datagrams are dropped and counted (never a teardown).
+    let x = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let y = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (caller, callee): (SocketAddr, SocketAddr) = (
+        caller.endpoint.parse().unwrap(),
+        callee.endpoint.parse().unwrap(),
+    );
+    y.send_to(b"pin", callee).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..10 {
+        x.send_to(b"data", caller).unwrap();
+    }
+    eventually("budget drops", || relay.stats().relay_dropped_budget >= 5).await;
+    assert!(relay.stats().relay_forwarded <= 4);
+}
