@@ -398,7 +398,9 @@ impl Node {
             let core = lock(&self.0.core);
             core.punch_candidates(hints.iter().chain(&theirs).map(Addr::as_ref))
         };
-        if candidates.is_empty() {
+        // A peer that offers nothing beyond what the direct dial already tried has no mapping
+        // to punch toward (behind a symmetric NAT, say): go on to a relay now.
+        if candidates.is_empty() || theirs.iter().all(|a| hints.contains(a)) {
             return Err(StepError::NoAddresses);
         }
         self.punch_burst(Some(target), candidates.clone());

@@ -227,10 +227,13 @@ impl QuicTransport {
     }
 
     /// Sends the 4-byte punch datagram to `target` from the transport's own socket, opening
-    /// this side's NAT mapping toward it. Only routable unicast targets are accepted.
+    /// this side's NAT mapping toward it. Only routable unicast targets are accepted (and
+    /// loopback ones by a transport bound to loopback).
     pub fn punch_to(&self, target: SocketAddr) -> Result<(), PunchError> {
         let ip = target.ip();
-        let refused = ip.is_loopback()
+        // A transport bound to loopback has only loopback peers: for it, loopback is where
+        // peers are (a local cluster, a test, a benchmark).
+        let refused = (ip.is_loopback() && !self.0.local.ip().is_loopback())
             || ip.is_multicast()
             || ip.is_unspecified()
             || match ip {
