@@ -28,6 +28,13 @@ use crate::{Delivery, Error, Node};
 /// step). [`crate::Builder::direct_dial_timeout`] changes it.
 pub const DIRECT_DIAL_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// When a relayed edge tries to upgrade to a punched one: these long after it came up.
+pub const UPGRADE_AFTER: [Duration; 3] = [
+    Duration::from_secs(10),
+    Duration::from_secs(60),
+    Duration::from_secs(300),
+];
+
 /// Relays asked at most, one after the other.
 pub const RELAYS_TRIED: usize = 3;
 /// How long a relay has to grant a request.
@@ -152,7 +159,11 @@ impl Connection {
 
     /// How it was reached.
     pub fn path(&self) -> Path {
-        self.path
+        // A relayed edge that a later punch replaced is reported as punched.
+        match self.node.conn_to(&self.peer) {
+            Some(c) if self.path == Path::Relayed && !self.node.is_relayed(&c) => Path::Punched,
+            _ => self.path,
+        }
     }
 
     /// True while the edge is up.
@@ -265,8 +276,13 @@ impl Node {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        if self.conn_to(&target).is_some() {
-            return Ok(self.connection(target, Path::Direct));
+        if let Some(c) = self.conn_to(&target) {
+            let path = if self.is_relayed(&c) {
+                Path::Relayed
+            } else {
+                Path::Direct
+            };
+            return Ok(self.connection(target, path));
         }
         // An address we already know is dialed first: the handshake authenticates the NodeId,
         // so a stale or planted address costs a failed dial, never a wrong peer.
@@ -417,7 +433,11 @@ impl Node {
                     return Ok(path);
                 }
                 Err(e) if left <= crate::driver::PUNCH_INTERVAL * 2 => return Err(e),
-                Err(_) if self.conn_to(&target).is_some() => return Ok(Path::Punched),
+                // A crossed dial may have brought the edge up from the other side (but a
+                // relayed edge being upgraded does not count).
+                Err(_) if self.conn_to(&target).is_some_and(|c| !self.is_relayed(&c)) => {
+                    return Ok(Path::Punched);
+                }
                 Err(_) => tokio::time::sleep(crate::driver::PUNCH_INTERVAL).await,
             }
         }
@@ -455,11 +475,37 @@ impl Node {
                 .dial_any(target, &[addr], RELAY_DIAL_TIMEOUT, Path::Relayed)
                 .await
             {
-                Ok(path) => return Ok(path),
+                Ok(path) => {
+                    if let Some(c) = self.conn_to(&target) {
+                        lock(&self.0.relayed).insert(c.id());
+                        self.upgrade_later(target);
+                    }
+                    return Ok(path);
+                }
                 Err(e) => last = e,
             }
         }
         Err(last)
+    }
+
+    /// Tries, in the background, to replace a relayed edge to `target` by a punched one: after
+    /// each delay of [`UPGRADE_AFTER`], while the edge is still relayed, a hole-punch. A
+    /// punched edge wins over the relayed one, which drains and closes.
+    fn upgrade_later(&self, target: NodeId) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            for delay in UPGRADE_AFTER {
+                tokio::time::sleep(delay).await;
+                match node.conn_to(&target) {
+                    Some(c) if node.is_relayed(&c) => {}
+                    _ => return,
+                }
+                if node.punch(target, &[]).await.is_ok() {
+                    lock(&node.0.core).count_upgrade();
+                    return;
+                }
+            }
+        });
     }
 
     /// Dials every address at once; the first to authenticate as the target and pass our

@@ -1184,6 +1184,11 @@ impl Core {
             .collect()
     }
 
+    /// Counts a relayed edge replaced by a punched one.
+    pub fn count_upgrade(&mut self) {
+        self.stats.relay_upgrades += 1;
+    }
+
     /// Counts a relay session we opened for others.
     pub fn count_relay_granted(&mut self) {
         self.stats.relays_granted += 1;

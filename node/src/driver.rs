@@ -174,6 +174,7 @@ impl Builder {
             punch_waiters: Mutex::new(HashMap::new()),
             punch_bursts: std::sync::atomic::AtomicUsize::new(0),
             relay_waiters: Mutex::new(HashMap::new()),
+            relayed: Mutex::new(HashSet::new()),
         }))
     }
 }
@@ -214,6 +215,8 @@ pub(crate) struct Shared {
     punch_bursts: std::sync::atomic::AtomicUsize,
     /// Open relay requests: nonce → (the relay asked, the caller waiting for its grant).
     pub(crate) relay_waiters: Mutex<HashMap<[u8; nodenet_nat::NONCE_LEN], RelayWaiting>>,
+    /// Our connections that run through a relay (a direct one replaces them).
+    pub(crate) relayed: Mutex<HashSet<ConnId>>,
 }
 
 /// An open relay request: the relay asked, and the caller waiting for its grant.
@@ -456,7 +459,7 @@ impl Node {
                 Err(_) => return,
             }
         }
-        match core.on_frame(now, peer, conn.remote_addr(), packet) {
+        match conn.with_remote_addr(|from| core.on_frame(now, peer, from, packet)) {
             Handled::Forward(candidates) => {
                 for next in candidates.as_slice() {
                     match self.send_to(next, packet) {
@@ -570,12 +573,16 @@ impl Node {
             return;
         }
         let node = self.clone();
+        // An edge that exists already (a relayed one being upgraded) does not end the burst;
+        // a new one does.
+        let before = peer.and_then(|p| self.conn_to(&p)).map(|c| c.id());
         tokio::spawn(async move {
             for volley in 0..PUNCH_VOLLEYS {
                 if volley > 0 {
                     tokio::time::sleep(PUNCH_INTERVAL).await;
                 }
-                if peer.is_some_and(|p| node.conn_to(&p).is_some()) {
+                let now = peer.and_then(|p| node.conn_to(&p)).map(|c| c.id());
+                if now.is_some() && now != before {
                     break;
                 }
                 for a in &addrs {
@@ -657,7 +664,14 @@ impl Node {
                 _ => c.remote_id(),
             };
             let (new_dialer, old_dialer) = (dialer(conn), dialer(&old));
-            if old.is_closed() || new_dialer <= old_dialer {
+            // A direct connection beats one through a relay, whoever dialed.
+            let (new_relayed, old_relayed) = (self.is_relayed(conn), self.is_relayed(&old));
+            let wins = if new_relayed == old_relayed {
+                new_dialer <= old_dialer
+            } else {
+                old_relayed
+            };
+            if old.is_closed() || wins {
                 lock(&self.0.conns).insert(peer, conn.clone());
                 if !old.is_closed() {
                     self.drain_duplicate(&old);
@@ -672,7 +686,7 @@ impl Node {
             peer,
             conn.remote_key(),
             conn.direction() == nodenet_transport::Direction::Outbound,
-            conn.remote_addr(),
+            &conn.remote_addr(),
         ) {
             Ok(()) => {
                 lock(&self.0.conns).insert(peer, conn.clone());
@@ -685,7 +699,13 @@ impl Node {
         }
     }
 
+    /// True for a connection of ours that runs through a relay.
+    pub(crate) fn is_relayed(&self, conn: &Conn) -> bool {
+        lock(&self.0.relayed).contains(&conn.id())
+    }
+
     fn on_closed(&self, conn: &Conn) {
+        lock(&self.0.relayed).remove(&conn.id());
         let peer = conn.remote_id();
         let mut conns = lock(&self.0.conns);
         if conns.get(&peer).is_some_and(|c| c == conn) {

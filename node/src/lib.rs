@@ -37,6 +37,7 @@ mod stats;
 
 pub use connect::{
     Connection, DIRECT_DIAL_TIMEOUT, PUNCH_TIMEOUT, Path, RELAYS_TRIED, Step, StepError, Strategy,
+    UPGRADE_AFTER,
 };
 pub use core::{
     Action, AdmissionHook, Core, CoreConfig, Delivery, EdgeRefusal, Handled, MAX_PUNCH_CANDIDATES,

@@ -78,10 +78,12 @@ pub struct Stats {
     pub relays_granted: u64,
     /// Relay requests refused: we do not volunteer, or hold no edge to the target.
     pub relay_requests_refused: u64,
+    /// Relayed edges of ours replaced by a punched one.
+    pub relay_upgrades: u64,
 }
 
 /// How many counters [`Stats::counters`] lists.
-pub const COUNTERS: usize = 36;
+pub const COUNTERS: usize = 37;
 
 impl Stats {
     /// Every counter as `(name, help, value)`, in declaration order: what a metrics exporter
@@ -248,6 +250,11 @@ impl Stats {
                 "Relay requests refused: we do not volunteer, or hold no edge to the target.",
                 self.relay_requests_refused,
             ),
+            (
+                "relay_upgrades",
+                "Relayed edges of ours replaced by a punched one.",
+                self.relay_upgrades,
+            ),
         ]
     }
 }
@@ -269,6 +276,6 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), fields);
-        assert!(listed.contains(&("dropped_bad_box", listed[COUNTERS - 8].1, 7)));
+        assert!(listed.contains(&("dropped_bad_box", listed[COUNTERS - 9].1, 7)));
     }
 }

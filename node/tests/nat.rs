@@ -214,3 +214,44 @@ async fn without_relays_a_symmetric_nat_says_where_it_failed() {
     // nobody reported: nothing to dial, and no relay either.
     assert!(cone.connect(sym.id()).await.is_err());
 }
+
+/// A relayed edge is replaced by a punched one once a punch can work: here the symmetric NAT
+/// in front of the target is swapped for a port-restricted one, the target's flows through
+/// it die and are rebuilt (so its neighbours now agree on its address), and the caller's
+/// next upgrade attempt punches through. The application's handle keeps working throughout.
+#[tokio::test(start_paused = true)]
+async fn a_relayed_edge_is_upgraded_when_a_punch_later_works() {
+    const PAIR: [(&str, NatModel); 2] = [
+        ("natport", NatModel::PORT_RESTRICTED),
+        ("natsym", NatModel::SYMMETRIC),
+    ];
+    let hub = Hub::new();
+    let (a, b) = (8usize, 9usize);
+    let ids: Vec<_> = (0..10).map(|i| identity(i).node_id()).collect();
+    hub.partition(ids[a], ids[b]);
+    let mut members = cluster(&hub, 8, &PAIR);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    hub.heal(ids[a], ids[b]);
+    let conn = members[a].0.connect(ids[b]).await.unwrap();
+    assert_eq!(conn.path(), Path::Relayed);
+    // The router is swapped; its old flows die with it.
+    hub.set_nat_model("natsym", NatModel::PORT_RESTRICTED);
+    for p in 0..8 {
+        hub.partition(ids[b], ids[p]);
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    for p in 0..8 {
+        hub.heal(ids[b], ids[p]);
+    }
+    tokio::time::sleep(Duration::from_secs(400)).await;
+    assert_eq!(members[b].0.nat_type(), NatType::Cone);
+    assert_eq!(members[a].0.stats().relay_upgrades, 1);
+    assert_eq!(conn.path(), Path::Punched);
+    conn.send(b"after the upgrade").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut got = false;
+    while let Ok(d) = members[b].1.try_recv() {
+        got |= d.via == Via::Direct && d.payload == b"after the upgrade";
+    }
+    assert!(got, "the handle carries frames over the punched edge");
+}

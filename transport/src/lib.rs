@@ -260,7 +260,8 @@ pub struct Conn(Arc<ConnInner>);
 struct ConnInner {
     id: ConnId,
     remote_id: NodeId,
-    remote_addr: Addr,
+    /// Changes when the peer's packets start arriving from elsewhere (a NAT rebinding).
+    remote_addr: std::sync::Mutex<Addr>,
     remote_key: Option<[u8; 32]>,
     direction: Direction,
     queue: mpsc::Sender<Packet>,
@@ -284,7 +285,7 @@ impl Conn {
         let inner = ConnInner {
             id: ConnId(NEXT.fetch_add(1, Ordering::Relaxed)),
             remote_id,
-            remote_addr,
+            remote_addr: std::sync::Mutex::new(remote_addr),
             remote_key,
             direction,
             queue,
@@ -304,9 +305,28 @@ impl Conn {
         self.0.remote_id
     }
 
-    /// The peer's address as this side observes it (for reflexive-address reports).
-    pub fn remote_addr(&self) -> &Addr {
-        &self.0.remote_addr
+    /// The peer's address as this side observes it now (for reflexive-address reports): it
+    /// follows the peer when its packets start arriving from elsewhere.
+    pub fn remote_addr(&self) -> Addr {
+        self.with_remote_addr(Addr::clone)
+    }
+
+    /// Runs `f` on the peer's current address without copying it.
+    pub fn with_remote_addr<R>(&self, f: impl FnOnce(&Addr) -> R) -> R {
+        f(&self
+            .0
+            .remote_addr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Records that the peer's packets now arrive from `addr`.
+    pub(crate) fn set_remote_addr(&self, addr: Addr) {
+        *self
+            .0
+            .remote_addr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = addr;
     }
 
     /// The peer's Ed25519 key, when the transport authenticated one (QUIC always does; the
@@ -421,7 +441,7 @@ impl fmt::Debug for Conn {
         f.debug_struct("Conn")
             .field("id", &self.0.id.0)
             .field("remote", &self.0.remote_id.short())
-            .field("addr", &self.0.remote_addr)
+            .field("addr", &self.remote_addr())
             .field("direction", &self.0.direction)
             .finish()
     }

@@ -329,6 +329,14 @@ impl Hub {
         state.behind.insert(id, host.to_owned());
     }
 
+    /// Changes the behaviour of the NAT at `host` (a router swap): mappings it already holds
+    /// keep working, new ones follow `model`.
+    pub fn set_nat_model(&self, host: &str, model: NatModel) {
+        if let Some(nat) = self.lock().nats.get_mut(host) {
+            nat.model = model;
+        }
+    }
+
     /// Sets the model of the direction `from → to`; frames already in flight keep theirs.
     pub fn set_link(&self, from: NodeId, to: NodeId, model: LinkModel) {
         self.lock().links.insert((from, to), model);

@@ -740,9 +740,16 @@ async fn run_edge(
                     return;
                 }
             }
+            let mut seen_at = connection.remote_address();
             let reason = loop {
                 match reader.read_frame().await {
                     Ok(Some(packet)) => {
+                        // QUIC follows a peer whose NAT rebinds it to another port; so do we.
+                        let now_at = connection.remote_address();
+                        if now_at != seen_at {
+                            seen_at = now_at;
+                            conn.set_remote_addr(Addr::new(NET, now_at.to_string()));
+                        }
                         let ev = Event::Frame {
                             conn: conn.clone(),
                             packet,

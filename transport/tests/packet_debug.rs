@@ -32,8 +32,19 @@ async fn round_trip(a: &dyn Transport, b: &dyn Transport) {
         .unwrap();
 }
 
+/// The outstanding-packet counters are process-wide: the tests of this file take turns, or
+/// one would count the other's packets.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::await_holding_lock,
+    reason = "the guard only orders this test against a synchronous one; nothing else takes it"
+)]
 async fn every_packet_returns_to_its_pool() {
+    let _turn = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let before = (outstanding(SizeClass::Full), outstanding(SizeClass::Media));
 
     let hub = Hub::new();
@@ -77,6 +88,9 @@ async fn every_packet_returns_to_its_pool() {
 
 #[test]
 fn released_buffers_are_poisoned() {
+    let _turn = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut p = Packet::get_media();
     p.buf_mut()[..4].copy_from_slice(b"live");
     p.set_len(4).unwrap();
