@@ -142,6 +142,17 @@ async fn metrics(State(api): State<Api>) -> Response {
             "# HELP nodenet_{name} {help}\n# TYPE nodenet_{name} gauge\nnodenet_{name} {value}\n"
         );
     }
+    // The NAT type as an enum gauge: 1 for the node's current type, 0 for the others.
+    let current = api.node.nat_type().as_str();
+    out.push_str("# HELP nodenet_nat_type What the node concludes about the NAT in front of it.\n");
+    out.push_str("# TYPE nodenet_nat_type gauge\n");
+    for t in ["unknown", "public", "cone", "symmetric"] {
+        let _ = writeln!(
+            out,
+            "nodenet_nat_type{{type=\"{t}\"}} {}",
+            u8::from(t == current)
+        );
+    }
     (
         [(
             header::CONTENT_TYPE,

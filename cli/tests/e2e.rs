@@ -200,6 +200,11 @@ fn three_processes_in_a_chain_route_a_send_end_to_end() {
     assert_eq!(status, 200);
     assert!(metrics.contains("# TYPE nodenet_originated_total counter"));
     assert!(metrics.contains("nodenet_dropped_bad_sig_total 0"));
+    // On loopback no reflexive report is taken: the type stays unknown.
+    assert!(
+        metrics.contains("nodenet_nat_type{type=\"unknown\"} 1"),
+        "{metrics}"
+    );
     let (status, body) = http(
         &c.api,
         "POST",
