@@ -139,14 +139,15 @@ pub(crate) async fn splice(
     loop {
         let idle = tokio::time::sleep_until(last + limits.idle);
         // (which side it came in on, bytes, sender)
+        // A socket error ends the session (retrying at once could spin on a persistent one).
         let (from_caller, n, from) = tokio::select! {
             r = caller.recv_from(&mut buf_a) => match r {
                 Ok((n, from)) => (true, n, from),
-                Err(_) => continue,
+                Err(_) => break,
             },
             r = callee.recv_from(&mut buf_b) => match r {
                 Ok((n, from)) => (false, n, from),
-                Err(_) => continue,
+                Err(_) => break,
             },
             () = idle => break,
         };
