@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use nodenet_kad::NodeId;
-use nodenet_rendezvous::{Coordinates, NONCE_LEN, OpenError, Opened};
+use nodenet_rendezvous::{Coordinates, OpenError, Opened};
 use nodenet_transport::{Conn, DialError};
 use nodenet_wire::{Addr, Frame, FrameType, MAX_PACKET_LEN};
 use tokio::sync::oneshot;
@@ -182,41 +182,13 @@ impl Connection {
     }
 }
 
-/// Removes a rendezvous waiter when its future ends or is dropped (cancel safety).
-struct Waiter<'a> {
-    node: &'a Node,
-    nonce: [u8; NONCE_LEN],
-}
+/// Runs its closure when dropped: how a request's waiter is removed however its future ends
+/// (answered, failed, timed out or dropped by the caller), which makes the waits cancel-safe.
+struct OnDrop<F: FnMut()>(F);
 
-impl Drop for Waiter<'_> {
+impl<F: FnMut()> Drop for OnDrop<F> {
     fn drop(&mut self) {
-        lock(&self.node.0.waiters).remove(&self.nonce);
-        lock(&self.node.0.core).cancel_rendezvous(&self.nonce);
-    }
-}
-
-/// Closes an open punch request when its caller stops waiting (done, failed or dropped).
-struct PunchWaiter<'a> {
-    node: &'a Node,
-    nonce: [u8; nodenet_nat::NONCE_LEN],
-}
-
-impl Drop for PunchWaiter<'_> {
-    fn drop(&mut self) {
-        lock(&self.node.0.punch_waiters).remove(&self.nonce);
-        lock(&self.node.0.core).cancel_punch(&self.nonce);
-    }
-}
-
-/// Forgets an open relay request when its caller stops waiting.
-struct RelayWaiter<'a> {
-    node: &'a Node,
-    nonce: [u8; nodenet_nat::NONCE_LEN],
-}
-
-impl Drop for RelayWaiter<'_> {
-    fn drop(&mut self) {
-        lock(&self.node.0.relay_waiters).remove(&self.nonce);
+        (self.0)();
     }
 }
 
@@ -245,7 +217,10 @@ impl Node {
             self.drain(&mut core, now);
             nonce
         };
-        let _guard = Waiter { node: self, nonce };
+        let _guard = OnDrop(|| {
+            lock(&self.0.waiters).remove(&nonce);
+            lock(&self.0.core).cancel_rendezvous(&nonce);
+        });
         let wait = self.0.rendezvous_timeout;
         let deadline = tokio::time::Instant::now() + wait;
         let mut rx = std::pin::pin!(rx);
@@ -404,7 +379,10 @@ impl Node {
             self.drain(&mut core, now);
             nonce
         };
-        let _guard = PunchWaiter { node: self, nonce };
+        let _guard = OnDrop(|| {
+            lock(&self.0.punch_waiters).remove(&nonce);
+            lock(&self.0.core).cancel_punch(&nonce);
+        });
         let deadline = tokio::time::Instant::now() + PUNCH_TIMEOUT;
         let answered = tokio::time::timeout_at(deadline, rx).await;
         let Ok(Ok(theirs)) = answered else {
@@ -458,13 +436,12 @@ impl Node {
             rand_core::Rng::fill_bytes(&mut rng, &mut nonce);
             let (tx, rx) = oneshot::channel();
             lock(&self.0.relay_waiters).insert(nonce, (relay, tx));
-            let _guard = RelayWaiter { node: self, nonce };
+            let _guard = OnDrop(|| {
+                lock(&self.0.relay_waiters).remove(&nonce);
+            });
             let req = nodenet_nat::RelayRequest { nonce, target }.encode();
-            let mut frame = [0u8; 3 + nodenet_nat::RelayRequest::LEN];
-            let n = Frame::new(FrameType::RELAY_REQUEST, &req)
-                .encode(&mut frame)
-                .unwrap_or(0);
-            if self.send_to(&relay, &frame[..n]).is_err() {
+            let frame = crate::core::small_frame(FrameType::RELAY_REQUEST, &req);
+            if self.send_to(&relay, &frame).is_err() {
                 continue;
             }
             let Ok(Ok(addr)) = tokio::time::timeout(RELAY_GRANT_TIMEOUT, rx).await else {

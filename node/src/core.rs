@@ -445,6 +445,8 @@ pub struct Core {
     next_refresh: Time,
     /// What our neighbours report of our address.
     reflexive: Reflexive,
+    /// The confirmed reflexive address, and whether it is our own.
+    confirmed: Option<(Addr, bool)>,
     /// Our open Connect requests: nonce → (peer, expiry).
     punches: HashMap<[u8; nodenet_nat::NONCE_LEN], (NodeId, Time)>,
 }
@@ -489,6 +491,7 @@ impl Core {
             next_sibling_exchange: Time(0),
             next_refresh: Time(0),
             reflexive: Reflexive::new(),
+            confirmed: None,
             punches: HashMap::new(),
         }
     }
@@ -536,13 +539,31 @@ impl Core {
 
     /// Our address as our neighbours see it, once corroborated (see [`nodenet_nat::reflexive`]).
     pub fn reflexive(&self) -> Option<&Addr> {
-        self.reflexive.confirmed()
+        self.confirmed.as_ref().map(|(a, _)| a)
     }
 
-    /// What the neighbours' reports say about the NAT in front of us; `is_local` tells
-    /// whether an address belongs to this host.
-    pub fn nat_type(&self, is_local: impl Fn(&Addr) -> bool) -> NatType {
-        self.reflexive.nat_type(is_local)
+    /// What the neighbours' reports say about the NAT in front of us.
+    pub fn nat_type(&self) -> NatType {
+        let own = self.confirmed.as_ref().is_some_and(|(_, own)| *own);
+        self.reflexive.nat_type(|_| own)
+    }
+
+    /// Re-reads the confirmed reflexive address after the reports changed, and decides once
+    /// whether it is our own (that takes a socket call; the address is read far more often).
+    fn refresh_reflexive(&mut self) {
+        let now = self.reflexive.confirmed().cloned();
+        if now.as_ref() != self.confirmed.as_ref().map(|(a, _)| a) {
+            self.confirmed = now.map(|a| {
+                let own = self.reflexive_is_own(&a);
+                (a, own)
+            });
+        }
+    }
+
+    /// Withdraws `peer`'s report of our address (its edge went down).
+    fn forget_reporter(&mut self, peer: &NodeId) {
+        self.reflexive.remove(peer);
+        self.refresh_reflexive();
     }
 
     /// The addresses a peer may dial us at directly (our self-contact and Reply): what we
@@ -551,8 +572,8 @@ impl Core {
     /// sent to, so it is offered only for a punch ([`Core::punch_coordinates`]).
     pub fn coordinates(&self) -> Vec<Addr> {
         let mut out = self.config.advertise.clone();
-        if let Some(r) = self.reflexive.confirmed() {
-            if !out.contains(r) && self.reflexive_is_own(r) {
+        if let Some((r, true)) = &self.confirmed {
+            if !out.contains(r) {
                 out.push(r.clone());
             }
         }
@@ -563,7 +584,7 @@ impl Core {
     /// advertise, then our confirmed reflexive address.
     pub fn punch_coordinates(&self) -> Vec<Addr> {
         let mut out = self.config.advertise.clone();
-        if let Some(r) = self.reflexive.confirmed() {
+        if let Some((r, _)) = &self.confirmed {
             if !out.contains(r) {
                 out.push(r.clone());
             }
@@ -698,7 +719,7 @@ impl Core {
     pub fn on_edge_down(&mut self, now: Now, peer: &NodeId) {
         if self.edges.remove(peer).is_some() {
             self.stats.edges_down += 1;
-            self.reflexive.remove(peer);
+            self.forget_reporter(peer);
             self.actions
                 .push_back(Action::Notify(NodeEvent::EdgeDown { peer: *peer }));
             self.backoff.entry(*peer).or_insert_with(|| Backoff {
@@ -777,6 +798,7 @@ impl Core {
                         .flatten();
                     self.reflexive
                         .report(from, seen.to_owned_addr(), subnet.map(|s| s.0));
+                    self.refresh_reflexive();
                     self.stats.reflexive_reports += 1;
                 }
                 Ok(_) => self.stats.dropped_bad_reflexive += 1,
@@ -1464,7 +1486,7 @@ impl Core {
             self.actions.push_back(Action::Close(id));
             if self.edges.remove(&id).is_some() {
                 self.stats.edges_down += 1;
-                self.reflexive.remove(&id);
+                self.forget_reporter(&id);
                 self.actions
                     .push_back(Action::Notify(NodeEvent::EdgeDown { peer: id }));
             }
@@ -1760,7 +1782,7 @@ impl Core {
 }
 
 /// A small control frame.
-fn small_frame(ty: FrameType, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn small_frame(ty: FrameType, payload: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; nodenet_wire::header_len(payload.len()) + payload.len()];
     let n = Frame::new(ty, payload).encode(&mut buf).unwrap_or(0);
     buf.truncate(n);

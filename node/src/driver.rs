@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::core::{
     Action, Core, CoreConfig, Delivery, EdgeRefusal, Handled, Maintenance, NodeEvent, Now,
+    small_frame,
 };
 use crate::{Error, Stats};
 
@@ -229,22 +230,6 @@ pub(crate) const PUNCH_INTERVAL: Duration = Duration::from_millis(50);
 /// Punch bursts running at once at most.
 const MAX_PUNCH_BURSTS: usize = 32;
 
-/// Whether `a` is where this host itself listens: for IP, the port we are bound to on an IP
-/// this host owns (binding a socket to it succeeds); otherwise the transport's own address.
-fn is_own_address(a: &Addr, local: &Addr, is_ip: bool) -> bool {
-    if !is_ip {
-        return a == local;
-    }
-    let (Ok(seen), Ok(bound)) = (
-        a.endpoint.parse::<std::net::SocketAddr>(),
-        local.endpoint.parse::<std::net::SocketAddr>(),
-    ) else {
-        return false;
-    };
-    seen.port() == bound.port()
-        && (seen.ip() == bound.ip() || std::net::UdpSocket::bind((seen.ip(), 0)).is_ok())
-}
-
 /// Events a watcher of [`Node::events`] may fall behind by before it misses some.
 const EVENT_BUFFER: usize = 1024;
 
@@ -312,9 +297,7 @@ impl Node {
     /// address is one of this host's own, cone when it is another, symmetric when the
     /// neighbours disagree, unknown before enough of them have reported.
     pub fn nat_type(&self) -> NatType {
-        let local = self.0.transport.local_addr();
-        let is_ip = self.0.transport.is_ip();
-        lock(&self.0.core).nat_type(|a| is_own_address(a, &local, is_ip))
+        lock(&self.0.core).nat_type()
     }
 
     /// A snapshot of the knowledge table: every contact we know, with its keys, capabilities
@@ -422,12 +405,9 @@ impl Node {
     pub async fn shutdown(&self) {
         self.0.shutdown.send_replace(true);
         let conns: Vec<Conn> = lock(&self.0.conns).drain().map(|(_, c)| c).collect();
-        let mut leave = [0u8; 3];
-        let n = nodenet_wire::Frame::new(FrameType::LEAVE, &[])
-            .encode(&mut leave)
-            .unwrap_or(0);
+        let leave = small_frame(FrameType::LEAVE, &[]);
         for c in &conns {
-            let _ = c.send(&leave[..n]);
+            let _ = c.send(&leave);
             // A local close still delivers what was queued before it.
             c.close();
         }
@@ -524,16 +504,8 @@ impl Node {
         let (Ok(grant), Ok(bind)) = (grant, bind) else {
             return;
         };
-        let frame = |ty, payload: &[u8]| {
-            let mut buf = vec![0u8; nodenet_wire::header_len(payload.len()) + payload.len()];
-            let n = nodenet_wire::Frame::new(ty, payload)
-                .encode(&mut buf)
-                .unwrap_or(0);
-            buf.truncate(n);
-            buf
-        };
-        let _ = self.send_to(&target, &frame(FrameType::RELAY_BIND, &bind));
-        let _ = self.send_to(&from, &frame(FrameType::RELAY_GRANT, &grant));
+        let _ = self.send_to(&target, &small_frame(FrameType::RELAY_BIND, &bind));
+        let _ = self.send_to(&from, &small_frame(FrameType::RELAY_GRANT, &grant));
         core.count_relay_granted();
     }
 
