@@ -109,6 +109,7 @@ async fn info(State(api): State<Api>) -> axum::Json<Value> {
         "nat_type": node.nat_type().as_str(),
         "edges": node.edges().len(),
         "outbound_edges": node.outbound_edges(),
+        "relayed_edges": node.relayed_edges(),
         "known": node.known(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
@@ -129,6 +130,11 @@ async fn metrics(State(api): State<Api>) -> Response {
             "outbound_edges",
             "Live edges we dialed.",
             api.node.outbound_edges(),
+        ),
+        (
+            "relayed_edges",
+            "Live edges through a volunteer relay.",
+            api.node.relayed_edges(),
         ),
         (
             "known",

@@ -4,16 +4,18 @@
 //! ```text
 //!  p1 172.16.1.2   p2 172.16.2.2   p3 172.16.3.2        public, three subnets
 //!        \              |              /
-//!         +---------- inet ----------+----------+----------+
-//!        /        |          |           |          \        \
-//!   ra (port-   rb (port-  rf (full-   rs1 (sym-  rs2 (sym-   rd1 -- rd2   (two levels)
-//!    restricted) restricted) cone)     metric)    metric)             |
-//!      a           b          f          s1         s2                 d
+//!         +---------- inet ----------+----------+----------+----------+
+//!        /        |          |           |          \        \          \
+//!   ra (port-   rb (port-  rf (full-   rs1 (sym-  rs2 (sym-   rd1 -- rd2  rc (port-
+//!    restricted) restricted) cone)     metric)    metric)        |      restricted)
+//!      a           b          f          s1         s2            d        c
 //! ```
 //!
 //! It checks what each node learns of itself (reflexive address, NAT type), that cone pairs
 //! connect through their NATs by hole-punch, that pairs with a symmetric NAT connect through
-//! a volunteer relay (the public nodes), and that data crosses byte-exact. It needs root, `ip netns` and
+//! a volunteer relay (the public nodes), that a relayed edge is upgraded to a punched one
+//! once a punch can work (`rc` drops all traffic between `c` and `b` at first, then lifts
+//! the block), and that data crosses byte-exact. It needs root, `ip netns` and
 //! iptables; without them it says why and skips. Every address used lives inside the
 //! namespaces it creates, and they are deleted however the test ends.
 
@@ -71,10 +73,12 @@ impl Drop for Lab {
     }
 }
 
-const NAMESPACES: [&str; 17] = [
+const NAMESPACES: [&str; 19] = [
     "inet", "p1", "p2", "p3", "ra", "a", "rb", "b", "rf", "f", "rs1", "s1", "rs2", "s2", "rd1",
-    "rd2", "d",
+    "rd2", "d", "rc", "c",
 ];
+/// `b`'s public address, which `rc` blocks at first.
+const B_PUBLIC: &str = "172.16.11.2";
 
 impl Lab {
     fn ns(&self, name: &str) -> String {
@@ -271,6 +275,23 @@ impl Lab {
         self.link("d", "eth0", "192.168.13.2", "rd2", "lan", "192.168.13.1");
         self.route("d", "192.168.13.1");
         self.nat_rules("rd2", "eth0", Nat::PortRestricted);
+        self.nat(
+            "rc",
+            "inet",
+            "172.16.16",
+            "c",
+            "192.168.16",
+            Nat::PortRestricted,
+        );
+        self.block("rc", B_PUBLIC, true);
+    }
+
+    /// Drops (or stops dropping) everything `r` forwards to or from `ip`.
+    fn block(&self, r: &str, ip: &str, on: bool) {
+        let op = if on { "-I" } else { "-D" };
+        for dir in ["-s", "-d"] {
+            assert!(self.exec(r, &["iptables", op, "FORWARD", dir, ip, "-j", "DROP"]));
+        }
     }
 
     /// Starts `nodenet run` in `ns`; returns its NodeId.
@@ -377,6 +398,7 @@ fn nodes_behind_real_nats_learn_their_type_and_punch_through() {
         ("s1", "192.168.12.2"),
         ("s2", "192.168.15.2"),
         ("d", "192.168.13.2"),
+        ("c", "192.168.16.2"),
     ] {
         let id = lab.start(&dir, ns, ip, Some(&boot));
         ids.insert(ns, id);
@@ -391,6 +413,7 @@ fn nodes_behind_real_nats_learn_their_type_and_punch_through() {
         ("b", "cone", Some("172.16.11.2:4242")),
         ("f", "cone", Some("172.16.14.2:4242")),
         ("d", "cone", Some("172.16.13.2:4242")),
+        ("c", "cone", Some("172.16.16.2:4242")),
         ("s1", "symmetric", None),
         ("s2", "symmetric", None),
     ];
@@ -435,9 +458,29 @@ fn nodes_behind_real_nats_learn_their_type_and_punch_through() {
     // Symmetric NATs cannot punch: a volunteer relay carries the edge, end to end.
     assert_eq!(connect("s1", "s2"), "relayed");
     assert_eq!(connect("a", "s2"), "relayed");
+    // A punch that a firewall blocks falls back to a relay; once the block is lifted, the
+    // background upgrade (10 s after the relayed edge came up) punches through and replaces
+    // the relayed edge, which the next connect finds direct.
+    assert_eq!(connect("c", "b"), "relayed");
+    assert_eq!(lab.info("c")["relayed_edges"], 1);
+    lab.block("rc", B_PUBLIC, false);
+    let lifted = Instant::now();
+    let deadline = lifted + Duration::from_secs(40);
+    while lab.info("c")["relayed_edges"] != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "still relayed 40 s after the block was lifted"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!(
+        "| c → b upgraded | punched | {} ms after the block was lifted |",
+        lifted.elapsed().as_millis()
+    );
+    assert_eq!(connect("c", "b"), "direct");
 
-    // Data crosses a punched and a relayed path byte-exact, over the direct edge.
-    for (from, to) in [("a", "b"), ("s1", "s2")] {
+    // Data crosses a punched, a relayed and an upgraded path byte-exact, over the direct edge.
+    for (from, to) in [("a", "b"), ("s1", "s2"), ("c", "b")] {
         let nsn = lab.ns(to);
         let mut listen = Command::new("ip")
             .args(["netns", "exec", nsn.as_str(), BIN, "listen", "--api", API])

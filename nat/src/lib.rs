@@ -18,8 +18,8 @@ pub mod signal;
 
 pub use reflexive::{MAX_REPORTERS, MIN_SUBNETS, NatType, QUORUM, Reflexive, reachable};
 pub use signal::{
-    Coordination, MAX_CONNECT_ADDRS, NONCE_LEN, RelayGrant, RelayRequest, decode_relay_bind,
-    encode_coordination, encode_relay_bind,
+    Coordination, FLAG_SYNC, FLAG_TIMED, MAX_CONNECT_ADDRS, NONCE_LEN, RelayGrant, RelayRequest,
+    decode_relay_bind, encode_coordination, encode_relay_bind,
 };
 
 /// The punch datagram: `0x00 'n' 'p' 0x01`. Its first byte has the top two bits clear, so a
@@ -52,12 +52,13 @@ pub mod fuzzing {
     pub fn nat_signal(data: &[u8]) {
         if let Ok(c) = Coordination::decode(data) {
             let addrs: Vec<Addr> = c.addrs.iter().map(|a| a.to_owned_addr()).collect();
-            let again = encode_coordination(&c.nonce, &addrs).expect("re-encodes");
+            let again = encode_coordination(&c.nonce, &addrs, c.flags).expect("re-encodes");
             // Not necessarily a prefix of the input, nor the same list bytes: these decoders,
             // like the reference's, take non-minimal uvarints, which re-encode minimally.
             assert!(again.len() <= data.len());
             let back = Coordination::decode(&again).unwrap();
             assert_eq!(back.nonce, c.nonce);
+            assert_eq!(back.flags, c.flags);
             let back: Vec<Addr> = back.addrs.iter().map(|a| a.to_owned_addr()).collect();
             assert_eq!(back, addrs);
         }

@@ -11,6 +11,11 @@
 //! The addresses are unsigned hints (the routed envelope's signature binds them to the
 //! originator). Unlike the canonical codecs elsewhere in the protocol, these decoders ignore
 //! trailing bytes, as the reference does, so a later version may append fields.
+//!
+//! We append one: an optional `flags` byte after a Connect's or ConnectAck's addresses
+//! (absent means 0, and a zero byte is never written, so a plain payload is the reference's
+//! byte for byte). It times the punch: see [`FLAG_TIMED`] and [`FLAG_SYNC`]. A peer that
+//! predates it ignores the byte and punches on the Connect, as the reference does.
 
 use nodenet_kad::NodeId;
 use nodenet_wire::{Addr, AddrList, AddrRef, Reader, WireError, Writer};
@@ -20,6 +25,18 @@ pub const NONCE_LEN: usize = 16;
 /// Addresses a Connect or ConnectAck carries at most.
 pub const MAX_CONNECT_ADDRS: usize = 16;
 
+/// In a Connect: "I will send a Sync (a Connect with [`FLAG_SYNC`] and the same nonce) once
+/// your ack arrives; hold your punch until it does". In a ConnectAck: "I am holding it".
+///
+/// The initiator measures the Connect → ConnectAck round trip over the overlay, sends the
+/// Sync and punches half that round trip later, about when the Sync reaches the target, so
+/// both sides' first datagrams leave together. Behind a NAT that claims the port of a
+/// dropped packet (Linux `MASQUERADE` without a stateful firewall), a side whose peer's
+/// datagram arrives before its own left is mapped to a fresh port and the punch fails.
+pub const FLAG_TIMED: u8 = 0x01;
+/// In a Connect: "punch now" (the Sync of a [`FLAG_TIMED`] exchange; it is not answered).
+pub const FLAG_SYNC: u8 = 0x02;
+
 /// A Connect or ConnectAck payload: the nonce and the sender's candidate addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Coordination<'a> {
@@ -27,32 +44,48 @@ pub struct Coordination<'a> {
     pub nonce: [u8; NONCE_LEN],
     /// Where the sender may be reached (unsigned hints).
     pub addrs: AddrList<'a>,
+    /// [`FLAG_TIMED`], [`FLAG_SYNC`]; 0 when the byte is absent. Unknown bits are ignored.
+    pub flags: u8,
 }
 
 impl<'a> Coordination<'a> {
-    /// Decodes a Connect or ConnectAck payload (trailing bytes ignored).
+    /// Decodes a Connect or ConnectAck payload (bytes past the flags ignored).
     pub fn decode(payload: &'a [u8]) -> Result<Self, WireError> {
         let mut r = Reader::new(payload);
         let nonce = *r.array::<NONCE_LEN>()?;
         let addrs = AddrList::decode(&mut r, MAX_CONNECT_ADDRS)?;
-        Ok(Self { nonce, addrs })
+        let flags = if r.remaining() > 0 { r.u8()? } else { 0 };
+        Ok(Self {
+            nonce,
+            addrs,
+            flags,
+        })
     }
 }
 
-/// Encodes a Connect or ConnectAck payload; more than [`MAX_CONNECT_ADDRS`] addresses is an
-/// error (callers pick which to keep).
-pub fn encode_coordination(nonce: &[u8; NONCE_LEN], addrs: &[Addr]) -> Result<Vec<u8>, WireError> {
+/// Encodes a Connect or ConnectAck payload (the flags byte only when `flags` is not 0); more
+/// than [`MAX_CONNECT_ADDRS`] addresses is an error (callers pick which to keep).
+pub fn encode_coordination(
+    nonce: &[u8; NONCE_LEN],
+    addrs: &[Addr],
+    flags: u8,
+) -> Result<Vec<u8>, WireError> {
     if addrs.len() > MAX_CONNECT_ADDRS {
         return Err(WireError::TooMany {
             count: addrs.len() as u64,
             max: MAX_CONNECT_ADDRS,
         });
     }
-    let len = NONCE_LEN + AddrList::encoded_len_of(addrs.iter().map(Addr::as_ref));
+    let len = NONCE_LEN
+        + AddrList::encoded_len_of(addrs.iter().map(Addr::as_ref))
+        + usize::from(flags != 0);
     let mut out = vec![0u8; len];
     let mut w = Writer::new(&mut out);
     w.put_bytes(nonce)?;
     AddrList::encode(&mut w, addrs.iter().map(Addr::as_ref))?;
+    if flags != 0 {
+        w.put_u8(flags)?;
+    }
     Ok(out)
 }
 

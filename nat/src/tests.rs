@@ -23,12 +23,13 @@ fn connect_and_ack_payloads_match_the_reference() {
         let (nonce, addrs) = (nonce_of(&v["nonce"]), addrs_of(&v["addrs"]));
         let encoded = unhex(&v["encoded"]);
         assert_eq!(
-            encode_coordination(&nonce, &addrs).unwrap(),
+            encode_coordination(&nonce, &addrs, 0).unwrap(),
             encoded,
             "{key}"
         );
         let c = Coordination::decode(&encoded).unwrap();
         assert_eq!(c.nonce, nonce);
+        assert_eq!(c.flags, 0);
         let got: Vec<Addr> = c.addrs.iter().map(|a| a.to_owned_addr()).collect();
         assert_eq!(got, addrs);
     }
@@ -106,8 +107,8 @@ fn decoders_behave_as_the_reference_documents() {
     let many: Vec<Addr> = (0..17)
         .map(|i| Addr::new("quic", format!("192.0.2.1:{}", 1000 + i)))
         .collect();
-    assert!(encode_coordination(&[0; NONCE_LEN], &many).is_err());
-    let mut raw = encode_coordination(&[0; NONCE_LEN], &many[..16]).unwrap();
+    assert!(encode_coordination(&[0; NONCE_LEN], &many, 0).is_err());
+    let mut raw = encode_coordination(&[0; NONCE_LEN], &many[..16], 0).unwrap();
     raw[NONCE_LEN] = 17; // claim 17 entries
     raw.extend_from_slice(&unhex(&nat["relay_bind"]["frame"])[3..]);
     assert!(matches!(
@@ -261,11 +262,18 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn coordination_round_trips(nonce in any::<[u8; NONCE_LEN]>(), addrs in arb_addrs(), tail in prop::collection::vec(any::<u8>(), 0..8)) {
-        let mut bytes = encode_coordination(&nonce, &addrs).unwrap();
+    fn coordination_round_trips(nonce in any::<[u8; NONCE_LEN]>(), addrs in arb_addrs(), flags in any::<u8>(), tail in prop::collection::vec(any::<u8>(), 0..8)) {
+        let mut bytes = encode_coordination(&nonce, &addrs, flags).unwrap();
+        // A zero flags byte is not written: the payload is the reference's.
+        prop_assert_eq!(bytes.len(), encode_coordination(&nonce, &addrs, 0).unwrap().len() + usize::from(flags != 0));
+        let flagless = bytes.len() - usize::from(flags != 0);
         bytes.extend_from_slice(&tail);
         let c = Coordination::decode(&bytes).unwrap();
         prop_assert_eq!(c.nonce, nonce);
+        // Absent flags read as 0; bytes after them are ignored.
+        let want = if flags != 0 { flags } else { tail.first().copied().unwrap_or(0) };
+        prop_assert_eq!(c.flags, want);
+        prop_assert_eq!(Coordination::decode(&bytes[..flagless]).unwrap().flags, 0);
         let got: Vec<Addr> = c.addrs.iter().map(|a| a.to_owned_addr()).collect();
         prop_assert_eq!(got, addrs);
         fuzzing::nat_signal(&bytes);

@@ -368,6 +368,7 @@ impl Node {
             return Err(StepError::SymmetricNat);
         }
         let (tx, rx) = oneshot::channel();
+        let started = tokio::time::Instant::now();
         let nonce = {
             let now = self.now();
             let mut core = lock(&self.0.core);
@@ -385,9 +386,10 @@ impl Node {
         });
         let deadline = tokio::time::Instant::now() + PUNCH_TIMEOUT;
         let answered = tokio::time::timeout_at(deadline, rx).await;
-        let Ok(Ok(theirs)) = answered else {
+        let Ok(Ok((theirs, timed))) = answered else {
             return Err(StepError::Timeout(PUNCH_TIMEOUT));
         };
+        let rtt = started.elapsed();
         let candidates = {
             let core = lock(&self.0.core);
             core.punch_candidates(hints.iter().chain(&theirs).map(Addr::as_ref))
@@ -396,6 +398,18 @@ impl Node {
         // to punch toward (behind a symmetric NAT, say): go on to a relay now.
         if candidates.is_empty() || theirs.iter().all(|a| hints.contains(a)) {
             return Err(StepError::NoAddresses);
+        }
+        if timed {
+            // The peer holds its punch until our Sync reaches it, about half a round trip
+            // from now: we punch then too.
+            {
+                let now = self.now();
+                let mut core = lock(&self.0.core);
+                if core.punch_sync(now, target, &nonce).is_ok() {
+                    self.drain(&mut core, now);
+                }
+            }
+            tokio::time::sleep(rtt / 2).await;
         }
         self.punch_burst(Some(target), candidates.clone());
         // The peer's first datagrams may still be on their way: a dial refused at once is

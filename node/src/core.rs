@@ -119,6 +119,9 @@ pub struct CoreConfig {
     pub subnets: bool,
     /// The transport is IP: reflexive reports must be reachable literal addresses.
     pub ip: bool,
+    /// Time hole-punches by a Sync ([`nodenet_nat::FLAG_TIMED`]): ask for it in our
+    /// Connects, and honour it in a peer's.
+    pub timed_punch: bool,
 }
 
 impl Default for CoreConfig {
@@ -131,6 +134,7 @@ impl Default for CoreConfig {
             advertise: Vec::new(),
             subnets: false,
             ip: false,
+            timed_punch: true,
         }
     }
 }
@@ -225,6 +229,16 @@ pub enum Handled {
         peer: NodeId,
         /// Where to punch (filtered and capped at [`MAX_PUNCH_CANDIDATES`]).
         addrs: Vec<Addr>,
+        /// A timed punch: hold it until the peer's Sync with this nonce (or a timeout).
+        hold: Option<[u8; nodenet_nat::NONCE_LEN]>,
+    },
+    /// The Sync of a timed punch: release the held punch with this nonce, if `peer` asked
+    /// for it.
+    PunchSync {
+        /// The peer that sent the Sync.
+        peer: NodeId,
+        /// Its Connect's nonce.
+        nonce: [u8; nodenet_nat::NONCE_LEN],
     },
     /// The answer to our Connect with this nonce: where the peer may be dialed.
     PunchAck {
@@ -232,6 +246,8 @@ pub enum Handled {
         nonce: [u8; nodenet_nat::NONCE_LEN],
         /// The peer's candidate addresses (unsigned hints, bound to it by the envelope).
         addrs: Vec<Addr>,
+        /// The peer holds its punch until our Sync.
+        timed: bool,
     },
     /// A peer asks us, a volunteer relay, to carry a connection to `target` (which we hold an
     /// edge to): open a session, grant the caller its side and bind the target to the other.
@@ -409,6 +425,25 @@ impl Crumbs {
             .filter(|(_, exp)| *exp > now)
             .map(|(id, _)| *id)
     }
+}
+
+/// Whether a routed frame of `ty` is a request (true) or an answer (false) that retraces
+/// one, and the key its breadcrumb is kept under (the first bytes of its nonce); `None` for
+/// other frames or a payload too short to carry one.
+fn crumb_of(ty: FrameType, payload: &[u8]) -> Option<(bool, [u8; NONCE_LEN])> {
+    let request = match ty {
+        FrameType::LOOKUP | FrameType::HELLO | FrameType::CONNECT => true,
+        FrameType::NEIGHBORS | FrameType::REPLY | FrameType::CONNECT_ACK => false,
+        _ => return None,
+    };
+    let nonce: &[u8] = match ty {
+        FrameType::HELLO => &Hello::decode(payload).ok()?.nonce,
+        FrameType::REPLY => &Reply::decode(payload).ok()?.nonce,
+        // Lookup, Neighbors, Connect and ConnectAck payloads start with their nonce.
+        _ => payload,
+    };
+    let key = <[u8; NONCE_LEN]>::try_from(nonce.get(..NONCE_LEN)?).ok()?;
+    Some((request, key))
 }
 
 /// How long a rendezvous request waits for its answer.
@@ -904,24 +939,24 @@ impl Core {
                     &mut candidates,
                 );
             }
-            // Lookup answers retrace the lookup's path (tier 3 policy; the reference routes
-            // them greedily). Greedy routing back to the asker fails exactly where lookups
-            // matter most: a neighbourhood that formed in two halves, each unaware of the
-            // other, swallows every answer that must cross from one half to the other, and
-            // stays split. The edge a lookup came in on is remembered for a while; its answer
-            // goes back that way, and greedy routing is the fallback.
-            match ty {
-                FrameType::LOOKUP => {
-                    if let Ok(nonce) = control::parse_nonce(m.payload) {
-                        self.crumbs.insert((m.originator(), nonce), from, now.mono);
-                    }
+            // Answers retrace their request's path (tier 3 policy; the reference routes them
+            // greedily). Greedy routing back to the asker fails exactly where answers matter
+            // most: a neighbourhood that formed in two halves, each unaware of the other,
+            // swallows every lookup answer that must cross from one half to the other and
+            // stays split; and behind NAT, where a node holds edges to few others, the
+            // answerer or a hop after it is often a local optimum toward the asker, which
+            // loses rendezvous Replies and ConnectAcks. The edge a request (Lookup, Hello,
+            // Connect) came in on is remembered for a while under its originator and nonce;
+            // its answer (Neighbors, Reply, ConnectAck) goes back that way first, and greedy
+            // routing is the fallback.
+            match crumb_of(ty, m.payload) {
+                Some((true, nonce)) => {
+                    self.crumbs.insert((m.originator(), nonce), from, now.mono);
                 }
-                FrameType::NEIGHBORS if decision != Decision::Deliver && m.ttl > 1 => {
-                    let back = m
-                        .payload
-                        .get(..NONCE_LEN)
-                        .and_then(|n| <[u8; NONCE_LEN]>::try_from(n).ok())
-                        .and_then(|n| self.crumbs.get(&(m.target, n), now.mono))
+                Some((false, nonce)) if decision != Decision::Deliver && m.ttl > 1 => {
+                    let back = self
+                        .crumbs
+                        .get(&(m.target, nonce), now.mono)
                         .filter(|c| *c != from && self.edges.contains(c));
                     if let Some(c) = back {
                         if !matches!(decision, Decision::Forward { .. }) {
@@ -1075,7 +1110,7 @@ impl Core {
             return Handled::Done;
         };
         if self
-            .originate(now, FrameType::REPLY, originator, &reply)
+            .originate_answer(now, FrameType::REPLY, originator, &reply, &hello.nonce)
             .is_ok()
         {
             self.stats.rendezvous_answered += 1;
@@ -1084,7 +1119,9 @@ impl Core {
     }
 
     /// A Connect addressed to us: a peer wants to punch through to us. Answer with our
-    /// coordinates and punch toward its addresses at once, so both NATs open together.
+    /// coordinates and punch toward its addresses: at once, as the reference does, or, if it
+    /// asks for a timed punch, when its Sync arrives (a Sync is itself a Connect, not
+    /// answered).
     fn on_connect(&mut self, now: Now, m: &MsgRef<'_>) -> Handled {
         let originator = m.originator();
         if self.is_repeat(m) {
@@ -1098,14 +1135,22 @@ impl Core {
             self.stats.dropped_rate_limited += 1;
             return Handled::Done;
         }
+        if c.flags & nodenet_nat::FLAG_SYNC != 0 {
+            return Handled::PunchSync {
+                peer: originator,
+                nonce: c.nonce,
+            };
+        }
         self.learn(now, originator, *m.ed_pub);
         let addrs = self.punch_candidates(c.addrs.iter());
         let coords = self.punch_coordinates();
-        let Ok(ack) = nodenet_nat::encode_coordination(&c.nonce, &coords) else {
+        let timed = self.config.timed_punch && c.flags & nodenet_nat::FLAG_TIMED != 0;
+        let flags = if timed { nodenet_nat::FLAG_TIMED } else { 0 };
+        let Ok(ack) = nodenet_nat::encode_coordination(&c.nonce, &coords, flags) else {
             return Handled::Done;
         };
         if self
-            .originate(now, FrameType::CONNECT_ACK, originator, &ack)
+            .originate_answer(now, FrameType::CONNECT_ACK, originator, &ack, &c.nonce)
             .is_err()
         {
             return Handled::Done;
@@ -1114,6 +1159,7 @@ impl Core {
         Handled::PunchRequested {
             peer: originator,
             addrs,
+            hold: timed.then_some(c.nonce),
         }
     }
 
@@ -1138,6 +1184,7 @@ impl Core {
         Handled::PunchAck {
             nonce: c.nonce,
             addrs: self.punch_candidates(c.addrs.iter()),
+            timed: c.flags & nodenet_nat::FLAG_TIMED != 0,
         }
     }
 
@@ -1256,7 +1303,12 @@ impl Core {
             return Err(OriginateError::Busy);
         }
         let coords = self.punch_coordinates();
-        let payload = nodenet_nat::encode_coordination(&nonce, &coords).map_err(|_| {
+        let flags = if self.config.timed_punch {
+            nodenet_nat::FLAG_TIMED
+        } else {
+            0
+        };
+        let payload = nodenet_nat::encode_coordination(&nonce, &coords, flags).map_err(|_| {
             OriginateError::FrameTooLarge {
                 len: usize::MAX,
                 max: MAX_PACKET_LEN,
@@ -1267,6 +1319,22 @@ impl Core {
             .insert(nonce, (peer, now.mono.after(RENDEZVOUS_TTL)));
         self.stats.punches_started += 1;
         Ok(nonce)
+    }
+
+    /// Sends the Sync of a timed hole-punch: `peer` acked our Connect `nonce` and holds its
+    /// punch until this arrives.
+    pub fn punch_sync(
+        &mut self,
+        now: Now,
+        peer: NodeId,
+        nonce: &[u8; nodenet_nat::NONCE_LEN],
+    ) -> Result<(), OriginateError> {
+        let payload = nodenet_nat::encode_coordination(nonce, &[], nodenet_nat::FLAG_SYNC)
+            .map_err(|_| OriginateError::FrameTooLarge {
+                len: usize::MAX,
+                max: MAX_PACKET_LEN,
+            })?;
+        self.originate(now, FrameType::CONNECT, peer, &payload)
     }
 
     /// Counts a hole-punch that gave us an edge.
@@ -1438,6 +1506,36 @@ impl Core {
         target: NodeId,
         payload: &[u8],
     ) -> Result<(), OriginateError> {
+        self.originate_via(now, ty, target, payload, None)
+    }
+
+    /// Originates an answer (Reply, ConnectAck) to `target`: as [`Core::originate`], with the
+    /// edge its request came in on, if we still hold it, among the first hops (see
+    /// [`crumb_of`]).
+    fn originate_answer(
+        &mut self,
+        now: Now,
+        ty: FrameType,
+        target: NodeId,
+        payload: &[u8],
+        nonce: &[u8],
+    ) -> Result<(), OriginateError> {
+        let back = nonce
+            .get(..NONCE_LEN)
+            .and_then(|n| <[u8; NONCE_LEN]>::try_from(n).ok())
+            .and_then(|n| self.crumbs.get(&(target, n), now.mono))
+            .filter(|c| self.edges.contains(c));
+        self.originate_via(now, ty, target, payload, back)
+    }
+
+    fn originate_via(
+        &mut self,
+        now: Now,
+        ty: FrameType,
+        target: NodeId,
+        payload: &[u8],
+        back: Option<NodeId>,
+    ) -> Result<(), OriginateError> {
         let ed = self.identity.ed_public();
         let sig = msg::sign(&self.identity, ty, &target, now.unix_ns, payload);
         let probe = MsgFields {
@@ -1456,7 +1554,10 @@ impl Core {
                 max: MAX_PACKET_LEN,
             });
         }
-        let hops = first_hops(&self.edges, &target);
+        let mut hops = first_hops(&self.edges, &target);
+        if let Some(back) = back {
+            hops.include(back);
+        }
         if hops.hops().is_empty() {
             return Err(OriginateError::Unroutable);
         }

@@ -103,6 +103,15 @@ impl Builder {
         self
     }
 
+    /// Time hole-punches (default on): our Connect asks the peer to hold its punch until our
+    /// Sync, sent when its ack arrives, and we punch half the measured round trip later, so
+    /// both first datagrams leave together; a peer's such request is honoured. Off, we
+    /// behave as the reference: the target punches as soon as the Connect arrives.
+    pub fn timed_punch(mut self, on: bool) -> Self {
+        self.config.timed_punch = on;
+        self
+    }
+
     /// Inbound edges accepted at most (default 256).
     pub fn max_inbound_edges(mut self, n: usize) -> Self {
         self.config.max_inbound_edges = n;
@@ -174,6 +183,7 @@ impl Builder {
             events,
             punch_waiters: Mutex::new(HashMap::new()),
             punch_bursts: std::sync::atomic::AtomicUsize::new(0),
+            held_punches: Mutex::new(HashMap::new()),
             relay_waiters: Mutex::new(HashMap::new()),
             relayed: Mutex::new(HashSet::new()),
         }))
@@ -209,16 +219,24 @@ pub(crate) struct Shared {
     draining: Mutex<HashSet<ConnId>>,
     /// Watchers of [`Node::events`].
     events: broadcast::Sender<NodeEvent>,
-    /// Open hole-punch requests: nonce → the caller waiting for the ConnectAck.
-    pub(crate) punch_waiters:
-        Mutex<HashMap<[u8; nodenet_nat::NONCE_LEN], oneshot::Sender<Vec<Addr>>>>,
+    /// Open hole-punch requests: nonce → the caller waiting for the ConnectAck (the peer's
+    /// candidates, and whether it holds its punch for our Sync).
+    pub(crate) punch_waiters: Mutex<HashMap<Nonce, oneshot::Sender<PunchAnswer>>>,
     /// Punch bursts running.
     punch_bursts: std::sync::atomic::AtomicUsize,
+    /// Punches held for a peer's Sync: nonce → (the peer, the release).
+    held_punches: Mutex<HashMap<Nonce, (NodeId, oneshot::Sender<()>)>>,
     /// Open relay requests: nonce → (the relay asked, the caller waiting for its grant).
     pub(crate) relay_waiters: Mutex<HashMap<[u8; nodenet_nat::NONCE_LEN], RelayWaiting>>,
     /// Our connections that run through a relay (a direct one replaces them).
     pub(crate) relayed: Mutex<HashSet<ConnId>>,
 }
+
+/// A hole-punch or relay request's nonce.
+pub(crate) type Nonce = [u8; nodenet_nat::NONCE_LEN];
+
+/// A ConnectAck's news: the peer's candidates, and whether it holds its punch for our Sync.
+pub(crate) type PunchAnswer = (Vec<Addr>, bool);
 
 /// An open relay request: the relay asked, and the caller waiting for its grant.
 pub(crate) type RelayWaiting = (NodeId, oneshot::Sender<Addr>);
@@ -229,6 +247,8 @@ pub(crate) const PUNCH_VOLLEYS: usize = 5;
 pub(crate) const PUNCH_INTERVAL: Duration = Duration::from_millis(50);
 /// Punch bursts running at once at most.
 const MAX_PUNCH_BURSTS: usize = 32;
+/// How long a timed punch waits for the peer's Sync before it goes anyway.
+pub(crate) const SYNC_WAIT: Duration = Duration::from_secs(2);
 
 /// Events a watcher of [`Node::events`] may fall behind by before it misses some.
 const EVENT_BUFFER: usize = 1024;
@@ -280,6 +300,13 @@ impl Node {
     /// Outbound live edges (what the connectivity floor counts).
     pub fn outbound_edges(&self) -> usize {
         lock(&self.0.core).edges().outbound()
+    }
+
+    /// Live edges that run through a volunteer relay (a punch may still replace them).
+    pub fn relayed_edges(&self) -> usize {
+        let ids: Vec<ConnId> = lock(&self.0.conns).values().map(Conn::id).collect();
+        let relayed = lock(&self.0.relayed);
+        ids.iter().filter(|id| relayed.contains(id)).count()
     }
 
     /// Contacts in the knowledge table.
@@ -461,7 +488,24 @@ impl Node {
                     let _ = waiter.send(coordinates);
                 }
             }
-            Handled::PunchRequested { peer, addrs } => self.punch_burst(Some(peer), addrs),
+            Handled::PunchRequested {
+                peer,
+                addrs,
+                hold: None,
+            } => self.punch_burst(Some(peer), addrs),
+            Handled::PunchRequested {
+                peer,
+                addrs,
+                hold: Some(nonce),
+            } => self.hold_punch(peer, nonce, addrs),
+            Handled::PunchSync { peer, nonce } => {
+                let mut held = lock(&self.0.held_punches);
+                if held.get(&nonce).is_some_and(|(p, _)| *p == peer) {
+                    if let Some((_, release)) = held.remove(&nonce) {
+                        let _ = release.send(());
+                    }
+                }
+            }
             Handled::RelayBind { addr } => self.punch_burst(None, vec![addr]),
             Handled::RelayRequested {
                 from,
@@ -476,9 +520,13 @@ impl Node {
                     }
                 }
             }
-            Handled::PunchAck { nonce, addrs } => {
+            Handled::PunchAck {
+                nonce,
+                addrs,
+                timed,
+            } => {
                 if let Some(waiter) = lock(&self.0.punch_waiters).remove(&nonce) {
-                    let _ = waiter.send(addrs);
+                    let _ = waiter.send((addrs, timed));
                 }
             }
             Handled::Done => {}
@@ -531,6 +579,26 @@ impl Node {
             ),
             None => addr,
         }
+    }
+
+    /// A timed punch: toward `addrs` when `peer`'s Sync for `nonce` arrives, or after
+    /// [`SYNC_WAIT`] without one. Past [`MAX_PUNCH_BURSTS`] held punches, it goes at once.
+    fn hold_punch(&self, peer: NodeId, nonce: [u8; nodenet_nat::NONCE_LEN], addrs: Vec<Addr>) {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut held = lock(&self.0.held_punches);
+            if held.len() >= MAX_PUNCH_BURSTS || held.contains_key(&nonce) {
+                drop(held);
+                return self.punch_burst(Some(peer), addrs);
+            }
+            held.insert(nonce, (peer, tx));
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(SYNC_WAIT, rx).await;
+            lock(&node.0.held_punches).remove(&nonce);
+            node.punch_burst(Some(peer), addrs);
+        });
     }
 
     /// Punches toward `addrs` in [`PUNCH_VOLLEYS`] volleys [`PUNCH_INTERVAL`] apart, in the

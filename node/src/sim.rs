@@ -248,6 +248,7 @@ impl Sim {
                     }
                     Handled::Rendezvous { .. }
                     | Handled::PunchRequested { .. }
+                    | Handled::PunchSync { .. }
                     | Handled::PunchAck { .. }
                     | Handled::RelayRequested { .. }
                     | Handled::RelayGranted { .. }

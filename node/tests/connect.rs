@@ -387,3 +387,64 @@ async fn quic_nodes_on_loopback_leave_no_routing_holes() {
         node.shutdown().await;
     }
 }
+
+/// A rendezvous whose answerer is a local optimum toward the asker: the target `b` holds
+/// edges to three nodes nearer the asker than the bridge `p`, and those know nobody else.
+/// Greedy routing sends all three copies of the Reply into those dead ends; the Reply gets
+/// through because it also goes back the way the Hello came (through `p`).
+#[tokio::test(start_paused = true)]
+async fn an_answer_retraces_its_request_past_a_local_optimum() {
+    let pool: Vec<Identity> = (100..400).map(identity).collect();
+    let (c, b) = (&pool[0], &pool[1]);
+    let dist = |x: &Identity| x.node_id().distance(&c.node_id());
+    let farther = dist(b);
+    // Three dead ends nearer `c` than `b` is, then a bridge farther than all of them.
+    let mut near: Vec<&Identity> = pool[2..].iter().filter(|x| dist(x) < farther).collect();
+    near.sort_by_key(|x| dist(x));
+    let dead: Vec<&Identity> = near.iter().take(3).copied().collect();
+    let worst_dead = dist(dead[2]);
+    let p = pool[2..]
+        .iter()
+        .find(|x| dist(x) > worst_dead && !dead.iter().any(|d| d.node_id() == x.node_id()))
+        .expect("a bridge");
+    let members: Vec<&Identity> = [c, b, p].into_iter().chain(dead.iter().copied()).collect();
+    let allowed = |x: NodeId, y: NodeId| {
+        let pair = |u: &Identity, v: &Identity| {
+            (x, y) == (u.node_id(), v.node_id()) || (y, x) == (u.node_id(), v.node_id())
+        };
+        pair(c, p) || pair(b, p) || dead.iter().any(|d| pair(b, d))
+    };
+    let hub = Hub::new();
+    for x in &members {
+        for y in &members {
+            if x.node_id() != y.node_id() && !allowed(x.node_id(), y.node_id()) {
+                hub.partition(x.node_id(), y.node_id());
+            }
+        }
+    }
+    let mut nodes = Vec::new();
+    for (i, id) in (0u32..).zip(&members) {
+        let t = hub.transport_for(id, &format!("n{i}")).unwrap();
+        let addr = t.local_addr();
+        let node = build((*id).clone(), Arc::new(t), i, Duration::from_secs(3));
+        node.spawn();
+        nodes.push((node, addr));
+    }
+    // `c` and `b` join through `p`; the dead ends through `b`.
+    let contact = |i: usize| Contact::new(nodes[i].0.id(), vec![nodes[i].1.clone()]);
+    nodes[0].0.bootstrap(vec![contact(2)]);
+    nodes[1].0.bootstrap(vec![contact(2)]);
+    for (node, _) in &nodes[3..] {
+        node.bootstrap(vec![contact(1)]);
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(nodes[1].0.edges().len(), 4, "b: p and the three dead ends");
+    let coords = nodes[0].0.rendezvous(b.node_id()).await.unwrap();
+    assert_eq!(coords.target, b.node_id());
+    // The Reply's greedy copies died in the dead ends.
+    let dropped: u64 = nodes[3..]
+        .iter()
+        .map(|(n, _)| n.stats().dropped_local_optimum)
+        .sum();
+    assert!(dropped >= 1, "{dropped}");
+}

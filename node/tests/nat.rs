@@ -35,6 +35,17 @@ fn cluster_with(
     nats: &[(&str, NatModel)],
     relays: bool,
 ) -> Vec<(Node, mpsc::Receiver<Delivery>)> {
+    cluster_full(hub, public, nats, relays, true)
+}
+
+/// [`cluster_with`], with timed hole-punches on or off.
+fn cluster_full(
+    hub: &Hub,
+    public: u32,
+    nats: &[(&str, NatModel)],
+    relays: bool,
+    timed: bool,
+) -> Vec<(Node, mpsc::Receiver<Delivery>)> {
     let mut out = Vec::new();
     let total = public + u32::try_from(nats.len()).unwrap();
     let mut boot = None;
@@ -50,6 +61,7 @@ fn cluster_with(
             .maintenance(Maintenance::scaled(5))
             .relay(relays && i < public)
             .rendezvous_timeout(Duration::from_secs(3))
+            .timed_punch(timed)
             .seed(u64::from(i) + 1)
             .build();
         let inbox = node.deliveries().unwrap();
@@ -254,4 +266,48 @@ async fn a_relayed_edge_is_upgraded_when_a_punch_later_works() {
         got |= d.via == Via::Direct && d.payload == b"after the upgrade";
     }
     assert!(got, "the handle carries frames over the punched edge");
+}
+
+/// Two nodes behind Linux-style NATs that claim the port of a dropped packet, 20 ms apart on
+/// every link. Untimed (the reference's way) the target's punch reaches the caller's NAT
+/// before the caller's own first datagram leaves: the caller's NAT claims its port and the
+/// punch fails, so the pair ends relayed. Timed by the Sync, both first datagrams leave
+/// together and the pair connects punched.
+#[tokio::test(start_paused = true)]
+async fn a_timed_punch_beats_nats_that_claim_dropped_packets() {
+    const PAIR: [(&str, NatModel); 2] = [
+        ("nata", NatModel::LINUX_MASQUERADE),
+        ("natb", NatModel::LINUX_MASQUERADE),
+    ];
+    let (a, b) = (8usize, 9usize);
+    for (timed, path) in [(false, Path::Relayed), (true, Path::Punched)] {
+        let hub = Hub::new();
+        let ids: Vec<_> = (0..10).map(|i| identity(i).node_id()).collect();
+        let link = nodenet_transport::mem::LinkModel {
+            delay: Duration::from_millis(20),
+            ..Default::default()
+        };
+        for x in &ids {
+            for y in &ids {
+                if x != y {
+                    hub.set_link(*x, *y, link.clone());
+                }
+            }
+        }
+        hub.partition(ids[a], ids[b]);
+        let mut members = cluster_full(&hub, 8, &PAIR, true, timed);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        hub.heal(ids[a], ids[b]);
+        assert_eq!(members[a].0.nat_type(), NatType::Cone);
+        assert_eq!(members[b].0.nat_type(), NatType::Cone);
+        let started = tokio::time::Instant::now();
+        connect_and_prove(&mut members, a, b, path).await;
+        let took = started.elapsed();
+        let s = members[a].0.stats();
+        assert_eq!(s.punches_succeeded, u64::from(timed), "timed {timed}");
+        if timed {
+            // One overlay round trip, half of one, and the handshake: well under a second.
+            assert!(took < Duration::from_secs(1), "{took:?}");
+        }
+    }
 }

@@ -125,6 +125,20 @@ impl FirstHops {
         &self.hops[..self.len]
     }
 
+    /// Makes `id` one of the first hops: added if there is room, else in place of the
+    /// farthest one (a hop known to lead back toward the target, say).
+    pub fn include(&mut self, id: NodeId) {
+        if self.hops().contains(&id) {
+            return;
+        }
+        if self.len < KMIN {
+            self.hops[self.len] = id;
+            self.len += 1;
+        } else {
+            self.hops[KMIN - 1] = id;
+        }
+    }
+
     /// The avoid-set of copy `i`: the other copies' first hops.
     pub fn avoid_for(&self, i: usize) -> ([NodeId; MAX_AVOID], usize) {
         let mut out = [NodeId::ZERO; MAX_AVOID];

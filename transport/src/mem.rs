@@ -106,6 +106,12 @@ pub struct NatModel {
     pub mapping: Mapping,
     /// What is let in.
     pub filtering: Filtering,
+    /// Whether an unsolicited packet it drops still claims its `(public port, source)` pair
+    /// for [`CLAIM_TTL`], as Linux conntrack does behind a bare `MASQUERADE` with no
+    /// stateful firewall: the claim keeps that source out of the port, and the node's own
+    /// packets to that source leave from a fresh port. A hole-punch against such a NAT works
+    /// only if the node behind it sends first.
+    pub claims_dropped: bool,
 }
 
 impl NatModel {
@@ -113,29 +119,65 @@ impl NatModel {
     pub const FULL_CONE: Self = Self {
         mapping: Mapping::EndpointIndependent,
         filtering: Filtering::EndpointIndependent,
+        claims_dropped: false,
     };
     /// Endpoint-independent mapping, address-restricted filtering.
     pub const ADDRESS_RESTRICTED: Self = Self {
         mapping: Mapping::EndpointIndependent,
         filtering: Filtering::AddressRestricted,
+        claims_dropped: false,
     };
     /// Endpoint-independent mapping, port-restricted filtering.
     pub const PORT_RESTRICTED: Self = Self {
         mapping: Mapping::EndpointIndependent,
         filtering: Filtering::PortRestricted,
+        claims_dropped: false,
+    };
+    /// A Linux router with `MASQUERADE` and no stateful firewall: port-restricted, and a
+    /// dropped unsolicited packet claims its port for its source ([`NatModel::claims_dropped`]).
+    pub const LINUX_MASQUERADE: Self = Self {
+        mapping: Mapping::EndpointIndependent,
+        filtering: Filtering::PortRestricted,
+        claims_dropped: true,
     };
     /// Endpoint-dependent mapping, port-restricted filtering.
     pub const SYMMETRIC: Self = Self {
         mapping: Mapping::EndpointDependent,
         filtering: Filtering::PortRestricted,
+        claims_dropped: false,
     };
 }
+
+/// How long a dropped packet's claim on a port lasts (Linux's timeout for an unreplied UDP
+/// conntrack entry).
+pub const CLAIM_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 struct NatBox {
     model: NatModel,
     next_port: u16,
     maps: Vec<NatMapping>,
+    /// `(public port, source)` pairs claimed by dropped packets, until when.
+    claims: HashMap<(u16, String), Instant>,
+}
+
+impl NatBox {
+    fn claimed(&self, port: u16, source: &str) -> bool {
+        self.claims
+            .get(&(port, source.to_owned()))
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    fn lets_in(&self, m: &NatMapping, source: &str) -> bool {
+        if self.claimed(m.port, source) {
+            return false;
+        }
+        match self.model.filtering {
+            Filtering::EndpointIndependent => true,
+            Filtering::AddressRestricted => m.sent_to.iter().any(|d| host_of(d) == host_of(source)),
+            Filtering::PortRestricted => m.sent_to.contains(source),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -160,10 +202,19 @@ impl HubState {
         let host = self.behind.get(&id)?.clone();
         let nat = self.nats.get_mut(&host)?;
         let dependent = nat.model.mapping == Mapping::EndpointDependent;
-        let found = nat
+        // The node's mapping (for this destination alone, if endpoint-dependent); if a dropped
+        // packet from `dest` claimed its port, the destination gets a mapping of its own.
+        let mut found = nat
             .maps
             .iter()
             .position(|m| m.internal == id && (!dependent || m.dest.as_deref() == Some(dest)));
+        if let Some(i) = found.filter(|&i| nat.claimed(nat.maps[i].port, dest)) {
+            found = nat.maps.iter().position(|m| {
+                m.internal == id && m.dest.as_deref() == Some(dest) && !nat.claimed(m.port, dest)
+            });
+            debug_assert_ne!(found, Some(i));
+        }
+        let exception = found.is_none() && nat.maps.iter().any(|m| m.internal == id);
         let i = match found {
             Some(i) => i,
             None => {
@@ -171,7 +222,7 @@ impl HubState {
                 nat.next_port = nat.next_port.wrapping_add(1).max(30000);
                 nat.maps.push(NatMapping {
                     internal: id,
-                    dest: dependent.then(|| dest.to_owned()),
+                    dest: (dependent || exception).then(|| dest.to_owned()),
                     port,
                     sent_to: HashSet::new(),
                 });
@@ -195,13 +246,7 @@ impl HubState {
         nat.maps
             .iter()
             .filter(|m| m.internal == id)
-            .any(|m| match nat.model.filtering {
-                Filtering::EndpointIndependent => true,
-                Filtering::AddressRestricted => {
-                    m.sent_to.iter().any(|d| host_of(d) == host_of(source))
-                }
-                Filtering::PortRestricted => m.sent_to.contains(source),
-            })
+            .any(|m| nat.lets_in(m, source))
     }
 
     /// The node behind the public endpoint `endpoint`, if the NAT lets `source` in.
@@ -210,12 +255,44 @@ impl HubState {
         let nat = self.nats.get(host)?;
         let port: u16 = port.parse().ok()?;
         let m = nat.maps.iter().find(|m| m.port == port)?;
-        let allowed = match nat.model.filtering {
-            Filtering::EndpointIndependent => true,
-            Filtering::AddressRestricted => m.sent_to.iter().any(|d| host_of(d) == host_of(source)),
-            Filtering::PortRestricted => m.sent_to.contains(source),
+        nat.lets_in(m, source).then_some(m.internal)
+    }
+
+    /// A packet from `source` reached the public endpoint `endpoint` and was not let in: a
+    /// NAT that [claims dropped packets](NatModel::claims_dropped) remembers it.
+    fn dropped(&mut self, endpoint: &str, source: &str) {
+        let Some((host, port)) = endpoint.rsplit_once(':') else {
+            return;
         };
-        allowed.then_some(m.internal)
+        let (Some(nat), Ok(port)) = (self.nats.get_mut(host), port.parse::<u16>()) else {
+            return;
+        };
+        if nat.model.claims_dropped {
+            let now = Instant::now();
+            nat.claims.retain(|_, until| *until > now);
+            nat.claims
+                .entry((port, source.to_owned()))
+                .or_insert(now + CLAIM_TTL);
+        }
+    }
+
+    /// Who receives what is sent to `endpoint`: the node bound there, or the node behind the
+    /// NAT mapping there.
+    fn owner(&self, endpoint: &str) -> Option<NodeId> {
+        if let Some(t) = self.endpoints.get(endpoint).and_then(Weak::upgrade) {
+            return Some(t.id);
+        }
+        let (host, port) = endpoint.rsplit_once(':')?;
+        let port: u16 = port.parse().ok()?;
+        let nat = self.nats.get(host)?;
+        nat.maps.iter().find(|m| m.port == port).map(|m| m.internal)
+    }
+
+    /// The fixed one-way delay of the link `from → to`.
+    fn delay(&self, from: NodeId, to: NodeId) -> Duration {
+        self.links
+            .get(&(from, to))
+            .map_or(Duration::ZERO, |l| l.delay)
     }
 }
 
@@ -325,6 +402,7 @@ impl Hub {
             model,
             next_port: 30000,
             maps: Vec::new(),
+            claims: HashMap::new(),
         });
         state.behind.insert(id, host.to_owned());
     }
@@ -382,17 +460,35 @@ impl Transport for MemTransport {
     }
 
     fn dial(&self, remote: NodeId, addr: &Addr) -> BoxFuture<'static, Result<Conn, DialError>> {
-        let result = self.dial_now(remote, addr);
-        match &result {
-            Ok(_) => Counters::inc(&self.0.counters.dials_ok),
-            Err(e) => {
-                Counters::inc(&self.0.counters.dials_failed);
-                if matches!(e, DialError::IdentityMismatch { .. }) {
-                    Counters::inc(&self.0.counters.dials_identity_mismatch);
+        // The first packet opens our NAT's mapping as it leaves and meets the far side's NAT
+        // one link delay later.
+        let delay = self.0.hub.upgrade().map_or(Duration::ZERO, |hub| {
+            let mut state = lock(&hub.state);
+            // A partition swallows the dial before it leaves (checked again on arrival).
+            if addr.net == NET && !state.partitions.contains(&(self.0.id, remote)) {
+                state.outbound(self.0.id, &addr.endpoint);
+            }
+            state.delay(self.0.id, remote)
+        });
+        let this = self.clone();
+        let addr = addr.clone();
+        let dial = async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let result = this.dial_now(remote, &addr);
+            match &result {
+                Ok(_) => Counters::inc(&this.0.counters.dials_ok),
+                Err(e) => {
+                    Counters::inc(&this.0.counters.dials_failed);
+                    if matches!(e, DialError::IdentityMismatch { .. }) {
+                        Counters::inc(&this.0.counters.dials_identity_mismatch);
+                    }
                 }
             }
-        }
-        Box::pin(std::future::ready(result))
+            result
+        };
+        Box::pin(dial)
     }
 
     fn poll_event(&self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
@@ -446,8 +542,40 @@ impl Transport for MemTransport {
                 why: "not a mem address",
             });
         }
-        if let Some(hub) = self.0.hub.upgrade() {
-            lock(&hub.state).outbound(self.0.id, &addr.endpoint);
+        let Some(hub) = self.0.hub.upgrade() else {
+            return Ok(());
+        };
+        let mut state = lock(&hub.state);
+        let source = state
+            .outbound(self.0.id, &addr.endpoint)
+            .unwrap_or_else(|| self.0.addr.endpoint.clone());
+        // The datagram meets the far side's NAT one link delay later; if it is not let in,
+        // a NAT that claims dropped packets remembers it.
+        let delay = state
+            .owner(&addr.endpoint)
+            .map_or(Duration::ZERO, |to| state.delay(self.0.id, to));
+        let endpoint = addr.endpoint.clone();
+        let arrive = move |state: &mut HubState| {
+            if state.endpoints.contains_key(&endpoint) {
+                return;
+            }
+            if let Some((host, _)) = endpoint.rsplit_once(':') {
+                if state.nats.contains_key(host) && state.inbound(&endpoint, &source).is_none() {
+                    state.dropped(&endpoint, &source);
+                }
+            }
+        };
+        if delay.is_zero() {
+            arrive(&mut state);
+        } else {
+            drop(state);
+            let hub = Arc::downgrade(&hub);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Some(hub) = hub.upgrade() {
+                    arrive(&mut lock(&hub.state));
+                }
+            });
         }
         Ok(())
     }
@@ -503,9 +631,10 @@ impl MemTransport {
                     }
                     // A NAT's public endpoint: in only if its filter lets our source through.
                     None => {
-                        let id = state
-                            .inbound(&addr.endpoint, &source)
-                            .ok_or_else(no_route)?;
+                        let Some(id) = state.inbound(&addr.endpoint, &source) else {
+                            state.dropped(&addr.endpoint, &source);
+                            return Err(no_route());
+                        };
                         state
                             .endpoints
                             .values()

@@ -241,3 +241,54 @@ async fn nat_models_filter_inbound_as_their_type_says() {
     ));
     assert!(a.dial(f.local_id(), &mem_addr("natf:30000")).await.is_ok());
 }
+
+/// Behind a NAT that claims dropped packets, who sends first decides a punch: a peer's
+/// packet that arrives before ours claims our port for that peer, and ours then leave from
+/// a fresh port its NAT has never seen. With a link delay, packets sent at the same moment
+/// both find the other's mapping open.
+#[tokio::test(start_paused = true)]
+async fn a_nat_that_claims_dropped_packets_punishes_the_late_sender() {
+    use nodenet_transport::mem::{LinkModel, NatModel};
+    use std::time::Duration;
+    for (model, late_works) in [
+        (NatModel::PORT_RESTRICTED, true),
+        (NatModel::LINUX_MASQUERADE, false),
+    ] {
+        let hub = Hub::new();
+        let public = node(&hub, 1);
+        let (x, y) = (node(&hub, 2), node(&hub, 3));
+        hub.set_nat(x.local_id(), "natx", model);
+        hub.set_nat(y.local_id(), "naty", NatModel::PORT_RESTRICTED);
+        // Both learn their mapping from a public node: natx:30000 and naty:30000.
+        let _xp = dial(&x, &public).await;
+        let _yp = dial(&y, &public).await;
+        let (xm, ym) = (mem_addr("natx:30000"), mem_addr("naty:30000"));
+        // Y punches first; X's NAT drops it. Then X punches and dials.
+        y.punch(&xm).unwrap();
+        x.punch(&ym).unwrap();
+        let late = y.dial(x.local_id(), &xm).await;
+        assert_eq!(late.is_ok(), late_works, "{model:?}");
+    }
+
+    // The same NAT with a 20 ms link each way: sends at one moment cross in flight and both
+    // find the other's mapping open.
+    let hub = Hub::new();
+    let public = node(&hub, 1);
+    let (x, y) = (node(&hub, 2), node(&hub, 3));
+    hub.set_nat(x.local_id(), "natx", NatModel::LINUX_MASQUERADE);
+    hub.set_nat(y.local_id(), "naty", NatModel::LINUX_MASQUERADE);
+    let link = LinkModel {
+        delay: Duration::from_millis(20),
+        ..LinkModel::default()
+    };
+    hub.set_link(x.local_id(), y.local_id(), link.clone());
+    hub.set_link(y.local_id(), x.local_id(), link);
+    let _xp = dial(&x, &public).await;
+    let _yp = dial(&y, &public).await;
+    let (xm, ym) = (mem_addr("natx:30000"), mem_addr("naty:30000"));
+    y.punch(&xm).unwrap();
+    x.punch(&ym).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(y.dial(x.local_id(), &xm).await.is_ok());
+    assert!(x.dial(y.local_id(), &ym).await.is_ok());
+}

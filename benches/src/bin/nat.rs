@@ -4,10 +4,12 @@
 //!
 //! Part 1, on tokio's paused clock with a 10 ms one-way delay on every link: eight public
 //! nodes (volunteer relays) and, for every ordered pair of NAT types (public, full cone,
-//! address-restricted, port-restricted, symmetric), K fresh pairs of nodes that are kept
-//! apart while the overlay forms. Each pair then connects once; per pair of types the line
-//! gives the success rate, the median time from `connect()` to a usable edge (model time)
-//! and the path most often taken. Part 2, in real time: a relay session on QUIC loopback
+//! address-restricted, port-restricted, symmetric, and `masq`: a Linux MASQUERADE without a
+//! stateful firewall, which claims the port of a dropped packet), K fresh pairs of nodes
+//! that are kept apart while the overlay forms. Each pair then connects once; per pair of
+//! types the line gives the success rate, the median time from `connect()` to a usable edge
+//! (model time) and the path most often taken. `masq_to_masq_untimed` is the masq pair with
+//! timed punching off (the reference's behaviour: the target punches on the Connect). Part 2, in real time: a relay session on QUIC loopback
 //! carries a 32 MiB stream of frames from one transport to another, with the default
 //! budgets (2 Mbit/s per session) and with the budgets lifted.
 
@@ -24,13 +26,16 @@ use nodenet_transport::{Event, Transport, next_event};
 #[global_allocator]
 static ALLOC: nodenet_benches::CountingAlloc = nodenet_benches::CountingAlloc;
 
-const TYPES: [(&str, Option<NatModel>); 5] = [
+const TYPES: [(&str, Option<NatModel>); 6] = [
     ("public", None),
     ("full", Some(NatModel::FULL_CONE)),
     ("addr", Some(NatModel::ADDRESS_RESTRICTED)),
     ("port", Some(NatModel::PORT_RESTRICTED)),
     ("sym", Some(NatModel::SYMMETRIC)),
+    ("masq", Some(NatModel::LINUX_MASQUERADE)),
 ];
+/// The extra row: masq ↔ masq with timed punching off.
+const UNTIMED: usize = TYPES.len() * TYPES.len();
 
 const PUBLIC: usize = 8;
 
@@ -87,16 +92,23 @@ async fn traversal(trials: usize) -> (usize, usize, Vec<(String, f64, f64, Strin
     let hub = Hub::new();
     // The subjects: for each ordered pair of types, `trials` (from, to) node pairs.
     let mut pairs = Vec::new();
-    let mut kinds: Vec<Option<NatModel>> = vec![None; PUBLIC];
+    // Each node: its NAT, and whether it times its punches.
+    let mut kinds: Vec<(Option<NatModel>, bool)> = vec![(None, true); PUBLIC];
     for (fi, (_, fm)) in TYPES.iter().enumerate() {
         for (ti, (_, tm)) in TYPES.iter().enumerate() {
             for _ in 0..trials {
                 let a = kinds.len();
-                kinds.push(*fm);
-                kinds.push(*tm);
-                pairs.push((fi, ti, a, a + 1));
+                kinds.push((*fm, true));
+                kinds.push((*tm, true));
+                pairs.push((fi * TYPES.len() + ti, a, a + 1));
             }
         }
+    }
+    for _ in 0..trials {
+        let a = kinds.len();
+        kinds.push((Some(NatModel::LINUX_MASQUERADE), false));
+        kinds.push((Some(NatModel::LINUX_MASQUERADE), false));
+        pairs.push((UNTIMED, a, a + 1));
     }
     let ids: Vec<NodeId> = (0..kinds.len()).map(|i| identity(i).node_id()).collect();
     let link = LinkModel {
@@ -110,12 +122,12 @@ async fn traversal(trials: usize) -> (usize, usize, Vec<(String, f64, f64, Strin
             }
         }
     }
-    for &(_, _, a, b) in &pairs {
+    for &(_, a, b) in &pairs {
         hub.partition(ids[a], ids[b]);
     }
     let mut nodes = Vec::new();
     let mut boot = None;
-    for (i, kind) in kinds.iter().enumerate() {
+    for (i, (kind, timed)) in kinds.iter().enumerate() {
         let id = identity(i);
         let t = hub
             .transport_for(&id, &format!("n{i}"))
@@ -126,6 +138,7 @@ async fn traversal(trials: usize) -> (usize, usize, Vec<(String, f64, f64, Strin
         let addr = t.local_addr();
         let node = Node::builder(id, Arc::new(t))
             .maintenance(Maintenance::scaled(5))
+            .timed_punch(*timed)
             .relay(i < PUBLIC)
             .seed(i as u64 + 1)
             .build();
@@ -137,25 +150,28 @@ async fn traversal(trials: usize) -> (usize, usize, Vec<(String, f64, f64, Strin
         nodes.push(node);
     }
     tokio::time::sleep(Duration::from_secs(90)).await;
-    for &(_, _, a, b) in &pairs {
+    for &(_, a, b) in &pairs {
         hub.heal(ids[a], ids[b]);
     }
-    let mut results: Vec<Vec<(bool, f64, Option<Path>)>> =
-        vec![Vec::new(); TYPES.len() * TYPES.len()];
-    for &(fi, ti, a, b) in &pairs {
+    let mut results: Vec<Vec<(bool, f64, Option<Path>)>> = vec![Vec::new(); UNTIMED + 1];
+    for &(k, a, b) in &pairs {
         let started = tokio::time::Instant::now();
         let r = nodes[a].connect(ids[b]).await;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        results[fi * TYPES.len() + ti].push((r.is_ok(), ms, r.ok().map(|c| c.path())));
+        results[k].push((r.is_ok(), ms, r.ok().map(|c| c.path())));
     }
     let mut rows = Vec::new();
     let (mut ok, mut total) = (0, 0);
     for (k, r) in results.iter().enumerate() {
-        let name = format!(
-            "{}_to_{}",
-            TYPES[k / TYPES.len()].0,
-            TYPES[k % TYPES.len()].0
-        );
+        let name = if k == UNTIMED {
+            "masq_to_masq_untimed".to_owned()
+        } else {
+            format!(
+                "{}_to_{}",
+                TYPES[k / TYPES.len()].0,
+                TYPES[k % TYPES.len()].0
+            )
+        };
         let good: Vec<&(bool, f64, Option<Path>)> = r.iter().filter(|x| x.0).collect();
         ok += good.len();
         total += r.len();
