@@ -1253,6 +1253,16 @@ impl Core {
             .collect()
     }
 
+    /// The counters, for the driver's own events (media admission).
+    pub(crate) fn stats_mut(&mut self) -> &mut Stats {
+        &mut self.stats
+    }
+
+    /// The proof-of-work difficulty we enforce.
+    pub fn difficulty(&self) -> u32 {
+        self.config.difficulty
+    }
+
     /// Counts a relayed edge replaced by a punched one.
     pub fn count_upgrade(&mut self) {
         self.stats.relay_upgrades += 1;

@@ -44,6 +44,7 @@ pub struct Builder {
     subnets: Option<bool>,
     rendezvous_timeout: Duration,
     direct_dial_timeout: Duration,
+    media_consent: Option<crate::media::ConsentHook>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -58,6 +59,16 @@ impl Builder {
     /// Proof-of-work difficulty enforced on every peer and originator (0, the default, is off).
     pub fn min_difficulty(mut self, bits: u32) -> Self {
         self.config.difficulty = bits;
+        self
+    }
+
+    /// Which peers may call us: an inbound media session from a peer the hook refuses is
+    /// closed as refused. Unset (the default), every call is refused.
+    pub fn media_consent(
+        mut self,
+        allow: impl Fn(&NodeId) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.media_consent = Some(Box::new(allow));
         self
     }
 
@@ -186,6 +197,7 @@ impl Builder {
             held_punches: Mutex::new(HashMap::new()),
             relay_waiters: Mutex::new(HashMap::new()),
             relayed: Mutex::new(HashSet::new()),
+            media: crate::media::Media::new(self.media_consent),
         }))
     }
 }
@@ -230,6 +242,8 @@ pub(crate) struct Shared {
     pub(crate) relay_waiters: Mutex<HashMap<[u8; nodenet_nat::NONCE_LEN], RelayWaiting>>,
     /// Our connections that run through a relay (a direct one replaces them).
     pub(crate) relayed: Mutex<HashSet<ConnId>>,
+    /// Inbound media admission.
+    pub(crate) media: crate::media::Media,
 }
 
 /// A hole-punch or relay request's nonce.
@@ -279,6 +293,7 @@ impl Node {
             subnets: None,
             rendezvous_timeout: DEFAULT_RENDEZVOUS_TIMEOUT,
             direct_dial_timeout: crate::DIRECT_DIAL_TIMEOUT,
+            media_consent: None,
         }
     }
 
@@ -420,6 +435,7 @@ impl Node {
                 ev = next_event(&*self.0.transport) => match ev {
                     Some(Event::Frame { conn, mut packet }) => self.on_frame(&conn, &mut packet),
                     Some(Event::Closed { conn, .. }) => self.on_closed(&conn),
+                    Some(Event::Media(session)) => self.on_media(session),
                     Some(_) => {}
                     None => break,
                 },

@@ -32,6 +32,7 @@
 mod connect;
 mod core;
 mod driver;
+mod media;
 pub mod sim;
 mod stats;
 
@@ -44,11 +45,14 @@ pub use core::{
     Maintenance, NodeEvent, Now, OriginateError, Via,
 };
 pub use driver::{Builder, DEFAULT_DELIVERY_BUFFER, DEFAULT_RENDEZVOUS_TIMEOUT, Node};
+pub use media::{ConsentHook, INBOUND_MEDIA_QUEUE, MAX_MEDIA_PER_PEER, MAX_MEDIA_SESSIONS};
 pub use nodenet_kad::NodeId;
 pub use nodenet_nat::NatType;
 pub use nodenet_rendezvous::{Coordinates, OpenError, Opened};
 pub use nodenet_routing::Contact;
 pub use nodenet_transport::Transport;
+pub use nodenet_transport::media::{MediaBudget, MediaPacket, MediaStats};
+pub use nodenet_transport::{MediaError, MediaSession};
 pub use stats::{COUNTERS, Stats};
 
 /// What a node operation can fail with.
@@ -97,6 +101,14 @@ pub enum Error {
     /// A sealed box did not open.
     #[error("sealed box: {0}")]
     Sealed(OpenError),
+    /// A media session to `target` could not be opened.
+    #[error("media session to {target}: {error}")]
+    Media {
+        /// The peer.
+        target: NodeId,
+        /// Why.
+        error: MediaError,
+    },
 }
 
 impl From<OriginateError> for Error {

@@ -80,10 +80,21 @@ pub struct Stats {
     pub relay_requests_refused: u64,
     /// Relayed edges of ours replaced by a punched one.
     pub relay_upgrades: u64,
+    /// Media sessions we opened.
+    pub media_opened: u64,
+    /// Inbound media sessions handed to the application.
+    pub media_accepted: u64,
+    /// Inbound media sessions from a peer below the proof-of-work difficulty.
+    pub dropped_media_sub_pow: u64,
+    /// Inbound media sessions the consent hook refused (or no hook: the default).
+    pub dropped_media_consent: u64,
+    /// Inbound media sessions over a cap (16 in all, 4 per peer), or not taken by the
+    /// application in time (its queue of 8 was full).
+    pub dropped_media_cap: u64,
 }
 
 /// How many counters [`Stats::counters`] lists.
-pub const COUNTERS: usize = 37;
+pub const COUNTERS: usize = 42;
 
 impl Stats {
     /// Every counter as `(name, help, value)`, in declaration order: what a metrics exporter
@@ -255,6 +266,31 @@ impl Stats {
                 "Relayed edges of ours replaced by a punched one.",
                 self.relay_upgrades,
             ),
+            (
+                "media_opened",
+                "Media sessions we opened.",
+                self.media_opened,
+            ),
+            (
+                "media_accepted",
+                "Inbound media sessions handed to the application.",
+                self.media_accepted,
+            ),
+            (
+                "dropped_media_sub_pow",
+                "Inbound media sessions from a peer below the proof-of-work difficulty.",
+                self.dropped_media_sub_pow,
+            ),
+            (
+                "dropped_media_consent",
+                "Inbound media sessions the consent hook refused (or no hook: the default).",
+                self.dropped_media_consent,
+            ),
+            (
+                "dropped_media_cap",
+                "Inbound media sessions over a cap, or not taken by the application in time.",
+                self.dropped_media_cap,
+            ),
         ]
     }
 }
@@ -276,6 +312,6 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), fields);
-        assert!(listed.contains(&("dropped_bad_box", listed[COUNTERS - 9].1, 7)));
+        assert!(listed.contains(&("dropped_bad_box", listed[COUNTERS - 14].1, 7)));
     }
 }

@@ -25,10 +25,10 @@
 //!
 //! # Capabilities
 //!
-//! What only some transports can do is reached through the concrete type rather than the
-//! trait: [`quic::QuicTransport::punch_to`] sends raw datagrams from the shared socket.
-//! Media sessions will join the trait as a provided method returning `None` by default, so
-//! transports that lack them keep compiling.
+//! What only some transports can do has a provided trait method that says so:
+//! [`Transport::relay`] ([`RelayError::Unsupported`]) and [`Transport::open_media`]
+//! ([`MediaError::Unsupported`]). Both shipped transports do both. Inbound media sessions
+//! surface on the event stream as [`Event::Media`].
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -47,10 +47,13 @@ pub use nodenet_wire::Addr;
 use tokio::sync::{mpsc, watch};
 
 pub mod contract;
+pub mod media;
 pub mod mem;
 mod packet;
 pub mod quic;
 mod stats;
+
+pub use media::{MediaError, MediaPacket, MediaSession, MediaStats};
 
 #[cfg(feature = "packet-debug")]
 pub use packet::outstanding;
@@ -102,6 +105,18 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// when idle. A transport that cannot relay says [`RelayError::Unsupported`].
     fn relay(&self) -> Result<(Addr, Addr), RelayError> {
         Err(RelayError::Unsupported)
+    }
+
+    /// Opens a media session to `remote` at `addr` (the address its live edge runs over, so
+    /// the session rides the same path): a connection of its own, authenticated as `remote`.
+    /// [`MediaError::Unsupported`] if the peer (or this transport) has no media.
+    fn open_media(
+        &self,
+        remote: NodeId,
+        addr: &Addr,
+    ) -> BoxFuture<'static, Result<MediaSession, MediaError>> {
+        let _ = (remote, addr);
+        Box::pin(std::future::ready(Err(MediaError::Unsupported)))
     }
 }
 
@@ -163,6 +178,9 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
+    /// A peer opened a media session to us. Whoever takes it decides: keep the handle to
+    /// accept, [`MediaSession::refuse`] to refuse (dropping it closes it too).
+    Media(MediaSession),
 }
 
 /// Who opened an edge.
@@ -192,6 +210,8 @@ pub enum CloseReason {
     ProtocolViolation,
     /// The connection failed underneath (idle timeout, network error).
     Lost,
+    /// The peer refused it (a media session without consent, or over its caps).
+    Refused,
 }
 
 /// Why [`Conn::send`] refused a frame.

@@ -18,6 +18,8 @@ use nodenet_kad::NodeId;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+mod media;
+
 use crate::{
     Addr, BoxFuture, CloseReason, Conn, ConnSet, Counters, DialError, Direction, Event, Events,
     Packet, PunchError, RelayError, Transport, TransportStats,
@@ -51,6 +53,12 @@ pub struct LinkModel {
     pub mtu: Option<usize>,
     /// Seed of this link's random choices: the same seed, the same fate for every frame.
     pub seed: u64,
+    /// A bottleneck of this many bytes per second (media datagrams only; `None`: none).
+    /// Datagrams queue behind it and leave one after another at this rate.
+    pub rate: Option<u64>,
+    /// Bytes the bottleneck's queue holds; a datagram that does not fit is dropped (tail
+    /// drop). Only with [`LinkModel::rate`].
+    pub queue_bytes: usize,
 }
 
 /// A set of in-memory nodes that can dial each other.
@@ -74,6 +82,12 @@ struct HubState {
     /// Relay sessions: caller-side endpoint → callee-side endpoint.
     relays: HashMap<String, String>,
     next_relay: u64,
+    /// Nodes that do not speak media (as a peer that predates it).
+    no_media: HashSet<NodeId>,
+    /// Media link models, per direction (datagrams and messages of media sessions).
+    media_links: HashMap<(NodeId, NodeId), LinkModel>,
+    /// The receive budget of new media sessions (`None`: the default).
+    media_budget: Option<crate::media::MediaBudget>,
 }
 
 /// How a NAT picks the public port for a node's outbound traffic.
@@ -420,6 +434,29 @@ impl Hub {
         self.lock().links.insert((from, to), model);
     }
 
+    /// Sets the media model of the direction `from → to`: loss, MTU, the bottleneck and
+    /// reordering shape media datagrams; delay and jitter apply to datagrams and messages
+    /// (messages are never lost). Sessions opened later use it.
+    pub fn set_media_link(&self, from: NodeId, to: NodeId, model: LinkModel) {
+        self.lock().media_links.insert((from, to), model);
+    }
+
+    /// Makes `id` speak media or not (not: its peers' [`Transport::open_media`] fails with
+    /// [`crate::MediaError::Unsupported`], as toward a node that predates media).
+    pub fn set_media(&self, id: NodeId, on: bool) {
+        let mut state = self.lock();
+        if on {
+            state.no_media.remove(&id);
+        } else {
+            state.no_media.insert(id);
+        }
+    }
+
+    /// Sets the receive budget of media sessions opened from now on.
+    pub fn set_media_budget(&self, budget: crate::media::MediaBudget) {
+        self.lock().media_budget = Some(budget);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
         lock(&self.0.state)
     }
@@ -532,6 +569,18 @@ impl Transport for MemTransport {
         Ok((Addr::new(NET, caller), Addr::new(NET, callee)))
     }
 
+    fn open_media(
+        &self,
+        remote: NodeId,
+        addr: &Addr,
+    ) -> BoxFuture<'static, Result<crate::MediaSession, crate::MediaError>> {
+        let result = self
+            .resolve(remote, addr)
+            .map_err(crate::MediaError::Dial)
+            .and_then(|(target, source)| media::open(&self.0, &target, addr, source));
+        Box::pin(std::future::ready(result))
+    }
+
     fn punch(&self, addr: &Addr) -> Result<(), PunchError> {
         if self.0.events.is_closed() {
             return Err(PunchError::Closed);
@@ -583,6 +632,38 @@ impl Transport for MemTransport {
 
 impl MemTransport {
     fn dial_now(&self, remote: NodeId, addr: &Addr) -> Result<Conn, DialError> {
+        let (target, source) = self.resolve(remote, addr)?;
+        let (ours, our_rx) = Conn::new(
+            target.id,
+            addr.clone(),
+            target.ed_pub,
+            Direction::Outbound,
+            self.0.counters.clone(),
+        );
+        let (theirs, their_rx) = Conn::new(
+            self.0.id,
+            Addr::new(NET, source),
+            self.0.ed_pub,
+            Direction::Inbound,
+            target.counters.clone(),
+        );
+        self.0.conns.insert(&ours);
+        target.conns.insert(&theirs);
+        Counters::inc(&target.counters.inbound_accepted);
+        let handle = ours.clone();
+        tokio::spawn(pump(
+            self.0.clone(),
+            ours.clone(),
+            our_rx,
+            target.clone(),
+            theirs.clone(),
+        ));
+        tokio::spawn(pump(target, theirs, their_rx, self.0.clone(), ours));
+        Ok(handle)
+    }
+    /// Who a packet from us to `addr` reaches, if anyone, and the source it appears to come
+    /// from: our NAT's mapping opens on the way out, the far NAT's filter decides.
+    fn resolve(&self, remote: NodeId, addr: &Addr) -> Result<(Arc<Shared>, String), DialError> {
         if self.0.events.is_closed() {
             return Err(DialError::Closed);
         }
@@ -658,33 +739,7 @@ impl MemTransport {
                 actual: target.id,
             });
         }
-        let (ours, our_rx) = Conn::new(
-            target.id,
-            addr.clone(),
-            target.ed_pub,
-            Direction::Outbound,
-            self.0.counters.clone(),
-        );
-        let (theirs, their_rx) = Conn::new(
-            self.0.id,
-            Addr::new(NET, source),
-            self.0.ed_pub,
-            Direction::Inbound,
-            target.counters.clone(),
-        );
-        self.0.conns.insert(&ours);
-        target.conns.insert(&theirs);
-        Counters::inc(&target.counters.inbound_accepted);
-        let handle = ours.clone();
-        tokio::spawn(pump(
-            self.0.clone(),
-            ours.clone(),
-            our_rx,
-            target.clone(),
-            theirs.clone(),
-        ));
-        tokio::spawn(pump(target, theirs, their_rx, self.0.clone(), ours));
-        Ok(handle)
+        Ok((target, source))
     }
 }
 

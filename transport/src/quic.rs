@@ -34,6 +34,7 @@ use crate::{
     MAX_PACKET_LEN, Packet, PunchError, RelayError, SizeClass, Transport, TransportStats,
 };
 
+mod media;
 mod relay;
 pub use relay::RelayLimits;
 
@@ -48,7 +49,7 @@ pub use tls::{
 pub const NET: &str = "quic";
 /// ALPN of overlay edges.
 pub const ALPN: &[u8] = b"nodenet/1";
-/// ALPN of media sessions (served by a later version of this transport).
+/// ALPN of media sessions.
 pub const ALPN_MEDIA: &[u8] = b"nodenet-media/1";
 /// The hole-punch datagram. Its first byte has the top two bits clear, so QUIC stacks treat it
 /// as a non-QUIC packet and drop it.
@@ -76,6 +77,11 @@ pub struct QuicConfig {
     pub event_queue: usize,
     /// Limits of the relay sessions this transport carries for others.
     pub relay: RelayLimits,
+    /// Serve and open media sessions (ALPN `nodenet-media/1`). Off, the listener does not
+    /// offer the ALPN, so a peer's media dial fails as toward a node that predates media.
+    pub media: bool,
+    /// The receive budget of each media session.
+    pub media_budget: crate::media::MediaBudget,
 }
 
 impl Default for QuicConfig {
@@ -89,6 +95,8 @@ impl Default for QuicConfig {
             idle_timeout: Duration::from_secs(300),
             event_queue: 256,
             relay: RelayLimits::default(),
+            media: true,
+            media_budget: crate::media::MediaBudget::default(),
         }
     }
 }
@@ -123,6 +131,18 @@ impl QuicConfig {
         self.send_deadline = d;
         self
     }
+
+    /// Sets [`QuicConfig::media`].
+    pub fn media(mut self, on: bool) -> Self {
+        self.media = on;
+        self
+    }
+
+    /// Sets [`QuicConfig::media_budget`].
+    pub fn media_budget(mut self, budget: crate::media::MediaBudget) -> Self {
+        self.media_budget = budget;
+        self
+    }
 }
 
 /// Why [`QuicTransport::bind`] failed.
@@ -147,6 +167,8 @@ struct Shared {
     local: SocketAddr,
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
+    /// The client config of media dials (`None` with media off).
+    media_client: Option<quinn::ClientConfig>,
     raw: UdpSocket,
     config: QuicConfig,
     events: Events,
@@ -196,7 +218,7 @@ impl QuicTransport {
         let socket = UdpSocket::bind(addr)?;
         let raw = socket.try_clone()?;
         let local = socket.local_addr()?;
-        let (server, client) = crypto_configs(identity, &config)?;
+        let (server, client, media_client) = crypto_configs(identity, &config)?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server),
@@ -209,6 +231,7 @@ impl QuicTransport {
             local,
             endpoint,
             client,
+            media_client,
             raw,
             events: Events::new(config.event_queue),
             config,
@@ -257,10 +280,14 @@ impl QuicTransport {
     }
 }
 
-fn crypto_configs(
-    identity: &Identity,
-    config: &QuicConfig,
-) -> Result<(quinn::ServerConfig, quinn::ClientConfig), BindError> {
+/// The listener's config, the overlay dial config and the media dial config (if media is on).
+type Configs = (
+    quinn::ServerConfig,
+    quinn::ClientConfig,
+    Option<quinn::ClientConfig>,
+);
+
+fn crypto_configs(identity: &Identity, config: &QuicConfig) -> Result<Configs, BindError> {
     let cert = tls::LocalCert::generate(identity).map_err(|e| BindError::Tls(e.to_string()))?;
     crypto_configs_with(&cert, config)
 }
@@ -273,13 +300,10 @@ pub fn danger_configs(
     identity: &Identity,
     config: &QuicConfig,
 ) -> Result<(quinn::ServerConfig, quinn::ClientConfig), BindError> {
-    crypto_configs(identity, config)
+    crypto_configs(identity, config).map(|(s, c, _)| (s, c))
 }
 
-fn crypto_configs_with(
-    cert: &tls::LocalCert,
-    config: &QuicConfig,
-) -> Result<(quinn::ServerConfig, quinn::ClientConfig), BindError> {
+fn crypto_configs_with(cert: &tls::LocalCert, config: &QuicConfig) -> Result<Configs, BindError> {
     let tls_err = |e: &dyn std::fmt::Display| BindError::Tls(e.to_string());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = tls::NodeIdVerifier::new(provider.clone());
@@ -291,10 +315,20 @@ fn crypto_configs_with(
         .with_single_cert(vec![cert.cert.clone()], cert.key_der())
         .map_err(|e| tls_err(&e))?;
     server.alpn_protocols = vec![ALPN.to_vec()];
+    if config.media {
+        server.alpn_protocols.push(ALPN_MEDIA.to_vec());
+    }
     let server = QuicServerConfig::try_from(server).map_err(|e| tls_err(&e))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
-    // The dialer opens the edge's one bidirectional stream; nothing else is accepted.
-    server.transport_config(Arc::new(transport_config(config, 1)?));
+    // The dialer opens the edge's one bidirectional stream. With media on, one listener
+    // config serves both ALPNs, so it also takes datagrams and message streams; an overlay
+    // edge drains and refuses them.
+    let mut tc = transport_config(config, 1)?;
+    if config.media {
+        tc.max_concurrent_uni_streams(media::MAX_MESSAGE_STREAMS.into())
+            .datagram_receive_buffer_size(Some(media::DATAGRAM_BUFFER));
+    }
+    server.transport_config(Arc::new(tc));
 
     let mut client = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -303,12 +337,24 @@ fn crypto_configs_with(
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(vec![cert.cert.clone()], cert.key_der())
         .map_err(|e| tls_err(&e))?;
+    let mut media_tls = client.clone();
     client.alpn_protocols = vec![ALPN.to_vec()];
     let client = QuicClientConfig::try_from(client).map_err(|e| tls_err(&e))?;
     let mut client = quinn::ClientConfig::new(Arc::new(client));
     // The accepting peer may open no streams at all toward the dialer.
     client.transport_config(Arc::new(transport_config(config, 0)?));
-    Ok((server, client))
+
+    let media_client = if config.media {
+        media_tls.alpn_protocols = vec![ALPN_MEDIA.to_vec()];
+        let tls = QuicClientConfig::try_from(media_tls).map_err(|e| tls_err(&e))?;
+        let mut media_client = quinn::ClientConfig::new(Arc::new(tls));
+        let tc = media::dial_transport_config().map_err(|e| tls_err(&e))?;
+        media_client.transport_config(Arc::new(tc));
+        Some(media_client)
+    } else {
+        None
+    };
+    Ok((server, client, media_client))
 }
 
 fn transport_config(
@@ -322,6 +368,7 @@ fn transport_config(
         .keep_alive_interval(None)
         .max_concurrent_bidi_streams(peer_bidi.into())
         .max_concurrent_uni_streams(0u32.into())
+        .datagram_receive_buffer_size(None)
         // The reference starts at 1280 bytes; quinn's 1200 would be too small for media later.
         .initial_mtu(1280);
     Ok(tc)
@@ -383,6 +430,14 @@ impl Transport for QuicTransport {
             Addr::new(NET, caller.to_string()),
             Addr::new(NET, callee.to_string()),
         ))
+    }
+
+    fn open_media(
+        &self,
+        remote: NodeId,
+        addr: &Addr,
+    ) -> BoxFuture<'static, Result<crate::MediaSession, crate::MediaError>> {
+        Box::pin(media::open(self.0.clone(), remote, addr.clone()))
     }
 
     fn punch(&self, addr: &Addr) -> Result<(), PunchError> {
@@ -541,6 +596,27 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, slot: Inboun
         connection.close(0u32.into(), b"");
         return;
     };
+    let alpn = connection
+        .handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.protocol);
+    if alpn.as_deref() == Some(ALPN_MEDIA) {
+        media::accept(shared, connection, remote_id, remote_key, remote_addr).await;
+        drop(slot);
+        return;
+    }
+    if shared.config.media {
+        // The listener config allows media's streams and datagrams on every connection: an
+        // overlay edge refuses the streams and discards the datagrams.
+        let c = connection.clone();
+        tokio::spawn(async move {
+            while let Ok(mut s) = c.accept_uni().await {
+                let _ = s.stop(0u32.into());
+            }
+        });
+        let c = connection.clone();
+        tokio::spawn(async move { while c.read_datagram().await.is_ok() {} });
+    }
     // Anti-slowloris: the dialer must open its stream and deliver a whole first frame in time.
     let first = tokio::time::timeout(shared.config.first_frame_timeout, async {
         let (send, recv) = connection

@@ -1,0 +1,165 @@
+//! Media sessions for calls: [`Node::open_media`] and the inbound admission gates.
+//!
+//! A session is its own connection beside the overlay edge, opened toward the address the
+//! live edge runs over (so it rides the path connect found: the NAT mapping, the punched
+//! hole or the relay). Its fate is its own: edge churn never touches it, and a dead path
+//! ends it through the transport's idle timeout.
+//!
+//! An inbound session passes three gates in order, each refusal counted: the peer's
+//! proof of work, the session caps ([`MAX_MEDIA_SESSIONS`] in all, [`MAX_MEDIA_PER_PEER`] per
+//! NodeId) and the application's consent hook ([`Builder::media_consent`], which refuses
+//! everything when unset). An accepted session waits on [`Node::inbound_media`] (at most
+//! [`INBOUND_MEDIA_QUEUE`]; past that it is refused).
+//!
+//! [`Builder::media_consent`]: crate::Builder::media_consent
+
+use std::collections::HashMap;
+
+use nodenet_kad::NodeId;
+use nodenet_transport::{MediaError, MediaSession};
+use tokio::sync::mpsc;
+
+use crate::Error;
+use crate::driver::{Node, lock};
+
+/// Inbound media sessions live at once, from all peers.
+pub const MAX_MEDIA_SESSIONS: usize = 16;
+/// Inbound media sessions live at once from one NodeId.
+pub const MAX_MEDIA_PER_PEER: usize = 4;
+/// Accepted sessions waiting for the application.
+pub const INBOUND_MEDIA_QUEUE: usize = 8;
+
+/// The application's consent hook: true takes the call.
+pub type ConsentHook = Box<dyn Fn(&NodeId) -> bool + Send + Sync>;
+
+/// Live inbound sessions, by peer.
+#[derive(Debug, Default)]
+pub(crate) struct MediaSlots {
+    total: usize,
+    per_peer: HashMap<NodeId, usize>,
+}
+
+impl MediaSlots {
+    fn take(&mut self, peer: NodeId) -> bool {
+        let mine = self.per_peer.get(&peer).copied().unwrap_or(0);
+        if self.total >= MAX_MEDIA_SESSIONS || mine >= MAX_MEDIA_PER_PEER {
+            return false;
+        }
+        self.total += 1;
+        *self.per_peer.entry(peer).or_default() += 1;
+        true
+    }
+
+    fn give_back(&mut self, peer: NodeId) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.per_peer.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_peer.remove(&peer);
+            }
+        }
+    }
+}
+
+/// The node's media state.
+pub(crate) struct Media {
+    pub(crate) consent: Option<ConsentHook>,
+    pub(crate) slots: std::sync::Mutex<MediaSlots>,
+    pub(crate) inbound_tx: mpsc::Sender<MediaSession>,
+    pub(crate) inbound_rx: std::sync::Mutex<Option<mpsc::Receiver<MediaSession>>>,
+}
+
+impl Media {
+    pub(crate) fn new(consent: Option<ConsentHook>) -> Self {
+        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_MEDIA_QUEUE);
+        Self {
+            consent,
+            slots: std::sync::Mutex::default(),
+            inbound_tx,
+            inbound_rx: std::sync::Mutex::new(Some(inbound_rx)),
+        }
+    }
+}
+
+impl Node {
+    /// Opens a media session to `target` for a call: connects first if we hold no edge to
+    /// it, then opens the session over the edge's path. Several sessions to one peer are
+    /// allowed (make-before-break). The callee's consent comes after the connection: a
+    /// refused session ends at once, and [`MediaSession::closed`] says
+    /// [`nodenet_transport::CloseReason::Refused`].
+    pub async fn open_media(&self, target: NodeId) -> Result<MediaSession, Error> {
+        if target == self.id() {
+            return Err(Error::SelfTarget);
+        }
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let conn = match self.conn_to(&target) {
+            Some(c) => c,
+            None => {
+                self.connect(target).await?;
+                self.conn_to(&target).ok_or(Error::NotConnected(target))?
+            }
+        };
+        let addr = conn.remote_addr();
+        match self.0.transport.open_media(target, &addr).await {
+            Ok(session) => {
+                lock(&self.0.core).stats_mut().media_opened += 1;
+                Ok(session)
+            }
+            Err(error) => {
+                if matches!(error, MediaError::Dial(_)) {
+                    // The edge's own address did not answer: make sure the edge still lives
+                    // (the reference's coupling of call and edge liveness).
+                    let ping = crate::core::small_frame(nodenet_wire::FrameType::PING, &[]);
+                    let _ = self.send_to(&target, &ping);
+                }
+                Err(Error::Media { target, error })
+            }
+        }
+    }
+
+    /// Inbound media sessions that passed the gates. Taken once: later calls return `None`.
+    pub fn inbound_media(&self) -> Option<mpsc::Receiver<MediaSession>> {
+        lock(&self.0.media.inbound_rx).take()
+    }
+
+    /// A peer opened a session to us: proof of work, caps, consent, then the queue.
+    pub(crate) fn on_media(&self, session: MediaSession) {
+        let peer = session.remote_id();
+        let difficulty = lock(&self.0.core).difficulty();
+        let refuse = |why: fn(&mut crate::Stats)| {
+            why(lock(&self.0.core).stats_mut());
+            session.refuse();
+        };
+        if difficulty > 0 && !nodenet_pow::verify(&peer, difficulty) {
+            return refuse(|s| s.dropped_media_sub_pow += 1);
+        }
+        if !lock(&self.0.media.slots).take(peer) {
+            return refuse(|s| s.dropped_media_cap += 1);
+        }
+        let slots = self.clone();
+        let closed = session.closed();
+        tokio::spawn(async move {
+            closed.await;
+            lock(&slots.0.media.slots).give_back(peer);
+        });
+        let consent = self
+            .0
+            .media
+            .consent
+            .as_ref()
+            .is_some_and(|allow| allow(&peer));
+        if !consent {
+            return refuse(|s| s.dropped_media_consent += 1);
+        }
+        match self.0.media.inbound_tx.try_send(session) {
+            Ok(()) => lock(&self.0.core).stats_mut().media_accepted += 1,
+            Err(e) => {
+                let session = e.into_inner();
+                lock(&self.0.core).stats_mut().dropped_media_cap += 1;
+                session.refuse();
+            }
+        }
+    }
+}
