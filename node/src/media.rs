@@ -105,18 +105,31 @@ impl Node {
         match self.0.transport.open_media(target, &addr).await {
             Ok(session) => {
                 lock(&self.0.core).stats_mut().media_opened += 1;
+                // A call that dies of its path says the edge may be dead too: ping it now
+                // rather than at the next keep-alive.
+                let (node, closed) = (self.clone(), session.closed());
+                tokio::spawn(async move {
+                    if closed.await == nodenet_transport::CloseReason::Lost {
+                        node.ping(&target);
+                    }
+                });
                 Ok(session)
             }
             Err(error) => {
                 if matches!(error, MediaError::Dial(_)) {
                     // The edge's own address did not answer: make sure the edge still lives
                     // (the reference's coupling of call and edge liveness).
-                    let ping = crate::core::small_frame(nodenet_wire::FrameType::PING, &[]);
-                    let _ = self.send_to(&target, &ping);
+                    self.ping(&target);
                 }
                 Err(Error::Media { target, error })
             }
         }
+    }
+
+    /// An out-of-schedule ping of our edge to `peer`, if we hold one.
+    fn ping(&self, peer: &NodeId) {
+        let ping = crate::core::small_frame(nodenet_wire::FrameType::PING, &[]);
+        let _ = self.send_to(peer, &ping);
     }
 
     /// Inbound media sessions that passed the gates. Taken once: later calls return `None`.

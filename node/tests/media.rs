@@ -348,3 +348,33 @@ async fn a_50_fps_call_for_10_s_over_quic_loopback() {
         }
     );
 }
+
+/// An inbound session from a NodeId below the difficulty is refused before the caps and the
+/// consent hook see it, and counted.
+#[tokio::test(start_paused = true)]
+async fn a_caller_below_the_difficulty_is_refused() {
+    let hub = Hub::new();
+    let strong = (0..)
+        .map(identity)
+        .find(|id| nodenet_pow::verify(&id.node_id(), 4))
+        .unwrap();
+    let weak = (1000..)
+        .map(identity)
+        .find(|id| !nodenet_pow::verify(&id.node_id(), 4))
+        .unwrap();
+    let t = hub.transport_for(&strong, "callee").unwrap();
+    let addr = t.local_addr();
+    let callee = Node::builder(strong, Arc::new(t))
+        .min_difficulty(4)
+        .media_consent(move |_| true)
+        .build();
+    callee.spawn();
+    let mut inbound = callee.inbound_media().unwrap();
+    // The caller cannot even hold an edge with it; its transport dials a session directly.
+    let rogue = hub.transport_for(&weak, "rogue").unwrap();
+    let s = rogue.open_media(callee.id(), &addr).await.unwrap();
+    assert_eq!(s.closed().await, CloseReason::Refused);
+    assert_eq!(callee.stats().dropped_media_sub_pow, 1);
+    assert_eq!(callee.stats().dropped_media_consent, 0);
+    assert!(inbound.try_recv().is_err());
+}

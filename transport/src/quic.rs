@@ -325,8 +325,11 @@ fn crypto_configs_with(cert: &tls::LocalCert, config: &QuicConfig) -> Result<Con
     // edge drains and refuses them.
     let mut tc = transport_config(config, 1)?;
     if config.media {
+        // The connection-wide window bounds what a media dialer's message streams can park
+        // here; an overlay edge's one stream stays within its own (smaller) stream window.
         tc.max_concurrent_uni_streams(media::MAX_MESSAGE_STREAMS.into())
-            .datagram_receive_buffer_size(Some(media::DATAGRAM_BUFFER));
+            .datagram_receive_buffer_size(Some(media::DATAGRAM_BUFFER))
+            .receive_window(media::RECEIVE_WINDOW.into());
     }
     server.transport_config(Arc::new(tc));
 

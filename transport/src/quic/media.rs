@@ -28,6 +28,11 @@ use crate::{Addr, BoxFuture, CloseReason, DialError, Direction, Event, MediaSess
 pub(super) const MAX_MESSAGE_STREAMS: u32 = 256;
 /// Received datagram bytes quinn buffers before the session's task takes them.
 pub(super) const DATAGRAM_BUFFER: usize = 256 * 1280;
+/// Stream data a media connection buffers at most, all streams together: with 256 message
+/// streams a peer could otherwise park 256 stream windows of data here.
+pub(super) const RECEIVE_WINDOW: u32 = 4 << 20;
+/// Stream data one message stream may have in flight: a whole message and a little more.
+const STREAM_WINDOW: u32 = 128 << 10;
 /// TLS alert 120 (no_application_protocol) as a QUIC CRYPTO_ERROR: a peer without media.
 const NO_APPLICATION_PROTOCOL: u64 = 0x100 + 120;
 
@@ -40,6 +45,8 @@ pub(super) fn dial_transport_config() -> Result<quinn::TransportConfig, String> 
         .max_concurrent_bidi_streams(0u32.into())
         .max_concurrent_uni_streams(MAX_MESSAGE_STREAMS.into())
         .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
+        .receive_window(RECEIVE_WINDOW.into())
+        .stream_receive_window(STREAM_WINDOW.into())
         .initial_mtu(1280);
     Ok(tc)
 }
