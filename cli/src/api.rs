@@ -8,6 +8,7 @@
 //! | `POST /send` | `{"to":"<hex>","data":"<base64>"}`: a routed send |
 //! | `POST /send-direct` | the same over a direct edge |
 //! | `POST /connect` | `{"to":"<hex>"}` → `{"path":..,"ms":..}` |
+//! | `POST /call` | `{"to":"<hex>","secs":3,"fps":50,"size":200}`: a test call's media, echoed by a node that takes calls → path, sent, echoed, round-trip p50/p99 |
 //! | `GET /events` | one JSON object per event |
 //!
 //! A request the API cannot use (malformed JSON, a bad NodeId, bad base64, data over one
@@ -59,6 +60,7 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/send", post(send))
         .route("/send-direct", post(send_direct))
         .route("/connect", post(connect))
+        .route("/call", post(call))
         .route("/events", get(events))
         .with_state(api)
 }
@@ -83,7 +85,7 @@ impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         let status = match &e {
             NodeError::FrameTooLarge { .. } | NodeError::SelfTarget => StatusCode::BAD_REQUEST,
-            NodeError::Connect { .. } => StatusCode::BAD_GATEWAY,
+            NodeError::Connect { .. } | NodeError::Media { .. } => StatusCode::BAD_GATEWAY,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self(status, e.to_string())
@@ -235,6 +237,15 @@ async fn connect(State(api): State<Api>, body: Body) -> Result<axum::Json<Value>
         "path": conn.path().as_str(),
         "ms": (ms * 1000.0).round() / 1000.0,
     })))
+}
+
+async fn call(State(api): State<Api>, body: Body) -> Result<axum::Json<Value>, ApiError> {
+    let req: crate::call::CallRequest = json_body(body).await?;
+    let to = node_id(&req.to)?;
+    req.check().map_err(ApiError::bad)?;
+    Ok(axum::Json(
+        crate::call::test_call(&api.node, to, &req).await?,
+    ))
 }
 
 async fn events(State(api): State<Api>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {

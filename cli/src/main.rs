@@ -8,6 +8,7 @@
 )]
 
 mod api;
+mod call;
 mod client;
 mod config;
 mod demo;
@@ -64,6 +65,24 @@ enum Command {
         /// The running node's API.
         #[arg(long, default_value = DEFAULT_API)]
         api: String,
+        /// The target NodeId (64 hex digits).
+        to: String,
+    },
+    /// A test call from a running node to a NodeId (which must run with --accept-calls):
+    /// media datagrams out and echoed back; prints the path, loss and round-trip times.
+    Call {
+        /// The running node's API.
+        #[arg(long, default_value = DEFAULT_API)]
+        api: String,
+        /// Seconds of media.
+        #[arg(long, default_value_t = 3)]
+        secs: u32,
+        /// Datagrams a second.
+        #[arg(long, default_value_t = 50)]
+        fps: u32,
+        /// Bytes per datagram.
+        #[arg(long, default_value_t = 200)]
+        size: usize,
         /// The target NodeId (64 hex digits).
         to: String,
     },
@@ -162,6 +181,25 @@ fn main() -> ExitCode {
             }
             let body = json!({ "to": to });
             match rt.block_on(client::call_ok(&api, Method::POST, "/connect", Some(&body))) {
+                Ok(v) => {
+                    println!("{v}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, e),
+            }
+        }
+        Command::Call {
+            api,
+            secs,
+            fps,
+            size,
+            to,
+        } => {
+            if let Err(e) = to.parse::<nodenet::NodeId>() {
+                return fail(2, format!("{to:?} is not a NodeId: {e}"));
+            }
+            let body = json!({ "to": to, "secs": secs, "fps": fps, "size": size });
+            match rt.block_on(client::call_ok(&api, Method::POST, "/call", Some(&body))) {
                 Ok(v) => {
                     println!("{v}");
                     ExitCode::SUCCESS

@@ -43,6 +43,10 @@ pub(crate) struct RunArgs {
     /// Inbound connections accepted at most from one IP address.
     #[arg(long, default_value_t = 32)]
     pub(crate) max_inbound_per_ip: usize,
+    /// Take calls (media sessions) from any peer and echo their media back: for testing
+    /// paths with `nodenet call`. Off by default: every call is refused.
+    #[arg(long)]
+    pub(crate) accept_calls: bool,
     /// Where the control API listens (keep it on loopback unless you mean otherwise).
     #[arg(long, default_value = crate::DEFAULT_API)]
     pub(crate) api: SocketAddr,
@@ -136,6 +140,9 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
         .min_difficulty(args.pow)
         .relay(args.relay)
         .max_inbound_edges(args.max_inbound);
+    if args.accept_calls {
+        builder = builder.media_consent(|_| true);
+    }
     if listen.is_none_or(|l| l.ip().is_unspecified()) {
         // 0.0.0.0 is no address anyone can dial: peers learn ours from the edge they see.
         builder = builder.advertise(Vec::new());
@@ -178,6 +185,9 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
     }
     if let Some(inbox) = inbox {
         tokio::spawn(pump(node.clone(), inbox, events_tx));
+    }
+    if args.accept_calls {
+        tokio::spawn(crate::call::answer_calls(node.clone()));
     }
     let server = axum::serve(api_listener, api::router(state))
         .with_graceful_shutdown({

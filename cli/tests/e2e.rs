@@ -35,7 +35,7 @@ impl Daemon {
     fn start(dir: &std::path::Path, name: &str, bootstrap: Option<&Self>) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.args(["run", "--addr", "127.0.0.1:0", "--api", "127.0.0.1:0"])
-            .args(["--log-format", "json", "--seed"])
+            .args(["--accept-calls", "--log-format", "json", "--seed"])
             .arg(dir.join(format!("{name}.seed")))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -223,8 +223,30 @@ fn three_processes_in_a_chain_route_a_send_end_to_end() {
     );
     assert_eq!(status, 200, "{body}");
 
+    // A test call: every datagram comes back through the media session.
+    let (status, body) = http(
+        &c.api,
+        "POST",
+        "/call",
+        format!("{{\"to\":\"{}\",\"secs\":1,\"fps\":50}}", a.id).as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["sent"], 50, "{v}");
+    assert_eq!(v["echoed"], 50, "{v}");
+    assert!(v["rtt_ms_p99"].as_f64().unwrap() < 1000.0, "{v}");
+
     // Every bad input is a 400 with a JSON error, and the node runs on.
     let to = &a.id;
+    for bad in [
+        format!("{{\"to\":\"{to}\",\"fps\":0}}"),
+        format!("{{\"to\":\"{to}\",\"secs\":1000}}"),
+        format!("{{\"to\":\"{to}\",\"size\":5}}"),
+        format!("{{\"to\":\"{to}\",\"size\":1201}}"),
+        format!("{{\"to\":\"{to}\",\"volume\":11}}"),
+    ] {
+        json_error(&c.api, "/call", bad.as_bytes());
+    }
     json_error(&c.api, "/send", b"{not json");
     json_error(&c.api, "/send", b"{\"to\":\"abc\",\"data\":\"aGk=\"}");
     json_error(

@@ -315,6 +315,7 @@ impl Lab {
             listen.as_str(),
             "--api",
             API,
+            "--accept-calls",
             "--seed",
         ];
         let seed = seed.to_string_lossy().into_owned();
@@ -460,7 +461,7 @@ fn nodes_behind_real_nats_learn_their_type_and_punch_through() {
     assert_eq!(connect("a", "s2"), "relayed");
     // A punch that a firewall blocks falls back to a relay; once the block is lifted, the
     // background upgrade (10 s after the relayed edge came up) punches through and replaces
-    // the relayed edge, which the next connect finds direct.
+    // the relayed edge, which the next connect finds punched.
     assert_eq!(connect("c", "b"), "relayed");
     assert_eq!(lab.info("c")["relayed_edges"], 1);
     lab.block("rc", B_PUBLIC, false);
@@ -477,7 +478,7 @@ fn nodes_behind_real_nats_learn_their_type_and_punch_through() {
         "| c → b upgraded | punched | {} ms after the block was lifted |",
         lifted.elapsed().as_millis()
     );
-    assert_eq!(connect("c", "b"), "direct");
+    assert_eq!(connect("c", "b"), "punched");
 
     // Data crosses a punched, a relayed and an upgraded path byte-exact, over the direct edge.
     for (from, to) in [("a", "b"), ("s1", "s2"), ("c", "b")] {
@@ -513,6 +514,25 @@ fn nodes_behind_real_nats_learn_their_type_and_punch_through() {
             .decode(v["data"].as_str().unwrap())
             .unwrap();
         assert_eq!(got, text.as_bytes(), "{from} → {to}");
+    }
+
+    // A call rides the path its edge found: 50 datagrams a second for 2 s, echoed back by
+    // the callee through the same media session, none lost.
+    for (from, to, path) in [
+        ("a", "b", "punched"),
+        ("s1", "s2", "relayed"),
+        ("c", "b", "punched"),
+    ] {
+        let v = lab
+            .client(from, &["call", "--api", API, "--secs", "2", &ids[to]])
+            .unwrap_or_else(|e| panic!("call {from} → {to}: {e}"));
+        eprintln!(
+            "| call {from} → {to} | {} | {}/{} echoed | rtt p50 {} ms |",
+            v["path"], v["echoed"], v["sent"], v["rtt_ms_p50"]
+        );
+        assert_eq!(v["path"], path, "{from} → {to}: {v}");
+        assert_eq!(v["sent"], 100, "{v}");
+        assert_eq!(v["echoed"], v["sent"], "{from} → {to}: {v}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -254,6 +254,8 @@ impl Node {
         if let Some(c) = self.conn_to(&target) {
             let path = if self.is_relayed(&c) {
                 Path::Relayed
+            } else if lock(&self.0.punched).contains(&c.id()) {
+                Path::Punched
             } else {
                 Path::Direct
             };
@@ -422,16 +424,25 @@ impl Node {
             {
                 Ok(path) => {
                     lock(&self.0.core).count_punch_success();
+                    self.mark_punched(&target);
                     return Ok(path);
                 }
                 Err(e) if left <= crate::driver::PUNCH_INTERVAL * 2 => return Err(e),
                 // A crossed dial may have brought the edge up from the other side (but a
                 // relayed edge being upgraded does not count).
                 Err(_) if self.conn_to(&target).is_some_and(|c| !self.is_relayed(&c)) => {
+                    self.mark_punched(&target);
                     return Ok(Path::Punched);
                 }
                 Err(_) => tokio::time::sleep(crate::driver::PUNCH_INTERVAL).await,
             }
+        }
+    }
+
+    /// Remembers that our edge to `target` came from a hole-punch.
+    fn mark_punched(&self, target: &NodeId) {
+        if let Some(c) = self.conn_to(target) {
+            lock(&self.0.punched).insert(c.id());
         }
     }
 

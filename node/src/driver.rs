@@ -197,6 +197,7 @@ impl Builder {
             held_punches: Mutex::new(HashMap::new()),
             relay_waiters: Mutex::new(HashMap::new()),
             relayed: Mutex::new(HashSet::new()),
+            punched: Mutex::new(HashSet::new()),
             media: crate::media::Media::new(self.media_consent),
         }))
     }
@@ -242,6 +243,8 @@ pub(crate) struct Shared {
     pub(crate) relay_waiters: Mutex<HashMap<[u8; nodenet_nat::NONCE_LEN], RelayWaiting>>,
     /// Our connections that run through a relay (a direct one replaces them).
     pub(crate) relayed: Mutex<HashSet<ConnId>>,
+    /// Our connections that a hole-punch of ours opened (reported as punched, not direct).
+    pub(crate) punched: Mutex<HashSet<ConnId>>,
     /// Inbound media admission.
     pub(crate) media: crate::media::Media,
 }
@@ -762,6 +765,7 @@ impl Node {
 
     fn on_closed(&self, conn: &Conn) {
         lock(&self.0.relayed).remove(&conn.id());
+        lock(&self.0.punched).remove(&conn.id());
         let peer = conn.remote_id();
         let mut conns = lock(&self.0.conns);
         if conns.get(&peer).is_some_and(|c| c == conn) {

@@ -89,6 +89,9 @@ async fn connect_and_prove(
         .await
         .unwrap_or_else(|e| panic!("{a}→{b}: {e}"));
     assert_eq!(conn.path(), path, "{a}→{b}");
+    // Asked again, the node reports how the edge it holds was made.
+    let again = members[a].0.connect(target).await.unwrap();
+    assert_eq!(again.path(), path, "{a}→{b} again");
     let payload = format!("{a} to {b}, {path:?}");
     conn.send(payload.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
