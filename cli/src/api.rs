@@ -8,6 +8,7 @@
 //! | `POST /send` | `{"to":"<hex>","data":"<base64>"}`: a routed send |
 //! | `POST /send-direct` | the same over a direct edge |
 //! | `POST /connect` | `{"to":"<hex>"}` → `{"path":..,"ms":..}` |
+//! | `POST /disconnect` | `{"to":"<hex>"}`: closes our edge to it → `{"closed":true}` if there was one |
 //! | `POST /call` | `{"to":"<hex>","secs":3,"fps":50,"size":200}`: a test call's media, echoed by a node that takes calls → path, sent, echoed, round-trip p50/p99 |
 //! | `GET /events` | one JSON object per event |
 //!
@@ -61,6 +62,7 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/send-direct", post(send_direct))
         .route("/connect", post(connect))
         .route("/call", post(call))
+        .route("/disconnect", post(disconnect))
         .route("/events", get(events))
         .with_state(api)
 }
@@ -237,6 +239,12 @@ async fn connect(State(api): State<Api>, body: Body) -> Result<axum::Json<Value>
         "path": conn.path().as_str(),
         "ms": (ms * 1000.0).round() / 1000.0,
     })))
+}
+
+async fn disconnect(State(api): State<Api>, body: Body) -> Result<axum::Json<Value>, ApiError> {
+    let req: ConnectRequest = json_body(body).await?;
+    let to = node_id(&req.to)?;
+    Ok(axum::Json(json!({ "closed": api.node.disconnect(&to) })))
 }
 
 async fn call(State(api): State<Api>, body: Body) -> Result<axum::Json<Value>, ApiError> {

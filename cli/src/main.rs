@@ -86,6 +86,14 @@ enum Command {
         /// The target NodeId (64 hex digits).
         to: String,
     },
+    /// Close a running node's edge to a NodeId.
+    Disconnect {
+        /// The running node's API.
+        #[arg(long, default_value = DEFAULT_API)]
+        api: String,
+        /// The peer's NodeId (64 hex digits).
+        to: String,
+    },
     /// Print a running node's identity and state.
     Info {
         /// The running node's API.
@@ -200,6 +208,24 @@ fn main() -> ExitCode {
             }
             let body = json!({ "to": to, "secs": secs, "fps": fps, "size": size });
             match rt.block_on(client::call_ok(&api, Method::POST, "/call", Some(&body))) {
+                Ok(v) => {
+                    println!("{v}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, e),
+            }
+        }
+        Command::Disconnect { api, to } => {
+            if let Err(e) = to.parse::<nodenet::NodeId>() {
+                return fail(2, format!("{to:?} is not a NodeId: {e}"));
+            }
+            let body = json!({ "to": to });
+            match rt.block_on(client::call_ok(
+                &api,
+                Method::POST,
+                "/disconnect",
+                Some(&body),
+            )) {
                 Ok(v) => {
                     println!("{v}");
                     ExitCode::SUCCESS

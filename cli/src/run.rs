@@ -43,6 +43,9 @@ pub(crate) struct RunArgs {
     /// Inbound connections accepted at most from one IP address.
     #[arg(long, default_value_t = 32)]
     pub(crate) max_inbound_per_ip: usize,
+    /// Least seconds between two birthday punches (symmetric ↔ cone NAT) of this node.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) birthday_interval: u64,
     /// Take calls (media sessions) from any peer and echo their media back: for testing
     /// paths with `nodenet call`. Off by default: every call is refused.
     #[arg(long)]
@@ -143,6 +146,10 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
     if args.accept_calls {
         builder = builder.media_consent(|_| true);
     }
+    builder = builder.birthday(nodenet::BirthdayConfig {
+        min_interval: Duration::from_secs(args.birthday_interval),
+        ..nodenet::BirthdayConfig::default()
+    });
     if listen.is_none_or(|l| l.ip().is_unspecified()) {
         // 0.0.0.0 is no address anyone can dial: peers learn ours from the edge they see.
         builder = builder.advertise(Vec::new());

@@ -316,6 +316,9 @@ impl Lab {
             "--api",
             API,
             "--accept-calls",
+            // Attempts back to back: the test runs twenty.
+            "--birthday-interval",
+            "0",
             "--seed",
         ];
         let seed = seed.to_string_lossy().into_owned();
@@ -327,10 +330,12 @@ impl Lab {
         if let Some(b) = bootstrap {
             args.extend_from_slice(&["--bootstrap", b]);
         }
+        // Each node's log stays in the scratch directory (kept when the test fails).
+        let log = std::fs::File::create(dir.join(format!("{ns}.log"))).unwrap();
         let mut child = Command::new("ip")
             .args(&args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let mut first = String::new();
@@ -534,5 +539,86 @@ fn nodes_behind_real_nats_learn_their_type_and_punch_through() {
         assert_eq!(v["sent"], 100, "{v}");
         assert_eq!(v["echoed"], v["sent"], "{from} → {to}: {v}");
     }
+
+    // Birthday punching, symmetric ↔ port-restricted cone: each attempt drops the pair's
+    // edge, connects again (relayed at first: make-before-break), and waits for the
+    // background birthday punch to replace the relayed edge. Both sides take turns starting.
+    let pairs = [
+        ("s1", "a"),
+        ("b", "s2"),
+        ("s2", "d"),
+        ("c", "s1"),
+        ("s1", "b"),
+        ("a", "s2"),
+        ("s2", "c"),
+        ("d", "s1"),
+    ];
+    let mut times = Vec::new();
+    let mut failed = Vec::new();
+    let mut k = 0;
+    // Twenty attempts in which the connect ended relayed. (Rarely a pair reconnects
+    // directly: the easy side's earlier probes can leave its NAT open toward the hard
+    // side's main mapping. That is a success, but not a birthday punch; it is not counted.)
+    while times.len() + failed.len() < 20 {
+        assert!(k < 30, "too few relayed connects to measure");
+        let (from, to) = pairs[k % pairs.len()];
+        k += 1;
+        let _ = lab.client(from, &["disconnect", "--api", API, &ids[to]]);
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let first = lab.client(from, &["connect", "--api", API, &ids[to]]);
+        if first.as_ref().is_ok_and(|v| v["path"] == "direct") {
+            eprintln!("| birthday {k}: {from} → {to} | reconnected direct, not counted |");
+            continue;
+        }
+        // The birthday punch starts when the connect has come back relayed.
+        let relayed_at = Instant::now();
+        let mut punched = false;
+        while started.elapsed() < Duration::from_secs(25) {
+            let r = lab.client(from, &["connect", "--api", API, &ids[to]]);
+            if r.as_ref().is_ok_and(|v| v["path"] == "punched") {
+                punched = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let (ms, punch_ms) = (
+            started.elapsed().as_millis(),
+            relayed_at.elapsed().as_millis(),
+        );
+        eprintln!(
+            "| birthday {k}: {from} → {to} | first {} | {} | {ms} ms from connect, {punch_ms} ms from relayed |",
+            first.map_or_else(|e| e, |v| v["path"].to_string()),
+            if punched { "punched" } else { "not punched" },
+        );
+        if punched {
+            times.push(punch_ms);
+        } else {
+            failed.push((from, to));
+        }
+    }
+    times.sort_unstable();
+    let median = times.get(times.len() / 2).copied().unwrap_or(u128::MAX);
+    eprintln!(
+        "| birthday | {}/20 punched | median {median} ms from relayed to punched | failed {failed:?} |",
+        times.len()
+    );
+    assert!(
+        times.len() >= 19,
+        "birthday punches: {}/20, failed {failed:?}",
+        times.len()
+    );
+    assert!(median < 5000, "median {median} ms");
+    // Two symmetric NATs stay relayed.
+    let _ = lab.client("s1", &["disconnect", "--api", API, &ids["s2"]]);
+    std::thread::sleep(Duration::from_millis(300));
+    let path = |lab: &Lab| {
+        lab.client("s1", &["connect", "--api", API, &ids["s2"]])
+            .map(|v| v["path"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(path(&lab), "relayed");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(path(&lab), "relayed");
     std::fs::remove_dir_all(&dir).unwrap();
 }

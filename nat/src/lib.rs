@@ -13,13 +13,15 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod birthday;
 pub mod reflexive;
 pub mod signal;
 
 pub use reflexive::{MAX_REPORTERS, MIN_SUBNETS, NatType, QUORUM, Reflexive, reachable};
 pub use signal::{
-    Coordination, FLAG_SYNC, FLAG_TIMED, MAX_CONNECT_ADDRS, NONCE_LEN, RelayGrant, RelayRequest,
-    decode_relay_bind, encode_coordination, encode_relay_bind,
+    Coordination, FLAG_BIRTHDAY, FLAG_HARD, FLAG_SYNC, FLAG_TIMED, MAX_CONNECT_ADDRS, NONCE_LEN,
+    RelayGrant, RelayRequest, decode_relay_bind, encode_coordination, encode_coordination_with,
+    encode_relay_bind,
 };
 
 /// The punch datagram: `0x00 'n' 'p' 0x01`. Its first byte has the top two bits clear, so a
@@ -43,22 +45,32 @@ pub mod fuzzing {
     use nodenet_wire::Addr;
 
     use crate::signal::{
-        Coordination, RelayGrant, RelayRequest, decode_relay_bind, encode_coordination,
+        Coordination, RelayGrant, RelayRequest, decode_relay_bind, encode_coordination_with,
         encode_relay_bind,
     };
+
+    /// The birthday probe decoder: only an exact probe decodes, and its token re-encodes to
+    /// the same bytes.
+    pub fn birthday_probe(data: &[u8]) {
+        if let Some(token) = crate::birthday::decode_probe(data) {
+            assert_eq!(&crate::birthday::encode_probe(&token)[..], data);
+        }
+    }
 
     /// Every signalling decoder: what decodes re-encodes to bytes that decode to the same
     /// fields (the decoders ignore trailing bytes, so the re-encoding may be shorter).
     pub fn nat_signal(data: &[u8]) {
         if let Ok(c) = Coordination::decode(data) {
             let addrs: Vec<Addr> = c.addrs.iter().map(|a| a.to_owned_addr()).collect();
-            let again = encode_coordination(&c.nonce, &addrs, c.flags).expect("re-encodes");
+            let again =
+                encode_coordination_with(&c.nonce, &addrs, c.flags, c.public).expect("re-encodes");
             // Not necessarily a prefix of the input, nor the same list bytes: these decoders,
             // like the reference's, take non-minimal uvarints, which re-encode minimally.
             assert!(again.len() <= data.len());
             let back = Coordination::decode(&again).unwrap();
             assert_eq!(back.nonce, c.nonce);
             assert_eq!(back.flags, c.flags);
+            assert_eq!(back.public, c.public);
             let back: Vec<Addr> = back.addrs.iter().map(|a| a.to_owned_addr()).collect();
             assert_eq!(back, addrs);
         }

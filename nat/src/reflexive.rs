@@ -99,6 +99,11 @@ impl Reflexive {
         self.reports.remove(reporter);
     }
 
+    /// The reported addresses, one per reporter.
+    pub fn reported(&self) -> impl Iterator<Item = &Addr> {
+        self.reports.values().map(|r| &r.addr)
+    }
+
     /// Neighbours with a report.
     pub fn reporters(&self) -> usize {
         self.reports.len()

@@ -36,6 +36,14 @@ pub const MAX_CONNECT_ADDRS: usize = 16;
 pub const FLAG_TIMED: u8 = 0x01;
 /// In a Connect: "punch now" (the Sync of a [`FLAG_TIMED`] exchange; it is not answered).
 pub const FLAG_SYNC: u8 = 0x02;
+/// In a Connect: "let us meet by a birthday punch" (see [`crate::birthday`]); in a
+/// ConnectAck: "agreed". The sender's addresses are then the one it is reached at (an easy
+/// side's confirmed mapping), or none.
+pub const FLAG_BIRTHDAY: u8 = 0x04;
+/// The sender is behind a symmetric NAT (the hard side of a birthday punch). The payload
+/// then carries, after the flags, the sender's public address with port 0 (`addr`): the
+/// host on which its neighbours' reports agree.
+pub const FLAG_HARD: u8 = 0x08;
 
 /// A Connect or ConnectAck payload: the nonce and the sender's candidate addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,8 +52,11 @@ pub struct Coordination<'a> {
     pub nonce: [u8; NONCE_LEN],
     /// Where the sender may be reached (unsigned hints).
     pub addrs: AddrList<'a>,
-    /// [`FLAG_TIMED`], [`FLAG_SYNC`]; 0 when the byte is absent. Unknown bits are ignored.
+    /// [`FLAG_TIMED`], [`FLAG_SYNC`], [`FLAG_BIRTHDAY`], [`FLAG_HARD`]; 0 when the byte is
+    /// absent. Unknown bits are ignored.
     pub flags: u8,
+    /// With [`FLAG_HARD`]: the sender's public host, as an address with port 0.
+    pub public: Option<AddrRef<'a>>,
 }
 
 impl<'a> Coordination<'a> {
@@ -55,10 +66,16 @@ impl<'a> Coordination<'a> {
         let nonce = *r.array::<NONCE_LEN>()?;
         let addrs = AddrList::decode(&mut r, MAX_CONNECT_ADDRS)?;
         let flags = if r.remaining() > 0 { r.u8()? } else { 0 };
+        let public = if flags & FLAG_HARD != 0 {
+            Some(AddrRef::decode(&mut r)?)
+        } else {
+            None
+        };
         Ok(Self {
             nonce,
             addrs,
             flags,
+            public,
         })
     }
 }
@@ -70,6 +87,21 @@ pub fn encode_coordination(
     addrs: &[Addr],
     flags: u8,
 ) -> Result<Vec<u8>, WireError> {
+    encode_coordination_with(nonce, addrs, flags & !FLAG_HARD, None)
+}
+
+/// [`encode_coordination`] with the hard side's public address: [`FLAG_HARD`] is set
+/// exactly when `public` is given.
+pub fn encode_coordination_with(
+    nonce: &[u8; NONCE_LEN],
+    addrs: &[Addr],
+    flags: u8,
+    public: Option<AddrRef<'_>>,
+) -> Result<Vec<u8>, WireError> {
+    let flags = match public {
+        Some(_) => flags | FLAG_HARD,
+        None => flags & !FLAG_HARD,
+    };
     if addrs.len() > MAX_CONNECT_ADDRS {
         return Err(WireError::TooMany {
             count: addrs.len() as u64,
@@ -78,13 +110,17 @@ pub fn encode_coordination(
     }
     let len = NONCE_LEN
         + AddrList::encoded_len_of(addrs.iter().map(Addr::as_ref))
-        + usize::from(flags != 0);
+        + usize::from(flags != 0)
+        + public.map_or(0, |p| p.encoded_len());
     let mut out = vec![0u8; len];
     let mut w = Writer::new(&mut out);
     w.put_bytes(nonce)?;
     AddrList::encode(&mut w, addrs.iter().map(Addr::as_ref))?;
     if flags != 0 {
         w.put_u8(flags)?;
+    }
+    if let Some(p) = public {
+        p.encode(&mut w)?;
     }
     Ok(out)
 }

@@ -388,9 +388,10 @@ impl Node {
         });
         let deadline = tokio::time::Instant::now() + PUNCH_TIMEOUT;
         let answered = tokio::time::timeout_at(deadline, rx).await;
-        let Ok(Ok((theirs, timed))) = answered else {
+        let Ok(Ok(answer)) = answered else {
             return Err(StepError::Timeout(PUNCH_TIMEOUT));
         };
+        let (theirs, timed) = (answer.addrs, answer.flags & nodenet_nat::FLAG_TIMED != 0);
         let rtt = started.elapsed();
         let candidates = {
             let core = lock(&self.0.core);
@@ -440,7 +441,7 @@ impl Node {
     }
 
     /// Remembers that our edge to `target` came from a hole-punch.
-    fn mark_punched(&self, target: &NodeId) {
+    pub(crate) fn mark_punched(&self, target: &NodeId) {
         if let Some(c) = self.conn_to(target) {
             lock(&self.0.punched).insert(c.id());
         }
@@ -481,6 +482,10 @@ impl Node {
                     if let Some(c) = self.conn_to(&target) {
                         lock(&self.0.relayed).insert(c.id());
                         self.upgrade_later(target);
+                        // A symmetric NAT on one side: try the birthday punch at once, in the
+                        // background (the relayed edge serves meanwhile).
+                        let node = self.clone();
+                        tokio::spawn(async move { node.birthday(target).await });
                     }
                     return Ok(path);
                 }
@@ -565,7 +570,7 @@ impl Node {
     }
 
     /// Registers a connection we dialed as an edge (admission included).
-    fn adopt(&self, conn: &Conn) -> Result<(), StepError> {
+    pub(crate) fn adopt(&self, conn: &Conn) -> Result<(), StepError> {
         let now = self.now();
         let mut core = lock(&self.0.core);
         let result = self.admit(&mut core, now, conn);

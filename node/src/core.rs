@@ -246,8 +246,23 @@ pub enum Handled {
         nonce: [u8; nodenet_nat::NONCE_LEN],
         /// The peer's candidate addresses (unsigned hints, bound to it by the envelope).
         addrs: Vec<Addr>,
-        /// The peer holds its punch until our Sync.
-        timed: bool,
+        /// The ack's flags ([`nodenet_nat::FLAG_TIMED`]: the peer holds its punch until our
+        /// Sync; [`nodenet_nat::FLAG_BIRTHDAY`]: it agrees to a birthday punch).
+        flags: u8,
+        /// With [`nodenet_nat::FLAG_HARD`]: the peer's public host (port 0).
+        public: Option<Addr>,
+    },
+    /// A peer asks for a birthday punch (a verified Connect with
+    /// [`nodenet_nat::FLAG_BIRTHDAY`]); not answered yet: the driver decides.
+    BirthdayRequested {
+        /// The peer.
+        peer: NodeId,
+        /// Its Connect's nonce (the attempt's token).
+        nonce: [u8; nodenet_nat::NONCE_LEN],
+        /// Where an easy peer is reached (its confirmed mapping), filtered.
+        addrs: Vec<Addr>,
+        /// A hard peer's public host (port 0).
+        public: Option<Addr>,
     },
     /// A peer asks us, a volunteer relay, to carry a connection to `target` (which we hold an
     /// edge to): open a session, grant the caller its side and bind the target to the other.
@@ -1141,6 +1156,15 @@ impl Core {
                 nonce: c.nonce,
             };
         }
+        if c.flags & nodenet_nat::FLAG_BIRTHDAY != 0 {
+            self.learn(now, originator, *m.ed_pub);
+            return Handled::BirthdayRequested {
+                peer: originator,
+                nonce: c.nonce,
+                addrs: self.punch_candidates(c.addrs.iter()),
+                public: c.public.map(|p| p.to_owned_addr()),
+            };
+        }
         self.learn(now, originator, *m.ed_pub);
         let addrs = self.punch_candidates(c.addrs.iter());
         let coords = self.punch_coordinates();
@@ -1184,7 +1208,8 @@ impl Core {
         Handled::PunchAck {
             nonce: c.nonce,
             addrs: self.punch_candidates(c.addrs.iter()),
-            timed: c.flags & nodenet_nat::FLAG_TIMED != 0,
+            flags: c.flags,
+            public: c.public.map(|p| p.to_owned_addr()),
         }
     }
 
@@ -1295,6 +1320,20 @@ impl Core {
         out
     }
 
+    /// A fresh nonce for a Connect of ours, if the table of open ones has room.
+    fn punch_nonce(&mut self, now: Now) -> Result<[u8; nodenet_nat::NONCE_LEN], OriginateError> {
+        if self.punches.len() >= PENDING_MAX {
+            self.punches.retain(|_, (_, exp)| *exp > now.mono);
+        }
+        if self.punches.len() >= PENDING_MAX {
+            return Err(OriginateError::Busy);
+        }
+        let mut nonce = [0u8; nodenet_nat::NONCE_LEN];
+        nonce[..8].copy_from_slice(&self.next_u64().to_be_bytes());
+        nonce[8..].copy_from_slice(&self.next_u64().to_be_bytes());
+        Ok(nonce)
+    }
+
     /// Starts a hole-punch toward `peer`: a signed Connect with our coordinates, routed to it
     /// down up to three paths. Its ConnectAck comes back as [`Handled::PunchAck`] with the
     /// returned nonce (or not at all: the caller times out).
@@ -1303,15 +1342,7 @@ impl Core {
         now: Now,
         peer: NodeId,
     ) -> Result<[u8; nodenet_nat::NONCE_LEN], OriginateError> {
-        let mut nonce = [0u8; nodenet_nat::NONCE_LEN];
-        nonce[..8].copy_from_slice(&self.next_u64().to_be_bytes());
-        nonce[8..].copy_from_slice(&self.next_u64().to_be_bytes());
-        if self.punches.len() >= PENDING_MAX {
-            self.punches.retain(|_, (_, exp)| *exp > now.mono);
-        }
-        if self.punches.len() >= PENDING_MAX {
-            return Err(OriginateError::Busy);
-        }
+        let nonce = self.punch_nonce(now)?;
         let coords = self.punch_coordinates();
         let flags = if self.config.timed_punch {
             nodenet_nat::FLAG_TIMED
@@ -1329,6 +1360,75 @@ impl Core {
             .insert(nonce, (peer, now.mono.after(RENDEZVOUS_TTL)));
         self.stats.punches_started += 1;
         Ok(nonce)
+    }
+
+    /// Where a hard side is: the host on which our neighbours' reports agree, as an address
+    /// with port 0 (behind a symmetric NAT each of them sees another port).
+    pub fn public_host(&self) -> Option<Addr> {
+        let net = self.reflexive.reported().next()?.net.clone();
+        let host = nodenet_nat::birthday::agreed_host(
+            self.reflexive.reported().map(|a| a.endpoint.as_str()),
+            nodenet_nat::QUORUM,
+        )?;
+        Some(Addr::new(net, format!("{host}:0")))
+    }
+
+    /// Our part of a birthday exchange's payload: an easy side names its confirmed mapping,
+    /// a hard side its public host.
+    fn birthday_payload(
+        &self,
+        nonce: &[u8; nodenet_nat::NONCE_LEN],
+        hard: bool,
+        agree: bool,
+    ) -> Result<Vec<u8>, OriginateError> {
+        let too_large = |_| OriginateError::FrameTooLarge {
+            len: usize::MAX,
+            max: MAX_PACKET_LEN,
+        };
+        let flags = if agree { nodenet_nat::FLAG_BIRTHDAY } else { 0 };
+        if !agree {
+            return nodenet_nat::encode_coordination(nonce, &[], 0).map_err(too_large);
+        }
+        if hard {
+            let public = self.public_host().ok_or(OriginateError::Unroutable)?;
+            nodenet_nat::encode_coordination_with(nonce, &[], flags, Some(public.as_ref()))
+                .map_err(too_large)
+        } else {
+            let mapped: Vec<Addr> = self.reflexive().cloned().into_iter().collect();
+            if mapped.is_empty() {
+                return Err(OriginateError::Unroutable);
+            }
+            nodenet_nat::encode_coordination(nonce, &mapped, flags).map_err(too_large)
+        }
+    }
+
+    /// Asks `peer` for a birthday punch, in which we are the hard side or the easy one; its
+    /// ConnectAck comes back as [`Handled::PunchAck`] under the returned nonce.
+    pub fn start_birthday(
+        &mut self,
+        now: Now,
+        peer: NodeId,
+        hard: bool,
+    ) -> Result<[u8; nodenet_nat::NONCE_LEN], OriginateError> {
+        let nonce = self.punch_nonce(now)?;
+        let payload = self.birthday_payload(&nonce, hard, true)?;
+        self.originate(now, FrameType::CONNECT, peer, &payload)?;
+        self.punches
+            .insert(nonce, (peer, now.mono.after(RENDEZVOUS_TTL)));
+        Ok(nonce)
+    }
+
+    /// Answers a peer's birthday request: agreed (we play the hard side if `hard`), or not.
+    pub fn answer_birthday(
+        &mut self,
+        now: Now,
+        peer: NodeId,
+        nonce: &[u8; nodenet_nat::NONCE_LEN],
+        hard: bool,
+        agree: bool,
+    ) -> Result<(), OriginateError> {
+        let payload = self.birthday_payload(nonce, hard, agree)?;
+        self.originate_answer(now, FrameType::CONNECT_ACK, peer, &payload, nonce)
     }
 
     /// Sends the Sync of a timed hole-punch: `peer` acked our Connect `nonce` and holds its
@@ -1565,8 +1665,16 @@ impl Core {
             });
         }
         let mut hops = first_hops(&self.edges, &target);
-        if let Some(back) = back {
-            hops.include(back);
+        match back {
+            Some(back) => hops.include(back),
+            // Behind NAT our closest edges toward a target are often other NAT'd nodes with
+            // few edges of their own: local optima where every copy could die. One copy goes
+            // through a public anchor instead, which holds edges to most of the overlay.
+            None => {
+                if let Some(anchor) = self.anchor_toward(&target) {
+                    hops.include(anchor);
+                }
+            }
         }
         if hops.hops().is_empty() {
             return Err(OriginateError::Unroutable);
@@ -1585,6 +1693,37 @@ impl Core {
         }
         self.stats.originated += 1;
         Ok(())
+    }
+
+    /// Our capability hints: a volunteer relay, and a public anchor once our neighbours see
+    /// us at an address of our own.
+    fn own_caps(&self) -> Caps {
+        let mut caps = Caps::default();
+        if self.config.relay {
+            caps = caps.with(Caps::CAN_RELAY);
+        }
+        if self.nat_type() == NatType::Public {
+            caps = caps.with(Caps::PUBLIC_ANCHOR);
+        }
+        caps
+    }
+
+    /// When we sit behind a NAT: our edge closest to `target` among those that advertise
+    /// being publicly reachable (a public anchor or a relay volunteer).
+    fn anchor_toward(&self, target: &NodeId) -> Option<NodeId> {
+        if !matches!(self.nat_type(), NatType::Cone | NatType::Symmetric) {
+            return None;
+        }
+        let public = Caps::PUBLIC_ANCHOR;
+        self.edges
+            .iter()
+            .filter(|e| {
+                self.knowledge
+                    .get(&e.id)
+                    .is_some_and(|c| c.caps.contains(public) || c.caps.contains(Caps::CAN_RELAY))
+            })
+            .map(|e| e.id)
+            .min_by(|a, b| target.distance(a).cmp(&target.distance(b)))
     }
 
     /// Runs maintenance: reaps dead edges, pings idle ones, fills the floor, looks up our
@@ -1761,11 +1900,7 @@ impl Core {
             id: self.id,
             ed_pub: Some(self.identity.ed_public()),
             x_pub: None,
-            caps: if self.config.relay {
-                Caps::CAN_RELAY
-            } else {
-                Caps::default()
-            },
+            caps: self.own_caps(),
             addrs: self.coordinates(),
         };
         let contacts = handlers::neighbors_answer(&self.knowledge, about, &me);

@@ -45,6 +45,7 @@ pub struct Builder {
     rendezvous_timeout: Duration,
     direct_dial_timeout: Duration,
     media_consent: Option<crate::media::ConsentHook>,
+    birthday: nodenet_nat::birthday::BirthdayConfig,
 }
 
 impl std::fmt::Debug for Builder {
@@ -69,6 +70,12 @@ impl Builder {
         allow: impl Fn(&NodeId) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.media_consent = Some(Box::new(allow));
+        self
+    }
+
+    /// How birthday punches (symmetric ↔ cone NATs) are shaped and rate-limited.
+    pub fn birthday(mut self, config: nodenet_nat::birthday::BirthdayConfig) -> Self {
+        self.birthday = config;
         self
     }
 
@@ -199,6 +206,8 @@ impl Builder {
             relayed: Mutex::new(HashSet::new()),
             punched: Mutex::new(HashSet::new()),
             media: crate::media::Media::new(self.media_consent),
+            birthday: Mutex::new(nodenet_nat::birthday::Limits::new(self.birthday)),
+            relay_binds: Mutex::new(Vec::new()),
         }))
     }
 }
@@ -219,7 +228,7 @@ pub(crate) struct Shared {
     dials_tx: mpsc::Sender<DialResult>,
     dials_rx: Mutex<Option<mpsc::Receiver<DialResult>>>,
     shutdown: watch::Sender<bool>,
-    start: Instant,
+    pub(crate) start: Instant,
     tick: Duration,
     dial_timeout: Duration,
     /// Open rendezvous requests: nonce → the caller waiting for the answer.
@@ -247,13 +256,31 @@ pub(crate) struct Shared {
     pub(crate) punched: Mutex<HashSet<ConnId>>,
     /// Inbound media admission.
     pub(crate) media: crate::media::Media,
+    /// Birthday punching's limits.
+    pub(crate) birthday: Mutex<nodenet_nat::birthday::Limits>,
+    /// Relay sessions bound to us (RelayBind): the relay's callee-side address, until when a
+    /// caller may come in from it.
+    relay_binds: Mutex<Vec<(Addr, Instant)>>,
 }
+
+/// How long after a RelayBind an inbound edge from its address counts as relayed.
+const RELAY_BIND_TTL: Duration = Duration::from_secs(30);
+/// RelayBinds remembered at once.
+const MAX_RELAY_BINDS: usize = 64;
 
 /// A hole-punch or relay request's nonce.
 pub(crate) type Nonce = [u8; nodenet_nat::NONCE_LEN];
 
-/// A ConnectAck's news: the peer's candidates, and whether it holds its punch for our Sync.
-pub(crate) type PunchAnswer = (Vec<Addr>, bool);
+/// A ConnectAck's news.
+#[derive(Debug)]
+pub(crate) struct PunchAnswer {
+    /// The peer's candidates.
+    pub(crate) addrs: Vec<Addr>,
+    /// Its flags (timed, birthday, hard).
+    pub(crate) flags: u8,
+    /// A hard peer's public host.
+    pub(crate) public: Option<Addr>,
+}
 
 /// An open relay request: the relay asked, and the caller waiting for its grant.
 pub(crate) type RelayWaiting = (NodeId, oneshot::Sender<Addr>);
@@ -297,6 +324,7 @@ impl Node {
             rendezvous_timeout: DEFAULT_RENDEZVOUS_TIMEOUT,
             direct_dial_timeout: crate::DIRECT_DIAL_TIMEOUT,
             media_consent: None,
+            birthday: nodenet_nat::birthday::BirthdayConfig::default(),
         }
     }
 
@@ -525,7 +553,19 @@ impl Node {
                     }
                 }
             }
-            Handled::RelayBind { addr } => self.punch_burst(None, vec![addr]),
+            Handled::RelayBind { addr } => {
+                // The caller will come in from this address: that edge runs through the
+                // relay, though we did not ask for it.
+                {
+                    let mut binds = lock(&self.0.relay_binds);
+                    let t = Instant::now();
+                    binds.retain(|(_, until)| *until > t);
+                    if binds.len() < MAX_RELAY_BINDS {
+                        binds.push((addr.clone(), t + RELAY_BIND_TTL));
+                    }
+                }
+                self.punch_burst(None, vec![addr]);
+            }
             Handled::RelayRequested {
                 from,
                 nonce,
@@ -542,12 +582,23 @@ impl Node {
             Handled::PunchAck {
                 nonce,
                 addrs,
-                timed,
+                flags,
+                public,
             } => {
                 if let Some(waiter) = lock(&self.0.punch_waiters).remove(&nonce) {
-                    let _ = waiter.send((addrs, timed));
+                    let _ = waiter.send(PunchAnswer {
+                        addrs,
+                        flags,
+                        public,
+                    });
                 }
             }
+            Handled::BirthdayRequested {
+                peer,
+                nonce,
+                addrs,
+                public,
+            } => self.on_birthday_request(&mut core, now, peer, nonce, addrs, public),
             Handled::Done => {}
         }
         self.drain(&mut core, now);
@@ -687,6 +738,14 @@ impl Node {
             .cloned()
     }
 
+    /// Closes our edge to `peer`, if we hold one (the peer sees it close). The overlay may
+    /// link the two again later, as it would any pair.
+    pub fn disconnect(&self, peer: &NodeId) -> bool {
+        let held = lock(&self.0.conns).contains_key(peer);
+        self.close_edge(peer);
+        held
+    }
+
     /// Closes the edge to `peer`, if any.
     pub(crate) fn close_edge(&self, peer: &NodeId) {
         let conn = lock(&self.0.conns).remove(peer);
@@ -716,6 +775,16 @@ impl Node {
     /// replaced by the new one.
     pub(crate) fn admit(&self, core: &mut Core, now: Now, conn: &Conn) -> Result<(), EdgeRefusal> {
         let peer = conn.remote_id();
+        if conn.direction() == nodenet_transport::Direction::Inbound {
+            let from = conn.remote_addr();
+            let t = Instant::now();
+            if lock(&self.0.relay_binds)
+                .iter()
+                .any(|(a, until)| *a == from && *until > t)
+            {
+                lock(&self.0.relayed).insert(conn.id());
+            }
+        }
         let existing = lock(&self.0.conns).get(&peer).cloned();
         if let Some(old) = existing {
             let dialer = |c: &Conn| match c.direction() {

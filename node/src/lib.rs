@@ -29,6 +29,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod birthday;
 mod connect;
 mod core;
 mod driver;
@@ -48,6 +49,7 @@ pub use driver::{Builder, DEFAULT_DELIVERY_BUFFER, DEFAULT_RENDEZVOUS_TIMEOUT, N
 pub use media::{ConsentHook, INBOUND_MEDIA_QUEUE, MAX_MEDIA_PER_PEER, MAX_MEDIA_SESSIONS};
 pub use nodenet_kad::NodeId;
 pub use nodenet_nat::NatType;
+pub use nodenet_nat::birthday::BirthdayConfig;
 pub use nodenet_rendezvous::{Coordinates, OpenError, Opened};
 pub use nodenet_routing::Contact;
 pub use nodenet_transport::Transport;

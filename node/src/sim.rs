@@ -249,6 +249,7 @@ impl Sim {
                     Handled::Rendezvous { .. }
                     | Handled::PunchRequested { .. }
                     | Handled::PunchSync { .. }
+                    | Handled::BirthdayRequested { .. }
                     | Handled::PunchAck { .. }
                     | Handled::RelayRequested { .. }
                     | Handled::RelayGranted { .. }

@@ -91,10 +91,18 @@ pub struct Stats {
     /// Inbound media sessions over a cap (16 in all, 4 per peer), or not taken by the
     /// application in time (its queue of 8 was full).
     pub dropped_media_cap: u64,
+    /// Birthday punches agreed and played (either side).
+    pub birthday_attempts: u64,
+    /// Birthday punches that gave a direct edge.
+    pub birthday_succeeded: u64,
+    /// Birthday punches not tried: rate limits, or a plan that is not a birthday.
+    pub birthday_refused: u64,
+    /// Probes sent as the easy side, in attempts that ran to their cap.
+    pub birthday_probes: u64,
 }
 
 /// How many counters [`Stats::counters`] lists.
-pub const COUNTERS: usize = 42;
+pub const COUNTERS: usize = 46;
 
 impl Stats {
     /// Every counter as `(name, help, value)`, in declaration order: what a metrics exporter
@@ -291,6 +299,26 @@ impl Stats {
                 "Inbound media sessions over a cap, or not taken by the application in time.",
                 self.dropped_media_cap,
             ),
+            (
+                "birthday_attempts",
+                "Birthday punches agreed and played (either side).",
+                self.birthday_attempts,
+            ),
+            (
+                "birthday_succeeded",
+                "Birthday punches that gave a direct edge.",
+                self.birthday_succeeded,
+            ),
+            (
+                "birthday_refused",
+                "Birthday punches not tried: rate limits, or a plan that is not a birthday.",
+                self.birthday_refused,
+            ),
+            (
+                "birthday_probes",
+                "Probes sent as the easy side, in attempts that ran to their cap.",
+                self.birthday_probes,
+            ),
         ]
     }
 }
@@ -312,6 +340,6 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), fields);
-        assert!(listed.contains(&("dropped_bad_box", listed[COUNTERS - 14].1, 7)));
+        assert!(listed.contains(&("dropped_bad_box", listed[COUNTERS - 18].1, 7)));
     }
 }

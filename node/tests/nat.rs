@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodenet::{
-    Contact, Delivery, Error, Maintenance, NatType, Node, Path, Step, StepError, Strategy, Via,
+    BirthdayConfig, Contact, Delivery, Error, Maintenance, NatType, Node, Path, Step, StepError,
+    Strategy, Via,
 };
 use nodenet_identity::Identity;
 use nodenet_transport::Transport;
@@ -46,6 +47,18 @@ fn cluster_full(
     relays: bool,
     timed: bool,
 ) -> Vec<(Node, mpsc::Receiver<Delivery>)> {
+    cluster_tuned(hub, public, nats, relays, timed, BirthdayConfig::default())
+}
+
+/// [`cluster_full`], with birthday punching configured.
+fn cluster_tuned(
+    hub: &Hub,
+    public: u32,
+    nats: &[(&str, NatModel)],
+    relays: bool,
+    timed: bool,
+    birthday: BirthdayConfig,
+) -> Vec<(Node, mpsc::Receiver<Delivery>)> {
     let mut out = Vec::new();
     let total = public + u32::try_from(nats.len()).unwrap();
     let mut boot = None;
@@ -62,6 +75,7 @@ fn cluster_full(
             .relay(relays && i < public)
             .rendezvous_timeout(Duration::from_secs(3))
             .timed_punch(timed)
+            .birthday(birthday)
             .seed(u64::from(i) + 1)
             .build();
         let inbox = node.deliveries().unwrap();
@@ -234,6 +248,7 @@ async fn without_relays_a_symmetric_nat_says_where_it_failed() {
 /// in front of the target is swapped for a port-restricted one, the target's flows through
 /// it die and are rebuilt (so its neighbours now agree on its address), and the caller's
 /// next upgrade attempt punches through. The application's handle keeps working throughout.
+/// (Birthday punching is off here: it would join the pair through the symmetric NAT first.)
 #[tokio::test(start_paused = true)]
 async fn a_relayed_edge_is_upgraded_when_a_punch_later_works() {
     const PAIR: [(&str, NatModel); 2] = [
@@ -244,7 +259,11 @@ async fn a_relayed_edge_is_upgraded_when_a_punch_later_works() {
     let (a, b) = (8usize, 9usize);
     let ids: Vec<_> = (0..10).map(|i| identity(i).node_id()).collect();
     hub.partition(ids[a], ids[b]);
-    let mut members = cluster(&hub, 8, &PAIR);
+    let no_birthdays = BirthdayConfig {
+        probes_per_hour: 0,
+        ..BirthdayConfig::default()
+    };
+    let mut members = cluster_tuned(&hub, 8, &PAIR, true, true, no_birthdays);
     tokio::time::sleep(Duration::from_secs(60)).await;
     hub.heal(ids[a], ids[b]);
     let conn = members[a].0.connect(ids[b]).await.unwrap();
@@ -313,4 +332,75 @@ async fn a_timed_punch_beats_nats_that_claim_dropped_packets() {
             assert!(took < Duration::from_secs(1), "{took:?}");
         }
     }
+}
+
+/// Birthday punching on the in-memory model of a random-port symmetric NAT: every pair of a
+/// symmetric and a port-restricted node connects relayed, then the background birthday
+/// punch replaces the relayed edge with a direct one (reported punched), whichever side
+/// started; two symmetric nodes stay relayed. Deterministic: the NATs' ports and the probes'
+/// ports are seeded.
+#[tokio::test(start_paused = true)]
+async fn birthday_punches_join_symmetric_and_cone_nats() {
+    const PAIRS: usize = 6;
+    let mut nats: Vec<(String, NatModel)> = Vec::new();
+    for i in 0..PAIRS {
+        nats.push((format!("natsym{i}"), NatModel::SYMMETRIC_RANDOM));
+        nats.push((format!("natport{i}"), NatModel::PORT_RESTRICTED));
+    }
+    nats.push(("natsymx".into(), NatModel::SYMMETRIC_RANDOM));
+    nats.push(("natsymy".into(), NatModel::SYMMETRIC_RANDOM));
+    let named: Vec<(&str, NatModel)> = nats.iter().map(|(h, m)| (h.as_str(), *m)).collect();
+    let hub = Hub::new();
+    let public = 8u32;
+    let total = public as usize + named.len();
+    let ids: Vec<_> = (0..u32::try_from(total).unwrap())
+        .map(|i| identity(i).node_id())
+        .collect();
+    let pair = |k: usize| (public as usize + 2 * k, public as usize + 2 * k + 1);
+    for k in 0..=PAIRS {
+        let (s, c) = pair(k);
+        hub.partition(ids[s], ids[c]);
+    }
+    let mut members = cluster(&hub, public, &named);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    for k in 0..=PAIRS {
+        let (s, c) = pair(k);
+        hub.heal(ids[s], ids[c]);
+    }
+    let mut punched = 0;
+    for k in 0..PAIRS {
+        let (s, c) = pair(k);
+        assert_eq!(members[s].0.nat_type(), NatType::Symmetric);
+        assert_eq!(members[c].0.nat_type(), NatType::Cone);
+        // Each side starts half of the time.
+        let (from, to) = if k % 2 == 0 { (s, c) } else { (c, s) };
+        let conn = members[from].0.connect(ids[to]).await.unwrap();
+        assert_eq!(conn.path(), Path::Relayed, "pair {k}");
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        if conn.path() == Path::Punched {
+            punched += 1;
+            let again = members[from].0.connect(ids[to]).await.unwrap();
+            assert_eq!(again.path(), Path::Punched);
+            conn.send(format!("birthday {k}").as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut got = false;
+            while let Ok(d) = members[to].1.try_recv() {
+                got |= d.via == Via::Direct && d.payload == format!("birthday {k}").as_bytes();
+            }
+            assert!(got, "pair {k}: a frame crosses the punched edge");
+        }
+    }
+    assert!(punched >= PAIRS, "{punched}/{PAIRS} pairs punched");
+    let attempts: u64 = members.iter().map(|m| m.0.stats().birthday_attempts).sum();
+    assert!(
+        attempts >= 2 * PAIRS as u64 - 2,
+        "both sides of each pair count an attempt"
+    );
+    assert!(hub.birthday_probes() > 0);
+    // Two symmetric NATs: relayed, and they stay so.
+    let (x, y) = pair(PAIRS);
+    let conn = members[x].0.connect(ids[y]).await.unwrap();
+    assert_eq!(conn.path(), Path::Relayed);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(conn.path(), Path::Relayed);
 }

@@ -118,6 +118,71 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         let _ = (remote, addr);
         Box::pin(std::future::ready(Err(MediaError::Unsupported)))
     }
+
+    /// The hard side of a birthday punch (we sit behind a symmetric NAT): opens
+    /// `params.sockets` fresh sockets, sends `probe` from each toward `easy` (the peer's
+    /// confirmed mapping) at `params.ttl`, waits for that same `probe` to come back from
+    /// exactly `easy` on one of them, and dials `remote` at `easy` from that socket; the
+    /// others close. Within `params.timeout`, or [`BirthdayError::Timeout`].
+    fn birthday_hard(
+        &self,
+        remote: NodeId,
+        easy: &Addr,
+        probe: &[u8],
+        params: BirthdayParams,
+    ) -> BoxFuture<'static, Result<Conn, BirthdayError>> {
+        let _ = (remote, easy, probe, params);
+        Box::pin(std::future::ready(Err(BirthdayError::Unsupported)))
+    }
+
+    /// The easy side of a birthday punch: sends `probe` from our one socket to distinct
+    /// random ports of `host` (the hard side's public IP), `params.probe_rate` a second, at
+    /// most `params.max_probes`; resolves with the number sent. Drop it to stop early.
+    fn birthday_easy(
+        &self,
+        host: &str,
+        probe: &[u8],
+        params: BirthdayParams,
+    ) -> BoxFuture<'static, Result<u32, BirthdayError>> {
+        let _ = (host, probe, params);
+        Box::pin(std::future::ready(Err(BirthdayError::Unsupported)))
+    }
+}
+
+/// The shape of one birthday attempt (see [`Transport::birthday_hard`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BirthdayParams {
+    /// Sockets the hard side opens.
+    pub sockets: usize,
+    /// TTL of the hard side's probes.
+    pub ttl: u32,
+    /// Probes the easy side sends per second.
+    pub probe_rate: u32,
+    /// Probes the easy side sends at most.
+    pub max_probes: u32,
+    /// How long the hard side waits for a probe.
+    pub timeout: std::time::Duration,
+}
+
+/// Why a birthday attempt failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BirthdayError {
+    /// This transport cannot do it.
+    #[error("this transport cannot punch by the birthday technique")]
+    Unsupported,
+    /// An address that is not a literal one this transport can use.
+    #[error("cannot probe {0}: not a usable literal address")]
+    BadAddr(String),
+    /// No probe arrived in time.
+    #[error("no probe arrived in time")]
+    Timeout,
+    /// Sockets could not be opened or used.
+    #[error("birthday sockets: {0}")]
+    Io(String),
+    /// A probe arrived, but the dial through its socket failed.
+    #[error("dial through the probed socket: {0}")]
+    Dial(DialError),
 }
 
 /// Why [`Transport::relay`] refused.

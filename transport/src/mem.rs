@@ -88,6 +88,22 @@ struct HubState {
     media_links: HashMap<(NodeId, NodeId), LinkModel>,
     /// The receive budget of new media sessions (`None`: the default).
     media_budget: Option<crate::media::MediaBudget>,
+    /// Birthday punches waiting for a probe, by the hard side's NAT host.
+    birthdays: HashMap<String, Vec<BirthdayWait>>,
+    /// Birthday probes sent by easy sides, all told.
+    birthday_probes: u64,
+}
+
+/// A hard side of a birthday punch, waiting for a probe on one of its sockets' ports.
+#[derive(Debug)]
+struct BirthdayWait {
+    hard: NodeId,
+    /// Public port → socket.
+    ports: HashMap<u16, u32>,
+    /// Where the probe must come from.
+    easy: String,
+    probe: Vec<u8>,
+    hit: Option<tokio::sync::oneshot::Sender<u32>>,
 }
 
 /// How a NAT picks the public port for a node's outbound traffic.
@@ -126,6 +142,10 @@ pub struct NatModel {
     /// packets to that source leave from a fresh port. A hole-punch against such a NAT works
     /// only if the node behind it sends first.
     pub claims_dropped: bool,
+    /// Whether new mappings get random ports in 1024–65535 (seeded by the NAT's host name,
+    /// so runs repeat) rather than the next free one from 30000: a symmetric NAT then gives
+    /// no hint of its next port, as Linux's `MASQUERADE --random-fully` does.
+    pub random_ports: bool,
 }
 
 impl NatModel {
@@ -134,18 +154,21 @@ impl NatModel {
         mapping: Mapping::EndpointIndependent,
         filtering: Filtering::EndpointIndependent,
         claims_dropped: false,
+        random_ports: false,
     };
     /// Endpoint-independent mapping, address-restricted filtering.
     pub const ADDRESS_RESTRICTED: Self = Self {
         mapping: Mapping::EndpointIndependent,
         filtering: Filtering::AddressRestricted,
         claims_dropped: false,
+        random_ports: false,
     };
     /// Endpoint-independent mapping, port-restricted filtering.
     pub const PORT_RESTRICTED: Self = Self {
         mapping: Mapping::EndpointIndependent,
         filtering: Filtering::PortRestricted,
         claims_dropped: false,
+        random_ports: false,
     };
     /// A Linux router with `MASQUERADE` and no stateful firewall: port-restricted, and a
     /// dropped unsolicited packet claims its port for its source ([`NatModel::claims_dropped`]).
@@ -153,12 +176,22 @@ impl NatModel {
         mapping: Mapping::EndpointIndependent,
         filtering: Filtering::PortRestricted,
         claims_dropped: true,
+        random_ports: false,
+    };
+    /// Endpoint-dependent mapping on random ports, port-restricted filtering: what a
+    /// birthday punch must get through.
+    pub const SYMMETRIC_RANDOM: Self = Self {
+        mapping: Mapping::EndpointDependent,
+        filtering: Filtering::PortRestricted,
+        claims_dropped: false,
+        random_ports: true,
     };
     /// Endpoint-dependent mapping, port-restricted filtering.
     pub const SYMMETRIC: Self = Self {
         mapping: Mapping::EndpointDependent,
         filtering: Filtering::PortRestricted,
         claims_dropped: false,
+        random_ports: false,
     };
 }
 
@@ -173,6 +206,8 @@ struct NatBox {
     maps: Vec<NatMapping>,
     /// `(public port, source)` pairs claimed by dropped packets, until when.
     claims: HashMap<(u16, String), Instant>,
+    /// The random-port generator's state.
+    rng: LinkRng,
 }
 
 impl NatBox {
@@ -197,6 +232,8 @@ impl NatBox {
 #[derive(Debug)]
 struct NatMapping {
     internal: NodeId,
+    /// Which of the node's sockets (0: its transport's own; others: a birthday punch's).
+    socket: u32,
     /// The destination an endpoint-dependent mapping is for.
     dest: Option<String>,
     port: u16,
@@ -213,18 +250,28 @@ impl HubState {
     /// The public endpoint `id` sends to `dest` from, opening (or reusing) its NAT mapping and
     /// recording `dest` as let in; `None` for a node behind no NAT.
     fn outbound(&mut self, id: NodeId, dest: &str) -> Option<String> {
+        self.outbound_on(id, 0, dest)
+    }
+
+    /// [`HubState::outbound`] from one of the node's sockets (a birthday punch's sockets
+    /// each get their own mappings).
+    fn outbound_on(&mut self, id: NodeId, socket: u32, dest: &str) -> Option<String> {
         let host = self.behind.get(&id)?.clone();
         let nat = self.nats.get_mut(&host)?;
-        let dependent = nat.model.mapping == Mapping::EndpointDependent;
+        let dependent = nat.model.mapping == Mapping::EndpointDependent || socket != 0;
         // The node's mapping (for this destination alone, if endpoint-dependent); if a dropped
         // packet from `dest` claimed its port, the destination gets a mapping of its own.
-        let mut found = nat
-            .maps
-            .iter()
-            .position(|m| m.internal == id && (!dependent || m.dest.as_deref() == Some(dest)));
+        let mut found = nat.maps.iter().position(|m| {
+            m.internal == id
+                && m.socket == socket
+                && (!dependent || m.dest.as_deref() == Some(dest))
+        });
         if let Some(i) = found.filter(|&i| nat.claimed(nat.maps[i].port, dest)) {
             found = nat.maps.iter().position(|m| {
-                m.internal == id && m.dest.as_deref() == Some(dest) && !nat.claimed(m.port, dest)
+                m.internal == id
+                    && m.socket == socket
+                    && m.dest.as_deref() == Some(dest)
+                    && !nat.claimed(m.port, dest)
             });
             debug_assert_ne!(found, Some(i));
         }
@@ -232,10 +279,24 @@ impl HubState {
         let i = match found {
             Some(i) => i,
             None => {
-                let port = nat.next_port;
-                nat.next_port = nat.next_port.wrapping_add(1).max(30000);
+                let port = if nat.model.random_ports {
+                    // A full NAT (all 64,512 ports mapped) reuses a port rather than spin.
+                    let mut p = 1024;
+                    for _ in 0..65_536 {
+                        p = u16::try_from(1024 + nat.rng.next() % 64_512).unwrap_or(1024);
+                        if !nat.maps.iter().any(|m| m.port == p) {
+                            break;
+                        }
+                    }
+                    p
+                } else {
+                    let p = nat.next_port;
+                    nat.next_port = nat.next_port.wrapping_add(1).max(30000);
+                    p
+                };
                 nat.maps.push(NatMapping {
                     internal: id,
+                    socket,
                     dest: (dependent || exception).then(|| dest.to_owned()),
                     port,
                     sent_to: HashSet::new(),
@@ -417,6 +478,9 @@ impl Hub {
             next_port: 30000,
             maps: Vec::new(),
             claims: HashMap::new(),
+            rng: LinkRng(host.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })),
         });
         state.behind.insert(id, host.to_owned());
     }
@@ -450,6 +514,11 @@ impl Hub {
         } else {
             state.no_media.insert(id);
         }
+    }
+
+    /// Birthday probes that easy sides have sent so far.
+    pub fn birthday_probes(&self) -> u64 {
+        self.lock().birthday_probes
     }
 
     /// Sets the receive budget of media sessions opened from now on.
@@ -569,6 +638,29 @@ impl Transport for MemTransport {
         Ok((Addr::new(NET, caller), Addr::new(NET, callee)))
     }
 
+    fn birthday_hard(
+        &self,
+        remote: NodeId,
+        easy: &Addr,
+        probe: &[u8],
+        params: crate::BirthdayParams,
+    ) -> BoxFuture<'static, Result<Conn, crate::BirthdayError>> {
+        let this = self.clone();
+        let (easy, probe) = (easy.clone(), probe.to_vec());
+        Box::pin(async move { this.birthday_hard_now(remote, &easy, probe, params).await })
+    }
+
+    fn birthday_easy(
+        &self,
+        host: &str,
+        probe: &[u8],
+        params: crate::BirthdayParams,
+    ) -> BoxFuture<'static, Result<u32, crate::BirthdayError>> {
+        let this = self.clone();
+        let (host, probe) = (host.to_owned(), probe.to_vec());
+        Box::pin(async move { this.birthday_easy_now(&host, &probe, params).await })
+    }
+
     fn open_media(
         &self,
         remote: NodeId,
@@ -631,8 +723,128 @@ impl Transport for MemTransport {
 }
 
 impl MemTransport {
+    /// The hard side: a mapping per socket toward `easy` on our (symmetric) NAT, then a wait
+    /// for a probe on any of their ports, then a dial from the socket it reached.
+    async fn birthday_hard_now(
+        &self,
+        remote: NodeId,
+        easy: &Addr,
+        probe: Vec<u8>,
+        params: crate::BirthdayParams,
+    ) -> Result<Conn, crate::BirthdayError> {
+        use crate::BirthdayError as E;
+        if easy.net != NET {
+            return Err(E::BadAddr(easy.to_string()));
+        }
+        let hub = self.0.hub.upgrade().ok_or(E::Dial(DialError::Closed))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let host = {
+            let mut state = lock(&hub.state);
+            let host = state
+                .behind
+                .get(&self.0.id)
+                .cloned()
+                .ok_or_else(|| E::BadAddr("not behind a NAT".into()))?;
+            let mut ports = HashMap::new();
+            for socket in 1..=u32::try_from(params.sockets.max(1)).unwrap_or(1) {
+                if let Some(public) = state.outbound_on(self.0.id, socket, &easy.endpoint) {
+                    if let Some(port) = public.rsplit_once(':').and_then(|(_, p)| p.parse().ok()) {
+                        ports.insert(port, socket);
+                    }
+                }
+            }
+            state
+                .birthdays
+                .entry(host.clone())
+                .or_default()
+                .push(BirthdayWait {
+                    hard: self.0.id,
+                    ports,
+                    easy: easy.endpoint.clone(),
+                    probe,
+                    hit: Some(tx),
+                });
+            host
+        };
+        let hit = tokio::time::timeout(params.timeout, rx).await;
+        // However it ended, the wait (and so the sockets) goes.
+        if let Some(waits) = lock(&hub.state).birthdays.get_mut(&host) {
+            waits.retain(|w| w.hard != self.0.id);
+        }
+        let Ok(Ok(socket)) = hit else {
+            return Err(E::Timeout);
+        };
+        let conn = self.dial_from(socket, remote, easy).map_err(E::Dial)?;
+        Counters::inc(&self.0.counters.dials_ok);
+        Ok(conn)
+    }
+
+    /// The easy side: probes to random distinct ports of `host`, paced.
+    async fn birthday_easy_now(
+        &self,
+        host: &str,
+        probe: &[u8],
+        params: crate::BirthdayParams,
+    ) -> Result<u32, crate::BirthdayError> {
+        let hub = self
+            .0
+            .hub
+            .upgrade()
+            .ok_or(crate::BirthdayError::Dial(DialError::Closed))?;
+        // Seeded by who probes whom: runs repeat.
+        let mut rng = LinkRng(
+            host.bytes()
+                .chain(self.0.id.as_ref().iter().copied())
+                .fold(0x8422_2325_cbf2_9ce4u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                }),
+        );
+        let mut used = HashSet::new();
+        let rate = params.probe_rate.max(1);
+        let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+        let mut sent = 0;
+        while sent < params.max_probes {
+            tick.tick().await;
+            if used.len() >= 64_512 {
+                break;
+            }
+            let port = loop {
+                let p = u16::try_from(1024 + rng.next() % 64_512).unwrap_or(1024);
+                if used.insert(p) {
+                    break p;
+                }
+            };
+            let target = format!("{host}:{port}");
+            let mut state = lock(&hub.state);
+            state.birthday_probes += 1;
+            sent += 1;
+            let source = state
+                .outbound(self.0.id, &target)
+                .unwrap_or_else(|| self.0.addr.endpoint.clone());
+            // In only if the hard side's NAT lets our source in on that port, and a wait
+            // there takes exactly this probe from exactly us.
+            if state.inbound(&target, &source).is_none() {
+                continue;
+            }
+            if let Some(w) = state.birthdays.get_mut(host).and_then(|ws| {
+                ws.iter_mut()
+                    .find(|w| w.easy == source && w.probe == probe && w.ports.contains_key(&port))
+            }) {
+                if let (Some(tx), Some(&socket)) = (w.hit.take(), w.ports.get(&port)) {
+                    let _ = tx.send(socket);
+                }
+            }
+        }
+        Ok(sent)
+    }
+
     fn dial_now(&self, remote: NodeId, addr: &Addr) -> Result<Conn, DialError> {
-        let (target, source) = self.resolve(remote, addr)?;
+        self.dial_from(0, remote, addr)
+    }
+
+    /// Dials from one of our sockets (0: our own; others: a birthday punch's).
+    fn dial_from(&self, socket: u32, remote: NodeId, addr: &Addr) -> Result<Conn, DialError> {
+        let (target, source) = self.resolve_from(socket, remote, addr)?;
         let (ours, our_rx) = Conn::new(
             target.id,
             addr.clone(),
@@ -664,6 +876,15 @@ impl MemTransport {
     /// Who a packet from us to `addr` reaches, if anyone, and the source it appears to come
     /// from: our NAT's mapping opens on the way out, the far NAT's filter decides.
     fn resolve(&self, remote: NodeId, addr: &Addr) -> Result<(Arc<Shared>, String), DialError> {
+        self.resolve_from(0, remote, addr)
+    }
+
+    fn resolve_from(
+        &self,
+        socket: u32,
+        remote: NodeId,
+        addr: &Addr,
+    ) -> Result<(Arc<Shared>, String), DialError> {
         if self.0.events.is_closed() {
             return Err(DialError::Closed);
         }
@@ -683,7 +904,7 @@ impl MemTransport {
             let mut state = lock(&hub.state);
             // Where our packets appear to come from: dialing opens our own NAT's mapping.
             let source = state
-                .outbound(self.0.id, &addr.endpoint)
+                .outbound_on(self.0.id, socket, &addr.endpoint)
                 .unwrap_or_else(|| self.0.addr.endpoint.clone());
             let by_name = state.endpoints.get(&addr.endpoint).and_then(Weak::upgrade);
             // A relay session's caller side: the relay carries us to `remote` if its callee
@@ -771,6 +992,7 @@ impl Ord for InFlight {
 }
 
 /// A small deterministic generator for link decisions (SplitMix64).
+#[derive(Debug)]
 struct LinkRng(u64);
 
 impl LinkRng {

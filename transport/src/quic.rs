@@ -34,6 +34,7 @@ use crate::{
     MAX_PACKET_LEN, Packet, PunchError, RelayError, SizeClass, Transport, TransportStats,
 };
 
+mod birthday;
 mod media;
 mod relay;
 pub use relay::RelayLimits;
@@ -253,6 +254,14 @@ impl QuicTransport {
     /// this side's NAT mapping toward it. Only routable unicast targets are accepted (and
     /// loopback ones by a transport bound to loopback).
     pub fn punch_to(&self, target: SocketAddr) -> Result<(), PunchError> {
+        self.punch_policy(target)?;
+        self.send_raw(&PUNCH_DATAGRAM, target)
+            .map_err(|e| PunchError::Io(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Whether raw datagrams (punches, probes) may go to `target`.
+    fn punch_policy(&self, target: SocketAddr) -> Result<(), PunchError> {
         let ip = target.ip();
         // A transport bound to loopback has only loopback peers: for it, loopback is where
         // peers are (a local cluster, a test, a benchmark).
@@ -269,8 +278,6 @@ impl QuicTransport {
                 why: "not a routable unicast address",
             });
         }
-        self.send_raw(&PUNCH_DATAGRAM, target)
-            .map_err(|e| PunchError::Io(e.to_string()))?;
         Ok(())
     }
 
@@ -443,6 +450,36 @@ impl Transport for QuicTransport {
         Box::pin(media::open(self.0.clone(), remote, addr.clone()))
     }
 
+    fn birthday_hard(
+        &self,
+        remote: NodeId,
+        easy: &Addr,
+        probe: &[u8],
+        params: crate::BirthdayParams,
+    ) -> BoxFuture<'static, Result<Conn, crate::BirthdayError>> {
+        Box::pin(birthday::hard(
+            self.0.clone(),
+            remote,
+            easy.clone(),
+            probe.to_vec(),
+            params,
+        ))
+    }
+
+    fn birthday_easy(
+        &self,
+        host: &str,
+        probe: &[u8],
+        params: crate::BirthdayParams,
+    ) -> BoxFuture<'static, Result<u32, crate::BirthdayError>> {
+        Box::pin(birthday::easy(
+            self.clone(),
+            host.to_owned(),
+            probe.to_vec(),
+            params,
+        ))
+    }
+
     fn punch(&self, addr: &Addr) -> Result<(), PunchError> {
         // A literal ip:port only: resolving a name a peer handed us would let it aim us.
         let target = (addr.net == NET)
@@ -457,6 +494,16 @@ impl Transport for QuicTransport {
 }
 
 async fn dial(shared: &Arc<Shared>, remote: NodeId, addr: &Addr) -> Result<Conn, DialError> {
+    dial_on(shared, &shared.endpoint, remote, addr).await
+}
+
+/// Dials from `endpoint`: the transport's own, or one on a birthday punch's socket.
+async fn dial_on(
+    shared: &Arc<Shared>,
+    endpoint: &quinn::Endpoint,
+    remote: NodeId,
+    addr: &Addr,
+) -> Result<Conn, DialError> {
     if shared.events.is_closed() {
         return Err(DialError::Closed);
     }
@@ -470,8 +517,7 @@ async fn dial(shared: &Arc<Shared>, remote: NodeId, addr: &Addr) -> Result<Conn,
         addr: addr.clone(),
         why: "not a literal ip:port",
     })?;
-    let connecting = shared
-        .endpoint
+    let connecting = endpoint
         .connect_with(shared.client.clone(), target, SERVER_NAME)
         .map_err(|e| match e {
             quinn::ConnectError::EndpointStopping => DialError::Closed,

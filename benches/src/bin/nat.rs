@@ -64,6 +64,7 @@ fn main() {
         .build()
         .expect("a runtime");
     let (ok, total, rows) = paused.block_on(traversal(trials.max(1)));
+    let birthday = paused.block_on(birthday(40));
     line = line.num("success_rate", ok as f64 / total as f64);
     for (name, rate, ms, path) in rows {
         line = line
@@ -71,6 +72,14 @@ fn main() {
             .num(&format!("{name}_ms"), ms)
             .str(&format!("{name}_path"), &path);
     }
+    line = line
+        .num("birthday_pairs", birthday.pairs as f64)
+        .num("birthday_success_rate", birthday.rate)
+        .num("birthday_ms_p50", birthday.p50)
+        .num("birthday_ms_p99", birthday.p99)
+        .num("birthday_probes_per_attempt", birthday.probes)
+        .num("birthday_hard_sockets", birthday.sockets as f64)
+        .num("birthday_sym_to_sym_relayed", birthday.sym_sym_relayed);
     let real = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -111,44 +120,11 @@ async fn traversal(trials: usize) -> (usize, usize, Vec<(String, f64, f64, Strin
         pairs.push((UNTIMED, a, a + 1));
     }
     let ids: Vec<NodeId> = (0..kinds.len()).map(|i| identity(i).node_id()).collect();
-    let link = LinkModel {
-        delay: Duration::from_millis(10),
-        ..LinkModel::default()
-    };
-    for &a in &ids {
-        for &b in &ids {
-            if a != b {
-                hub.set_link(a, b, link.clone());
-            }
-        }
-    }
+    link_all(&hub, &ids);
     for &(_, a, b) in &pairs {
         hub.partition(ids[a], ids[b]);
     }
-    let mut nodes = Vec::new();
-    let mut boot = None;
-    for (i, (kind, timed)) in kinds.iter().enumerate() {
-        let id = identity(i);
-        let t = hub
-            .transport_for(&id, &format!("n{i}"))
-            .expect("a transport");
-        if let Some(model) = kind {
-            hub.set_nat(id.node_id(), &format!("nat{i}"), *model);
-        }
-        let addr = t.local_addr();
-        let node = Node::builder(id, Arc::new(t))
-            .maintenance(Maintenance::scaled(5))
-            .timed_punch(*timed)
-            .relay(i < PUBLIC)
-            .seed(i as u64 + 1)
-            .build();
-        node.spawn();
-        match &boot {
-            None => boot = Some(Contact::new(node.id(), vec![addr])),
-            Some(b) => node.bootstrap(vec![b.clone()]),
-        }
-        nodes.push(node);
-    }
+    let nodes = spawn_nodes(&hub, &kinds, 0, "n");
     tokio::time::sleep(Duration::from_secs(90)).await;
     for &(_, a, b) in &pairs {
         hub.heal(ids[a], ids[b]);
@@ -195,6 +171,145 @@ async fn traversal(trials: usize) -> (usize, usize, Vec<(String, f64, f64, Strin
         n.shutdown().await;
     }
     (ok, total, rows)
+}
+
+/// A 10 ms one-way delay between every two of `ids`.
+fn link_all(hub: &Hub, ids: &[NodeId]) {
+    let link = LinkModel {
+        delay: Duration::from_millis(10),
+        ..LinkModel::default()
+    };
+    for &a in ids {
+        for &b in ids {
+            if a != b {
+                hub.set_link(a, b, link.clone());
+            }
+        }
+    }
+}
+
+/// One node per entry of `kinds` (its NAT, and whether it times its punches), identities
+/// from `first`, named `<prefix><i>`; the first [`PUBLIC`] volunteer as relays, and all join
+/// through the first.
+fn spawn_nodes(
+    hub: &Hub,
+    kinds: &[(Option<NatModel>, bool)],
+    first: usize,
+    prefix: &str,
+) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    let mut boot = None;
+    for (i, (kind, timed)) in kinds.iter().enumerate() {
+        let id = identity(first + i);
+        let t = hub
+            .transport_for(&id, &format!("{prefix}{i}"))
+            .expect("a transport");
+        if let Some(model) = kind {
+            hub.set_nat(id.node_id(), &format!("{prefix}nat{i}"), *model);
+        }
+        let addr = t.local_addr();
+        let node = Node::builder(id, Arc::new(t))
+            .maintenance(Maintenance::scaled(5))
+            .timed_punch(*timed)
+            .relay(i < PUBLIC)
+            .seed(i as u64 + 1)
+            .build();
+        node.spawn();
+        match &boot {
+            None => boot = Some(Contact::new(node.id(), vec![addr])),
+            Some(b) => node.bootstrap(vec![b.clone()]),
+        }
+        nodes.push(node);
+    }
+    nodes
+}
+
+/// What the birthday trials measured.
+struct Birthday {
+    pairs: usize,
+    /// Fraction of pairs whose relayed edge became punched.
+    rate: f64,
+    /// Model time from `connect()` to the punched edge, over the pairs that got one.
+    p50: f64,
+    p99: f64,
+    /// Probes the easy sides sent, per attempt.
+    probes: f64,
+    sockets: usize,
+    /// Fraction of symmetric ↔ symmetric pairs still relayed after the same wait.
+    sym_sym_relayed: f64,
+}
+
+/// `pairs` pairs of a random-port symmetric NAT and a port-restricted one (each side
+/// starting half the time), and `pairs / 4` symmetric ↔ symmetric pairs, on 10 ms links.
+async fn birthday(pairs: usize) -> Birthday {
+    let hub = Hub::new();
+    let sym_pairs = (pairs / 4).max(1);
+    let mut kinds: Vec<Option<NatModel>> = vec![None; PUBLIC];
+    for k in 0..pairs + sym_pairs {
+        kinds.push(Some(NatModel::SYMMETRIC_RANDOM));
+        kinds.push(Some(if k < pairs {
+            NatModel::PORT_RESTRICTED
+        } else {
+            NatModel::SYMMETRIC_RANDOM
+        }));
+    }
+    let ids: Vec<NodeId> = (0..kinds.len())
+        .map(|i| identity(10_000 + i).node_id())
+        .collect();
+    link_all(&hub, &ids);
+    let pair = |k: usize| (PUBLIC + 2 * k, PUBLIC + 2 * k + 1);
+    for k in 0..pairs + sym_pairs {
+        let (a, b) = pair(k);
+        hub.partition(ids[a], ids[b]);
+    }
+    let kinds: Vec<(Option<NatModel>, bool)> = kinds.into_iter().map(|k| (k, true)).collect();
+    let nodes = spawn_nodes(&hub, &kinds, 10_000, "b");
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    for k in 0..pairs + sym_pairs {
+        let (a, b) = pair(k);
+        hub.heal(ids[a], ids[b]);
+    }
+    let probes_before = hub.birthday_probes();
+    let mut times = Vec::new();
+    let mut sym_relayed = 0;
+    for k in 0..pairs + sym_pairs {
+        let (s, c) = pair(k);
+        let (from, to) = if k % 2 == 0 { (s, c) } else { (c, s) };
+        let started = tokio::time::Instant::now();
+        let Ok(conn) = nodes[from].connect(ids[to]).await else {
+            continue;
+        };
+        let deadline = started + Duration::from_secs(30);
+        while conn.path() != Path::Punched && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if k >= pairs {
+            sym_relayed += usize::from(conn.path() == Path::Relayed);
+        } else if conn.path() == Path::Punched {
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let attempts: u64 = nodes.iter().map(|n| n.stats().birthday_attempts).sum();
+    for n in &nodes {
+        n.shutdown().await;
+    }
+    times.sort_by(f64::total_cmp);
+    let pct = |q: f64| {
+        if times.is_empty() {
+            return f64::NAN;
+        }
+        times[((times.len() - 1) as f64 * q).round() as usize]
+    };
+    Birthday {
+        pairs,
+        rate: times.len() as f64 / pairs as f64,
+        p50: pct(0.5),
+        p99: pct(0.99),
+        // Both sides of an attempt count it: halve for attempts.
+        probes: (hub.birthday_probes() - probes_before) as f64 / (attempts as f64 / 2.0).max(1.0),
+        sockets: nodenet::BirthdayConfig::default().sockets,
+        sym_sym_relayed: sym_relayed as f64 / sym_pairs as f64,
+    }
 }
 
 /// MiB/s of frames carried from one QUIC transport to another through a relay session.

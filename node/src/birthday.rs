@@ -1,0 +1,255 @@
+//! Birthday punching between a symmetric NAT and a cone (or public) one, make-before-break:
+//! once a connect ends relayed, the pair tries it in the background, and the direct edge it
+//! opens replaces the relayed one (reported as punched).
+//!
+//! The exchange is a Connect/ConnectAck with [`nodenet_nat::FLAG_BIRTHDAY`]: each side says
+//! whether it is hard and where it is (an easy side's confirmed mapping, a hard side's public
+//! host); the nonce is the attempt's token, carried by every probe. A peer that predates it
+//! answers an ordinary ConnectAck (no flag), and the attempt ends there. Every attempt, on
+//! both sides, passes [`nodenet_nat::birthday::Limits`]; refusals and results are counted.
+
+use std::time::Duration;
+
+use nodenet_kad::NodeId;
+use nodenet_nat::NatType;
+use nodenet_nat::birthday::{Plan, encode_probe, plan};
+use nodenet_transport::BirthdayParams;
+use nodenet_wire::Addr;
+use tokio::sync::oneshot;
+
+use crate::core::{Core, Now};
+use crate::driver::{Node, lock};
+
+/// How long the initiator waits for the peer's answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the easy side looks for the edge the hard side dials.
+const WATCH_EVERY: Duration = Duration::from_millis(50);
+
+/// What one side does in an agreed attempt.
+enum Role {
+    /// Open the sockets and dial the easy side's mapping from the one a probe reaches.
+    Hard { easy: Addr },
+    /// Probe the hard side's public host until its dial arrives.
+    Easy { host: String },
+}
+
+impl Node {
+    fn birthday_now(&self) -> Duration {
+        self.0.start.elapsed()
+    }
+
+    fn birthday_params(&self) -> BirthdayParams {
+        let c = *lock(&self.0.birthday).config();
+        BirthdayParams {
+            sockets: c.sockets,
+            ttl: c.ttl,
+            probe_rate: c.probe_rate,
+            max_probes: c.max_probes,
+            timeout: c.timeout,
+        }
+    }
+
+    /// Our side of the plan with a peer (whose hardness its message told), if it is a
+    /// birthday punch.
+    fn birthday_role(
+        ours: NatType,
+        peer_hard: bool,
+        addrs: &[Addr],
+        public: Option<&Addr>,
+    ) -> Option<Role> {
+        match plan(ours, peer_hard) {
+            Plan::Birthday { hard: true } => addrs.first().cloned().map(|easy| Role::Hard { easy }),
+            Plan::Birthday { hard: false } => {
+                public
+                    .and_then(|p| p.endpoint.rsplit_once(':'))
+                    .map(|(host, _)| Role::Easy {
+                        host: host.to_owned(),
+                    })
+            }
+            Plan::Punch | Plan::Relay => None,
+        }
+    }
+
+    /// A peer asks for a birthday punch: agree if the plan says so and the limits allow,
+    /// then play our role; otherwise answer without the flag.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_birthday_request(
+        &self,
+        core: &mut Core,
+        now: Now,
+        peer: NodeId,
+        nonce: [u8; nodenet_nat::NONCE_LEN],
+        addrs: Vec<Addr>,
+        public: Option<Addr>,
+    ) {
+        // The core is locked here: ask it, not the node.
+        let role = Self::birthday_role(core.nat_type(), public.is_some(), &addrs, public.as_ref());
+        let probes = match &role {
+            Some(Role::Easy { .. }) => self.birthday_params().max_probes,
+            _ => 0,
+        };
+        let admitted = role.is_some()
+            && lock(&self.0.birthday)
+                .start(peer, self.birthday_now(), probes)
+                .is_ok();
+        let hard = matches!(role, Some(Role::Hard { .. }));
+        let answered = core.answer_birthday(now, peer, &nonce, hard, admitted);
+        tracing::info!(
+            event = "birthday_request",
+            peer = %peer.short(),
+            ours = core.nat_type().as_str(),
+            peer_hard = public.is_some(),
+            role = match &role { Some(Role::Hard { .. }) => "hard", Some(Role::Easy { .. }) => "easy", None => "none" },
+            admitted,
+            answered = answered.is_ok(),
+            "birthday punch asked of us"
+        );
+        match (admitted, answered, role) {
+            (true, Ok(()), Some(role)) => {
+                core.stats_mut().birthday_attempts += 1;
+                let node = self.clone();
+                tokio::spawn(async move { node.play(peer, nonce, role).await });
+            }
+            (true, _, _) => {
+                lock(&self.0.birthday).finish(peer, self.birthday_now(), false);
+            }
+            _ => core.stats_mut().birthday_refused += 1,
+        }
+    }
+
+    /// Tries a birthday punch with `target` (we hold a relayed edge to it). True when a
+    /// direct edge replaced the relayed one.
+    pub(crate) async fn birthday(&self, target: NodeId) -> bool {
+        let ours = self.nat_type();
+        if ours == NatType::Unknown {
+            return false;
+        }
+        let hard = ours == NatType::Symmetric;
+        let probes = if hard {
+            0
+        } else {
+            self.birthday_params().max_probes
+        };
+        if lock(&self.0.birthday)
+            .start(target, self.birthday_now(), probes)
+            .is_err()
+        {
+            lock(&self.0.core).stats_mut().birthday_refused += 1;
+            return false;
+        }
+        let (tx, rx) = oneshot::channel();
+        let nonce = {
+            let now = self.now();
+            let mut core = lock(&self.0.core);
+            match core.start_birthday(now, target, hard) {
+                Ok(nonce) => {
+                    lock(&self.0.punch_waiters).insert(nonce, tx);
+                    self.drain(&mut core, now);
+                    nonce
+                }
+                Err(e) => {
+                    drop(core);
+                    tracing::info!(event = "birthday_unsent", peer = %target.short(), error = %e, "birthday punch not asked");
+                    lock(&self.0.birthday).finish(target, self.birthday_now(), false);
+                    return false;
+                }
+            }
+        };
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, rx).await;
+        lock(&self.0.punch_waiters).remove(&nonce);
+        let role = match answer {
+            Ok(Ok(a)) if a.flags & nodenet_nat::FLAG_BIRTHDAY != 0 => {
+                Self::birthday_role(ours, a.public.is_some(), &a.addrs, a.public.as_ref())
+            }
+            _ => None,
+        };
+        let Some(role) = role else {
+            tracing::info!(event = "birthday_declined", peer = %target.short(), "the peer declined a birthday punch");
+            lock(&self.0.birthday).finish(target, self.birthday_now(), false);
+            return false;
+        };
+        lock(&self.0.core).stats_mut().birthday_attempts += 1;
+        self.play(target, nonce, role).await
+    }
+
+    /// Plays our role in an agreed attempt, then books its result.
+    async fn play(&self, peer: NodeId, nonce: [u8; nodenet_nat::NONCE_LEN], role: Role) -> bool {
+        let params = self.birthday_params();
+        let probe = encode_probe(&nonce);
+        let ok = match role {
+            Role::Hard { easy } => {
+                match self
+                    .0
+                    .transport
+                    .birthday_hard(peer, &easy, &probe, params)
+                    .await
+                {
+                    Ok(conn) => {
+                        let adopted = self.adopt(&conn).is_ok();
+                        if adopted {
+                            self.mark_punched(&peer);
+                            // The easy side learns of the edge from its first frame: send one
+                            // now rather than at the next keep-alive.
+                            let ping = crate::core::small_frame(nodenet_wire::FrameType::PING, &[]);
+                            let _ = self.send_to(&peer, &ping);
+                        }
+                        adopted
+                    }
+                    Err(e) => {
+                        tracing::info!(event = "birthday_failed", peer = %peer.short(), error = %e, "birthday punch failed (hard side)");
+                        false
+                    }
+                }
+            }
+            Role::Easy { host } => {
+                let started = tokio::time::Instant::now();
+                // The edge we hold now (relayed: on the callee's side of a relay it is not
+                // marked so) does not count; the hard side's dial brings a new one.
+                let before = self.conn_to(&peer).map(|c| c.id());
+                let probing = self.0.transport.birthday_easy(&host, &probe, params);
+                let arrived = async {
+                    loop {
+                        tokio::time::sleep(WATCH_EVERY).await;
+                        let now = self.conn_to(&peer);
+                        if now.is_some_and(|c| Some(c.id()) != before && !self.is_relayed(&c)) {
+                            return;
+                        }
+                    }
+                };
+                tokio::pin!(arrived);
+                let outcome = tokio::time::timeout(params.timeout, async {
+                    tokio::select! {
+                        sent = probing => {
+                            // Every probe is out: the hard side's dial may still be coming.
+                            if let Ok(n) = sent {
+                                lock(&self.0.core).stats_mut().birthday_probes += u64::from(n);
+                            }
+                            (&mut arrived).await;
+                        }
+                        () = &mut arrived => {}
+                    }
+                })
+                .await;
+                let ok = outcome.is_ok();
+                if ok {
+                    self.mark_punched(&peer);
+                }
+                // What the pacing allowed by now bounds what was sent; the rest of what the
+                // attempt reserved goes back to the budget.
+                let paced =
+                    started.elapsed().as_millis() * u128::from(params.probe_rate) / 1000 + 1;
+                let sent = u32::try_from(paced)
+                    .unwrap_or(u32::MAX)
+                    .min(params.max_probes);
+                lock(&self.0.birthday).refund(params.max_probes - sent);
+                ok
+            }
+        };
+        lock(&self.0.birthday).finish(peer, self.birthday_now(), ok);
+        tracing::info!(event = "birthday_done", peer = %peer.short(), ok, "birthday punch ended");
+        if ok {
+            lock(&self.0.core).stats_mut().birthday_succeeded += 1;
+        }
+        ok
+    }
+}
