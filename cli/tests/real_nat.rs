@@ -375,6 +375,47 @@ enum Nat {
     Symmetric,
 }
 
+/// `from` sends 4,000 bytes to `to` over their direct edge; `to` receives them byte-exact.
+fn data_crosses(
+    lab: &mut Lab,
+    ids: &std::collections::HashMap<&str, String>,
+    from: &str,
+    to: &str,
+) {
+    let nsn = lab.ns(to);
+    let mut listen = Command::new("ip")
+        .args(["netns", "exec", nsn.as_str(), BIN, "listen", "--api", API])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = listen.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    lab.children.push(listen);
+    std::thread::sleep(Duration::from_millis(500));
+    let text: String = (0..4000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    lab.client(from, &["send", "--direct", "--api", API, &ids[to], &text])
+        .unwrap();
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("a delivery at {to}"));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["via"], "direct");
+    assert_eq!(v["from"], ids[from].as_str());
+    use base64::Engine as _;
+    let got = base64::engine::general_purpose::STANDARD
+        .decode(v["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(got, text.as_bytes(), "{from} → {to}");
+}
+
 #[test]
 fn nodes_behind_real_nats_learn_their_type_and_punch_through() {
     let prefix = format!("nn{}", std::process::id() % 100_000);
@@ -487,38 +528,7 @@ fn nodes_behind_real_nats_learn_their_type_and_punch_through() {
 
     // Data crosses a punched, a relayed and an upgraded path byte-exact, over the direct edge.
     for (from, to) in [("a", "b"), ("s1", "s2"), ("c", "b")] {
-        let nsn = lab.ns(to);
-        let mut listen = Command::new("ip")
-            .args(["netns", "exec", nsn.as_str(), BIN, "listen", "--api", API])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let out = listen.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        lab.children.push(listen);
-        std::thread::sleep(Duration::from_millis(500));
-        let text: String = (0..4000)
-            .map(|i| char::from(b'a' + (i % 26) as u8))
-            .collect();
-        lab.client(from, &["send", "--direct", "--api", API, &ids[to], &text])
-            .unwrap();
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("a delivery at {to}"));
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["via"], "direct");
-        assert_eq!(v["from"], ids[from].as_str());
-        use base64::Engine as _;
-        let got = base64::engine::general_purpose::STANDARD
-            .decode(v["data"].as_str().unwrap())
-            .unwrap();
-        assert_eq!(got, text.as_bytes(), "{from} → {to}");
+        data_crosses(&mut lab, &ids, from, to);
     }
 
     // A call rides the path its edge found: 50 datagrams a second for 2 s, echoed back by
@@ -555,6 +565,7 @@ fn nodes_behind_real_nats_learn_their_type_and_punch_through() {
     ];
     let mut times = Vec::new();
     let mut failed = Vec::new();
+    let mut last_birthday = None;
     let mut k = 0;
     // Twenty attempts in which the connect ended relayed. (Rarely a pair reconnects
     // directly: the easy side's earlier probes can leave its NAT open toward the hard
@@ -593,6 +604,7 @@ fn nodes_behind_real_nats_learn_their_type_and_punch_through() {
         );
         if punched {
             times.push(punch_ms);
+            last_birthday = Some((from, to));
         } else {
             failed.push((from, to));
         }
@@ -609,6 +621,21 @@ fn nodes_behind_real_nats_learn_their_type_and_punch_through() {
         times.len()
     );
     assert!(median < 5000, "median {median} ms");
+    // The last pair met by a birthday punch carries data byte-exact, and a call.
+    let (from, to) = last_birthday.expect("a birthday pair");
+    data_crosses(&mut lab, &ids, from, to);
+    // Both ways: the hard side calls from the punch's socket, the easy side calls into it.
+    for (caller, callee) in [(from, to), (to, from)] {
+        let v = lab
+            .client(caller, &["call", "--api", API, "--secs", "2", &ids[callee]])
+            .unwrap();
+        eprintln!(
+            "| call {caller} → {callee} | {} | {}/{} echoed |",
+            v["path"], v["echoed"], v["sent"]
+        );
+        assert_eq!(v["echoed"], v["sent"], "{caller} → {callee}: {v}");
+        assert!(v["sent"].as_u64().unwrap() > 0);
+    }
     // Two symmetric NATs stay relayed.
     let _ = lab.client("s1", &["disconnect", "--api", API, &ids["s2"]]);
     std::thread::sleep(Duration::from_millis(300));

@@ -167,6 +167,11 @@ struct Shared {
     id: NodeId,
     local: SocketAddr,
     endpoint: quinn::Endpoint,
+    /// The listener's config (a birthday punch's endpoint serves it too).
+    server: quinn::ServerConfig,
+    /// Endpoints on birthday-punch sockets, by the peer they reach: a media session to that
+    /// peer must leave from the same socket (its NAT mapping is the only way through).
+    side_endpoints: Mutex<HashMap<NodeId, quinn::Endpoint>>,
     client: quinn::ClientConfig,
     /// The client config of media dials (`None` with media off).
     media_client: Option<quinn::ClientConfig>,
@@ -222,7 +227,7 @@ impl QuicTransport {
         let (server, client, media_client) = crypto_configs(identity, &config)?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
-            Some(server),
+            Some(server.clone()),
             socket,
             Arc::new(quinn::TokioRuntime),
         )?;
@@ -231,6 +236,8 @@ impl QuicTransport {
             id: identity.node_id(),
             local,
             endpoint,
+            server,
+            side_endpoints: Mutex::new(HashMap::new()),
             client,
             media_client,
             raw,
@@ -592,7 +599,14 @@ fn peer_id(connection: &quinn::Connection) -> Result<(NodeId, [u8; 32]), PeerCer
 }
 
 async fn accept_loop(shared: Arc<Shared>) {
-    while let Some(incoming) = shared.endpoint.accept().await {
+    let endpoint = shared.endpoint.clone();
+    accept_on(shared, endpoint).await;
+}
+
+/// Accepts on `endpoint`: the transport's own, or a birthday punch's (a peer's media dial to
+/// the mapping that punch opened comes in there).
+async fn accept_on(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
         let ip = incoming.remote_address().ip();
         match reserve_inbound(&shared, ip) {
             Ok(slot) => {

@@ -77,9 +77,10 @@ pub(super) async fn hard(
         .ok_or(BirthdayError::Timeout)?
         .into_std()
         .map_err(io)?;
+    // It also serves: the easy side's media dial to this mapping comes in here.
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
-        None,
+        Some(shared.server.clone()),
         socket,
         Arc::new(quinn::TokioRuntime),
     )
@@ -87,8 +88,28 @@ pub(super) async fn hard(
     let conn = dial_on(&shared, &endpoint, remote, &easy)
         .await
         .map_err(BirthdayError::Dial)?;
-    // The endpoint's driver lives on while its connection does.
-    drop(endpoint);
+    super::lock(&shared.side_endpoints).insert(remote, endpoint.clone());
+    tokio::spawn(super::accept_on(shared.clone(), endpoint.clone()));
+    // Once the edge is gone, the socket takes nothing new, and closes when the last call on
+    // it has ended (a call outlives its edge).
+    let (shared2, edge) = (shared.clone(), conn.clone());
+    tokio::spawn(async move {
+        edge.closed().await;
+        {
+            let mut sides = super::lock(&shared2.side_endpoints);
+            let mine = sides
+                .get(&remote)
+                .is_some_and(|e| e.local_addr().ok() == endpoint.local_addr().ok());
+            if mine {
+                sides.remove(&remote);
+            }
+        }
+        endpoint.set_server_config(None);
+        while endpoint.open_connections() > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+        endpoint.close(0u32.into(), b"");
+    });
     Ok(conn)
 }
 

@@ -201,8 +201,10 @@ pub(super) async fn open(
                 why: "not a literal quic ip:port",
             })
         })?;
-    let connecting = shared
-        .endpoint
+    // A peer met by a birthday punch is reached only from that punch's socket.
+    let side = super::lock(&shared.side_endpoints).get(&remote).cloned();
+    let endpoint = side.as_ref().unwrap_or(&shared.endpoint);
+    let connecting = endpoint
         .connect_with(client, target, SERVER_NAME)
         .map_err(|_| {
             dial_err(DialError::BadAddr {
