@@ -150,6 +150,28 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// A client subcommand about one peer: checks the NodeId `to` (exit code 2 if it is not
+/// one), POSTs `fields` with it to `path` and prints the answer.
+fn post_to(
+    rt: &tokio::runtime::Runtime,
+    api: &str,
+    path: &str,
+    to: &str,
+    mut fields: serde_json::Value,
+) -> ExitCode {
+    if let Err(e) = to.parse::<nodenet::NodeId>() {
+        return fail(2, format!("{to:?} is not a NodeId: {e}"));
+    }
+    fields["to"] = json!(to);
+    match rt.block_on(client::call_ok(api, Method::POST, path, Some(&fields))) {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, e),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match runtime() {
@@ -170,32 +192,11 @@ fn main() -> ExitCode {
             to,
             text,
         } => {
-            if let Err(e) = to.parse::<nodenet::NodeId>() {
-                return fail(2, format!("{to:?} is not a NodeId: {e}"));
-            }
-            let body = json!({ "to": to, "data": BASE64.encode(text.as_bytes()) });
             let path = if direct { "/send-direct" } else { "/send" };
-            match rt.block_on(client::call_ok(&api, Method::POST, path, Some(&body))) {
-                Ok(v) => {
-                    println!("{v}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(1, e),
-            }
+            let data = BASE64.encode(text.as_bytes());
+            post_to(&rt, &api, path, &to, json!({ "data": data }))
         }
-        Command::Connect { api, to } => {
-            if let Err(e) = to.parse::<nodenet::NodeId>() {
-                return fail(2, format!("{to:?} is not a NodeId: {e}"));
-            }
-            let body = json!({ "to": to });
-            match rt.block_on(client::call_ok(&api, Method::POST, "/connect", Some(&body))) {
-                Ok(v) => {
-                    println!("{v}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(1, e),
-            }
-        }
+        Command::Connect { api, to } => post_to(&rt, &api, "/connect", &to, json!({})),
         Command::Call {
             api,
             secs,
@@ -203,36 +204,10 @@ fn main() -> ExitCode {
             size,
             to,
         } => {
-            if let Err(e) = to.parse::<nodenet::NodeId>() {
-                return fail(2, format!("{to:?} is not a NodeId: {e}"));
-            }
-            let body = json!({ "to": to, "secs": secs, "fps": fps, "size": size });
-            match rt.block_on(client::call_ok(&api, Method::POST, "/call", Some(&body))) {
-                Ok(v) => {
-                    println!("{v}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(1, e),
-            }
+            let body = json!({ "secs": secs, "fps": fps, "size": size });
+            post_to(&rt, &api, "/call", &to, body)
         }
-        Command::Disconnect { api, to } => {
-            if let Err(e) = to.parse::<nodenet::NodeId>() {
-                return fail(2, format!("{to:?} is not a NodeId: {e}"));
-            }
-            let body = json!({ "to": to });
-            match rt.block_on(client::call_ok(
-                &api,
-                Method::POST,
-                "/disconnect",
-                Some(&body),
-            )) {
-                Ok(v) => {
-                    println!("{v}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(1, e),
-            }
-        }
+        Command::Disconnect { api, to } => post_to(&rt, &api, "/disconnect", &to, json!({})),
         Command::Info { api } => {
             match rt.block_on(client::call_ok(&api, Method::GET, "/info", None)) {
                 Ok(v) => {

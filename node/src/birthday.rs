@@ -190,8 +190,7 @@ impl Node {
                             self.mark_punched(&peer);
                             // The easy side learns of the edge from its first frame: send one
                             // now rather than at the next keep-alive.
-                            let ping = crate::core::small_frame(nodenet_wire::FrameType::PING, &[]);
-                            let _ = self.send_to(&peer, &ping);
+                            self.ping(&peer);
                         }
                         adopted
                     }

@@ -127,7 +127,7 @@ impl Node {
     }
 
     /// An out-of-schedule ping of our edge to `peer`, if we hold one.
-    fn ping(&self, peer: &NodeId) {
+    pub(crate) fn ping(&self, peer: &NodeId) {
         let ping = crate::core::small_frame(nodenet_wire::FrameType::PING, &[]);
         let _ = self.send_to(peer, &ping);
     }

@@ -283,7 +283,7 @@ impl HubState {
                     // A full NAT (all 64,512 ports mapped) reuses a port rather than spin.
                     let mut p = 1024;
                     for _ in 0..65_536 {
-                        p = u16::try_from(1024 + nat.rng.next() % 64_512).unwrap_or(1024);
+                        p = nat.rng.port();
                         if !nat.maps.iter().any(|m| m.port == p) {
                             break;
                         }
@@ -478,9 +478,7 @@ impl Hub {
             next_port: 30000,
             maps: Vec::new(),
             claims: HashMap::new(),
-            rng: LinkRng(host.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            })),
+            rng: LinkRng::seeded(host.bytes()),
         });
         state.behind.insert(id, host.to_owned());
     }
@@ -792,13 +790,7 @@ impl MemTransport {
             .upgrade()
             .ok_or(crate::BirthdayError::Dial(DialError::Closed))?;
         // Seeded by who probes whom: runs repeat.
-        let mut rng = LinkRng(
-            host.bytes()
-                .chain(self.0.id.as_ref().iter().copied())
-                .fold(0x8422_2325_cbf2_9ce4u64, |h, b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-                }),
-        );
+        let mut rng = LinkRng::seeded(host.bytes().chain(self.0.id.as_ref().iter().copied()));
         let mut used = HashSet::new();
         let rate = params.probe_rate.max(1);
         let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
@@ -809,7 +801,7 @@ impl MemTransport {
                 break;
             }
             let port = loop {
-                let p = u16::try_from(1024 + rng.next() % 64_512).unwrap_or(1024);
+                let p = rng.port();
                 if used.insert(p) {
                     break p;
                 }
@@ -996,6 +988,18 @@ impl Ord for InFlight {
 struct LinkRng(u64);
 
 impl LinkRng {
+    /// A generator seeded by a hash (FNV-1a) of `bytes`: the same names, the same sequence.
+    fn seeded(bytes: impl IntoIterator<Item = u8>) -> Self {
+        Self(bytes.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        }))
+    }
+
+    /// A port in 1024–65535.
+    fn port(&mut self) -> u16 {
+        u16::try_from(1024 + self.next() % 64_512).unwrap_or(1024)
+    }
+
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
