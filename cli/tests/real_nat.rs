@@ -621,6 +621,20 @@ fn nodes_behind_real_nats_learn_their_type_and_punch_through() {
         times.len()
     );
     assert!(median < 5000, "median {median} ms");
+    // Every attempt aimed only at a host the pair's relay attested, and none was turned down
+    // for want of the relay's word (the nodes log `birthday_unverified`, or a request with
+    // `unverified=true`, when one is: the callee once did when the caller's request overtook
+    // the end of the relayed handshake).
+    let mut played = 0;
+    for ns in ["a", "b", "c", "d", "s1", "s2"] {
+        let log = std::fs::read_to_string(dir.join(format!("{ns}.log"))).unwrap();
+        assert!(
+            !log.contains("birthday_unverified") && !log.contains("unverified=true"),
+            "{ns}: a birthday punch without its relay's word"
+        );
+        played += log.matches("birthday_done").count();
+    }
+    assert!(played >= 2 * times.len(), "both sides log each attempt");
     // The last pair met by a birthday punch carries data byte-exact, and a call.
     let (from, to) = last_birthday.expect("a birthday pair");
     data_crosses(&mut lab, &ids, from, to);

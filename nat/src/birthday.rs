@@ -261,9 +261,69 @@ pub fn agreed_host<'a>(
         .map(|(h, _)| h.to_owned())
 }
 
+/// The host part of an endpoint: `"203.0.113.7:4000"` → `"203.0.113.7"`, `"[::1]:5"` →
+/// `"[::1]"`; `None` without a port separator.
+pub fn host_of(endpoint: &str) -> Option<&str> {
+    endpoint.rsplit_once(':').map(|(host, _)| host)
+}
+
+/// Whether two hosts name the same machine: equal IPs (an IPv4-mapped IPv6 address equals
+/// its IPv4 one, brackets aside), or equal strings for hosts that are not IP literals (the
+/// in-memory transport's names).
+pub fn same_host(a: &str, b: &str) -> bool {
+    let ip = |h: &str| {
+        h.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| ip.to_canonical())
+    };
+    match (ip(a), ip(b)) {
+        (Some(x), Some(y)) => x == y,
+        (None, None) => a == b,
+        _ => false,
+    }
+}
+
+/// The host a birthday punch may aim at: the peer's `claimed` endpoint's host when the relay
+/// that carries the pair attested the same host (`attested`, an endpoint with port 0), and
+/// `None` otherwise: no attestation (a reference relay), or a claim the relay contradicts.
+pub fn verified_host<'a>(attested: Option<&str>, claimed: &'a str) -> Option<&'a str> {
+    let seen = host_of(attested?)?;
+    let claimed = host_of(claimed)?;
+    same_host(seen, claimed).then_some(claimed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_host_the_relay_attested_is_verified() {
+        assert_eq!(
+            verified_host(Some("203.0.113.7:0"), "203.0.113.7:40000"),
+            Some("203.0.113.7")
+        );
+        assert_eq!(
+            verified_host(Some("[::ffff:203.0.113.7]:0"), "203.0.113.7:0"),
+            Some("203.0.113.7")
+        );
+        assert_eq!(
+            verified_host(Some("[2001:db8::1]:0"), "[2001:db8::1]:9"),
+            Some("[2001:db8::1]")
+        );
+        assert_eq!(
+            verified_host(Some("natsym0:0"), "natsym0:0"),
+            Some("natsym0")
+        );
+        // No relay's word, or one that contradicts the claim: nothing to aim at.
+        assert_eq!(verified_host(None, "203.0.113.7:0"), None);
+        assert_eq!(verified_host(Some("198.51.100.1:0"), "203.0.113.7:0"), None);
+        assert_eq!(verified_host(Some("203.0.113.7:0"), "203.0.113.70:0"), None);
+        assert_eq!(verified_host(Some("natsym0:0"), "203.0.113.7:0"), None);
+        assert_eq!(verified_host(Some("203.0.113.7"), "203.0.113.7:0"), None);
+        assert_eq!(verified_host(Some("203.0.113.7:0"), "203.0.113.7"), None);
+    }
 
     #[test]
     fn probes_round_trip_and_nothing_else_decodes() {

@@ -19,9 +19,9 @@ pub mod signal;
 
 pub use reflexive::{MAX_REPORTERS, MIN_SUBNETS, NatType, QUORUM, Reflexive, reachable};
 pub use signal::{
-    Coordination, FLAG_BIRTHDAY, FLAG_HARD, FLAG_SYNC, FLAG_TIMED, MAX_CONNECT_ADDRS, NONCE_LEN,
-    RelayGrant, RelayRequest, decode_relay_bind, encode_coordination, encode_coordination_with,
-    encode_relay_bind,
+    ATTEST_TAG, Attestation, Coordination, FLAG_BIRTHDAY, FLAG_HARD, FLAG_SYNC, FLAG_TIMED,
+    MAX_CONNECT_ADDRS, NONCE_LEN, RelayBind, RelayGrant, RelayRequest, encode_coordination,
+    encode_coordination_with,
 };
 
 /// The punch datagram: `0x00 'n' 'p' 0x01`. Its first byte has the top two bits clear, so a
@@ -45,8 +45,7 @@ pub mod fuzzing {
     use nodenet_wire::Addr;
 
     use crate::signal::{
-        Coordination, RelayGrant, RelayRequest, decode_relay_bind, encode_coordination_with,
-        encode_relay_bind,
+        Coordination, RelayBind, RelayGrant, RelayRequest, encode_coordination_with,
     };
 
     /// The birthday probe decoder: only an exact probe decodes, and its token re-encodes to
@@ -78,12 +77,23 @@ pub mod fuzzing {
             assert_eq!(&data[..RelayRequest::LEN], &r.encode()[..]);
         }
         if let Ok(g) = RelayGrant::decode(data) {
-            let again = RelayGrant::encode(&g.nonce, g.addr).expect("re-encodes");
+            let again = g.encode().expect("re-encodes");
+            assert!(again.len() <= data.len());
             assert_eq!(RelayGrant::decode(&again).unwrap(), g);
+            // A reference peer reads the same grant, the attestation aside.
+            let plain = RelayGrant { attest: None, ..g }
+                .encode()
+                .expect("re-encodes");
+            assert!(again.starts_with(&plain));
         }
-        if let Ok(a) = decode_relay_bind(data) {
-            let again = encode_relay_bind(a).expect("re-encodes");
-            assert_eq!(decode_relay_bind(&again).unwrap(), a);
+        if let Ok(b) = RelayBind::decode(data) {
+            let again = b.encode().expect("re-encodes");
+            assert!(again.len() <= data.len());
+            assert_eq!(RelayBind::decode(&again).unwrap(), b);
+            let plain = RelayBind { attest: None, ..b }
+                .encode()
+                .expect("re-encodes");
+            assert!(again.starts_with(&plain));
         }
     }
 }

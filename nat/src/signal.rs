@@ -5,8 +5,8 @@
 //! | Connect (10) | routed envelope | `nonce(16) \| addrs (≤ 16)` |
 //! | ConnectAck (11) | routed envelope | `nonce(16) \| addrs (≤ 16)`, the Connect's nonce echoed |
 //! | RelayRequest (12) | one edge | `nonce(16) \| target(32)` |
-//! | RelayGrant (13) | one edge | `nonce(16) \| addr` |
-//! | RelayBind (14) | one edge | `addr` |
+//! | RelayGrant (13) | one edge | `nonce(16) \| addr`, then ours: `0x01 \| target(32) \| addr` |
+//! | RelayBind (14) | one edge | `addr`, then ours: `0x01 \| caller(32) \| addr` |
 //!
 //! The addresses are unsigned hints (the routed envelope's signature binds them to the
 //! originator). Unlike the canonical codecs elsewhere in the protocol, these decoders ignore
@@ -16,6 +16,9 @@
 //! (absent means 0, and a zero byte is never written, so a plain payload is the reference's
 //! byte for byte). It times the punch: see [`FLAG_TIMED`] and [`FLAG_SYNC`]. A peer that
 //! predates it ignores the byte and punches on the Connect, as the reference does.
+//!
+//! And one more after a RelayGrant's or RelayBind's address: the relay's [`Attestation`] of
+//! where it sees the other side of the pair, which a birthday punch requires.
 
 use nodenet_kad::NodeId;
 use nodenet_wire::{Addr, AddrList, AddrRef, Reader, WireError, Writer};
@@ -155,43 +158,121 @@ impl RelayRequest {
     }
 }
 
-/// A RelayGrant: the relay's address the caller dials to reach the target.
+/// First byte of a relay's attestation (see [`Attestation`]).
+pub const ATTEST_TAG: u8 = 0x01;
+
+/// A relay's word on where it sees the other side of the pair it carries: the peer's NodeId
+/// and the host (port 0) its own edge to that peer comes from.
+///
+/// We append it to a RelayGrant (naming the target) and to a RelayBind (naming the caller)
+/// as `0x01 | peer(32) | addr`. The reference ignores these trailing bytes. A birthday
+/// punch probes only a host its relay attested (see [`crate::birthday`]): the relay is a
+/// third node on an authenticated edge, which has seen the peer's QUIC handshake come from
+/// that host, so neither side can aim the other's probes at a bystander on its own say-so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attestation<'a> {
+    /// The peer the relay vouches for.
+    pub peer: NodeId,
+    /// The peer's host as the relay sees it, as an address with port 0.
+    pub host: AddrRef<'a>,
+}
+
+impl<'a> Attestation<'a> {
+    /// Encoded length, tag included.
+    pub fn encoded_len(&self) -> usize {
+        1 + 32 + self.host.encoded_len()
+    }
+
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), WireError> {
+        w.put_u8(ATTEST_TAG)?;
+        w.put_bytes(self.peer.as_ref())?;
+        self.host.encode(w)
+    }
+
+    /// The trailer after a relay frame's own fields: an attestation when it is one, `None`
+    /// when it is absent or something else (trailing bytes a later version may add are
+    /// ignored, as the reference ignores ours).
+    fn decode_trailer(r: &mut Reader<'a>) -> Option<Self> {
+        if r.remaining() == 0 || r.u8().ok()? != ATTEST_TAG {
+            return None;
+        }
+        let peer = r.id().ok()?;
+        let host = AddrRef::decode(r).ok()?;
+        Some(Self { peer, host })
+    }
+}
+
+/// A RelayGrant: the relay's address the caller dials to reach the target, and (ours) the
+/// relay's attestation of the target's host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RelayGrant<'a> {
     /// The request's nonce.
     pub nonce: [u8; NONCE_LEN],
     /// Where the caller dials (the relay's caller-facing socket).
     pub addr: AddrRef<'a>,
+    /// Where the relay sees the target; absent from a reference relay.
+    pub attest: Option<Attestation<'a>>,
 }
 
 impl<'a> RelayGrant<'a> {
-    /// Decodes (trailing bytes ignored).
+    /// Decodes (trailing bytes past an attestation ignored).
     pub fn decode(payload: &'a [u8]) -> Result<Self, WireError> {
         let mut r = Reader::new(payload);
         let nonce = *r.array::<NONCE_LEN>()?;
         let addr = AddrRef::decode(&mut r)?;
-        Ok(Self { nonce, addr })
+        let attest = Attestation::decode_trailer(&mut r);
+        Ok(Self {
+            nonce,
+            addr,
+            attest,
+        })
     }
 
-    /// Encodes.
-    pub fn encode(nonce: &[u8; NONCE_LEN], addr: AddrRef<'_>) -> Result<Vec<u8>, WireError> {
-        let mut out = vec![0u8; NONCE_LEN + addr.encoded_len()];
+    /// Encodes (without an attestation, the reference's bytes).
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        let mut out =
+            vec![
+                0u8;
+                NONCE_LEN + self.addr.encoded_len() + self.attest.map_or(0, |a| a.encoded_len())
+            ];
         let mut w = Writer::new(&mut out);
-        w.put_bytes(nonce)?;
-        addr.encode(&mut w)?;
+        w.put_bytes(&self.nonce)?;
+        self.addr.encode(&mut w)?;
+        if let Some(a) = &self.attest {
+            a.encode(&mut w)?;
+        }
         Ok(out)
     }
 }
 
-/// Decodes a RelayBind: the relay's callee-facing address the callee punches toward
-/// (trailing bytes ignored).
-pub fn decode_relay_bind(payload: &[u8]) -> Result<AddrRef<'_>, WireError> {
-    AddrRef::decode(&mut Reader::new(payload))
+/// A RelayBind: the relay's callee-facing address the callee punches toward, and (ours) the
+/// relay's attestation of the caller's host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayBind<'a> {
+    /// The relay's callee-facing socket.
+    pub addr: AddrRef<'a>,
+    /// Where the relay sees the caller; absent from a reference relay.
+    pub attest: Option<Attestation<'a>>,
 }
 
-/// Encodes a RelayBind.
-pub fn encode_relay_bind(addr: AddrRef<'_>) -> Result<Vec<u8>, WireError> {
-    let mut out = vec![0u8; addr.encoded_len()];
-    addr.encode(&mut Writer::new(&mut out))?;
-    Ok(out)
+impl<'a> RelayBind<'a> {
+    /// Decodes (trailing bytes past an attestation ignored).
+    pub fn decode(payload: &'a [u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(payload);
+        let addr = AddrRef::decode(&mut r)?;
+        let attest = Attestation::decode_trailer(&mut r);
+        Ok(Self { addr, attest })
+    }
+
+    /// Encodes (without an attestation, the reference's bytes).
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        let mut out =
+            vec![0u8; self.addr.encoded_len() + self.attest.map_or(0, |a| a.encoded_len())];
+        let mut w = Writer::new(&mut out);
+        self.addr.encode(&mut w)?;
+        if let Some(a) = &self.attest {
+            a.encode(&mut w)?;
+        }
+        Ok(out)
+    }
 }

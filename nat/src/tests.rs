@@ -70,10 +70,17 @@ fn relay_frames_match_the_reference() {
     assert_eq!(frame[1], FrameType::RELAY_GRANT.0);
     assert_eq!(
         &frame[3..],
-        &RelayGrant::encode(&nonce, addr.as_ref()).unwrap()[..]
+        &RelayGrant {
+            nonce,
+            addr: addr.as_ref(),
+            attest: None
+        }
+        .encode()
+        .unwrap()[..]
     );
     let g = RelayGrant::decode(&frame[3..]).unwrap();
     assert_eq!((g.nonce, g.addr.to_owned_addr()), (nonce, addr));
+    assert_eq!(g.attest, None);
 
     let v = &nat["relay_bind"];
     let frame = unhex(&v["frame"]);
@@ -82,11 +89,12 @@ fn relay_frames_match_the_reference() {
         v["addr"]["endpoint"].as_str().unwrap(),
     );
     assert_eq!(frame[1], FrameType::RELAY_BIND.0);
-    assert_eq!(&frame[3..], &encode_relay_bind(addr.as_ref()).unwrap()[..]);
-    assert_eq!(
-        decode_relay_bind(&frame[3..]).unwrap().to_owned_addr(),
-        addr
-    );
+    let b = RelayBind {
+        addr: addr.as_ref(),
+        attest: None,
+    };
+    assert_eq!(&frame[3..], &b.encode().unwrap()[..]);
+    assert_eq!(RelayBind::decode(&frame[3..]).unwrap(), b);
 }
 
 #[test]
@@ -122,7 +130,7 @@ fn decoders_behave_as_the_reference_documents() {
     let bind = unhex(&nat["relay_bind"]["frame"])[3..].to_vec();
     let mut b2 = bind;
     b2.push(7);
-    assert!(decode_relay_bind(&b2).is_ok());
+    assert!(RelayBind::decode(&b2).is_ok_and(|b| b.attest.is_none()));
     assert_eq!(unhex(&vectors()["punch"]["datagram"]), PUNCH_DATAGRAM);
 }
 
@@ -302,10 +310,46 @@ proptest! {
         let req = RelayRequest { nonce, target: NodeId::from(target) };
         prop_assert_eq!(RelayRequest::decode(&req.encode()).unwrap(), req);
         let addr = Addr::new(net, endpoint);
-        let g = RelayGrant::encode(&nonce, addr.as_ref()).unwrap();
+        let g = RelayGrant { nonce, addr: addr.as_ref(), attest: None }.encode().unwrap();
         let back = RelayGrant::decode(&g).unwrap();
         prop_assert_eq!(&back.addr.to_owned_addr(), &addr);
-        let b = encode_relay_bind(addr.as_ref()).unwrap();
-        prop_assert_eq!(decode_relay_bind(&b).unwrap().to_owned_addr(), addr);
+        let b = RelayBind { addr: addr.as_ref(), attest: None }.encode().unwrap();
+        prop_assert_eq!(RelayBind::decode(&b).unwrap().addr.to_owned_addr(), addr);
+    }
+
+    /// A relay's attestation rides after the grant's and the bind's address: it round-trips,
+    /// the frame without it is a prefix (what a reference peer reads), a cut attestation or
+    /// another trailer reads as none, and the frame's own fields never change.
+    #[test]
+    fn attestations_round_trip_and_stay_optional(nonce in any::<[u8; NONCE_LEN]>(), peer in any::<[u8; 32]>(), endpoint in "[0-9.:]{1,30}", host in "[0-9.]{1,15}", cut in 1usize..40, other in any::<u8>()) {
+        let addr = Addr::new("quic", endpoint);
+        let seen = Addr::new("quic", format!("{host}:0"));
+        let attest = Some(Attestation { peer: NodeId::from(peer), host: seen.as_ref() });
+        // What a trailer turns into once `cut` bytes short, or under another tag.
+        let spoil = |bytes: &[u8], plain: &[u8]| {
+            let cut = cut.min(bytes.len() - plain.len());
+            let mut foreign = plain.to_vec();
+            foreign.push(if other == ATTEST_TAG { 0 } else { other });
+            foreign.extend_from_slice(&bytes[plain.len() + 1..]);
+            (bytes[..bytes.len() - cut].to_vec(), foreign)
+        };
+
+        let g = RelayGrant { nonce, addr: addr.as_ref(), attest };
+        let (bytes, plain) = (g.encode().unwrap(), RelayGrant { attest: None, ..g }.encode().unwrap());
+        prop_assert!(bytes.starts_with(&plain));
+        prop_assert_eq!(RelayGrant::decode(&bytes).unwrap(), g);
+        let (short, foreign) = spoil(&bytes, &plain);
+        prop_assert_eq!(RelayGrant::decode(&short).unwrap(), RelayGrant { attest: None, ..g });
+        prop_assert_eq!(RelayGrant::decode(&foreign).unwrap(), RelayGrant { attest: None, ..g });
+        fuzzing::nat_signal(&bytes);
+
+        let b = RelayBind { addr: addr.as_ref(), attest };
+        let (bytes, plain) = (b.encode().unwrap(), RelayBind { attest: None, ..b }.encode().unwrap());
+        prop_assert!(bytes.starts_with(&plain));
+        prop_assert_eq!(RelayBind::decode(&bytes).unwrap(), b);
+        let (short, foreign) = spoil(&bytes, &plain);
+        prop_assert_eq!(RelayBind::decode(&short).unwrap(), RelayBind { attest: None, ..b });
+        prop_assert_eq!(RelayBind::decode(&foreign).unwrap(), RelayBind { attest: None, ..b });
+        fuzzing::nat_signal(&bytes);
     }
 }

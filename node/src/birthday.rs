@@ -7,12 +7,17 @@
 //! host); the nonce is the attempt's token, carried by every probe. A peer that predates it
 //! answers an ordinary ConnectAck (no flag), and the attempt ends there. Every attempt, on
 //! both sides, passes [`nodenet_nat::birthday::Limits`]; refusals and results are counted.
+//!
+//! Neither side aims a packet at a host on the peer's say-so alone: the relay that carries
+//! the pair's edge attested, in its RelayGrant or RelayBind, where it sees the peer, and
+//! the peer's claim must name that host. Without the relay's word (a reference relay), or
+//! against it, the pair stays relayed and `birthday_unverified` counts it.
 
 use std::time::Duration;
 
 use nodenet_kad::NodeId;
 use nodenet_nat::NatType;
-use nodenet_nat::birthday::{Plan, encode_probe, plan};
+use nodenet_nat::birthday::{Plan, encode_probe, plan, verified_host};
 use nodenet_transport::BirthdayParams;
 use nodenet_wire::Addr;
 use tokio::sync::oneshot;
@@ -24,6 +29,16 @@ use crate::driver::{Node, lock};
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the easy side looks for the edge the hard side dials.
 const WATCH_EVERY: Duration = Duration::from_millis(50);
+
+/// What the plan and the relay's word make of a pair.
+enum Part {
+    /// Our role in a birthday punch.
+    Play(Role),
+    /// Not a birthday pair (or the peer's message lacks what its role needs).
+    NotBirthday,
+    /// A birthday pair, but the relay did not attest the host we would aim at.
+    Unverified,
+}
 
 /// What one side does in an agreed attempt.
 enum Role {
@@ -50,24 +65,36 @@ impl Node {
     }
 
     /// Our side of the plan with a peer (whose hardness its message told), if it is a
-    /// birthday punch.
-    fn birthday_role(
+    /// birthday punch: the host we would aim at (the easy side's mapping, the hard side's
+    /// public host) must be the one the relay carrying the pair `attested`.
+    fn birthday_part(
         ours: NatType,
         peer_hard: bool,
         addrs: &[Addr],
         public: Option<&Addr>,
-    ) -> Option<Role> {
-        match plan(ours, peer_hard) {
-            Plan::Birthday { hard: true } => addrs.first().cloned().map(|easy| Role::Hard { easy }),
-            Plan::Birthday { hard: false } => {
-                public
-                    .and_then(|p| p.endpoint.rsplit_once(':'))
-                    .map(|(host, _)| Role::Easy {
-                        host: host.to_owned(),
-                    })
+        attested: Option<&Addr>,
+    ) -> Part {
+        let attested = attested.map(|a| a.endpoint.as_str());
+        let (hard, claimed) = match plan(ours, peer_hard) {
+            Plan::Birthday { hard: true } => (true, addrs.first()),
+            Plan::Birthday { hard: false } => (false, public),
+            Plan::Punch | Plan::Relay => return Part::NotBirthday,
+        };
+        let Some(claimed) = claimed else {
+            return Part::NotBirthday;
+        };
+        let Some(host) = verified_host(attested, &claimed.endpoint) else {
+            return Part::Unverified;
+        };
+        Part::Play(if hard {
+            Role::Hard {
+                easy: claimed.clone(),
             }
-            Plan::Punch | Plan::Relay => None,
-        }
+        } else {
+            Role::Easy {
+                host: host.to_owned(),
+            }
+        })
     }
 
     /// A peer asks for a birthday punch: agree if the plan says so and the limits allow,
@@ -83,7 +110,19 @@ impl Node {
         public: Option<Addr>,
     ) {
         // The core is locked here: ask it, not the node.
-        let role = Self::birthday_role(core.nat_type(), public.is_some(), &addrs, public.as_ref());
+        let attested = self.attested_host(&peer);
+        let part = Self::birthday_part(
+            core.nat_type(),
+            public.is_some(),
+            &addrs,
+            public.as_ref(),
+            attested.as_ref(),
+        );
+        let unverified = matches!(part, Part::Unverified);
+        let role = match part {
+            Part::Play(role) => Some(role),
+            Part::NotBirthday | Part::Unverified => None,
+        };
         let probes = match &role {
             Some(Role::Easy { .. }) => self.birthday_params().max_probes,
             _ => 0,
@@ -101,6 +140,7 @@ impl Node {
             peer_hard = public.is_some(),
             role = match &role { Some(Role::Hard { .. }) => "hard", Some(Role::Easy { .. }) => "easy", None => "none" },
             admitted,
+            unverified,
             answered = answered.is_ok(),
             "birthday punch asked of us"
         );
@@ -113,6 +153,7 @@ impl Node {
             (true, _, _) => {
                 lock(&self.0.birthday).finish(peer, self.birthday_now(), false);
             }
+            _ if unverified => core.stats_mut().birthday_unverified += 1,
             _ => core.stats_mut().birthday_refused += 1,
         }
     }
@@ -125,6 +166,13 @@ impl Node {
             return false;
         }
         let hard = ours == NatType::Symmetric;
+        // Without the relay's word on the peer's host there is nothing we may aim at: do not
+        // ask.
+        let Some(attested) = self.attested_host(&target) else {
+            tracing::info!(event = "birthday_unverified", peer = %target.short(), "no relay attested the peer's host: staying relayed");
+            lock(&self.0.core).stats_mut().birthday_unverified += 1;
+            return false;
+        };
         let probes = if hard {
             0
         } else {
@@ -157,14 +205,29 @@ impl Node {
         };
         let answer = tokio::time::timeout(ANSWER_TIMEOUT, rx).await;
         lock(&self.0.punch_waiters).remove(&nonce);
-        let role = match answer {
-            Ok(Ok(a)) if a.flags & nodenet_nat::FLAG_BIRTHDAY != 0 => {
-                Self::birthday_role(ours, a.public.is_some(), &a.addrs, a.public.as_ref())
+        let part = match answer {
+            Ok(Ok(a)) if a.flags & nodenet_nat::FLAG_BIRTHDAY != 0 => Self::birthday_part(
+                ours,
+                a.public.is_some(),
+                &a.addrs,
+                a.public.as_ref(),
+                Some(&attested),
+            ),
+            _ => Part::NotBirthday,
+        };
+        let role = match part {
+            Part::Play(role) => Some(role),
+            Part::Unverified => {
+                tracing::info!(event = "birthday_unverified", peer = %target.short(), attested = %attested, "the peer's host is not the one its relay attested");
+                lock(&self.0.core).stats_mut().birthday_unverified += 1;
+                None
             }
-            _ => None,
+            Part::NotBirthday => {
+                tracing::info!(event = "birthday_declined", peer = %target.short(), "the peer declined a birthday punch");
+                None
+            }
         };
         let Some(role) = role else {
-            tracing::info!(event = "birthday_declined", peer = %target.short(), "the peer declined a birthday punch");
             lock(&self.0.birthday).finish(target, self.birthday_now(), false);
             return false;
         };
@@ -250,5 +313,57 @@ impl Node {
             lock(&self.0.core).stats_mut().birthday_succeeded += 1;
         }
         ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(endpoint: &str) -> Addr {
+        Addr::new("quic", endpoint)
+    }
+
+    fn part(ours: NatType, addrs: &[Addr], public: Option<&str>, attested: Option<&str>) -> Part {
+        let public = public.map(addr);
+        let attested = attested.map(addr);
+        Node::birthday_part(
+            ours,
+            public.is_some(),
+            addrs,
+            public.as_ref(),
+            attested.as_ref(),
+        )
+    }
+
+    #[test]
+    fn a_side_aims_only_at_the_host_its_relay_attested() {
+        // Easy side: the hard peer's claimed host, when the relay saw it there.
+        let ok = part(
+            NatType::Cone,
+            &[],
+            Some("203.0.113.7:0"),
+            Some("203.0.113.7:0"),
+        );
+        assert!(matches!(ok, Part::Play(Role::Easy { ref host }) if host == "203.0.113.7"));
+        // A claim the relay contradicts, or no relay's word: nothing to aim at.
+        for attested in [Some("198.51.100.9:0"), None] {
+            let p = part(NatType::Cone, &[], Some("203.0.113.7:0"), attested);
+            assert!(matches!(p, Part::Unverified));
+        }
+        // Hard side: the easy peer's mapping, under the same rule.
+        let mapping = [addr("198.51.100.9:40001")];
+        let ok = part(NatType::Symmetric, &mapping, None, Some("198.51.100.9:0"));
+        assert!(matches!(ok, Part::Play(Role::Hard { ref easy }) if *easy == mapping[0]));
+        let p = part(NatType::Symmetric, &mapping, None, Some("203.0.113.7:0"));
+        assert!(matches!(p, Part::Unverified));
+        // Not a birthday pair (or nothing named): the relay's word does not matter.
+        for p in [
+            part(NatType::Cone, &mapping, None, Some("198.51.100.9:0")),
+            part(NatType::Symmetric, &[], Some("203.0.113.7:0"), None),
+            part(NatType::Symmetric, &[], None, Some("198.51.100.9:0")),
+        ] {
+            assert!(matches!(p, Part::NotBirthday));
+        }
     }
 }

@@ -470,7 +470,7 @@ impl Node {
             if self.send_to(&relay, &frame).is_err() {
                 continue;
             }
-            let Ok(Ok(addr)) = tokio::time::timeout(RELAY_GRANT_TIMEOUT, rx).await else {
+            let Ok(Ok((addr, attest))) = tokio::time::timeout(RELAY_GRANT_TIMEOUT, rx).await else {
                 last = StepError::Timeout(RELAY_GRANT_TIMEOUT);
                 continue;
             };
@@ -481,6 +481,10 @@ impl Node {
                 Ok(path) => {
                     if let Some(c) = self.conn_to(&target) {
                         lock(&self.0.relayed).insert(c.id());
+                        // The relay's word on the target's host, for a birthday punch.
+                        if let Some(a) = attest.filter(|a| a.peer == target) {
+                            lock(&self.0.attested).insert(c.id(), a.host);
+                        }
                         self.upgrade_later(target);
                         // A symmetric NAT on one side: try the birthday punch at once, in the
                         // background (the relayed edge serves meanwhile).

@@ -282,12 +282,16 @@ pub enum Handled {
         nonce: [u8; nodenet_nat::NONCE_LEN],
         /// The relay's caller-side address.
         addr: Addr,
+        /// The relay's word on where it sees a peer (the target, if it is honest).
+        attest: Option<Attested>,
     },
     /// A relay bound a caller to us: punch toward its callee-side address so its packets
     /// get through our NAT.
     RelayBind {
         /// Where to punch.
         addr: Addr,
+        /// The relay's word on where it sees the caller.
+        attest: Option<Attested>,
     },
     /// Nothing more to do (answered through actions, absorbed, or dropped and counted).
     Done,
@@ -295,6 +299,24 @@ pub enum Handled {
 
 /// Addresses punched toward or dialed at most for one hole-punch.
 pub const MAX_PUNCH_CANDIDATES: usize = 8;
+
+/// A relay's attestation, owned: the peer it names and where the relay sees it (port 0).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attested {
+    /// The peer the relay vouches for.
+    pub peer: NodeId,
+    /// Its host, as an address with port 0.
+    pub host: Addr,
+}
+
+impl From<nodenet_nat::Attestation<'_>> for Attested {
+    fn from(a: nodenet_nat::Attestation<'_>) -> Self {
+        Self {
+            peer: a.peer,
+            host: a.host.to_owned_addr(),
+        }
+    }
+}
 
 /// Why an edge was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -1240,15 +1262,19 @@ impl Core {
                     from,
                     nonce: g.nonce,
                     addr: g.addr.to_owned_addr(),
+                    attest: g.attest.map(Attested::from),
                 },
                 Err(_) => {
                     self.stats.dropped_malformed += 1;
                     Handled::Done
                 }
             },
-            _ => match nodenet_nat::decode_relay_bind(payload) {
-                Ok(a) => match self.punch_candidates([a]).pop() {
-                    Some(addr) => Handled::RelayBind { addr },
+            _ => match nodenet_nat::RelayBind::decode(payload) {
+                Ok(b) => match self.punch_candidates([b.addr]).pop() {
+                    Some(addr) => Handled::RelayBind {
+                        addr,
+                        attest: b.attest.map(Attested::from),
+                    },
                     None => {
                         self.stats.dropped_bad_reflexive += 1;
                         Handled::Done

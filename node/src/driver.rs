@@ -16,8 +16,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::core::{
-    Action, Core, CoreConfig, Delivery, EdgeRefusal, Handled, Maintenance, NodeEvent, Now,
-    small_frame,
+    Action, Attested, Core, CoreConfig, Delivery, EdgeRefusal, Handled, Maintenance, NodeEvent,
+    Now, small_frame,
 };
 use crate::{Error, Stats};
 
@@ -46,6 +46,7 @@ pub struct Builder {
     direct_dial_timeout: Duration,
     media_consent: Option<crate::media::ConsentHook>,
     birthday: nodenet_nat::birthday::BirthdayConfig,
+    attest: bool,
 }
 
 impl std::fmt::Debug for Builder {
@@ -82,6 +83,15 @@ impl Builder {
     /// Volunteer as a relay.
     pub fn relay(mut self, on: bool) -> Self {
         self.config.relay = on;
+        self
+    }
+
+    /// As a relay, tell each side of a pair where we see the other (on by default): the
+    /// attestation a birthday punch needs before it probes a host. Off, the relay's frames
+    /// are the reference's, byte for byte, and the pairs it carries stay relayed when only a
+    /// birthday punch would join them.
+    pub fn relay_attestation(mut self, on: bool) -> Self {
+        self.attest = on;
         self
     }
 
@@ -208,6 +218,8 @@ impl Builder {
             media: crate::media::Media::new(self.media_consent),
             birthday: Mutex::new(nodenet_nat::birthday::Limits::new(self.birthday)),
             relay_binds: Mutex::new(Vec::new()),
+            attested: Mutex::new(HashMap::new()),
+            attest: self.attest,
         }))
     }
 }
@@ -259,8 +271,13 @@ pub(crate) struct Shared {
     /// Birthday punching's limits.
     pub(crate) birthday: Mutex<nodenet_nat::birthday::Limits>,
     /// Relay sessions bound to us (RelayBind): the relay's callee-side address, until when a
-    /// caller may come in from it.
-    relay_binds: Mutex<Vec<(Addr, Instant)>>,
+    /// caller may come in from it, and the relay's word on where it sees the caller.
+    relay_binds: Mutex<Vec<(Addr, Instant, Option<Attested>)>>,
+    /// Our relayed connections whose relay attested the peer's host: the host (port 0). A
+    /// birthday punch probes only that host. An entry lives as long as its connection.
+    pub(crate) attested: Mutex<HashMap<ConnId, Addr>>,
+    /// Whether, as a relay, we attest each side's host to the other.
+    attest: bool,
 }
 
 /// How long after a RelayBind an inbound edge from its address counts as relayed.
@@ -282,8 +299,9 @@ pub(crate) struct PunchAnswer {
     pub(crate) public: Option<Addr>,
 }
 
-/// An open relay request: the relay asked, and the caller waiting for its grant.
-pub(crate) type RelayWaiting = (NodeId, oneshot::Sender<Addr>);
+/// An open relay request: the relay asked, and the caller waiting for its grant (the
+/// address to dial, and the relay's attestation, if any).
+pub(crate) type RelayWaiting = (NodeId, oneshot::Sender<(Addr, Option<Attested>)>);
 
 /// Volleys in a punch burst.
 pub(crate) const PUNCH_VOLLEYS: usize = 5;
@@ -325,6 +343,7 @@ impl Node {
             direct_dial_timeout: crate::DIRECT_DIAL_TIMEOUT,
             media_consent: None,
             birthday: nodenet_nat::birthday::BirthdayConfig::default(),
+            attest: true,
         }
     }
 
@@ -553,15 +572,15 @@ impl Node {
                     }
                 }
             }
-            Handled::RelayBind { addr } => {
+            Handled::RelayBind { addr, attest } => {
                 // The caller will come in from this address: that edge runs through the
                 // relay, though we did not ask for it.
                 {
                     let mut binds = lock(&self.0.relay_binds);
                     let t = Instant::now();
-                    binds.retain(|(_, until)| *until > t);
+                    binds.retain(|(_, until, _)| *until > t);
                     if binds.len() < MAX_RELAY_BINDS {
-                        binds.push((addr.clone(), t + RELAY_BIND_TTL));
+                        binds.push((addr.clone(), t + RELAY_BIND_TTL, attest));
                     }
                 }
                 self.punch_burst(None, vec![addr]);
@@ -571,11 +590,16 @@ impl Node {
                 nonce,
                 target,
             } => self.open_relay(&mut core, from, nonce, target),
-            Handled::RelayGranted { from, nonce, addr } => {
+            Handled::RelayGranted {
+                from,
+                nonce,
+                addr,
+                attest,
+            } => {
                 let mut waiters = lock(&self.0.relay_waiters);
                 if waiters.get(&nonce).is_some_and(|(relay, _)| *relay == from) {
                     if let Some((_, waiter)) = waiters.remove(&nonce) {
-                        let _ = waiter.send(addr);
+                        let _ = waiter.send((addr, attest));
                     }
                 }
             }
@@ -617,14 +641,45 @@ impl Node {
             return;
         };
         let (caller, callee) = (self.dialable(caller, core), self.dialable(callee, core));
-        let grant = nodenet_nat::RelayGrant::encode(&nonce, caller.as_ref());
-        let bind = nodenet_nat::encode_relay_bind(callee.as_ref());
+        // Where our own edges see each side: each learns the other's host from us.
+        let (seen_target, seen_from) = if self.0.attest {
+            (self.seen_host(&target), self.seen_host(&from))
+        } else {
+            (None, None)
+        };
+        let grant = nodenet_nat::RelayGrant {
+            nonce,
+            addr: caller.as_ref(),
+            attest: seen_target.as_ref().map(|h| nodenet_nat::Attestation {
+                peer: target,
+                host: h.as_ref(),
+            }),
+        }
+        .encode();
+        let bind = nodenet_nat::RelayBind {
+            addr: callee.as_ref(),
+            attest: seen_from.as_ref().map(|h| nodenet_nat::Attestation {
+                peer: from,
+                host: h.as_ref(),
+            }),
+        }
+        .encode();
         let (Ok(grant), Ok(bind)) = (grant, bind) else {
             return;
         };
         let _ = self.send_to(&target, &small_frame(FrameType::RELAY_BIND, &bind));
         let _ = self.send_to(&from, &small_frame(FrameType::RELAY_GRANT, &grant));
         core.count_relay_granted();
+    }
+
+    /// The host (as an address with port 0) our edge to `peer` comes from, unless that edge
+    /// runs through a relay itself (we would vouch for the relay's host).
+    fn seen_host(&self, peer: &NodeId) -> Option<Addr> {
+        let conn = self.conn_to(peer).filter(|c| !self.is_relayed(c))?;
+        conn.with_remote_addr(|a| {
+            nodenet_nat::birthday::host_of(&a.endpoint)
+                .map(|host| Addr::new(a.net.clone(), format!("{host}:0")))
+        })
     }
 
     /// A relay endpoint bound on a wildcard IP, given the IP peers reach us at instead.
@@ -778,11 +833,21 @@ impl Node {
         if conn.direction() == nodenet_transport::Direction::Inbound {
             let from = conn.remote_addr();
             let t = Instant::now();
-            if lock(&self.0.relay_binds)
-                .iter()
-                .any(|(a, until)| *a == from && *until > t)
-            {
+            let (bound, attest) = {
+                let binds = lock(&self.0.relay_binds);
+                let mut live = binds
+                    .iter()
+                    .filter(|(a, until, _)| *a == from && *until > t);
+                let bound = live.clone().next().is_some();
+                // The relay named the caller it bound: its word holds for that peer only.
+                let attest = live.find_map(|(_, _, a)| a.as_ref().filter(|a| a.peer == peer));
+                (bound, attest.map(|a| a.host.clone()))
+            };
+            if bound {
                 lock(&self.0.relayed).insert(conn.id());
+            }
+            if let Some(host) = attest {
+                lock(&self.0.attested).insert(conn.id(), host);
             }
         }
         let existing = lock(&self.0.conns).get(&peer).cloned();
@@ -827,6 +892,24 @@ impl Node {
         }
     }
 
+    /// The host a relay attested for `peer`: on our relayed edge to it, or, before that edge
+    /// is up (a peer's first message can overtake the end of its handshake), in a live
+    /// RelayBind that names it.
+    pub(crate) fn attested_host(&self, peer: &NodeId) -> Option<Addr> {
+        if let Some(conn) = self.conn_to(peer) {
+            if let Some(host) = lock(&self.0.attested).get(&conn.id()) {
+                return Some(host.clone());
+            }
+        }
+        let t = Instant::now();
+        lock(&self.0.relay_binds)
+            .iter()
+            .rev()
+            .filter(|(_, until, _)| *until > t)
+            .find_map(|(_, _, a)| a.as_ref().filter(|a| a.peer == *peer))
+            .map(|a| a.host.clone())
+    }
+
     /// True for a connection of ours that runs through a relay.
     pub(crate) fn is_relayed(&self, conn: &Conn) -> bool {
         lock(&self.0.relayed).contains(&conn.id())
@@ -834,6 +917,7 @@ impl Node {
 
     fn on_closed(&self, conn: &Conn) {
         lock(&self.0.relayed).remove(&conn.id());
+        lock(&self.0.attested).remove(&conn.id());
         lock(&self.0.punched).remove(&conn.id());
         let peer = conn.remote_id();
         let mut conns = lock(&self.0.conns);

@@ -99,10 +99,13 @@ pub struct Stats {
     pub birthday_refused: u64,
     /// Probes sent as the easy side, in attempts that ran to their cap.
     pub birthday_probes: u64,
+    /// Birthday punches not tried because the relay carrying the pair did not attest the
+    /// peer's host (a reference relay), or contradicted the peer's claim.
+    pub birthday_unverified: u64,
 }
 
 /// How many counters [`Stats::counters`] lists.
-pub const COUNTERS: usize = 46;
+pub const COUNTERS: usize = 47;
 
 impl Stats {
     /// Every counter as `(name, help, value)`, in declaration order: what a metrics exporter
@@ -319,6 +322,11 @@ impl Stats {
                 "Probes sent as the easy side, in attempts that ran to their cap.",
                 self.birthday_probes,
             ),
+            (
+                "birthday_unverified",
+                "Birthday punches not tried: no relay attested the peer's host, or it disagreed.",
+                self.birthday_unverified,
+            ),
         ]
     }
 }
@@ -340,6 +348,6 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), fields);
-        assert!(listed.contains(&("dropped_bad_box", listed[COUNTERS - 18].1, 7)));
+        assert!(listed.contains(&("dropped_bad_box", listed[COUNTERS - 19].1, 7)));
     }
 }

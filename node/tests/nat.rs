@@ -47,10 +47,19 @@ fn cluster_full(
     relays: bool,
     timed: bool,
 ) -> Vec<(Node, mpsc::Receiver<Delivery>)> {
-    cluster_tuned(hub, public, nats, relays, timed, BirthdayConfig::default())
+    cluster_tuned(
+        hub,
+        public,
+        nats,
+        relays,
+        timed,
+        BirthdayConfig::default(),
+        true,
+    )
 }
 
-/// [`cluster_full`], with birthday punching configured.
+/// [`cluster_full`], with birthday punching configured, and the relays attesting each
+/// side's host to the other or not (as the reference's do not).
 fn cluster_tuned(
     hub: &Hub,
     public: u32,
@@ -58,6 +67,7 @@ fn cluster_tuned(
     relays: bool,
     timed: bool,
     birthday: BirthdayConfig,
+    attest: bool,
 ) -> Vec<(Node, mpsc::Receiver<Delivery>)> {
     let mut out = Vec::new();
     let total = public + u32::try_from(nats.len()).unwrap();
@@ -73,6 +83,7 @@ fn cluster_tuned(
         let node = Node::builder(id, Arc::new(t))
             .maintenance(Maintenance::scaled(5))
             .relay(relays && i < public)
+            .relay_attestation(attest)
             .rendezvous_timeout(Duration::from_secs(3))
             .timed_punch(timed)
             .birthday(birthday)
@@ -263,7 +274,7 @@ async fn a_relayed_edge_is_upgraded_when_a_punch_later_works() {
         probes_per_hour: 0,
         ..BirthdayConfig::default()
     };
-    let mut members = cluster_tuned(&hub, 8, &PAIR, true, true, no_birthdays);
+    let mut members = cluster_tuned(&hub, 8, &PAIR, true, true, no_birthdays, true);
     tokio::time::sleep(Duration::from_secs(60)).await;
     hub.heal(ids[a], ids[b]);
     let conn = members[a].0.connect(ids[b]).await.unwrap();
@@ -397,10 +408,65 @@ async fn birthday_punches_join_symmetric_and_cone_nats() {
         "both sides of each pair count an attempt"
     );
     assert!(hub.birthday_probes() > 0);
+    let unverified: u64 = members
+        .iter()
+        .map(|m| m.0.stats().birthday_unverified)
+        .sum();
+    assert_eq!(unverified, 0, "every relay attested");
     // Two symmetric NATs: relayed, and they stay so.
     let (x, y) = pair(PAIRS);
     let conn = members[x].0.connect(ids[y]).await.unwrap();
     assert_eq!(conn.path(), Path::Relayed);
     tokio::time::sleep(Duration::from_secs(25)).await;
     assert_eq!(conn.path(), Path::Relayed);
+}
+
+/// The same pairs, but the relays are the reference's (no attestation of either side's
+/// host): nobody may aim a probe at a host only the peer named, so no birthday punch is
+/// asked or played, not one probe leaves, and the pairs stay relayed (and work).
+#[tokio::test(start_paused = true)]
+async fn without_a_relays_word_no_birthday_probe_leaves() {
+    const NATS: [(&str, NatModel); 4] = [
+        ("natsym0", NatModel::SYMMETRIC_RANDOM),
+        ("natport0", NatModel::PORT_RESTRICTED),
+        ("natsym1", NatModel::SYMMETRIC_RANDOM),
+        ("natport1", NatModel::PORT_RESTRICTED),
+    ];
+    let hub = Hub::new();
+    let public = 8usize;
+    let ids: Vec<_> = (0..12).map(|i| identity(i).node_id()).collect();
+    hub.partition(ids[8], ids[9]);
+    hub.partition(ids[10], ids[11]);
+    let mut members = cluster_tuned(&hub, 8, &NATS, true, true, BirthdayConfig::default(), false);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    hub.heal(ids[8], ids[9]);
+    hub.heal(ids[10], ids[11]);
+    // The symmetric side starts one, the cone side the other.
+    for (from, to) in [(public, public + 1), (public + 3, public + 2)] {
+        let mut types = [members[from].0.nat_type(), members[to].0.nat_type()];
+        types.sort_by_key(|t| t.as_str());
+        assert_eq!(
+            types,
+            [NatType::Cone, NatType::Symmetric],
+            "a birthday pair"
+        );
+        let conn = members[from].0.connect(ids[to]).await.unwrap();
+        assert_eq!(conn.path(), Path::Relayed, "{from}→{to}");
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        assert_eq!(conn.path(), Path::Relayed, "{from}→{to} stays relayed");
+        conn.send(b"still relayed").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut got = false;
+        while let Ok(d) = members[to].1.try_recv() {
+            got |= d.via == Via::Direct && d.payload == b"still relayed";
+        }
+        assert!(got, "{from}→{to}: the relayed edge carries frames");
+        assert!(
+            members[from].0.stats().birthday_unverified >= 1,
+            "{from}: counted"
+        );
+    }
+    let attempts: u64 = members.iter().map(|m| m.0.stats().birthday_attempts).sum();
+    assert_eq!(attempts, 0);
+    assert_eq!(hub.birthday_probes(), 0);
 }
