@@ -29,6 +29,18 @@ use crate::driver::{Node, lock};
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the easy side looks for the edge the hard side dials.
 const WATCH_EVERY: Duration = Duration::from_millis(50);
+/// How long a request waits for the relayed edge a live RelayBind announced.
+const EDGE_WAIT: Duration = Duration::from_secs(2);
+
+/// A peer's birthday request, as the core decoded it.
+struct Request {
+    peer: NodeId,
+    nonce: [u8; nodenet_nat::NONCE_LEN],
+    /// Where an easy peer is reached (its confirmed mapping).
+    addrs: Vec<Addr>,
+    /// A hard peer's public host (port 0).
+    public: Option<Addr>,
+}
 
 /// What the plan and the relay's word make of a pair.
 enum Part {
@@ -97,9 +109,13 @@ impl Node {
         })
     }
 
-    /// A peer asks for a birthday punch: agree if the plan says so and the limits allow,
-    /// then play our role; otherwise answer without the flag.
-    #[allow(clippy::too_many_arguments)]
+    /// A peer asks for a birthday punch: agree if the plan says so, the relay carrying our
+    /// edge to it attested the host we would aim at, and the limits allow; then play our
+    /// role. Otherwise answer without the flag.
+    ///
+    /// A relay's caller asks as soon as its side of the relayed handshake is done, and the
+    /// request can overtake the end of ours: while a live RelayBind names the peer but our
+    /// edge from that relay is not up yet, the answer waits for it ([`EDGE_WAIT`] at most).
     pub(crate) fn on_birthday_request(
         &self,
         core: &mut Core,
@@ -109,8 +125,44 @@ impl Node {
         addrs: Vec<Addr>,
         public: Option<Addr>,
     ) {
-        // The core is locked here: ask it, not the node.
+        let request = Request {
+            peer,
+            nonce,
+            addrs,
+            public,
+        };
         let attested = self.attested_host(&peer);
+        if attested.is_some() || !self.relay_bound(&peer) {
+            self.answer_request(core, now, request, attested);
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + EDGE_WAIT;
+            let attested = loop {
+                tokio::time::sleep(WATCH_EVERY).await;
+                let attested = node.attested_host(&peer);
+                if attested.is_some() || tokio::time::Instant::now() >= deadline {
+                    break attested;
+                }
+            };
+            let now = node.now();
+            let mut core = lock(&node.0.core);
+            node.answer_request(&mut core, now, request, attested);
+            node.drain(&mut core, now);
+        });
+    }
+
+    /// Decides and answers a peer's request, given what the relay carrying our edge to it
+    /// attested.
+    fn answer_request(&self, core: &mut Core, now: Now, req: Request, attested: Option<Addr>) {
+        let Request {
+            peer,
+            nonce,
+            addrs,
+            public,
+        } = req;
+        // The core is locked here: ask it, not the node.
         let part = Self::birthday_part(
             core.nat_type(),
             public.is_some(),

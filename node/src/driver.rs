@@ -892,22 +892,19 @@ impl Node {
         }
     }
 
-    /// The host a relay attested for `peer`: on our relayed edge to it, or, before that edge
-    /// is up (a peer's first message can overtake the end of its handshake), in a live
-    /// RelayBind that names it.
+    /// The host the relay carrying our edge to `peer` attested, if that edge is relayed and
+    /// the relay did.
     pub(crate) fn attested_host(&self, peer: &NodeId) -> Option<Addr> {
-        if let Some(conn) = self.conn_to(peer) {
-            if let Some(host) = lock(&self.0.attested).get(&conn.id()) {
-                return Some(host.clone());
-            }
-        }
+        let conn = self.conn_to(peer)?;
+        lock(&self.0.attested).get(&conn.id()).cloned()
+    }
+
+    /// Whether a live RelayBind names `peer` as its caller: a relayed edge from it is coming.
+    pub(crate) fn relay_bound(&self, peer: &NodeId) -> bool {
         let t = Instant::now();
         lock(&self.0.relay_binds)
             .iter()
-            .rev()
-            .filter(|(_, until, _)| *until > t)
-            .find_map(|(_, _, a)| a.as_ref().filter(|a| a.peer == *peer))
-            .map(|a| a.host.clone())
+            .any(|(_, until, a)| *until > t && a.as_ref().is_some_and(|a| a.peer == *peer))
     }
 
     /// True for a connection of ours that runs through a relay.
