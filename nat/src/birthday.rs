@@ -250,7 +250,7 @@ pub fn agreed_host<'a>(
 ) -> Option<String> {
     let mut count: HashMap<&str, usize> = HashMap::new();
     for endpoint in reports {
-        if let Some((host, _)) = endpoint.rsplit_once(':') {
+        if let Some(host) = host_of(endpoint) {
             *count.entry(host).or_default() += 1;
         }
     }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodenet::{
-    BirthdayConfig, Contact, Delivery, Error, Maintenance, NatType, Node, Path, Step, StepError,
-    Strategy, Via,
+    BirthdayConfig, Connection, Contact, Delivery, Error, Maintenance, NatType, Node, Path, Step,
+    StepError, Strategy, Via,
 };
 use nodenet_identity::Identity;
 use nodenet_transport::Transport;
@@ -128,6 +128,22 @@ async fn connect_and_prove(
     };
     assert_eq!(d.payload, payload.as_bytes());
     assert_eq!(d.originator, members[a].0.id());
+}
+
+/// Sends `payload` over `conn`; true when `inbox` received it over an edge (not routed)
+/// within 100 ms. Everything else waiting in `inbox` is drained.
+async fn arrives_direct(
+    conn: &Connection,
+    inbox: &mut mpsc::Receiver<Delivery>,
+    payload: &[u8],
+) -> bool {
+    conn.send(payload).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut got = false;
+    while let Ok(d) = inbox.try_recv() {
+        got |= d.via == Via::Direct && d.payload == payload;
+    }
+    got
 }
 
 const NATS: [(&str, NatModel); 4] = [
@@ -292,13 +308,10 @@ async fn a_relayed_edge_is_upgraded_when_a_punch_later_works() {
     assert_eq!(members[b].0.nat_type(), NatType::Cone);
     assert_eq!(members[a].0.stats().relay_upgrades, 1);
     assert_eq!(conn.path(), Path::Punched);
-    conn.send(b"after the upgrade").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut got = false;
-    while let Ok(d) = members[b].1.try_recv() {
-        got |= d.via == Via::Direct && d.payload == b"after the upgrade";
-    }
-    assert!(got, "the handle carries frames over the punched edge");
+    assert!(
+        arrives_direct(&conn, &mut members[b].1, b"after the upgrade").await,
+        "the handle carries frames over the punched edge"
+    );
 }
 
 /// Two nodes behind Linux-style NATs that claim the port of a dropped packet, 20 ms apart on
@@ -392,13 +405,11 @@ async fn birthday_punches_join_symmetric_and_cone_nats() {
             punched += 1;
             let again = members[from].0.connect(ids[to]).await.unwrap();
             assert_eq!(again.path(), Path::Punched);
-            conn.send(format!("birthday {k}").as_bytes()).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let mut got = false;
-            while let Ok(d) = members[to].1.try_recv() {
-                got |= d.via == Via::Direct && d.payload == format!("birthday {k}").as_bytes();
-            }
-            assert!(got, "pair {k}: a frame crosses the punched edge");
+            let payload = format!("birthday {k}");
+            assert!(
+                arrives_direct(&conn, &mut members[to].1, payload.as_bytes()).await,
+                "pair {k}: a frame crosses the punched edge"
+            );
         }
     }
     assert!(punched >= PAIRS, "{punched}/{PAIRS} pairs punched");
@@ -454,13 +465,10 @@ async fn without_a_relays_word_no_birthday_probe_leaves() {
         assert_eq!(conn.path(), Path::Relayed, "{from}→{to}");
         tokio::time::sleep(Duration::from_secs(25)).await;
         assert_eq!(conn.path(), Path::Relayed, "{from}→{to} stays relayed");
-        conn.send(b"still relayed").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut got = false;
-        while let Ok(d) = members[to].1.try_recv() {
-            got |= d.via == Via::Direct && d.payload == b"still relayed";
-        }
-        assert!(got, "{from}→{to}: the relayed edge carries frames");
+        assert!(
+            arrives_direct(&conn, &mut members[to].1, b"still relayed").await,
+            "{from}→{to}: the relayed edge carries frames"
+        );
         assert!(
             members[from].0.stats().birthday_unverified >= 1,
             "{from}: counted"
