@@ -26,6 +26,7 @@ use nodenet_routing::{
 use nodenet_wire::{Addr, Frame, FrameType, MAX_PACKET_LEN, Writer};
 
 use crate::Stats;
+use crate::rng::CoreRng;
 
 /// The time, as the core sees it: the driver's monotonic clock and the wall clock (for the
 /// `sent` field of envelopes and their freshness window).
@@ -507,7 +508,7 @@ pub struct Core {
     /// Our rendezvous requests: nonce → (target, expiry, answered).
     rendezvous: HashMap<[u8; RDV_NONCE_LEN], (NodeId, Time, bool)>,
     limiter: OriginLimiter,
-    rng: u64,
+    rng: CoreRng,
     bootstrap: Vec<Contact>,
     dialing: HashSet<NodeId>,
     backoff: HashMap<NodeId, Backoff>,
@@ -534,8 +535,9 @@ impl std::fmt::Debug for Core {
 }
 
 impl Core {
-    /// A core for `identity`; `seed` seeds its nonces and refresh targets.
-    pub fn new(identity: Identity, config: CoreConfig, seed: u64) -> Self {
+    /// A core for `identity`; `rng` makes its nonces and refresh targets
+    /// ([`CoreRng::from_os`] for a real node).
+    pub fn new(identity: Identity, config: CoreConfig, rng: CoreRng) -> Self {
         let id = identity.node_id();
         Self {
             knowledge: {
@@ -554,7 +556,7 @@ impl Core {
             rendezvous: HashMap::new(),
             crumbs: Crumbs::default(),
             limiter: OriginLimiter::default(),
-            rng: seed | 1,
+            rng,
             bootstrap: Vec::new(),
             dialing: HashSet::new(),
             backoff: HashMap::new(),
@@ -986,11 +988,22 @@ impl Core {
             // Connect) came in on is remembered for a while under its originator and nonce;
             // its answer (Neighbors, Reply, ConnectAck) goes back that way first, and greedy
             // routing is the fallback.
+            //
+            // A breadcrumb draws answers to the edge it names, so only a request whose
+            // originator really signed it plants one: otherwise any edge peer could forge a
+            // request in a victim's name and catch the victim's answers first. A forged
+            // request would be dropped where it ends anyway; it is dropped here, at the
+            // first honest hop.
+            let ttl = m.ttl.min(MAX_HOPS);
             match crumb_of(ty, m.payload) {
                 Some((true, nonce)) => {
+                    if m.verify(ty).is_err() {
+                        self.stats.dropped_bad_sig += 1;
+                        return Handled::Done;
+                    }
                     self.crumbs.insert((m.originator(), nonce), from, now.mono);
                 }
-                Some((false, nonce)) if decision != Decision::Deliver && m.ttl > 1 => {
+                Some((false, nonce)) if decision != Decision::Deliver && ttl > 1 => {
                     let back = self
                         .crumbs
                         .get(&(m.target, nonce), now.mono)
@@ -998,7 +1011,8 @@ impl Core {
                     if let Some(c) = back {
                         if !matches!(decision, Decision::Forward { .. }) {
                             candidates.clear();
-                            decision = Decision::Forward { ttl: m.ttl - 1 };
+                            // The clamped TTL, as `decide` uses: never the raw wire byte.
+                            decision = Decision::Forward { ttl: ttl - 1 };
                         }
                         candidates.prefer(c);
                     }
@@ -1354,10 +1368,7 @@ impl Core {
         if self.punches.len() >= PENDING_MAX {
             return Err(OriginateError::Busy);
         }
-        let mut nonce = [0u8; nodenet_nat::NONCE_LEN];
-        nonce[..8].copy_from_slice(&self.next_u64().to_be_bytes());
-        nonce[8..].copy_from_slice(&self.next_u64().to_be_bytes());
-        Ok(nonce)
+        Ok(self.random())
     }
 
     /// Starts a hole-punch toward `peer`: a signed Connect with our coordinates, routed to it
@@ -1537,9 +1548,7 @@ impl Core {
         now: Now,
         target: NodeId,
     ) -> Result<[u8; RDV_NONCE_LEN], OriginateError> {
-        let mut nonce = [0u8; RDV_NONCE_LEN];
-        nonce[..8].copy_from_slice(&self.next_u64().to_be_bytes());
-        nonce[8..].copy_from_slice(&self.next_u64().to_be_bytes());
+        let nonce: [u8; RDV_NONCE_LEN] = self.random();
         if self.rendezvous.len() >= PENDING_MAX {
             self.rendezvous.retain(|_, (_, exp, _)| *exp > now.mono);
         }
@@ -1903,7 +1912,7 @@ impl Core {
 
     /// A fresh nonce, remembered as solicited for the answer it invites.
     fn nonce(&mut self, now: Now) -> [u8; NONCE_LEN] {
-        let nonce = self.next_u64().to_be_bytes();
+        let nonce: [u8; NONCE_LEN] = self.random();
         if self.pending.len() >= PENDING_MAX {
             self.pending.retain(|_, exp| *exp > now.mono);
         }
@@ -2037,18 +2046,16 @@ impl Core {
         self.actions.push_back(Action::Dial(contact));
     }
 
-    fn next_u64(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-
     fn random32(&mut self) -> [u8; 32] {
         let mut out = [0u8; 32];
-        for c in out.chunks_exact_mut(8) {
-            c.copy_from_slice(&self.next_u64().to_le_bytes());
-        }
+        self.rng.fill(&mut out);
+        out
+    }
+
+    /// `N` random bytes (a nonce).
+    fn random<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        self.rng.fill(&mut out);
         out
     }
 }
@@ -2060,3 +2067,6 @@ pub(crate) fn small_frame(ty: FrameType, payload: &[u8]) -> Vec<u8> {
     buf.truncate(n);
     buf
 }
+
+#[cfg(test)]
+mod tests;

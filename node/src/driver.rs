@@ -19,6 +19,7 @@ use crate::core::{
     Action, Attested, Core, CoreConfig, Delivery, EdgeRefusal, Handled, Maintenance, NodeEvent,
     Now, small_frame,
 };
+use crate::rng::CoreRng;
 use crate::{Error, Stats};
 
 /// Default depth of the deliveries queue.
@@ -39,7 +40,7 @@ pub struct Builder {
     config: CoreConfig,
     delivery_buffer: usize,
     admission: Option<crate::core::AdmissionHook>,
-    seed: u64,
+    seed: Option<u64>,
     advertise_set: bool,
     subnets: Option<bool>,
     rendezvous_timeout: Duration,
@@ -159,9 +160,12 @@ impl Builder {
         self
     }
 
-    /// Seeds the node's nonces (tests use it for determinism).
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
+    /// Makes the node's nonces and random lookups a fixed function of `seed`, for tests that
+    /// want repeatable runs. **Never on a real network**: whoever guesses the seed predicts
+    /// every nonce, and the answers the node accepts rest on them. By default the node's
+    /// generator is keyed from the operating system ([`crate::CoreRng::from_os`]).
+    pub fn deterministic_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
         self
     }
 
@@ -183,7 +187,10 @@ impl Builder {
             .unwrap_or_else(|| self.transport.is_ip() && !loopback);
         let maintenance_tick = config.maintenance.tick;
         let dial_timeout = config.maintenance.dial_timeout;
-        let mut core = Core::new(self.identity, config, self.seed);
+        let rng = self
+            .seed
+            .map_or_else(CoreRng::from_os, CoreRng::deterministic);
+        let mut core = Core::new(self.identity, config, rng);
         if let Some(a) = self.admission {
             core.set_admission(a);
         }
@@ -336,7 +343,7 @@ impl Node {
             config: CoreConfig::default(),
             delivery_buffer: DEFAULT_DELIVERY_BUFFER,
             admission: None,
-            seed: 0x5eed,
+            seed: None,
             advertise_set: false,
             subnets: None,
             rendezvous_timeout: DEFAULT_RENDEZVOUS_TIMEOUT,

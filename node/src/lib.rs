@@ -34,6 +34,7 @@ mod connect;
 mod core;
 mod driver;
 mod media;
+mod rng;
 pub mod sim;
 mod stats;
 
@@ -55,6 +56,7 @@ pub use nodenet_routing::Contact;
 pub use nodenet_transport::Transport;
 pub use nodenet_transport::media::{MediaBudget, MediaPacket, MediaStats};
 pub use nodenet_transport::{MediaError, MediaSession};
+pub use rng::CoreRng;
 pub use stats::{COUNTERS, Stats};
 
 /// What a node operation can fail with.

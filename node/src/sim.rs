@@ -16,6 +16,7 @@ use nodenet_routing::msg::{MAX_HOPS, MsgRef};
 use nodenet_routing::{Contact, Time};
 use nodenet_wire::{Addr, Frame, FrameType};
 
+use crate::CoreRng;
 use crate::core::{Action, Core, CoreConfig, Handled, Now};
 
 /// Wall-clock origin of simulated envelopes (any fixed instant works).
@@ -111,7 +112,11 @@ impl Sim {
             cfg.advertise = vec![Self::addr(i)];
             sim.index.insert(id.node_id(), i);
             sim.keys.push(id.ed_public());
-            sim.cores.push(Core::new(id, cfg, seed ^ (i as u64 + 1)));
+            sim.cores.push(Core::new(
+                id,
+                cfg,
+                CoreRng::deterministic(seed ^ (i as u64 + 1)),
+            ));
             sim.alive.push(true);
         }
         for i in 0..sim.cores.len() {

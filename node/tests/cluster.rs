@@ -41,7 +41,7 @@ fn member(hub: &Hub, i: u32, identity: Identity, difficulty: u32, nat: bool) -> 
         .min_difficulty(difficulty)
         .maintenance(Maintenance::scaled(5))
         .delivery_buffer(4096)
-        .seed(u64::from(i) + 1);
+        .deterministic_seed(u64::from(i) + 1);
     if nat {
         builder = builder.advertise(Vec::new());
     }

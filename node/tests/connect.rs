@@ -31,7 +31,7 @@ fn build(identity: Identity, transport: Arc<dyn Transport>, i: u32, rendezvous: 
         .delivery_buffer(8192)
         .rendezvous_timeout(rendezvous)
         .direct_dial_timeout(Duration::from_secs(5))
-        .seed(u64::from(i) + 1)
+        .deterministic_seed(u64::from(i) + 1)
         .build()
 }
 

@@ -35,7 +35,7 @@ fn nodes(
         let mut b = Node::builder(id, t)
             .maintenance(Maintenance::scaled(5))
             .rendezvous_timeout(Duration::from_secs(5))
-            .seed(i as u64 + 1);
+            .deterministic_seed(i as u64 + 1);
         if !callers.is_empty() {
             b = b.media_consent(move |peer| callers.contains(peer));
         }

@@ -87,7 +87,7 @@ fn cluster_tuned(
             .rendezvous_timeout(Duration::from_secs(3))
             .timed_punch(timed)
             .birthday(birthday)
-            .seed(u64::from(i) + 1)
+            .deterministic_seed(u64::from(i) + 1)
             .build();
         let inbox = node.deliveries().unwrap();
         node.spawn();

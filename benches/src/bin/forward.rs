@@ -39,7 +39,7 @@ fn main() {
     let (origin, me, next) = (minted(1), minted(2), minted(3));
     let mut config = CoreConfig::default();
     config.difficulty = DIFFICULTY;
-    let mut core = Core::new(me, config, 1);
+    let mut core = Core::new(me, config, nodenet::CoreRng::deterministic(1));
     let unix = 1_700_000_000_000_000_000i64;
     let at = |t: Time| Now {
         mono: t,

@@ -212,7 +212,7 @@ fn spawn_nodes(
             .maintenance(Maintenance::scaled(5))
             .timed_punch(*timed)
             .relay(i < PUBLIC)
-            .seed(i as u64 + 1)
+            .deterministic_seed(i as u64 + 1)
             .build();
         node.spawn();
         match &boot {

@@ -1,0 +1,289 @@
+//! Attacks on the core, each written as the attacker would mount it, with the project's own
+//! codecs: what a hostile peer sends, and what the core must (not) do about it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use nodenet_identity::Identity;
+use nodenet_kad::NodeId;
+use nodenet_routing::Time;
+use nodenet_routing::msg::{self, MsgFields, MsgRef};
+use nodenet_transport::mem::Hub;
+use nodenet_wire::{Addr, Frame, FrameType};
+
+use super::*;
+use crate::driver::{Node, lock};
+
+pub(crate) fn identity(i: u32) -> Identity {
+    let mut seed = [0x33u8; 32];
+    seed[..4].copy_from_slice(&i.to_be_bytes());
+    Identity::from_seed(&seed)
+}
+
+pub(crate) fn now(secs: u64) -> Now {
+    Now {
+        mono: Time(secs * 1_000_000_000),
+        unix_ns: 1_700_000_000_000_000_000 + i64::try_from(secs).unwrap() * 1_000_000_000,
+    }
+}
+
+fn mem_addr(name: &str) -> Addr {
+    Addr::new("mem", name)
+}
+
+/// Gives `core` one outbound edge to `peer` and drains what that queued.
+fn edge(core: &mut Core, peer: &Identity, at: Now) {
+    core.on_edge_up(
+        at,
+        peer.node_id(),
+        Some(peer.ed_public()),
+        true,
+        &mem_addr(&peer.node_id().short().to_string()),
+    )
+    .unwrap();
+    while core.poll_action().is_some() {}
+}
+
+/// The nonce of every Lookup the core queued.
+fn lookup_nonces(core: &mut Core) -> Vec<[u8; NONCE_LEN]> {
+    let mut out = Vec::new();
+    while let Some(a) = core.poll_action() {
+        if let Action::Send { frame, .. } = a {
+            let (f, _) = Frame::parse(&frame).unwrap();
+            if f.frame_type() == FrameType::LOOKUP {
+                let m = MsgRef::parse(f.payload()).unwrap();
+                out.push(control::parse_nonce(m.payload).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// `n` Lookup nonces and `n` rendezvous nonces from a node's core.
+fn draw_nonces(node: &Node, n: usize) -> (Vec<[u8; NONCE_LEN]>, Vec<[u8; RDV_NONCE_LEN]>) {
+    let mut core = lock(&node.0.core);
+    let peer = identity(999);
+    edge(&mut core, &peer, now(1));
+    let mut lookups = Vec::new();
+    let mut rdv = Vec::new();
+    for i in 0..n {
+        core.lookup(now(1), NodeId::from_bytes([i.to_le_bytes()[0]; 32]));
+        lookups.extend(lookup_nonces(&mut core));
+        rdv.push(core.start_rendezvous(now(1), peer.node_id()).unwrap());
+        // Keep the request table from filling.
+        if i % 512 == 511 {
+            core.rendezvous.clear();
+        }
+        while core.poll_action().is_some() {}
+    }
+    (lookups, rdv)
+}
+
+/// The generator every node used before: a bare xorshift whose output is its whole state.
+fn xorshift(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
+#[tokio::test]
+async fn default_nodes_and_a_restarted_one_never_share_a_nonce() {
+    let hub = Hub::new();
+    let build = |i: u32, name: &str| {
+        let id = identity(i);
+        let t = hub.transport(id.node_id(), name).unwrap();
+        Node::builder(id, Arc::new(t)).build()
+    };
+    let a = build(1, "a");
+    let b = build(2, "b");
+    let (a_lookups, a_rdv) = draw_nonces(&a, 1000);
+    let (b_lookups, b_rdv) = draw_nonces(&b, 1000);
+    // The same identity again, as after a restart.
+    drop(a);
+    let again = build(1, "a2");
+    let (r_lookups, r_rdv) = draw_nonces(&again, 1000);
+
+    let mut seen = HashSet::new();
+    for n in a_lookups.iter().chain(&b_lookups).chain(&r_lookups) {
+        assert!(
+            seen.insert(*n),
+            "a lookup nonce repeated across nodes: {n:02x?}"
+        );
+    }
+    let mut seen = HashSet::new();
+    for n in a_rdv.iter().chain(&b_rdv).chain(&r_rdv) {
+        assert!(
+            seen.insert(*n),
+            "a rendezvous nonce repeated across nodes: {n:02x?}"
+        );
+    }
+    // No nonce is the generator's state: the next one does not follow from it.
+    for w in a_lookups.windows(2).chain(r_lookups.windows(2)) {
+        let prev = u64::from_be_bytes(w[0]);
+        let next = u64::from_be_bytes(w[1]);
+        assert_ne!(xorshift(prev), next, "a nonce predicted the next");
+    }
+    for n in a_rdv.iter().chain(&r_rdv) {
+        let hi = u64::from_be_bytes(n[..8].try_into().unwrap());
+        let lo = u64::from_be_bytes(n[8..].try_into().unwrap());
+        assert_ne!(
+            xorshift(hi),
+            lo,
+            "a nonce's first half predicted its second"
+        );
+    }
+}
+
+#[test]
+fn a_deterministic_seed_repeats_and_says_so() {
+    let mk = |seed| {
+        Core::new(
+            identity(1),
+            CoreConfig::default(),
+            CoreRng::deterministic(seed),
+        )
+    };
+    let (mut x, mut y, mut z) = (mk(7), mk(7), mk(8));
+    let peer = identity(2);
+    for c in [&mut x, &mut y, &mut z] {
+        edge(c, &peer, now(1));
+    }
+    let draw = |c: &mut Core| {
+        c.lookup(now(1), peer.node_id());
+        lookup_nonces(c)
+    };
+    let (nx, ny, nz) = (draw(&mut x), draw(&mut y), draw(&mut z));
+    assert_eq!(nx, ny);
+    assert_ne!(nx, nz);
+}
+
+/// A routed frame of `ty` to `target` carrying `ed_pub` as its originator's key, signed by
+/// `signer` (a forger signs with a key that is not the one it names).
+fn routed(
+    signer: &Identity,
+    ed_pub: [u8; 32],
+    ty: FrameType,
+    target: NodeId,
+    ttl: u8,
+    at: Now,
+    payload: &[u8],
+) -> Vec<u8> {
+    let sig = msg::sign(signer, ty, &target, at.unix_ns, payload);
+    let fields = MsgFields {
+        target,
+        ttl,
+        ed_pub: &ed_pub,
+        sent: at.unix_ns,
+        avoid: &[],
+        payload,
+        sig: &sig,
+    };
+    let mut frame = vec![0u8; fields.encoded_len() + 16];
+    let n = fields.encode_frame(ty, &mut frame).unwrap();
+    frame.truncate(n);
+    frame
+}
+
+/// A Neighbors answer from `from` to `to` for `nonce`, with no contacts.
+fn neighbors(from: &Identity, to: NodeId, nonce: [u8; NONCE_LEN], ttl: u8, at: Now) -> Vec<u8> {
+    let mut payload = vec![0u8; NONCE_LEN + control::contacts_len(&[])];
+    control::encode_neighbors(&mut Writer::new(&mut payload), &nonce, &[]).unwrap();
+    routed(
+        from,
+        from.ed_public(),
+        FrameType::NEIGHBORS,
+        to,
+        ttl,
+        at,
+        &payload,
+    )
+}
+
+fn first_hop(h: &Handled) -> Option<NodeId> {
+    match h {
+        Handled::Forward(c) => c.as_slice().first().copied(),
+        _ => None,
+    }
+}
+
+/// Finding 5: an edge peer forges a Lookup under a victim's key, to plant a breadcrumb that
+/// draws the victim's answers to itself. The forged request must plant nothing (and go no
+/// further), and the victim's answer must go to the victim.
+#[test]
+fn a_forged_request_plants_no_breadcrumb() {
+    let (me, forger, answerer, victim) = (identity(1), identity(2), identity(3), identity(4));
+    let mut core = Core::new(me, CoreConfig::default(), CoreRng::deterministic(1));
+    let t = now(1);
+    for p in [&forger, &answerer, &victim] {
+        edge(&mut core, p, t);
+    }
+    let nonce = [0x42; NONCE_LEN];
+    // In the victim's name, toward the answerer: the forger cannot sign as the victim.
+    let mut forged = routed(
+        &forger,
+        victim.ed_public(),
+        FrameType::LOOKUP,
+        answerer.node_id(),
+        MAX_HOPS,
+        t,
+        &nonce,
+    );
+    let from = mem_addr("forger");
+    let before = core.stats().dropped_bad_sig;
+    let h = core.on_frame(t, forger.node_id(), &from, &mut forged);
+    assert!(first_hop(&h).is_none(), "a forged request was forwarded");
+    assert_eq!(core.stats().dropped_bad_sig, before + 1);
+
+    // The answer to the victim's nonce arrives: it goes to the victim, not the forger.
+    let mut answer = neighbors(&answerer, victim.node_id(), nonce, MAX_HOPS, t);
+    let h = core.on_frame(t, answerer.node_id(), &mem_addr("answerer"), &mut answer);
+    assert_eq!(first_hop(&h), Some(victim.node_id()));
+}
+
+/// Finding 5, the TTL: an answer that retraces a breadcrumb is forwarded with the clamped
+/// TTL, never the raw wire byte (up to 255), so it cannot outlive the hop limit.
+#[test]
+fn a_breadcrumb_forward_clamps_the_ttl() {
+    let me = identity(1);
+    let (via, answerer) = (identity(2), identity(3));
+    // An originator we hold no edge to, nearer us than `via`: greedy routing has nowhere to
+    // send its answer (a local optimum), so only the breadcrumb forwards it.
+    let origin = (100..10_000)
+        .map(identity)
+        .find(|o| {
+            let o = o.node_id();
+            o.distance(&me.node_id()) < o.distance(&via.node_id())
+        })
+        .unwrap();
+    let mut core = Core::new(me, CoreConfig::default(), CoreRng::deterministic(1));
+    let t = now(1);
+    edge(&mut core, &via, t);
+    edge(&mut core, &answerer, t);
+    let nonce = [0x17; NONCE_LEN];
+    let mut lookup = routed(
+        &origin,
+        origin.ed_public(),
+        FrameType::LOOKUP,
+        answerer.node_id(),
+        MAX_HOPS,
+        t,
+        &nonce,
+    );
+    let h = core.on_frame(t, via.node_id(), &mem_addr("via"), &mut lookup);
+    assert_eq!(first_hop(&h), Some(answerer.node_id()));
+
+    let mut answer = neighbors(&answerer, origin.node_id(), nonce, u8::MAX, t);
+    let h = core.on_frame(t, answerer.node_id(), &mem_addr("answerer"), &mut answer);
+    assert_eq!(
+        first_hop(&h),
+        Some(via.node_id()),
+        "the breadcrumb was not followed"
+    );
+    let (f, _) = Frame::parse(&answer).unwrap();
+    let ttl = MsgRef::parse(f.payload()).unwrap().ttl;
+    assert!(
+        ttl < MAX_HOPS,
+        "forwarded with TTL {ttl}, above the hop limit"
+    );
+}
