@@ -8,9 +8,11 @@
 //! answers an ordinary ConnectAck (no flag), and the attempt ends there. Every attempt, on
 //! both sides, passes [`nodenet_nat::birthday::Limits`]; refusals and results are counted.
 //!
-//! Neither side aims a packet at a host on the peer's say-so alone: the relay that carries
-//! the pair's edge attested, in its RelayGrant or RelayBind, where it sees the peer, and
-//! the peer's claim must name that host. Without the relay's word (a reference relay), or
+//! Neither side aims a packet at a host on the peer's say-so alone: a relay that *this* side
+//! chose attested, in its RelayGrant, where it sees the peer, and the peer's claim must name
+//! that host. The caller has that word from the relay it dialed through; the callee asks
+//! relays of its own (a RelayBind's word is never taken: the caller chose that relay, and a
+//! caller with a relay of its own could have it vouch for a bystander). Without the relay's word (a reference relay), or
 //! against it, the pair stays relayed and `birthday_unverified` counts it.
 
 use std::time::Duration;
@@ -29,8 +31,6 @@ use crate::driver::{Node, lock};
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the easy side looks for the edge the hard side dials.
 const WATCH_EVERY: Duration = Duration::from_millis(50);
-/// How long a request waits for the relayed edge a live RelayBind announced.
-const EDGE_WAIT: Duration = Duration::from_secs(2);
 
 /// A peer's birthday request, as the core decoded it.
 struct Request {
@@ -109,13 +109,13 @@ impl Node {
         })
     }
 
-    /// A peer asks for a birthday punch: agree if the plan says so, the relay carrying our
-    /// edge to it attested the host we would aim at, and the limits allow; then play our
-    /// role. Otherwise answer without the flag.
+    /// A peer asks for a birthday punch: agree if the plan says so, a relay of our own
+    /// choosing attested the host we would aim at ([`Node::trusted_host`]), and the limits
+    /// allow; then play our role. Otherwise answer without the flag.
     ///
-    /// A relay's caller asks as soon as its side of the relayed handshake is done, and the
-    /// request can overtake the end of ours: while a live RelayBind names the peer but our
-    /// edge from that relay is not up yet, the answer waits for it ([`EDGE_WAIT`] at most).
+    /// When we dialed the peer through a relay we asked, that relay's word is at hand.
+    /// Otherwise (the peer came in through a relay it chose) we ask relays of ours first,
+    /// in the background; the peer waits up to its answer timeout for us.
     pub(crate) fn on_birthday_request(
         &self,
         core: &mut Core,
@@ -132,20 +132,13 @@ impl Node {
             public,
         };
         let attested = self.attested_host(&peer);
-        if attested.is_some() || !self.relay_bound(&peer) {
+        if attested.is_some() {
             self.answer_request(core, now, request, attested);
             return;
         }
         let node = self.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + EDGE_WAIT;
-            let attested = loop {
-                tokio::time::sleep(WATCH_EVERY).await;
-                let attested = node.attested_host(&peer);
-                if attested.is_some() || tokio::time::Instant::now() >= deadline {
-                    break attested;
-                }
-            };
+        self.spawn_owned(async move {
+            let attested = node.trusted_host(peer).await;
             let now = node.now();
             let mut core = lock(&node.0.core);
             node.answer_request(&mut core, now, request, attested);
@@ -200,7 +193,9 @@ impl Node {
             (true, Ok(()), Some(role)) => {
                 core.stats_mut().birthday_attempts += 1;
                 let node = self.clone();
-                tokio::spawn(async move { node.play(peer, nonce, role).await });
+                self.spawn_owned(async move {
+                    node.play(peer, nonce, role).await;
+                });
             }
             (true, _, _) => {
                 lock(&self.0.birthday).finish(peer, self.birthday_now(), false);
@@ -218,9 +213,9 @@ impl Node {
             return false;
         }
         let hard = ours == NatType::Symmetric;
-        // Without the relay's word on the peer's host there is nothing we may aim at: do not
-        // ask.
-        let Some(attested) = self.attested_host(&target) else {
+        // Without the word of a relay we chose on the peer's host there is nothing we may aim
+        // at: do not ask.
+        let Some(attested) = self.trusted_host(target).await else {
             tracing::info!(event = "birthday_unverified", peer = %target.short(), "no relay attested the peer's host: staying relayed");
             lock(&self.0.core).stats_mut().birthday_unverified += 1;
             return false;

@@ -457,22 +457,12 @@ impl Node {
         }
         let mut last = StepError::NoRelay;
         for relay in relays {
-            let mut nonce = [0u8; nodenet_nat::NONCE_LEN];
-            let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
-            rand_core::Rng::fill_bytes(&mut rng, &mut nonce);
-            let (tx, rx) = oneshot::channel();
-            lock(&self.0.relay_waiters).insert(nonce, (relay, tx));
-            let _guard = OnDrop(|| {
-                lock(&self.0.relay_waiters).remove(&nonce);
-            });
-            let req = nodenet_nat::RelayRequest { nonce, target }.encode();
-            let frame = crate::core::small_frame(FrameType::RELAY_REQUEST, &req);
-            if self.send_to(&relay, &frame).is_err() {
-                continue;
-            }
-            let Ok(Ok((addr, attest))) = tokio::time::timeout(RELAY_GRANT_TIMEOUT, rx).await else {
-                last = StepError::Timeout(RELAY_GRANT_TIMEOUT);
-                continue;
+            let (addr, attest) = match self.ask_relay(relay, target).await {
+                Ok(grant) => grant,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
             };
             match self
                 .dial_any(target, &[addr], RELAY_DIAL_TIMEOUT, Path::Relayed)
@@ -489,7 +479,9 @@ impl Node {
                         // A symmetric NAT on one side: try the birthday punch at once, in the
                         // background (the relayed edge serves meanwhile).
                         let node = self.clone();
-                        tokio::spawn(async move { node.birthday(target).await });
+                        self.spawn_owned(async move {
+                            node.birthday(target).await;
+                        });
                     }
                     return Ok(path);
                 }
@@ -499,12 +491,69 @@ impl Node {
         Err(last)
     }
 
+    /// Asks `relay` (one of our edges) for a relay session to `target`: its grant, the
+    /// caller-side address and where it sees the target, or why not.
+    async fn ask_relay(
+        &self,
+        relay: NodeId,
+        target: NodeId,
+    ) -> Result<(Addr, Option<crate::core::Attested>), StepError> {
+        let mut nonce = [0u8; nodenet_nat::NONCE_LEN];
+        let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+        rand_core::Rng::fill_bytes(&mut rng, &mut nonce);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.0.relay_waiters).insert(nonce, (relay, tx));
+        let _guard = OnDrop(|| {
+            lock(&self.0.relay_waiters).remove(&nonce);
+        });
+        let req = nodenet_nat::RelayRequest { nonce, target }.encode();
+        let frame = crate::core::small_frame(FrameType::RELAY_REQUEST, &req);
+        if self.send_to(&relay, &frame).is_err() {
+            return Err(StepError::NoRelay);
+        }
+        match tokio::time::timeout(RELAY_GRANT_TIMEOUT, rx).await {
+            Ok(Ok(grant)) => Ok(grant),
+            _ => Err(StepError::Timeout(RELAY_GRANT_TIMEOUT)),
+        }
+    }
+
+    /// Where a relay of *our* choosing sees `peer`: the host a birthday punch may aim at.
+    /// From the RelayGrant of the relay we dialed `peer` through, if we did; otherwise up
+    /// to [`RELAYS_TRIED`] of our relay edges are asked at once, and the first that
+    /// attests `peer` is believed (and kept for as long as our edge to `peer` lives). A
+    /// relay the peer chose (one that bound it to us) is never asked: a peer with a relay
+    /// of its own could have it vouch for any host.
+    pub(crate) async fn trusted_host(&self, peer: NodeId) -> Option<Addr> {
+        if let Some(host) = self.attested_host(&peer) {
+            return Some(host);
+        }
+        let relays = lock(&self.0.core).relay_candidates(&peer, RELAYS_TRIED);
+        let mut asks = tokio::task::JoinSet::new();
+        for relay in relays {
+            let node = self.clone();
+            asks.spawn(async move { node.ask_relay(relay, peer).await });
+        }
+        while let Some(joined) = asks.join_next().await {
+            let Ok(Ok((_, Some(a)))) = joined else {
+                continue;
+            };
+            if a.peer != peer {
+                continue;
+            }
+            if let Some(c) = self.conn_to(&peer) {
+                lock(&self.0.attested).insert(c.id(), a.host.clone());
+            }
+            return Some(a.host);
+        }
+        None
+    }
+
     /// Tries, in the background, to replace a relayed edge to `target` by a punched one: after
     /// each delay of [`UPGRADE_AFTER`], while the edge is still relayed, a hole-punch. A
     /// punched edge wins over the relayed one, which drains and closes.
     fn upgrade_later(&self, target: NodeId) {
         let node = self.clone();
-        tokio::spawn(async move {
+        self.spawn_owned(async move {
             for delay in UPGRADE_AFTER {
                 tokio::time::sleep(delay).await;
                 match node.conn_to(&target) {

@@ -287,12 +287,10 @@ pub enum Handled {
         attest: Option<Attested>,
     },
     /// A relay bound a caller to us: punch toward its callee-side address so its packets
-    /// get through our NAT.
+    /// get through our NAT. The address is on the relay's own host (checked).
     RelayBind {
         /// Where to punch.
         addr: Addr,
-        /// The relay's word on where it sees the caller.
-        attest: Option<Attested>,
     },
     /// Nothing more to do (answered through actions, absorbed, or dropped and counted).
     Done,
@@ -897,7 +895,7 @@ impl Core {
                 }
             }
             FrameType::RELAY_REQUEST | FrameType::RELAY_GRANT | FrameType::RELAY_BIND => {
-                return self.on_relay_frame(now, from, ty, payload);
+                return self.on_relay_frame(now, from, from_addr, ty, payload);
             }
             FrameType::APP => {
                 // Tier 3 policy: an App frame does not pay the forward bucket (the reference
@@ -1250,7 +1248,14 @@ impl Core {
     }
 
     /// RelayRequest, RelayGrant and RelayBind: per-edge frames under the control budget.
-    fn on_relay_frame(&mut self, now: Now, from: NodeId, ty: FrameType, payload: &[u8]) -> Handled {
+    fn on_relay_frame(
+        &mut self,
+        now: Now,
+        from: NodeId,
+        from_addr: &Addr,
+        ty: FrameType,
+        payload: &[u8],
+    ) -> Handled {
         if !self.edges.allow_control(&from, now.mono) {
             self.stats.dropped_rate_limited += 1;
             return Handled::Done;
@@ -1284,11 +1289,18 @@ impl Core {
                 }
             },
             _ => match nodenet_nat::RelayBind::decode(payload) {
+                // We did not ask for this bind: any edge peer can send one. Its callee side
+                // is a socket of the relay's own, so it must be on the host our edge to the
+                // relay comes from; anything else would aim our punch at a bystander. The
+                // relay's attestation of the caller is not taken either: this relay was
+                // chosen by the caller, and a caller with a relay of its own choosing could
+                // vouch for any host (a birthday punch asks a relay of ours instead).
+                Ok(b) if b.addr.net != from_addr.net || !on_host_of(b.addr.endpoint, from_addr) => {
+                    self.stats.relay_binds_refused += 1;
+                    Handled::Done
+                }
                 Ok(b) => match self.punch_candidates([b.addr]).pop() {
-                    Some(addr) => Handled::RelayBind {
-                        addr,
-                        attest: b.attest.map(Attested::from),
-                    },
+                    Some(addr) => Handled::RelayBind { addr },
                     None => {
                         self.stats.dropped_bad_reflexive += 1;
                         Handled::Done
@@ -2058,6 +2070,14 @@ impl Core {
         self.rng.fill(&mut out);
         out
     }
+}
+
+/// Whether `endpoint` is on the host that `edge` (an edge's remote address) comes from. An
+/// endpoint without a port (an in-memory node's own name) is its host.
+fn on_host_of(endpoint: &str, edge: &Addr) -> bool {
+    use nodenet_nat::birthday::{host_of, same_host};
+    let host = |e: &str| host_of(e).unwrap_or(e).to_owned();
+    same_host(&host(endpoint), &host(&edge.endpoint))
 }
 
 /// A small control frame.

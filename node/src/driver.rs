@@ -227,6 +227,7 @@ impl Builder {
             relay_binds: Mutex::new(Vec::new()),
             attested: Mutex::new(HashMap::new()),
             attest: self.attest,
+            tasks: Mutex::new(tokio::task::JoinSet::new()),
         }))
     }
 }
@@ -277,14 +278,19 @@ pub(crate) struct Shared {
     pub(crate) media: crate::media::Media,
     /// Birthday punching's limits.
     pub(crate) birthday: Mutex<nodenet_nat::birthday::Limits>,
-    /// Relay sessions bound to us (RelayBind): the relay's callee-side address, until when a
-    /// caller may come in from it, and the relay's word on where it sees the caller.
-    relay_binds: Mutex<Vec<(Addr, Instant, Option<Attested>)>>,
-    /// Our relayed connections whose relay attested the peer's host: the host (port 0). A
-    /// birthday punch probes only that host. An entry lives as long as its connection.
+    /// Relay sessions bound to us (RelayBind): the relay's callee-side address, and until
+    /// when a caller may come in from it.
+    relay_binds: Mutex<Vec<(Addr, Instant)>>,
+    /// Where a relay that *we* asked (a RelayGrant of ours) sees the peer at the other end of
+    /// our connection: the host (port 0). A birthday punch probes only that host. An entry
+    /// lives as long as its connection.
     pub(crate) attested: Mutex<HashMap<ConnId, Addr>>,
     /// Whether, as a relay, we attest each side's host to the other.
     attest: bool,
+    /// Every task the node starts (dials, punch bursts, held punches, drains, upgrades,
+    /// birthday attempts, media admission): [`Node::shutdown`] ends them all, so nothing
+    /// outlives the node or keeps its state alive.
+    tasks: Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// How long after a RelayBind an inbound edge from its address counts as relayed.
@@ -501,9 +507,17 @@ impl Node {
     }
 
     /// Leaves gracefully: a Leave on every edge (so neighbours replace us at once instead of
-    /// waiting out a timeout), then closes the edges and the transport and stops the loop.
+    /// waiting out a timeout), then closes the edges and the transport, stops the loop and
+    /// ends every task the node started. When it returns, nothing of the node runs any more:
+    /// once the application drops its handles, all of the node's memory is freed.
+    ///
+    /// Call it from the application's own task, not from a callback the node runs.
     pub async fn shutdown(&self) {
         self.0.shutdown.send_replace(true);
+        // Taken under the lock that `spawn_owned` checks the flag under: a task is either in
+        // this set (and ended here) or never started.
+        let mut tasks = std::mem::take(&mut *lock(&self.0.tasks));
+        tasks.shutdown().await;
         let conns: Vec<Conn> = lock(&self.0.conns).drain().map(|(_, c)| c).collect();
         let leave = small_frame(FrameType::LEAVE, &[]);
         for c in &conns {
@@ -516,6 +530,22 @@ impl Node {
         }
         // Nobody may dial a node that has left.
         self.0.transport.close();
+    }
+
+    /// Starts `task` as one of the node's own: [`Node::shutdown`] ends it. After shutdown
+    /// it is dropped without running.
+    pub(crate) fn spawn_owned<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut tasks = lock(&self.0.tasks);
+        if self.is_closed() {
+            return;
+        }
+        // Finished tasks are reaped as new ones start, so the set holds only live ones
+        // (and the few that ended since the last start).
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(task);
     }
 
     pub(crate) fn now(&self) -> Now {
@@ -579,15 +609,15 @@ impl Node {
                     }
                 }
             }
-            Handled::RelayBind { addr, attest } => {
+            Handled::RelayBind { addr } => {
                 // The caller will come in from this address: that edge runs through the
                 // relay, though we did not ask for it.
                 {
                     let mut binds = lock(&self.0.relay_binds);
                     let t = Instant::now();
-                    binds.retain(|(_, until, _)| *until > t);
+                    binds.retain(|(_, until)| *until > t);
                     if binds.len() < MAX_RELAY_BINDS {
-                        binds.push((addr.clone(), t + RELAY_BIND_TTL, attest));
+                        binds.push((addr.clone(), t + RELAY_BIND_TTL));
                     }
                 }
                 self.punch_burst(None, vec![addr]);
@@ -726,7 +756,7 @@ impl Node {
             held.insert(nonce, (peer, tx));
         }
         let node = self.clone();
-        tokio::spawn(async move {
+        self.spawn_owned(async move {
             let _ = tokio::time::timeout(SYNC_WAIT, rx).await;
             lock(&node.0.held_punches).remove(&nonce);
             node.punch_burst(Some(peer), addrs);
@@ -748,7 +778,7 @@ impl Node {
         // An edge that exists already (a relayed one being upgraded) does not end the burst;
         // a new one does.
         let before = peer.and_then(|p| self.conn_to(&p)).map(|c| c.id());
-        tokio::spawn(async move {
+        self.spawn_owned(async move {
             for volley in 0..PUNCH_VOLLEYS {
                 if volley > 0 {
                     tokio::time::sleep(PUNCH_INTERVAL).await;
@@ -785,7 +815,7 @@ impl Node {
         drop(draining);
         let node = self.clone();
         let conn = conn.clone();
-        tokio::spawn(async move {
+        self.spawn_owned(async move {
             let _ = tokio::time::timeout(DUPLICATE_GRACE, conn.closed()).await;
             conn.close();
             lock(&node.0.draining).remove(&conn.id());
@@ -840,21 +870,11 @@ impl Node {
         if conn.direction() == nodenet_transport::Direction::Inbound {
             let from = conn.remote_addr();
             let t = Instant::now();
-            let (bound, attest) = {
-                let binds = lock(&self.0.relay_binds);
-                let mut live = binds
-                    .iter()
-                    .filter(|(a, until, _)| *a == from && *until > t);
-                let bound = live.clone().next().is_some();
-                // The relay named the caller it bound: its word holds for that peer only.
-                let attest = live.find_map(|(_, _, a)| a.as_ref().filter(|a| a.peer == peer));
-                (bound, attest.map(|a| a.host.clone()))
-            };
+            let bound = lock(&self.0.relay_binds)
+                .iter()
+                .any(|(a, until)| *a == from && *until > t);
             if bound {
                 lock(&self.0.relayed).insert(conn.id());
-            }
-            if let Some(host) = attest {
-                lock(&self.0.attested).insert(conn.id(), host);
             }
         }
         let existing = lock(&self.0.conns).get(&peer).cloned();
@@ -904,14 +924,6 @@ impl Node {
     pub(crate) fn attested_host(&self, peer: &NodeId) -> Option<Addr> {
         let conn = self.conn_to(peer)?;
         lock(&self.0.attested).get(&conn.id()).cloned()
-    }
-
-    /// Whether a live RelayBind names `peer` as its caller: a relayed edge from it is coming.
-    pub(crate) fn relay_bound(&self, peer: &NodeId) -> bool {
-        let t = Instant::now();
-        lock(&self.0.relay_binds)
-            .iter()
-            .any(|(_, until, a)| *until > t && a.as_ref().is_some_and(|a| a.peer == *peer))
     }
 
     /// True for a connection of ours that runs through a relay.
@@ -990,7 +1002,7 @@ impl Node {
         let transport = self.0.transport.clone();
         let tx = self.0.dials_tx.clone();
         let timeout = self.0.dial_timeout;
-        tokio::spawn(async move {
+        self.spawn_owned(async move {
             let mut result = Err(());
             for addr in &contact.addrs {
                 if let Ok(Ok(conn)) =

@@ -38,6 +38,9 @@ mod rng;
 pub mod sim;
 mod stats;
 
+#[cfg(test)]
+mod lifecycle_tests;
+
 pub use connect::{
     Connection, DIRECT_DIAL_TIMEOUT, PUNCH_TIMEOUT, Path, RELAYS_TRIED, Step, StepError, Strategy,
     UPGRADE_AFTER,

@@ -108,7 +108,7 @@ impl Node {
                 // A call that dies of its path says the edge may be dead too: ping it now
                 // rather than at the next keep-alive.
                 let (node, closed) = (self.clone(), session.closed());
-                tokio::spawn(async move {
+                self.spawn_owned(async move {
                     if closed.await == nodenet_transport::CloseReason::Lost {
                         node.ping(&target);
                     }
@@ -153,7 +153,7 @@ impl Node {
         }
         let slots = self.clone();
         let closed = session.closed();
-        tokio::spawn(async move {
+        self.spawn_owned(async move {
             closed.await;
             lock(&slots.0.media.slots).give_back(peer);
         });

@@ -102,10 +102,14 @@ pub struct Stats {
     /// Birthday punches not tried because the relay carrying the pair did not attest the
     /// peer's host (a reference relay), or contradicted the peer's claim.
     pub birthday_unverified: u64,
+    /// RelayBinds refused: the callee side they name is not on the host of the relay that sent them.
+    pub relay_binds_refused: u64,
+    /// Addresses or dials that maintenance left out: past the per-contact address cap or the dials allowed in flight.
+    pub dials_cut: u64,
 }
 
 /// How many counters [`Stats::counters`] lists.
-pub const COUNTERS: usize = 47;
+pub const COUNTERS: usize = 49;
 
 impl Stats {
     /// Every counter as `(name, help, value)`, in declaration order: what a metrics exporter
@@ -327,6 +331,16 @@ impl Stats {
                 "Birthday punches not tried: no relay attested the peer's host, or it disagreed.",
                 self.birthday_unverified,
             ),
+            (
+                "relay_binds_refused",
+                "RelayBinds refused: the callee side they name is not on the host of the relay that sent them.",
+                self.relay_binds_refused,
+            ),
+            (
+                "dials_cut",
+                "Addresses or dials that maintenance left out: past the per-contact address cap or the dials allowed in flight.",
+                self.dials_cut,
+            ),
         ]
     }
 }
@@ -348,6 +362,6 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), fields);
-        assert!(listed.contains(&("dropped_bad_box", listed[COUNTERS - 19].1, 7)));
+        assert!(listed.contains(&("dropped_bad_box", listed[COUNTERS - 21].1, 7)));
     }
 }

@@ -92,6 +92,14 @@ struct HubState {
     birthdays: HashMap<String, Vec<BirthdayWait>>,
     /// Birthday probes sent by easy sides, all told.
     birthday_probes: u64,
+    /// Datagrams aimed at each host (punches, birthday probes of either side), by host.
+    aimed: HashMap<String, u64>,
+}
+
+impl HubState {
+    fn aim(&mut self, endpoint: &str) {
+        *self.aimed.entry(host_of(endpoint).to_owned()).or_default() += 1;
+    }
 }
 
 /// A hard side of a birthday punch, waiting for a probe on one of its sockets' ports.
@@ -519,6 +527,13 @@ impl Hub {
         self.lock().birthday_probes
     }
 
+    /// Datagrams any node has aimed at `host` so far, whether or not they arrived: hole
+    /// punches ([`Transport::punch`]) and birthday probes, of the easy side and of each hard
+    /// side's socket. What a test counts to show that nobody was made to spray a bystander.
+    pub fn datagrams_to(&self, host: &str) -> u64 {
+        self.lock().aimed.get(host).copied().unwrap_or(0)
+    }
+
     /// Sets the receive budget of media sessions opened from now on.
     pub fn set_media_budget(&self, budget: crate::media::MediaBudget) {
         self.lock().media_budget = Some(budget);
@@ -685,6 +700,7 @@ impl Transport for MemTransport {
             return Ok(());
         };
         let mut state = lock(&hub.state);
+        state.aim(&addr.endpoint);
         let source = state
             .outbound(self.0.id, &addr.endpoint)
             .unwrap_or_else(|| self.0.addr.endpoint.clone());
@@ -745,6 +761,7 @@ impl MemTransport {
                 .ok_or_else(|| E::BadAddr("not behind a NAT".into()))?;
             let mut ports = HashMap::new();
             for socket in 1..=u32::try_from(params.sockets.max(1)).unwrap_or(1) {
+                state.aim(&easy.endpoint);
                 if let Some(public) = state.outbound_on(self.0.id, socket, &easy.endpoint) {
                     if let Some(port) = public.rsplit_once(':').and_then(|(_, p)| p.parse().ok()) {
                         ports.insert(port, socket);
@@ -809,6 +826,7 @@ impl MemTransport {
             let target = format!("{host}:{port}");
             let mut state = lock(&hub.state);
             state.birthday_probes += 1;
+            state.aim(&target);
             sent += 1;
             let source = state
                 .outbound(self.0.id, &target)

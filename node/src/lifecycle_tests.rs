@@ -1,0 +1,64 @@
+//! The node's lifetime: nothing it started outlives [`Node::shutdown`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nodenet_identity::Identity;
+use nodenet_transport::Transport;
+use nodenet_transport::mem::{Hub, NatModel};
+
+use crate::{Contact, Maintenance, Node, Path};
+
+fn identity(i: u32) -> Identity {
+    let mut seed = [0x44u8; 32];
+    seed[..4].copy_from_slice(&i.to_be_bytes());
+    Identity::from_seed(&seed)
+}
+
+/// Finding 6: a node that connected through a relay has a background upgrade pending for
+/// minutes (and, before, dials, drains and bursts of its own). After `shutdown().await` and
+/// once the application drops its handles, the node's state must be gone within a second.
+#[tokio::test(start_paused = true)]
+async fn after_shutdown_nothing_keeps_the_node_alive() {
+    let hub = Hub::new();
+    let mut nodes = Vec::new();
+    let mut boot: Option<Contact> = None;
+    // Four public relays, then two nodes behind symmetric NATs: they can only meet relayed.
+    for i in 0..6u32 {
+        let id = identity(i);
+        let t = hub.transport_for(&id, &format!("n{i}")).unwrap();
+        if i >= 4 {
+            hub.set_nat(id.node_id(), &format!("natsym{i}"), NatModel::SYMMETRIC);
+        }
+        let addr = t.local_addr();
+        let node = Node::builder(id, Arc::new(t))
+            .maintenance(Maintenance::scaled(5))
+            .relay(i < 4)
+            .deterministic_seed(u64::from(i) + 1)
+            .build();
+        node.spawn();
+        match &boot {
+            None => boot = Some(Contact::new(node.id(), vec![addr])),
+            Some(b) => node.bootstrap(vec![b.clone()]),
+        }
+        nodes.push(node);
+    }
+    let (a, b) = (nodes[4].id(), nodes[5].id());
+    hub.partition(a, b);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    hub.heal(a, b);
+    let conn = nodes[4].connect(b).await.unwrap();
+    assert_eq!(conn.path(), Path::Relayed);
+    drop(conn);
+
+    let node = nodes.remove(4);
+    let state = Arc::downgrade(&node.0);
+    node.shutdown().await;
+    drop(node);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        state.upgrade().is_none(),
+        "the node's state outlived shutdown by a second ({} strong references)",
+        state.strong_count()
+    );
+}
