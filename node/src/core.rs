@@ -158,8 +158,14 @@ pub enum Action {
         /// A whole frame.
         frame: Vec<u8>,
     },
-    /// Open an edge to this contact.
-    Dial(Contact),
+    /// Open an edge to this contact: its addresses one after the other, `timeout` each
+    /// (at most [`MAX_DIAL_ADDRS`] addresses).
+    Dial {
+        /// Whom to dial, and where.
+        contact: Contact,
+        /// The time each address gets.
+        timeout: Duration,
+    },
     /// Close the edge to this peer.
     Close(NodeId),
     /// Tell the application (nothing to do on the network).
@@ -482,6 +488,15 @@ fn crumb_of(ty: FrameType, payload: &[u8]) -> Option<(bool, [u8; NONCE_LEN])> {
     Some((request, key))
 }
 
+/// Maintenance dials in flight at most: what a Neighbors answer's contacts (and their
+/// eviction probes) can make us start at once.
+pub const MAX_DIALS_IN_FLIGHT: usize = 8;
+/// Addresses a maintenance dial tries at most; a contact's others are cut.
+pub const MAX_DIAL_ADDRS: usize = 4;
+/// The time each address of a maintenance dial gets when the contact is no anchor (the
+/// reference's short direct-dial timeout); anchors get [`Maintenance::dial_timeout`].
+pub const NON_ANCHOR_DIAL_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// How long a rendezvous request waits for its answer.
 const RENDEZVOUS_TTL: Duration = Duration::from_secs(30);
 const PENDING_MAX: usize = 1024;
@@ -693,11 +708,11 @@ impl Core {
     /// from the authenticated handshake when the edge comes up, so bootstrapping works at any
     /// difficulty. Dials them at once.
     pub fn bootstrap(&mut self, contacts: Vec<Contact>) {
-        for c in &contacts {
-            self.dial(c.clone());
-        }
         self.bootstrap
-            .extend(contacts.into_iter().filter(|c| c.id != self.id));
+            .extend(contacts.iter().filter(|c| c.id != self.id).cloned());
+        for c in contacts {
+            self.dial(c);
+        }
     }
 
     /// An edge came up (dialed by us when `outbound`). Applies admission: PoW on the
@@ -2032,6 +2047,10 @@ impl Core {
         if want == 0 {
             return;
         }
+        let want = want.min(MAX_DIALS_IN_FLIGHT.saturating_sub(self.dialing.len()));
+        if want == 0 {
+            return;
+        }
         let picks: Vec<Contact> = self
             .edges
             .replacement_candidates(&self.knowledge, want + self.dialing.len())
@@ -2047,15 +2066,36 @@ impl Core {
         }
     }
 
-    fn dial(&mut self, contact: Contact) {
+    /// Dials `contact`, within the bounds a peer's answer cannot push us past: at most
+    /// [`MAX_DIALS_IN_FLIGHT`] dials at once and [`MAX_DIAL_ADDRS`] addresses each (the rest
+    /// are cut and counted), and the full dial timeout only for anchors (a bootstrap entry,
+    /// or a contact that says it is a public anchor); anyone else gets
+    /// [`NON_ANCHOR_DIAL_TIMEOUT`], as in the reference.
+    fn dial(&mut self, mut contact: Contact) {
         if contact.id == self.id
             || contact.addrs.is_empty()
             || self.edges.contains(&contact.id)
-            || !self.dialing.insert(contact.id)
+            || self.dialing.contains(&contact.id)
         {
             return;
         }
-        self.actions.push_back(Action::Dial(contact));
+        if self.dialing.len() >= MAX_DIALS_IN_FLIGHT {
+            self.stats.dials_cut += 1;
+            return;
+        }
+        if contact.addrs.len() > MAX_DIAL_ADDRS {
+            self.stats.dials_cut += (contact.addrs.len() - MAX_DIAL_ADDRS) as u64;
+            contact.addrs.truncate(MAX_DIAL_ADDRS);
+        }
+        let anchor = contact.caps.contains(Caps::PUBLIC_ANCHOR)
+            || self.bootstrap.iter().any(|b| b.id == contact.id);
+        let timeout = if anchor {
+            self.config.maintenance.dial_timeout
+        } else {
+            NON_ANCHOR_DIAL_TIMEOUT
+        };
+        self.dialing.insert(contact.id);
+        self.actions.push_back(Action::Dial { contact, timeout });
     }
 
     fn random32(&mut self) -> [u8; 32] {

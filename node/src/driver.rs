@@ -186,7 +186,6 @@ impl Builder {
             .subnets
             .unwrap_or_else(|| self.transport.is_ip() && !loopback);
         let maintenance_tick = config.maintenance.tick;
-        let dial_timeout = config.maintenance.dial_timeout;
         let rng = self
             .seed
             .map_or_else(CoreRng::from_os, CoreRng::deterministic);
@@ -209,7 +208,6 @@ impl Builder {
             shutdown,
             start: Instant::now(),
             tick: maintenance_tick,
-            dial_timeout,
             waiters: Mutex::new(HashMap::new()),
             boxes: Mutex::new(ReplayCache::new()),
             rendezvous_timeout: self.rendezvous_timeout,
@@ -250,7 +248,6 @@ pub(crate) struct Shared {
     shutdown: watch::Sender<bool>,
     pub(crate) start: Instant,
     tick: Duration,
-    dial_timeout: Duration,
     /// Open rendezvous requests: nonce → the caller waiting for the answer.
     pub(crate) waiters: Mutex<HashMap<[u8; RDV_NONCE_LEN], oneshot::Sender<Coordinates>>>,
     /// Sealed boxes opened recently (replay protection).
@@ -984,7 +981,7 @@ impl Node {
                         }
                     }
                 }
-                Action::Dial(contact) => self.dial(contact),
+                Action::Dial { contact, timeout } => self.dial(contact, timeout),
                 Action::Notify(event) => {
                     // No watcher is fine.
                     let _ = self.0.events.send(event);
@@ -998,10 +995,9 @@ impl Node {
         }
     }
 
-    fn dial(&self, contact: Contact) {
+    fn dial(&self, contact: Contact, timeout: Duration) {
         let transport = self.0.transport.clone();
         let tx = self.0.dials_tx.clone();
-        let timeout = self.0.dial_timeout;
         self.spawn_owned(async move {
             let mut result = Err(());
             for addr in &contact.addrs {

@@ -46,8 +46,9 @@ pub use connect::{
     UPGRADE_AFTER,
 };
 pub use core::{
-    Action, AdmissionHook, Core, CoreConfig, Delivery, EdgeRefusal, Handled, MAX_PUNCH_CANDIDATES,
-    Maintenance, NodeEvent, Now, OriginateError, Via,
+    Action, AdmissionHook, Core, CoreConfig, Delivery, EdgeRefusal, Handled, MAX_DIAL_ADDRS,
+    MAX_DIALS_IN_FLIGHT, MAX_PUNCH_CANDIDATES, Maintenance, NON_ANCHOR_DIAL_TIMEOUT, NodeEvent,
+    Now, OriginateError, Via,
 };
 pub use driver::{Builder, DEFAULT_DELIVERY_BUFFER, DEFAULT_RENDEZVOUS_TIMEOUT, Node};
 pub use media::{ConsentHook, INBOUND_MEDIA_QUEUE, MAX_MEDIA_PER_PEER, MAX_MEDIA_SESSIONS};

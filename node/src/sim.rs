@@ -360,7 +360,7 @@ impl Sim {
                         self.transmit(i, j, frame);
                     }
                 }
-                Action::Dial(contact) => {
+                Action::Dial { contact, .. } => {
                     if let Some(&j) = self.index.get(&contact.id) {
                         let at = self.now.after(self.latency * 2);
                         self.push(at, Ev::Dialed { from: i, to: j });

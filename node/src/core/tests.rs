@@ -287,3 +287,86 @@ fn a_breadcrumb_forward_clamps_the_ttl() {
         "forwarded with TTL {ttl}, above the hop limit"
     );
 }
+
+/// Finding 4: one Neighbors answer names contacts with as many addresses as the list allows
+/// (256 in all). Maintenance must not turn that into hundreds of 10 s dials: addresses per
+/// contact and dials in flight are capped, a contact that is no anchor gets the short
+/// timeout, and what was cut is counted.
+#[test]
+fn a_neighbors_answer_cannot_fan_maintenance_dials_out() {
+    let me = identity(1);
+    let answerer = identity(2);
+    let mut core = Core::new(me, CoreConfig::default(), CoreRng::deterministic(1));
+    let t = now(1);
+    edge(&mut core, &answerer, t);
+    // Our lookup, so its answer is solicited.
+    core.lookup(t, answerer.node_id());
+    let nonce = lookup_nonces(&mut core)[0];
+    // 4 contacts, one with 250 addresses and 3 with 2 each: the list's 256.
+    let contacts: Vec<Contact> = (0..4u32)
+        .map(|i| {
+            let id = identity(1000 + i);
+            let n = if i == 0 { 250 } else { 2 };
+            Contact {
+                id: id.node_id(),
+                ed_pub: Some(id.ed_public()),
+                x_pub: None,
+                caps: Caps::default(),
+                addrs: (0..n).map(|p| mem_addr(&format!("c{i}:{p}"))).collect(),
+            }
+        })
+        .collect();
+    let mut payload = vec![0u8; NONCE_LEN + control::contacts_len(&contacts)];
+    control::encode_neighbors(&mut Writer::new(&mut payload), &nonce, &contacts).unwrap();
+    let mut answer = routed(
+        &answerer,
+        answerer.ed_public(),
+        FrameType::NEIGHBORS,
+        core.id(),
+        MAX_HOPS,
+        t,
+        &payload,
+    );
+    let _ = core.on_frame(t, answerer.node_id(), &mem_addr("answerer"), &mut answer);
+    assert!(core.knowledge().get(&contacts[0].id).is_some());
+    // A node with one edge fills hard: every tick may start dials.
+    let mut dials = Vec::new();
+    for s in 0..4 {
+        core.on_tick(now(2 + s));
+        while let Some(a) = core.poll_action() {
+            if let Action::Dial { contact, timeout } = a {
+                dials.push((contact, timeout));
+            }
+        }
+    }
+    assert!(
+        dials.iter().any(|(c, _)| c.id == contacts[0].id),
+        "maintenance did not dial the contact with 250 addresses"
+    );
+    assert!(
+        dials.len() <= MAX_DIALS_IN_FLIGHT,
+        "{} dials in flight",
+        dials.len()
+    );
+    for (c, timeout) in &dials {
+        assert!(
+            c.addrs.len() <= MAX_DIAL_ADDRS,
+            "{} addresses dialed",
+            c.addrs.len()
+        );
+        assert_eq!(
+            *timeout, NON_ANCHOR_DIAL_TIMEOUT,
+            "a non-anchor got the long timeout"
+        );
+    }
+    let worst: Duration = dials
+        .iter()
+        .map(|(c, t)| *t * u32::try_from(c.addrs.len()).unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        worst <= Duration::from_secs(5),
+        "one dial may take {worst:?}"
+    );
+    assert!(core.stats().dials_cut > 0, "nothing cut was counted");
+}
