@@ -297,7 +297,8 @@ impl ReplayCache {
         if expires <= self.floor {
             return Err(OpenError::Replay);
         }
-        let seen = |g: &HashMap<[u8; KEY_LEN], i64>| g.get(eph).is_some_and(|&e| e > now);
+        // A box is fresh up to and including its expiry instant, so its entry lives as long.
+        let seen = |g: &HashMap<[u8; KEY_LEN], i64>| g.get(eph).is_some_and(|&e| e >= now);
         if seen(&self.current) || seen(&self.previous) {
             return Err(OpenError::Replay);
         }
@@ -306,10 +307,10 @@ impl ReplayCache {
 
     pub(crate) fn insert(&mut self, eph: [u8; KEY_LEN], expires: i64, now: i64) {
         if self.current.len() >= REPLAY_CAPACITY / 2 {
-            self.current.retain(|_, e| *e > now);
+            self.current.retain(|_, e| *e >= now);
         }
         if self.current.len() >= REPLAY_CAPACITY / 2 {
-            let forgotten = self.previous.values().copied().filter(|&e| e > now).max();
+            let forgotten = self.previous.values().copied().filter(|&e| e >= now).max();
             if let Some(e) = forgotten {
                 self.floor = self.floor.max(e);
             }

@@ -295,3 +295,23 @@ proptest! {
         fuzzing::rendezvous(&data);
     }
 }
+
+#[test]
+fn a_box_is_refused_as_a_replay_until_the_last_instant_of_its_window() {
+    let sender = Identity::from_seed(&[1; 32]);
+    let recipient = Identity::from_seed(&[2; 32]);
+    let ts = 1_700_000_000_000_000_000;
+    let boxed =
+        seal_with_ephemeral(&sender, &recipient.x_public(), b"once", &[], ts, &[3; 32]).unwrap();
+    let mut cache = ReplayCache::new();
+    open(&recipient, &boxed, &[], ts, &mut cache).unwrap();
+    // Still fresh at ts + MAX_AGE_NS (the window is inclusive), so still a replay.
+    assert_eq!(
+        open(&recipient, &boxed, &[], ts + MAX_AGE_NS, &mut cache),
+        Err(OpenError::Replay)
+    );
+    assert_eq!(
+        open(&recipient, &boxed, &[], ts + MAX_AGE_NS + 1, &mut cache),
+        Err(OpenError::Expired)
+    );
+}
