@@ -4,6 +4,7 @@
 //!   `testdata/`, with [`unhex`] and [`hex32`] to read their fields.
 //! - [`replay_corpus`]: runs a fuzz target's logic over its checked-in corpus, so ordinary
 //!   tests exercise every fuzz invariant.
+//! - [`netns`]: network namespaces for privileged tests, under a harness whose skips show.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,6 +13,8 @@
 )]
 
 use std::path::Path;
+
+pub mod netns;
 
 pub use serde_json::Value;
 

@@ -11,8 +11,14 @@
 //! - **One socket.** Dialing, accepting and (later) hole-punching share one UDP socket, so a
 //!   NAT mapping opened by one serves the others. [`QuicTransport::punch_to`] sends the
 //!   4-byte punch datagram from it.
-//! - **Inbound caps.** A connection attempt is counted against the global cap and then its
-//!   IP's cap *before* quinn allocates connection state; over either, it is refused at once.
+//! - **Inbound caps count proven addresses only.** A UDP source address is trivially forged,
+//!   so the global and per-IP caps count only connections whose source address is validated:
+//!   by a QUIC Retry round trip, or by completing the handshake. A new attempt from an unproven
+//!   address may take one of a small budget of unvalidated handshakes; when that budget is
+//!   spent, or its IP (or the node) is at a cap, it is first sent a Retry, which costs us no
+//!   state. Only a validated attempt over a cap is refused, before quinn allocates anything for
+//!   it. So spoofed Initials can neither fill the caps nor lock a chosen IP out; at worst they
+//!   cost honest dialers one extra round trip.
 //! - **Timers.** Handshake 10 s; an inbound edge must deliver its first frame within 30 s; a
 //!   frame not written within 5 s tears its edge down; idle connections die after 5 min (the
 //!   overlay's own pings keep live edges busy; QUIC keep-alive is off).
@@ -66,6 +72,10 @@ pub struct QuicConfig {
     pub max_inbound: usize,
     /// Inbound connections at once from one IP address.
     pub max_inbound_per_ip: usize,
+    /// Inbound handshakes at once from source addresses not yet validated. Past it, a new
+    /// attempt is answered with a QUIC Retry, so its source must prove it receives before it
+    /// takes any state.
+    pub max_unvalidated: usize,
     /// Time for a TLS handshake, either way.
     pub handshake_timeout: Duration,
     /// Time an inbound edge has to deliver its first frame.
@@ -90,6 +100,7 @@ impl Default for QuicConfig {
         Self {
             max_inbound: 256,
             max_inbound_per_ip: 32,
+            max_unvalidated: 32,
             handshake_timeout: Duration::from_secs(10),
             first_frame_timeout: Duration::from_secs(30),
             send_deadline: Duration::from_secs(5),
@@ -112,6 +123,12 @@ impl QuicConfig {
     /// Sets [`QuicConfig::max_inbound_per_ip`].
     pub fn max_inbound_per_ip(mut self, n: usize) -> Self {
         self.max_inbound_per_ip = n;
+        self
+    }
+
+    /// Sets [`QuicConfig::max_unvalidated`].
+    pub fn max_unvalidated(mut self, n: usize) -> Self {
+        self.max_unvalidated = n;
         self
     }
 
@@ -184,21 +201,76 @@ struct Shared {
     relays: Arc<relay::Relays>,
 }
 
+/// Inbound connections held: validated ones per IP and in all, and handshakes in flight from
+/// addresses not yet validated (which count against no IP: their IP may be forged).
 #[derive(Debug, Default)]
 struct InboundSlots {
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
+    unvalidated: usize,
 }
 
-/// Holds one inbound slot; releases it on drop.
+impl InboundSlots {
+    /// Takes a global slot, then a per-IP one for a validated address; counts the refusal
+    /// when either is full.
+    fn reserve(&mut self, config: &QuicConfig, counters: &Counters, ip: IpAddr) -> bool {
+        if self.total >= config.max_inbound {
+            Counters::inc(&counters.refused_inbound_cap);
+            return false;
+        }
+        let per_ip = self.per_ip.entry(ip).or_default();
+        if *per_ip >= config.max_inbound_per_ip {
+            Counters::inc(&counters.refused_per_ip_cap);
+            return false;
+        }
+        *per_ip += 1;
+        self.total += 1;
+        true
+    }
+
+    /// Whether a validated connection from `ip` would fit now.
+    fn has_room(&self, config: &QuicConfig, ip: IpAddr) -> bool {
+        self.total < config.max_inbound
+            && self.per_ip.get(&ip).copied().unwrap_or(0) < config.max_inbound_per_ip
+    }
+}
+
+/// Holds one inbound slot, validated or not; releases it on drop.
 struct InboundSlot {
     shared: Arc<Shared>,
     ip: IpAddr,
+    validated: bool,
+}
+
+impl InboundSlot {
+    /// The handshake proved the source address: trade the unvalidated slot for a validated
+    /// one, or refuse if the caps filled meanwhile.
+    fn promote(self) -> Result<Self, ()> {
+        if self.validated {
+            return Ok(self);
+        }
+        let shared = &self.shared;
+        if !lock(&shared.inbound).reserve(&shared.config, &shared.counters, self.ip) {
+            return Err(());
+        }
+        let validated = Self {
+            shared: shared.clone(),
+            ip: self.ip,
+            validated: true,
+        };
+        // Dropping the old slot releases its unvalidated place.
+        drop(self);
+        Ok(validated)
+    }
 }
 
 impl Drop for InboundSlot {
     fn drop(&mut self) {
         let mut slots = lock(&self.shared.inbound);
+        if !self.validated {
+            slots.unvalidated = slots.unvalidated.saturating_sub(1);
+            return;
+        }
         slots.total = slots.total.saturating_sub(1);
         if let Some(n) = slots.per_ip.get_mut(&self.ip) {
             *n -= 1;
@@ -607,33 +679,56 @@ async fn accept_loop(shared: Arc<Shared>) {
 /// the mapping that punch opened comes in there).
 async fn accept_on(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
-        let ip = incoming.remote_address().ip();
-        match reserve_inbound(&shared, ip) {
-            Ok(slot) => {
+        match admit(&shared, &incoming) {
+            Admit::Slot(slot) => {
                 tokio::spawn(accept_one(shared.clone(), incoming, slot));
             }
-            Err(()) => incoming.refuse(),
+            Admit::Refuse => incoming.refuse(),
+            Admit::Retry => {
+                Counters::inc(&shared.counters.inbound_retried);
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
+                }
+            }
         }
     }
 }
 
-/// Takes a global slot, then a per-IP one; counts and refuses when either is full.
-fn reserve_inbound(shared: &Arc<Shared>, ip: IpAddr) -> Result<InboundSlot, ()> {
+/// What becomes of a connection attempt.
+enum Admit {
+    /// It holds a slot (validated, or one of the unvalidated budget).
+    Slot(InboundSlot),
+    /// Its address is validated and a cap is full.
+    Refuse,
+    /// Its address is unproven and it cannot have a slot now: make it prove it first.
+    Retry,
+}
+
+/// Decides an attempt before quinn allocates anything for it. Caps count validated addresses
+/// only; an unproven one over a cap (or past the unvalidated budget) is sent a Retry instead,
+/// since refusing it would let a forged source lock the real one out.
+fn admit(shared: &Arc<Shared>, incoming: &quinn::Incoming) -> Admit {
+    let ip = incoming.remote_address().ip();
+    let config = &shared.config;
     let mut slots = lock(&shared.inbound);
-    if slots.total >= shared.config.max_inbound {
-        Counters::inc(&shared.counters.refused_inbound_cap);
-        return Err(());
+    let validated = incoming.remote_address_validated();
+    if validated {
+        if !slots.reserve(config, &shared.counters, ip) {
+            return Admit::Refuse;
+        }
+    } else if !incoming.may_retry() {
+        // Unproven yet already retried: cannot happen with quinn (a Retry token validates);
+        // refuse rather than hold state for it.
+        return Admit::Refuse;
+    } else if slots.unvalidated >= config.max_unvalidated || !slots.has_room(config, ip) {
+        return Admit::Retry;
+    } else {
+        slots.unvalidated += 1;
     }
-    let per_ip = slots.per_ip.entry(ip).or_default();
-    if *per_ip >= shared.config.max_inbound_per_ip {
-        Counters::inc(&shared.counters.refused_per_ip_cap);
-        return Err(());
-    }
-    *per_ip += 1;
-    slots.total += 1;
-    Ok(InboundSlot {
+    Admit::Slot(InboundSlot {
         shared: shared.clone(),
         ip,
+        validated,
     })
 }
 
@@ -657,6 +752,11 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, slot: Inboun
     let Ok((remote_id, remote_key)) = peer_id(&connection) else {
         Counters::inc(&shared.counters.handshake_failed);
         connection.close(0u32.into(), b"");
+        return;
+    };
+    // The handshake proved the source address: only now does it count against the caps.
+    let Ok(slot) = slot.promote() else {
+        connection.close(0u32.into(), b"busy");
         return;
     };
     let alpn = connection

@@ -19,6 +19,9 @@ pub struct TransportStats {
     pub refused_inbound_cap: u64,
     /// Inbound connections refused because their IP was at its per-IP cap.
     pub refused_per_ip_cap: u64,
+    /// Inbound attempts from an unproven source address answered with a QUIC Retry (the
+    /// unvalidated budget was spent, or their IP or the node was at a cap).
+    pub inbound_retried: u64,
     /// Handshakes that failed (bad or missing identity extension, garbage certificate, ...).
     pub handshake_failed: u64,
     /// Inbound edges closed for sending nothing within the first-frame timeout.
@@ -51,6 +54,7 @@ pub(crate) struct Counters {
     pub(crate) inbound_accepted: AtomicU64,
     pub(crate) refused_inbound_cap: AtomicU64,
     pub(crate) refused_per_ip_cap: AtomicU64,
+    pub(crate) inbound_retried: AtomicU64,
     pub(crate) handshake_failed: AtomicU64,
     pub(crate) first_frame_timeouts: AtomicU64,
     pub(crate) protocol_violations: AtomicU64,
@@ -78,6 +82,7 @@ impl Counters {
             inbound_accepted: g(&self.inbound_accepted),
             refused_inbound_cap: g(&self.refused_inbound_cap),
             refused_per_ip_cap: g(&self.refused_per_ip_cap),
+            inbound_retried: g(&self.inbound_retried),
             handshake_failed: g(&self.handshake_failed),
             first_frame_timeouts: g(&self.first_frame_timeouts),
             protocol_violations: g(&self.protocol_violations),

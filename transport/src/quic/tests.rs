@@ -240,6 +240,44 @@ async fn per_ip_cap_refuses_before_state_is_allocated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unproven_address_is_retried_and_counts_only_once_proven() {
+    // No unvalidated budget: every first attempt must prove its address with a Retry.
+    let server = bind(1, QuicConfig::default().max_unvalidated(0));
+    let client = bind(2, QuicConfig::default());
+    let c = client
+        .dial(server.local_id(), &server.local_addr())
+        .await
+        .unwrap();
+    c.send(b"proven").unwrap();
+    assert!(matches!(
+        next_event(&server).await,
+        Some(Event::Frame { .. })
+    ));
+    assert_eq!(server.stats().inbound_retried, 1);
+    {
+        let slots = lock(&server.0.inbound);
+        assert_eq!((slots.total, slots.unvalidated), (1, 0));
+    }
+    // With a budget, the handshake itself proves the address: no Retry, and the slot it held
+    // while unproven is traded for a validated one.
+    let server = bind(3, QuicConfig::default());
+    let c2 = client
+        .dial(server.local_id(), &server.local_addr())
+        .await
+        .unwrap();
+    c2.send(b"proven by the handshake").unwrap();
+    assert!(matches!(
+        next_event(&server).await,
+        Some(Event::Frame { .. })
+    ));
+    assert_eq!(server.stats().inbound_retried, 0);
+    let slots = lock(&server.0.inbound);
+    assert_eq!((slots.total, slots.unvalidated), (1, 0));
+    assert_eq!(slots.per_ip.len(), 1);
+    drop(c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_cap_refuses_past_the_limit() {
     let server = bind(1, QuicConfig::default().max_inbound(1));
     let a = bind(2, QuicConfig::default());
