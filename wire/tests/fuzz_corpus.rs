@@ -1,7 +1,7 @@
 //! Replays the checked-in fuzz corpus (`fuzz/corpus/<target>/`) through each wire fuzz target's
 //! logic, so every `cargo test` exercises the fuzz invariants on known-interesting inputs.
 
-use nodenet_testkit::replay_corpus;
+use nodenet_testkit::{replay_corpus, replay_corpus_reach};
 use nodenet_wire::fuzzing;
 
 #[test]
@@ -11,7 +11,10 @@ fn frame_corpus() {
 
 #[test]
 fn reader_corpus() {
-    replay_corpus("reader", fuzzing::reader);
+    let r = replay_corpus_reach("reader", fuzzing::reader, fuzzing::READER_CHECKS);
+    for check in fuzzing::READER_CHECKS {
+        r.require(check, 1);
+    }
 }
 
 #[test]
