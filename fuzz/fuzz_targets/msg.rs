@@ -2,4 +2,6 @@
 //! Fuzz target `msg`: the logic (and its invariant checks) lives in `nodenet_routing::fuzzing::msg`, which the
 //! corpus-replay test also runs.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| nodenet_routing::fuzzing::msg(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = nodenet_routing::fuzzing::msg(data);
+});

@@ -124,15 +124,37 @@ pub mod fuzzing {
     )]
 
     use nodenet_kad::NodeId;
-    use nodenet_wire::Writer;
+    pub use nodenet_wire::fuzzing::Reached;
+    use nodenet_wire::{Reader, Writer, uvarint_len};
 
     use crate::control::{self, Contact};
     use crate::msg::{MsgFields, MsgRef};
     use crate::{Knowledge, Time};
 
-    /// The envelope decoder: an accepted envelope re-encodes to the same bytes.
-    pub fn msg(data: &[u8]) {
-        let Ok(m) = MsgRef::parse(data) else { return };
+    /// The checks of [`msg`], in [`Reached`] bit order.
+    pub const MSG_CHECKS: &[&str] = &[
+        "re-encoding decodes to the same envelope",
+        "minimal input re-encodes byte for byte",
+        "non-minimal input re-encodes shorter by exactly its padding",
+    ];
+
+    /// The envelope decoder: whatever it accepts re-encodes to bytes that decode to the same
+    /// envelope, whatever the length.
+    ///
+    /// Non-minimal uvarints (the avoid count, the payload length) are *accepted*: the
+    /// reference decodes them (Go's `binary.Uvarint`), and NODENET-V1 says to accept what it
+    /// sends and emit only the minimal form. The signature covers neither prefix, so a padded
+    /// envelope verifies like its minimal twin. Hence: a minimal input re-encodes byte for
+    /// byte; a padded one re-encodes shorter by exactly the padding of its two prefixes, with
+    /// every other byte (header, avoid-set, payload, signature) unchanged.
+    pub fn msg(data: &[u8]) -> Reached {
+        const SAME: usize = 0;
+        const MINIMAL: usize = 1;
+        const PADDED: usize = 2;
+        let mut reached = Reached::default();
+        let Ok(m) = MsgRef::parse(data) else {
+            return reached;
+        };
         let avoid: Vec<NodeId> = m.avoid().collect();
         let f = MsgFields {
             target: m.target,
@@ -145,11 +167,36 @@ pub mod fuzzing {
         };
         let mut buf = vec![0u8; f.encoded_len()];
         f.encode(&mut Writer::new(&mut buf)).expect("fits");
-        assert!(buf.len() <= data.len());
-        if buf.len() == data.len() {
+        assert_eq!(
+            MsgRef::parse(&buf),
+            Ok(m),
+            "the re-encoding decodes to the same envelope"
+        );
+        reached.hit(SAME);
+        // The two prefixes as they arrived: the avoid count after the 73-byte header, the
+        // payload length after the avoid-set.
+        const HEADER: usize = 32 + 1 + 32 + 8;
+        let width = |at: usize| {
+            let mut r = Reader::new(&data[at..]);
+            r.uvarint().expect("the decoder read a uvarint here");
+            r.position()
+        };
+        let avoid_width = width(HEADER);
+        let len_width = width(HEADER + avoid_width + 32 * avoid.len());
+        let padding = avoid_width - uvarint_len(avoid.len() as u64) + len_width
+            - uvarint_len(m.payload.len() as u64);
+        assert_eq!(buf.len() + padding, data.len());
+        if padding == 0 {
             assert_eq!(buf, data, "a minimal envelope round-trips byte for byte");
+            reached.hit(MINIMAL);
+        } else {
+            let tail = m.payload.len() + m.sig.len();
+            assert_eq!(buf[..HEADER], data[..HEADER]);
+            assert_eq!(buf[buf.len() - tail..], data[data.len() - tail..]);
+            reached.hit(PADDED);
         }
         let _ = m.originator();
+        reached
     }
 
     /// The Neighbors payload decoder: accepted lists re-encode and decode to the same contacts.
