@@ -2,4 +2,6 @@
 //! Fuzz target `rendezvous`: the logic (and its invariant checks) lives in `nodenet_rendezvous::fuzzing::rendezvous`, which the
 //! corpus-replay test also runs.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| nodenet_rendezvous::fuzzing::rendezvous(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = nodenet_rendezvous::fuzzing::rendezvous(data);
+});

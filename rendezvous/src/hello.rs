@@ -207,18 +207,42 @@ pub fn encode_reply(
     nonce: &[u8; NONCE_LEN],
 ) -> Result<Vec<u8>, WireError> {
     let addrs = &addrs[..addrs.len().min(ADDR_CAP)];
-    let list = AddrList::encoded_len_of(addrs.iter().map(Addr::as_ref));
-    let body = 2 * KEY_LEN + list + NONCE_LEN;
-    let mut out = vec![0u8; body + SIG_LEN];
-    let mut w = Writer::new(&mut out);
-    w.put_bytes(&identity.ed_public())?;
-    w.put_bytes(&identity.x_public())?;
-    AddrList::encode(&mut w, addrs.iter().map(Addr::as_ref))?;
-    w.put_bytes(nonce)?;
+    let mut out = encode_reply_parts(
+        &identity.ed_public(),
+        &identity.x_public(),
+        addrs,
+        nonce,
+        &[0; SIG_LEN],
+    )?;
+    let body = out.len() - SIG_LEN;
     let mut msg = Vec::with_capacity(REPLY_DOMAIN.len() + body);
     msg.extend_from_slice(REPLY_DOMAIN);
     msg.extend_from_slice(&out[..body]);
-    let sig = identity.sign(&msg);
-    out[body..].copy_from_slice(&sig);
+    out[body..].copy_from_slice(&identity.sign(&msg));
+    Ok(out)
+}
+
+/// Encodes a Reply from its parts (the signature as given).
+pub(crate) fn encode_reply_parts(
+    ed_pub: &[u8; KEY_LEN],
+    x_pub: &[u8; KEY_LEN],
+    addrs: &[Addr],
+    nonce: &[u8; NONCE_LEN],
+    sig: &[u8; SIG_LEN],
+) -> Result<Vec<u8>, WireError> {
+    if addrs.len() > ADDR_CAP {
+        return Err(WireError::TooMany {
+            count: addrs.len() as u64,
+            max: ADDR_CAP,
+        });
+    }
+    let list = AddrList::encoded_len_of(addrs.iter().map(Addr::as_ref));
+    let mut out = vec![0u8; 2 * KEY_LEN + list + NONCE_LEN + SIG_LEN];
+    let mut w = Writer::new(&mut out);
+    w.put_bytes(ed_pub)?;
+    w.put_bytes(x_pub)?;
+    AddrList::encode(&mut w, addrs.iter().map(Addr::as_ref))?;
+    w.put_bytes(nonce)?;
+    w.put_bytes(sig)?;
     Ok(out)
 }

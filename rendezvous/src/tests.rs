@@ -238,9 +238,27 @@ fn seal_refuses_a_small_order_key() {
 }
 
 #[test]
-fn fuzz_corpus_replays() {
-    nodenet_testkit::replay_corpus("rendezvous", fuzzing::rendezvous);
-    nodenet_testkit::replay_corpus("sealed_open", fuzzing::sealed_open);
+fn rendezvous_corpus_reaches_every_check() {
+    let r = nodenet_testkit::replay_corpus_reach(
+        "rendezvous",
+        fuzzing::rendezvous,
+        fuzzing::RENDEZVOUS_CHECKS,
+    );
+    for check in fuzzing::RENDEZVOUS_CHECKS {
+        r.require(check, 1);
+    }
+}
+
+#[test]
+fn sealed_open_corpus_reaches_every_check() {
+    let r = nodenet_testkit::replay_corpus_reach(
+        "sealed_open",
+        fuzzing::sealed_open,
+        fuzzing::SEALED_OPEN_CHECKS,
+    );
+    for check in fuzzing::SEALED_OPEN_CHECKS {
+        r.require(check, 1);
+    }
 }
 
 fn arb_addrs() -> impl Strategy<Value = Vec<Addr>> {
