@@ -1080,40 +1080,187 @@ fn remote_reason(connection: &quinn::Connection) -> CloseReason {
 #[doc(hidden)]
 /// Fuzz-target logic, shared by `fuzz/` and the corpus-replay test. Not a stable API.
 pub mod fuzzing {
-    #![allow(clippy::panic, reason = "fuzz targets report by panicking")]
-    use super::{MAX_PACKET_LEN, PrefixDecoder, verify_extension, verify_peer_cert};
+    #![allow(
+        clippy::panic,
+        clippy::expect_used,
+        reason = "fuzz targets report by panicking"
+    )]
+    use std::sync::OnceLock;
 
-    /// The identity-certificate decoder: never panics; an accepted certificate's extension
-    /// re-verifies.
-    pub fn peer_cert(data: &[u8]) {
-        let _ = verify_peer_cert(data);
-        if data.len() >= 96 {
-            let (ext, spki) = data.split_at(96);
-            if let Ok(id) = verify_extension(ext, spki) {
-                assert_eq!(verify_extension(ext, spki), Ok(id));
-            }
-        }
+    use nodenet_identity::{Identity, derive_id, verify};
+    pub use nodenet_wire::fuzzing::Reached;
+    use nodenet_wire::{Reader, WireError};
+
+    use super::tls::verify_peer_cert_key;
+    use super::{
+        EXTENSION_LEN, EXTENSION_OID_STR, MAX_PACKET_LEN, PeerCertError, PrefixDecoder,
+        extension_value, verify_extension, verify_peer_cert,
+    };
+
+    /// The checks of [`peer_cert`], in [`Reached`] bit order.
+    pub const PEER_CERT_CHECKS: &[&str] = &[
+        "accepted: the certificate's key hashes to the NodeId and signs its SPKI",
+        "genuine binding spliced in: accepted as the signer's NodeId",
+        "genuine binding, SPKI bit flipped: refused",
+        "genuine binding, extension key bit flipped: refused",
+        "raw extension | SPKI: accepted means the key hashes to the NodeId",
+    ];
+
+    /// Where, in a DER certificate, the first nodenet identity extension's value and the
+    /// SubjectPublicKeyInfo are: `(value offset, value length, SPKI offset, SPKI length)`.
+    /// The parser borrows both from the input, so they are found by address.
+    fn binding_offsets(der: &[u8]) -> Option<(usize, usize, usize, usize)> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        let ext = cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == EXTENSION_OID_STR)?;
+        let spki = cert.tbs_certificate.subject_pki.raw;
+        let at = |s: &[u8]| {
+            let off = (s.as_ptr() as usize).wrapping_sub(der.as_ptr() as usize);
+            assert!(
+                der.get(off..off + s.len()) == Some(s),
+                "not borrowed from the input"
+            );
+            off
+        };
+        Some((at(ext.value), ext.value.len(), at(spki), spki.len()))
     }
 
-    /// The stream prefix decoder agrees with the wire crate's uvarint reader.
-    pub fn stream_prefix(data: &[u8]) {
+    /// The identity-certificate verifier, which decides which NodeId a TLS peer is.
+    ///
+    /// An accepted certificate's NodeId is the hash of the Ed25519 key in its extension, and
+    /// that key signs the certificate's SPKI. Then, structure-aware: whatever certificate
+    /// parses and carries the extension gets a genuine binding by a fixed identity spliced
+    /// into it (the rest of the certificate as fuzzed), and must be accepted as exactly that
+    /// identity; one bit flipped in its SPKI or in the extension's key (positions taken from
+    /// the replaced extension bytes) must be refused. Last, the input split as a raw
+    /// `extension | SPKI` pair: an accepted pair's NodeId is its key's hash.
+    pub fn peer_cert(data: &[u8]) -> Reached {
+        let mut reached = Reached::default();
+        let found = binding_offsets(data);
+        if let Ok((id, key)) = verify_peer_cert_key(data) {
+            assert_eq!(derive_id(&key), id, "the NodeId is the hash of the key");
+            let (ext_at, ext_len, spki_at, spki_len) =
+                found.expect("an accepted certificate parses and has the extension");
+            assert_eq!(ext_len, EXTENSION_LEN);
+            let ext = &data[ext_at..ext_at + EXTENSION_LEN];
+            assert_eq!(ext[..32], key, "the key is the extension's");
+            let sig = ext[32..].try_into().expect("64 bytes");
+            assert_eq!(
+                verify(&key, &data[spki_at..spki_at + spki_len], sig),
+                Ok(())
+            );
+            assert_eq!(verify_peer_cert(data), Ok(id));
+            reached.hit(0);
+        }
+        if let Some((ext_at, EXTENSION_LEN, spki_at, spki_len)) = found {
+            static SIGNER: OnceLock<Identity> = OnceLock::new();
+            let me = SIGNER.get_or_init(|| Identity::from_seed(&[5; 32]));
+            let entropy = [data[ext_at], data[ext_at + 1], data[ext_at + 2]];
+            let mut cert = data.to_vec();
+            let value = extension_value(me, &data[spki_at..spki_at + spki_len]);
+            cert[ext_at..ext_at + EXTENSION_LEN].copy_from_slice(&value);
+            assert_eq!(
+                verify_peer_cert_key(&cert),
+                Ok((me.node_id(), me.ed_public())),
+                "a genuine binding is accepted, whatever else the certificate holds"
+            );
+            reached.hit(1);
+
+            let bit = usize::from(u16::from_be_bytes([entropy[0], entropy[1]])) % (8 * spki_len);
+            let mut flipped = cert.clone();
+            flipped[spki_at + bit / 8] ^= 1 << (bit % 8);
+            let got = verify_peer_cert(&flipped);
+            assert!(
+                got.is_err(),
+                "a changed certificate key kept its binding: {got:?}"
+            );
+            reached.hit(2);
+
+            let bit = usize::from(entropy[2]);
+            let mut flipped = cert;
+            flipped[ext_at + bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(verify_peer_cert(&flipped), Err(PeerCertError::BadSignature));
+            reached.hit(3);
+        }
+        if data.len() >= EXTENSION_LEN {
+            let (ext, spki) = data.split_at(EXTENSION_LEN);
+            if let Ok(id) = verify_extension(ext, spki) {
+                let key = ext[..32].try_into().expect("32 bytes");
+                assert_eq!(derive_id(key), id);
+                assert_eq!(verify_extension(ext, spki), Ok(id));
+                reached.hit(4);
+            }
+        }
+        reached
+    }
+
+    /// The checks of [`stream_prefix`], in [`Reached`] bit order.
+    pub const STREAM_PREFIX_CHECKS: &[&str] = &[
+        "complete: the length the wire reader reads, within a packet",
+        "refused: exactly when the prefix can no longer fit a packet",
+        "refused mid-prefix (at a continuation byte)",
+        "input ends mid-prefix: incomplete, and the wire reader says truncated",
+        "incomplete byte: a continuation, and the prefix could still fit",
+    ];
+
+    /// The stream prefix decoder, byte by byte, against a model of the prefix so far: after
+    /// each byte it must say "complete" exactly when the byte ends the uvarint (with the value
+    /// the wire reader reads from the whole input), "refused" exactly when no continuation
+    /// could bring the value back within a packet (it only grows; a tenth byte may not
+    /// continue), and "more" otherwise. An input that ends mid-prefix leaves it incomplete.
+    pub fn stream_prefix(data: &[u8]) -> Reached {
+        const COMPLETE: usize = 0;
+        const REFUSED: usize = 1;
+        const MID_PREFIX: usize = 2;
+        const TRUNCATED: usize = 3;
+        const MORE: usize = 4;
+        let mut reached = Reached::default();
+        let max = MAX_PACKET_LEN as u128;
         let mut d = PrefixDecoder::default();
+        let mut value: u128 = 0;
         for (i, &b) in data.iter().enumerate() {
+            // A correct decoder has answered by the tenth byte; past it, anything is hopeless.
+            if i < 10 {
+                value |= u128::from(b & 0x7f) << (7 * i);
+            }
+            let continues = b & 0x80 != 0;
+            let hopeless = i >= 10 || value > max || (i == 9 && continues);
             match d.push(b) {
-                Ok(None) => continue,
+                Ok(None) => {
+                    assert!(continues, "byte {i} ({b:#04x}) ends the prefix");
+                    assert!(!hopeless, "{:02x?} can no longer fit", &data[..=i]);
+                    reached.hit(MORE);
+                }
                 Ok(Some(len)) => {
-                    let mut r = nodenet_wire::Reader::new(&data[..=i]);
-                    assert_eq!(r.uvarint().ok(), Some(len as u64));
-                    assert!(len <= MAX_PACKET_LEN);
-                    return;
+                    assert!(!continues && !hopeless, "{:02x?} accepted", &data[..=i]);
+                    assert_eq!(len as u128, value);
+                    let mut r = Reader::new(data);
+                    assert_eq!(r.uvarint(), Ok(len as u64));
+                    assert_eq!(r.position(), i + 1);
+                    reached.hit(COMPLETE);
+                    return reached;
                 }
                 Err(_) => {
-                    let v = nodenet_wire::Reader::new(&data[..=i]).uvarint();
+                    assert!(hopeless, "{:02x?} refused, yet could fit", &data[..=i]);
+                    // Read over the whole input, the prefix is over a packet, or no uvarint.
+                    let v = Reader::new(data).uvarint();
                     assert!(!matches!(v, Ok(n) if n <= MAX_PACKET_LEN as u64), "{v:?}");
-                    return;
+                    reached.hit(REFUSED);
+                    if continues {
+                        reached.hit(MID_PREFIX);
+                    }
+                    return reached;
                 }
             }
         }
+        if !data.is_empty() {
+            assert_eq!(Reader::new(data).uvarint(), Err(WireError::Truncated));
+            reached.hit(TRUNCATED);
+        }
+        reached
     }
 }
 
