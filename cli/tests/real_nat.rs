@@ -16,8 +16,9 @@
 //! a volunteer relay (the public nodes), that a relayed edge is upgraded to a punched one
 //! once a punch can work (`rc` drops all traffic between `c` and `b` at first, then lifts
 //! the block), and that data crosses byte-exact. It needs root, `ip netns` and
-//! iptables; without them it says why and skips. Every address used lives inside the
-//! namespaces it creates, and they are deleted however the test ends.
+//! iptables: without them it is reported `ignored` with the reason, and with `CI=true` it
+//! fails (see `nodenet_testkit::netns`). Every address used lives inside the namespaces it
+//! creates, and they are deleted however the test ends.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -38,21 +39,6 @@ fn run(args: &[&str]) -> bool {
         eprintln!("command failed: {args:?}: {err:?}");
     }
     ok
-}
-
-/// Why this machine cannot run the test, if it cannot.
-fn missing_capability(prefix: &str) -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("not root".into());
-    }
-    let probe = format!("{prefix}-probe");
-    if !run(&["ip", "netns", "add", &probe]) {
-        return Some("`ip netns add` fails (no iproute2 or no namespace support)".into());
-    }
-    let iptables = run(&["ip", "netns", "exec", &probe, "iptables", "-t", "nat", "-L"]);
-    run(&["ip", "netns", "del", &probe]);
-    (!iptables).then(|| "iptables with the nat table is not available".into())
 }
 
 /// The namespaces and processes of one run; torn down on drop, whatever happened.
@@ -416,13 +402,18 @@ fn data_crosses(
     assert_eq!(got, text.as_bytes(), "{from} → {to}");
 }
 
-#[test]
+fn main() {
+    nodenet_testkit::netns::main(
+        nodenet_testkit::netns::Needs::NetnsIptables,
+        &[(
+            "nodes_behind_real_nats_learn_their_type_and_punch_through",
+            nodes_behind_real_nats_learn_their_type_and_punch_through,
+        )],
+    )
+}
+
 fn nodes_behind_real_nats_learn_their_type_and_punch_through() {
     let prefix = format!("nn{}", std::process::id() % 100_000);
-    if let Some(why) = missing_capability(&prefix) {
-        eprintln!("SKIPPED real_nat: {why}; this test needs root, `ip netns` and iptables");
-        return;
-    }
     let mut lab = Lab {
         prefix,
         children: Vec::new(),
