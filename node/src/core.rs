@@ -170,6 +170,13 @@ pub enum Action {
     Close(NodeId),
     /// Tell the application (nothing to do on the network).
     Notify(NodeEvent),
+    /// Our neighbours agree we are seen at `addr` (an IP `host:port`): ask the host whether
+    /// that IP is one of its own (a public node, not one behind NAT), and answer with
+    /// [`Core::on_own_ip`]. Until then the core treats the address as not its own.
+    CheckOwnIp {
+        /// The corroborated reflexive address.
+        addr: Addr,
+    },
 }
 
 /// A change in the node's state an application may want to watch.
@@ -220,7 +227,7 @@ pub enum Handled {
     /// Send the frame (its TTL already patched in place) to the first of these edges that
     /// accepts it; tell [`Core::on_send_failed`] about each that does not.
     Forward(Candidates),
-    /// Hand this to the application.
+    /// Hand this to the application, then report the outcome with [`Core::count_delivery`].
     Deliver(Delivery),
     /// A verified rendezvous answer to the request with this nonce.
     Rendezvous {
@@ -339,6 +346,10 @@ pub enum EdgeRefusal {
     /// An edge to this peer is already up.
     #[error("an edge to this peer is already up")]
     Duplicate,
+    /// The connection closed before it could be admitted (a late frame of an edge already
+    /// gone, or a dial that finished as its connection died).
+    #[error("the connection is already closed")]
+    Closed,
 }
 
 /// Why a message could not be originated.
@@ -598,20 +609,16 @@ impl Core {
         self.stats
     }
 
-    /// Counts a message to ourselves that the driver delivered locally (`handed` false: the
-    /// application's queue was full and it was dropped).
-    pub fn count_local_delivery(&mut self, handed: bool) {
+    /// Counts what became of a [`Handled::Deliver`] (or of a message to ourselves the driver
+    /// delivered locally): `handed` when the application's queue took it, else it was dropped
+    /// on a full queue. The core never counts a delivery itself, so `delivered` only ever
+    /// counts payloads the application received, and no counter goes down.
+    pub fn count_delivery(&mut self, handed: bool) {
         if handed {
             self.stats.delivered += 1;
         } else {
             self.stats.dropped_deliver_full += 1;
         }
-    }
-
-    /// Counts a delivery the driver could not hand over (the application's queue was full).
-    pub fn count_deliver_full(&mut self) {
-        self.stats.dropped_deliver_full += 1;
-        self.stats.delivered = self.stats.delivered.saturating_sub(1);
     }
 
     /// The live edges.
@@ -636,14 +643,32 @@ impl Core {
     }
 
     /// Re-reads the confirmed reflexive address after the reports changed, and decides once
-    /// whether it is our own (that takes a socket call; the address is read far more often).
+    /// whether it is our own. Whether an IP is the host's is a question for the host, not the
+    /// core: when only that is left to decide, the core asks with [`Action::CheckOwnIp`].
     fn refresh_reflexive(&mut self) {
         let now = self.reflexive.confirmed().cloned();
         if now.as_ref() != self.confirmed.as_ref().map(|(a, _)| a) {
             self.confirmed = now.map(|a| {
-                let own = self.reflexive_is_own(&a);
+                let own = match self.reflexive_could_be_own(&a) {
+                    Some(own) => own,
+                    None => {
+                        self.actions
+                            .push_back(Action::CheckOwnIp { addr: a.clone() });
+                        false
+                    }
+                };
                 (a, own)
             });
+        }
+    }
+
+    /// The host's answer to [`Action::CheckOwnIp`]: whether `addr`'s IP is one of its own.
+    /// An answer about an address no longer confirmed is ignored.
+    pub fn on_own_ip(&mut self, addr: &Addr, own: bool) {
+        if let Some((confirmed, is_own)) = &mut self.confirmed {
+            if confirmed == addr {
+                *is_own = own;
+            }
         }
     }
 
@@ -680,14 +705,16 @@ impl Core {
         out
     }
 
-    /// Whether a confirmed reflexive address is this node's own: on the port we advertise (or
-    /// any port when we advertise nothing) and, on IP, an IP this host owns.
-    fn reflexive_is_own(&self, r: &Addr) -> bool {
+    /// Whether a confirmed reflexive address is this node's own, as far as the core can
+    /// tell: off IP, when we advertise it; on IP, not unless it is on the port we advertise (or
+    /// any port when we advertise nothing), and then only the host knows (`None`) whether
+    /// the IP is one of its own.
+    fn reflexive_could_be_own(&self, r: &Addr) -> Option<bool> {
         if !self.config.ip {
-            return self.config.advertise.contains(r);
+            return Some(self.config.advertise.contains(r));
         }
         let Ok(seen) = r.endpoint.parse::<std::net::SocketAddr>() else {
-            return false;
+            return Some(false);
         };
         let port_ok = self.config.advertise.is_empty()
             || self.config.advertise.iter().any(|a| {
@@ -695,7 +722,7 @@ impl Core {
                     .parse::<std::net::SocketAddr>()
                     .is_ok_and(|a| a.port() == seen.port())
             });
-        port_ok && std::net::UdpSocket::bind((seen.ip(), 0)).is_ok()
+        if port_ok { None } else { Some(false) }
     }
 
     /// The next action for the driver.
@@ -919,7 +946,6 @@ impl Core {
                 // the connection's flow control and its memory by the deliveries queue. Charged,
                 // it capped a bulk transfer at the bucket's rate (512 frames/s) and dropped
                 // the rest: data lost on a link with room to spare.
-                self.stats.delivered += 1;
                 return Handled::Deliver(Delivery {
                     originator: from,
                     payload: payload.to_vec(),
@@ -1079,7 +1105,6 @@ impl Core {
                     return Handled::Done;
                 }
                 self.learn(now, originator, *m.ed_pub);
-                self.stats.delivered += 1;
                 Handled::Deliver(Delivery {
                     originator,
                     payload: m.payload.to_vec(),

@@ -10,7 +10,7 @@ use nodenet_kad::NodeId;
 use nodenet_nat::NatType;
 use nodenet_rendezvous::{Coordinates, NONCE_LEN as RDV_NONCE_LEN, ReplayCache};
 use nodenet_routing::{Contact, Time};
-use nodenet_transport::{Conn, ConnId, Event, SendError, Transport, next_event};
+use nodenet_transport::{Conn, ConnId, Event, Packet, SendError, Transport, next_event};
 use nodenet_wire::{Addr, FrameType};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -448,7 +448,7 @@ impl Node {
                 hops: 0,
             };
             let handed = self.0.deliveries_tx.try_send(d).is_ok();
-            core.count_local_delivery(handed);
+            core.count_delivery(handed);
             return Ok(());
         }
         core.originate(now, FrameType::ROUTE, target, payload)?;
@@ -493,7 +493,7 @@ impl Node {
                 }
                 Some((contact, result)) = dials.recv() => self.on_dialed(contact, result),
                 ev = next_event(&*self.0.transport) => match ev {
-                    Some(Event::Frame { conn, mut packet }) => self.on_frame(&conn, &mut packet),
+                    Some(Event::Frame { conn, packet }) => self.on_frame(&conn, packet),
                     Some(Event::Closed { conn, .. }) => self.on_closed(&conn),
                     Some(Event::Media(session)) => self.on_media(session),
                     Some(_) => {}
@@ -553,7 +553,7 @@ impl Node {
         Now { mono, unix_ns }
     }
 
-    fn on_frame(&self, conn: &Conn, packet: &mut [u8]) {
+    pub(crate) fn on_frame(&self, conn: &Conn, mut packet: Packet) {
         let now = self.now();
         let peer = conn.remote_id();
         let mut core = lock(&self.0.core);
@@ -566,22 +566,31 @@ impl Node {
                 Err(_) => return,
             }
         }
-        match conn.with_remote_addr(|from| core.on_frame(now, peer, from, packet)) {
+        match conn.with_remote_addr(|from| core.on_frame(now, peer, from, &mut packet)) {
             Handled::Forward(candidates) => {
+                // Local repair: the packet the frame arrived in (its TTL patched in place) is
+                // offered to each candidate in turn and handed back on refusal, so it is never
+                // copied. A busy edge is only skipped; a closed one is dead.
                 for next in candidates.as_slice() {
-                    match self.send_to(next, packet) {
+                    let Some(edge) = lock(&self.0.conns).get(next).cloned() else {
+                        core.on_send_failed(now, next);
+                        continue;
+                    };
+                    match edge.send_packet(packet) {
                         Ok(()) => break,
-                        // Local repair: the same buffer tries the next candidate. A busy edge
-                        // is only skipped; a closed one is dead.
-                        Err(SendError::QueueFull) => core.count_queue_full(),
-                        Err(_) => core.on_send_failed(now, next),
+                        Err(unsent) => {
+                            if unsent.error == SendError::QueueFull {
+                                core.count_queue_full();
+                            } else {
+                                core.on_send_failed(now, next);
+                            }
+                            packet = unsent.packet;
+                        }
                     }
                 }
             }
             Handled::Deliver(d) => {
-                if self.0.deliveries_tx.try_send(d).is_err() {
-                    core.count_deliver_full();
-                }
+                core.count_delivery(self.0.deliveries_tx.try_send(d).is_ok());
             }
             Handled::Rendezvous { nonce, coordinates } => {
                 if let Some(waiter) = lock(&self.0.waiters).remove(&nonce) {
@@ -863,6 +872,12 @@ impl Node {
     /// connection that is already closed, or one the same side dialed before, is simply
     /// replaced by the new one.
     pub(crate) fn admit(&self, core: &mut Core, now: Now, conn: &Conn) -> Result<(), EdgeRefusal> {
+        // A frame queued before its edge closed, or a dial that completed as its connection
+        // died: nothing may bring a dead connection back (its Closed event may already have
+        // been handled, and nothing would ever take it down again).
+        if conn.is_closed() {
+            return Err(EdgeRefusal::Closed);
+        }
         let peer = conn.remote_id();
         if conn.direction() == nodenet_transport::Direction::Inbound {
             let from = conn.remote_addr();
@@ -990,6 +1005,14 @@ impl Node {
                     if let Some(c) = lock(&self.0.conns).remove(&peer) {
                         c.close();
                     }
+                }
+                Action::CheckOwnIp { addr } => {
+                    // An IP is the host's own exactly when a socket can bind to it.
+                    let own = addr
+                        .endpoint
+                        .parse::<std::net::SocketAddr>()
+                        .is_ok_and(|a| std::net::UdpSocket::bind((a.ip(), 0)).is_ok());
+                    core.on_own_ip(&addr, own);
                 }
             }
         }

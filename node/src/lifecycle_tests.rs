@@ -62,3 +62,35 @@ async fn after_shutdown_nothing_keeps_the_node_alive() {
         state.strong_count()
     );
 }
+
+/// Finding 7: a frame the transport queued before its edge closed reaches the driver after
+/// the close. It used to admit the dead connection as a new edge: an edge the core counts as
+/// up, whose Closed event has already gone by, so nothing ever takes it down again.
+#[tokio::test]
+async fn a_closed_connection_is_never_admitted_again() {
+    let hub = Hub::new();
+    let (me, peer) = (identity(10), identity(11));
+    let transport = Arc::new(hub.transport_for(&me, "me").unwrap());
+    let remote = hub.transport_for(&peer, "peer").unwrap();
+    // Not spawned: the test plays the run loop, to order the close before the frame.
+    let node = Node::builder(me, transport.clone())
+        .deterministic_seed(1)
+        .build();
+    let out = remote
+        .dial(node.id(), &transport.local_addr())
+        .await
+        .unwrap();
+    out.send(b"queued before the close").unwrap();
+    let Some(nodenet_transport::Event::Frame { conn, packet }) =
+        nodenet_transport::next_event(&*transport).await
+    else {
+        panic!("no frame");
+    };
+    conn.close();
+    node.on_frame(&conn, packet);
+    assert!(
+        crate::driver::lock(&node.0.conns).is_empty(),
+        "a closed connection was admitted"
+    );
+    assert_eq!(crate::driver::lock(&node.0.core).edges().len(), 0);
+}

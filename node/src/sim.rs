@@ -366,7 +366,8 @@ impl Sim {
                         self.push(at, Ev::Dialed { from: i, to: j });
                     }
                 }
-                Action::Notify(_) => {}
+                // The simulated hosts own no IP a neighbour could report.
+                Action::Notify(_) | Action::CheckOwnIp { .. } => {}
                 Action::Close(peer) => {
                     if let Some(&j) = self.index.get(&peer) {
                         if self.edges.remove(&(i, j)) {

@@ -297,6 +297,17 @@ pub enum SendError {
     },
 }
 
+/// A packet [`Conn::send_packet`] could not queue, handed back with the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+#[non_exhaustive]
+pub struct Unsent {
+    /// Why it was refused.
+    pub error: SendError,
+    /// The packet, untouched.
+    pub packet: Packet,
+}
+
 /// Why a dial failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -440,6 +451,35 @@ impl Conn {
                 SendError::QueueFull
             }
             mpsc::error::TrySendError::Closed(_) => SendError::ConnClosed,
+        })
+    }
+
+    /// Queues `packet` itself, without a copy: for a frame that is already in a pooled
+    /// packet, such as one being forwarded from the packet it arrived in. A refused packet is
+    /// handed back in [`Unsent`], so the caller can offer the same buffer to another edge
+    /// (local repair) and nothing is copied however many edges refuse it.
+    pub fn send_packet(&self, packet: Packet) -> Result<(), Unsent> {
+        if self.is_closed() {
+            return Err(Unsent {
+                error: SendError::ConnClosed,
+                packet,
+            });
+        }
+        self.0.queue.try_send(packet).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(packet) => {
+                self.0
+                    .counters
+                    .send_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                Unsent {
+                    error: SendError::QueueFull,
+                    packet,
+                }
+            }
+            mpsc::error::TrySendError::Closed(packet) => Unsent {
+                error: SendError::ConnClosed,
+                packet,
+            },
         })
     }
 

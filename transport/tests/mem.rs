@@ -292,3 +292,28 @@ async fn a_nat_that_claims_dropped_packets_punishes_the_late_sender() {
     assert!(y.dial(x.local_id(), &xm).await.is_ok());
     assert!(x.dial(y.local_id(), &ym).await.is_ok());
 }
+
+/// `Conn::send_packet` queues the packet itself and hands a refused one back untouched, so
+/// local repair offers one buffer to edge after edge without copying it.
+#[tokio::test(start_paused = true)]
+async fn send_packet_moves_the_buffer_and_hands_a_refused_one_back() {
+    let hub = Hub::new();
+    let (a, b, c) = (node(&hub, 1), node(&hub, 2), node(&hub, 3));
+    let dead = dial(&a, &b).await;
+    let live = dial(&a, &c).await;
+    dead.close();
+    let packet = nodenet_transport::Packet::copy_from(b"one buffer").unwrap();
+    let at = packet.as_ptr();
+    let unsent = dead.send_packet(packet).unwrap_err();
+    assert_eq!(unsent.error, nodenet_transport::SendError::ConnClosed);
+    assert_eq!(
+        unsent.packet.as_ptr(),
+        at,
+        "the refused packet is the same buffer"
+    );
+    live.send_packet(unsent.packet).unwrap();
+    match next_event(&c).await {
+        Some(Event::Frame { packet, .. }) => assert_eq!(&*packet, b"one buffer"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -370,3 +370,88 @@ fn a_neighbors_answer_cannot_fan_maintenance_dials_out() {
     );
     assert!(core.stats().dials_cut > 0, "nothing cut was counted");
 }
+
+/// Finding 7: `delivered` counted a payload when the core handed it to the driver, and the
+/// driver took it back (`saturating_sub`) when the application's queue was full: a monotonic
+/// counter that went down, and a window in which a dropped payload read as delivered. Now the
+/// core counts nothing until the driver says what became of it.
+#[test]
+fn delivered_counts_only_what_the_application_took_and_never_goes_down() {
+    let (me, peer) = (identity(1), identity(2));
+    let mut core = Core::new(me.clone(), CoreConfig::default(), CoreRng::deterministic(1));
+    let t = now(1);
+    edge(&mut core, &peer, t);
+    let from = mem_addr("peer");
+    let mut last = core.stats();
+    for (i, handed) in [false, true, false, true].into_iter().enumerate() {
+        let payload = [u8::try_from(i).unwrap(); 8];
+        let mut frame = routed(
+            &peer,
+            peer.ed_public(),
+            FrameType::ROUTE,
+            me.node_id(),
+            8,
+            t,
+            &payload,
+        );
+        let h = core.on_frame(t, peer.node_id(), &from, &mut frame);
+        assert!(matches!(h, Handled::Deliver(_)), "{h:?}");
+        // Handed over but not yet taken: not delivered.
+        assert_eq!(core.stats().delivered, last.delivered);
+        core.count_delivery(handed);
+        let s = core.stats();
+        assert!(
+            s.delivered >= last.delivered && s.dropped_deliver_full >= last.dropped_deliver_full
+        );
+        last = s;
+    }
+    assert_eq!((last.delivered, last.dropped_deliver_full), (2, 2));
+}
+
+/// Finding 7: the "sans-IO" core bound a UDP socket to decide whether a corroborated
+/// reflexive address was on one of the host's own IPs. That is now a question the core asks
+/// the host ([`Action::CheckOwnIp`]), once per newly confirmed address, and the answer is an
+/// input ([`Core::on_own_ip`]).
+#[test]
+fn whether_an_ip_is_ours_is_an_input_not_a_socket_the_core_binds() {
+    let me = identity(1);
+    let seen = Addr::new("quic", "198.51.100.7:4242");
+    let config = CoreConfig {
+        ip: true,
+        ..CoreConfig::default()
+    };
+    let mut core = Core::new(me, config, CoreRng::deterministic(1));
+    let t = now(1);
+    let peers: Vec<Identity> = (2..7).map(identity).collect();
+    for p in &peers {
+        edge(&mut core, p, t);
+    }
+    let mut asked = Vec::new();
+    for p in &peers {
+        let mut buf = [0u8; 64];
+        let mut w = Writer::new(&mut buf);
+        seen.as_ref().encode(&mut w).unwrap();
+        let mut frame = small_frame(FrameType::PONG, w.written());
+        let _ = core.on_frame(t, p.node_id(), &mem_addr("x"), &mut frame);
+        while let Some(a) = core.poll_action() {
+            if let Action::CheckOwnIp { addr } = a {
+                asked.push(addr);
+            }
+        }
+    }
+    assert_eq!(core.reflexive(), Some(&seen));
+    assert_eq!(
+        asked,
+        vec![seen.clone()],
+        "asked once, for the confirmed address"
+    );
+    // Unanswered, the address is not ours: offered for punches only.
+    assert!(!core.coordinates().contains(&seen));
+    assert_eq!(core.nat_type(), NatType::Cone);
+    core.on_own_ip(&seen, true);
+    assert!(core.coordinates().contains(&seen));
+    assert_eq!(core.nat_type(), NatType::Public);
+    // An answer about an address no longer (or never) confirmed changes nothing.
+    core.on_own_ip(&Addr::new("quic", "198.51.100.8:4242"), false);
+    assert_eq!(core.nat_type(), NatType::Public);
+}
