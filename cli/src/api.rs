@@ -86,7 +86,7 @@ impl IntoResponse for ApiError {
 impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         let status = match &e {
-            NodeError::FrameTooLarge { .. } | NodeError::SelfTarget => StatusCode::BAD_REQUEST,
+            NodeError::PayloadTooLarge { .. } | NodeError::SelfTarget => StatusCode::BAD_REQUEST,
             NodeError::Connect { .. } | NodeError::Media { .. } => StatusCode::BAD_GATEWAY,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -203,7 +203,7 @@ fn payload(data: &str) -> Result<Vec<u8>, ApiError> {
     let bytes = BASE64
         .decode(data)
         .map_err(|e| ApiError::bad(format!("\"data\" is not base64: {e}")))?;
-    // The exact limit depends on the framing (the node answers FrameTooLarge, also a 400);
+    // The exact limit depends on the operation (the node answers PayloadTooLarge, also a 400);
     // this bound only spares the node a payload that cannot fit any frame.
     if bytes.len() > nodenet_wire::MAX_PACKET_LEN {
         return Err(ApiError::bad(format!(

@@ -141,7 +141,7 @@ pub(crate) async fn test_call(
 /// Answers every call that passed the node's gates: echoes its datagrams and messages back
 /// until it ends.
 pub(crate) async fn answer_calls(node: Node) {
-    let Some(mut inbound) = node.inbound_media() else {
+    let Ok(mut inbound) = node.inbound_media() else {
         return;
     };
     while let Some(session) = inbound.recv().await {

@@ -27,6 +27,8 @@ pub(crate) enum DemoError {
     TooFew,
     #[error("cannot bind a loopback QUIC endpoint: {0}")]
     Bind(String),
+    #[error(transparent)]
+    Build(#[from] nodenet::BuildError),
 }
 
 /// How the demo went.
@@ -106,12 +108,13 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<Summary, DemoError> {
         let t = QuicTransport::bind(&identity, localhost, config)
             .map_err(|e| DemoError::Bind(e.to_string()))?;
         boot_addr.get_or_insert_with(|| t.local_addr());
-        let node = Node::builder(identity, Arc::new(t))
+        let node = Node::builder(identity)
+            .transport(Arc::new(t))
             .maintenance(Maintenance::scaled(5))
             .delivery_buffer(4096)
-            .build();
+            .build()?;
         let got = Arc::new(Mutex::new(HashMap::new()));
-        if let Some(mut inbox) = node.deliveries() {
+        if let Ok(mut inbox) = node.deliveries() {
             let got = got.clone();
             tokio::spawn(async move {
                 while let Some(d) = inbox.recv().await {

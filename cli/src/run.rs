@@ -13,7 +13,7 @@ use nodenet_transport::Transport as _;
 use nodenet_transport::quic::{NET, QuicConfig, QuicTransport};
 use nodenet_wire::Addr;
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 
 use crate::api::{self, Api};
 use crate::config::{self, BootstrapEntry};
@@ -73,6 +73,8 @@ pub(crate) enum RunError {
     },
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
+    #[error(transparent)]
+    Build(#[from] nodenet::BuildError),
     #[error("cannot serve the API on {addr}: {source}")]
     Api {
         addr: SocketAddr,
@@ -139,7 +141,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
         reason: e.to_string(),
     })?;
     let local = transport.local_addr();
-    let mut builder = Node::builder(identity, Arc::new(transport))
+    let mut builder = Node::builder(identity)
+        .transport(Arc::new(transport))
         .min_difficulty(args.pow)
         .relay(args.relay)
         .max_inbound_edges(args.max_inbound);
@@ -154,7 +157,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
         // 0.0.0.0 is no address anyone can dial: peers learn ours from the edge they see.
         builder = builder.advertise(Vec::new());
     }
-    let node = builder.build();
+    let node = builder.build()?;
 
     let api_listener = tokio::net::TcpListener::bind(args.api)
         .await
@@ -163,7 +166,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
             source,
         })?;
     let api_addr = api_listener.local_addr().unwrap_or(args.api);
-    let inbox = node.deliveries();
+    let inbox = node.deliveries().ok();
     let (events_tx, _) = broadcast::channel(1024);
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Api {
@@ -248,7 +251,7 @@ async fn shutdown_signal() {
 }
 
 /// Turns deliveries, edge changes and new drops into `/events` JSON and log lines.
-async fn pump(node: Node, mut inbox: mpsc::Receiver<Delivery>, tx: broadcast::Sender<Arc<str>>) {
+async fn pump(node: Node, mut inbox: nodenet::Deliveries, tx: broadcast::Sender<Arc<str>>) {
     let mut events = node.events();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last = node.stats();

@@ -16,7 +16,7 @@ use std::time::Duration;
 use nodenet_kad::NodeId;
 use nodenet_rendezvous::{Coordinates, OpenError, Opened};
 use nodenet_transport::{Conn, DialError};
-use nodenet_wire::{Addr, Frame, FrameType, MAX_PACKET_LEN};
+use nodenet_wire::{Addr, Frame, FrameType};
 use tokio::sync::oneshot;
 
 use crate::core::EdgeRefusal;
@@ -316,6 +316,12 @@ impl Node {
     /// know it yet) and sends the box over the overlay: forwarders see only ciphertext. The
     /// recipient opens the delivery with [`Node::open_sealed`].
     pub async fn send_sealed(&self, target: NodeId, plaintext: &[u8]) -> Result<(), Error> {
+        if plaintext.len() > crate::MAX_SEALED_PLAINTEXT {
+            return Err(Error::PayloadTooLarge {
+                len: plaintext.len(),
+                max: crate::MAX_SEALED_PLAINTEXT,
+            });
+        }
         let known = lock(&self.0.core).x_key_of(&target);
         let x = match known {
             Some(x) => x,
@@ -640,9 +646,9 @@ impl Node {
         let mut frame = vec![0u8; nodenet_wire::header_len(payload.len()) + payload.len()];
         let n = Frame::new(FrameType::APP, payload)
             .encode(&mut frame)
-            .map_err(|_| Error::FrameTooLarge {
-                len: frame.len(),
-                max: MAX_PACKET_LEN,
+            .map_err(|_| Error::PayloadTooLarge {
+                len: payload.len(),
+                max: crate::MAX_DIRECT_PAYLOAD,
             })?;
         let conn = self.conn_to(&peer).ok_or(Error::NotConnected(peer))?;
         conn.send_bulk(&frame[..n])
@@ -652,11 +658,10 @@ impl Node {
 }
 
 fn check_app_len(len: usize) -> Result<(), Error> {
-    let frame = nodenet_wire::header_len(len) + len;
-    if frame > MAX_PACKET_LEN {
-        return Err(Error::FrameTooLarge {
-            len: frame,
-            max: MAX_PACKET_LEN,
+    if len > crate::MAX_DIRECT_PAYLOAD {
+        return Err(Error::PayloadTooLarge {
+            len,
+            max: crate::MAX_DIRECT_PAYLOAD,
         });
     }
     Ok(())

@@ -731,6 +731,13 @@ impl Core {
         self.actions.pop_front()
     }
 
+    /// Keeps `contact` as a bootstrap contact without dialing it (the caller dials).
+    pub fn remember_bootstrap(&mut self, contact: &Contact) {
+        if contact.id != self.id && !self.bootstrap.contains(contact) {
+            self.bootstrap.push(contact.clone());
+        }
+    }
+
     /// Entry points into the overlay, known by NodeId and address only: their keys are learned
     /// from the authenticated handshake when the edge comes up, so bootstrapping works at any
     /// difficulty. Dials them at once.

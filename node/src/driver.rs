@@ -30,13 +30,18 @@ const DUPLICATE_GRACE: Duration = Duration::from_secs(5);
 /// Losing connections draining at once, at most (more are closed at once).
 const MAX_DRAINING: usize = 64;
 
+/// Time [`Node::dial`] gives each address of a contact.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Default time a rendezvous waits for its answer.
 pub const DEFAULT_RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Builds a [`Node`].
+/// Builds a [`Node`]: [`Builder::bind`] binds QUIC for it and starts it; [`Builder::build`]
+/// takes a transport of your own ([`Builder::transport`], e.g. the in-memory hub's).
 pub struct Builder {
     identity: Identity,
-    transport: Arc<dyn Transport>,
+    transport: Option<Arc<dyn Transport>>,
+    quic: nodenet_transport::quic::QuicConfig,
     config: CoreConfig,
     delivery_buffer: usize,
     admission: Option<crate::core::AdmissionHook>,
@@ -169,22 +174,89 @@ impl Builder {
         self
     }
 
-    /// Builds the node. Nothing runs until [`Node::spawn`].
-    pub fn build(self) -> Node {
+    /// The transport to run over instead of binding QUIC: an in-memory hub's for tests and
+    /// simulations, or one you bound yourself. It must have been made for this builder's
+    /// identity ([`Builder::build`] checks).
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Settings of the QUIC transport [`Builder::bind`] makes (inbound caps, timers, media).
+    pub fn quic_config(mut self, config: nodenet_transport::quic::QuicConfig) -> Self {
+        self.quic = config;
+        self
+    }
+
+    /// Binds a QUIC transport for this identity at `addr` (e.g. `0.0.0.0:4242`, or port 0 for
+    /// any), builds the node over it and starts it ([`Node::spawn`]). Must be called within a
+    /// tokio runtime. Subscribe to [`Node::events`] right after: nothing happens before you
+    /// bootstrap or a peer dials in. To subscribe before anything can run, use
+    /// [`Builder::transport`] + [`Builder::build`] and [`Node::spawn`] yourself.
+    ///
+    /// # Errors
+    /// [`BuildError::NoRuntime`] outside a tokio runtime, [`BuildError::Bind`] if the socket
+    /// cannot be bound, [`BuildError::OwnDifficulty`] (see [`Builder::build`]), and
+    /// [`BuildError::TransportAlreadySet`] if [`Builder::transport`] was called.
+    pub async fn bind(mut self, addr: std::net::SocketAddr) -> Result<Node, BuildError> {
+        if self.transport.is_some() {
+            return Err(BuildError::TransportAlreadySet);
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(BuildError::NoRuntime);
+        }
+        let quic = nodenet_transport::quic::QuicTransport::bind(
+            &self.identity,
+            addr,
+            std::mem::take(&mut self.quic),
+        )
+        .map_err(BuildError::Bind)?;
+        self.transport = Some(Arc::new(quic));
+        let node = self.build()?;
+        node.spawn();
+        Ok(node)
+    }
+
+    /// Builds the node over the transport given with [`Builder::transport`]. Nothing runs
+    /// until [`Node::spawn`], so [`Node::events`] subscribed before it misses nothing.
+    ///
+    /// # Errors
+    /// [`BuildError::NoTransport`] without one; [`BuildError::IdentityMismatch`] when the
+    /// transport authenticates as another NodeId than the identity (peers would see one node,
+    /// the overlay another); [`BuildError::OwnDifficulty`] when our own NodeId misses the
+    /// difficulty we demand of peers (every peer that enforces it would refuse us).
+    pub fn build(self) -> Result<Node, BuildError> {
+        let Some(transport) = self.transport else {
+            return Err(BuildError::NoTransport);
+        };
+        let id = self.identity.node_id();
+        if transport.local_id() != id {
+            return Err(BuildError::IdentityMismatch {
+                identity: id,
+                transport: transport.local_id(),
+            });
+        }
+        let bits = nodenet_pow::leading_zero_bits(&id);
+        if bits < self.config.difficulty {
+            return Err(BuildError::OwnDifficulty {
+                bits,
+                required: self.config.difficulty,
+            });
+        }
         let mut config = self.config;
         if !self.advertise_set {
-            config.advertise = vec![self.transport.local_addr()];
+            config.advertise = vec![transport.local_addr()];
         }
-        let local = self.transport.local_addr();
+        let local = transport.local_addr();
         let loopback = local
             .as_ref()
             .endpoint
             .parse::<std::net::SocketAddr>()
             .is_ok_and(|a| a.ip().is_loopback());
-        config.ip = self.transport.is_ip();
+        config.ip = transport.is_ip();
         config.subnets = self
             .subnets
-            .unwrap_or_else(|| self.transport.is_ip() && !loopback);
+            .unwrap_or_else(|| transport.is_ip() && !loopback);
         let maintenance_tick = config.maintenance.tick;
         let rng = self
             .seed
@@ -197,9 +269,9 @@ impl Builder {
         let (dials_tx, dials_rx) = mpsc::channel(256);
         let (shutdown, _) = watch::channel(false);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        Node(Arc::new(Shared {
+        Ok(Node(Arc::new(Shared {
             core: Mutex::new(core),
-            transport: self.transport,
+            transport,
             conns: Mutex::new(HashMap::new()),
             deliveries_tx,
             deliveries_rx: Mutex::new(Some(deliveries_rx)),
@@ -226,8 +298,67 @@ impl Builder {
             attested: Mutex::new(HashMap::new()),
             attest: self.attest,
             tasks: Mutex::new(tokio::task::JoinSet::new()),
-        }))
+        })))
     }
+}
+
+/// The payloads addressed to a node, in arrival order (from [`Node::deliveries`]).
+#[derive(Debug)]
+pub struct Deliveries(mpsc::Receiver<Delivery>);
+
+impl Deliveries {
+    /// The next delivery, waiting for one; `None` once the node has shut down and every
+    /// queued delivery has been read.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        self.0.recv().await
+    }
+
+    /// A delivery if one is queued now.
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        self.0.try_recv().ok()
+    }
+
+    /// The tokio receiver underneath (for `select!` loops or stream adapters).
+    pub fn into_inner(self) -> mpsc::Receiver<Delivery> {
+        self.0
+    }
+}
+
+/// Why a node could not be built or bound.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// [`Builder::build`] without [`Builder::transport`] (or use [`Builder::bind`]).
+    #[error("no transport: call Builder::transport, or Builder::bind to bind QUIC")]
+    NoTransport,
+    /// [`Builder::bind`] after [`Builder::transport`]: which one should the node use?
+    #[error("Builder::bind makes its own transport, but Builder::transport already set one")]
+    TransportAlreadySet,
+    /// The transport was made for another identity.
+    #[error("the transport authenticates as {transport}, but the node's identity is {identity}")]
+    IdentityMismatch {
+        /// The builder's identity.
+        identity: NodeId,
+        /// Who the transport proves to peers.
+        transport: NodeId,
+    },
+    /// Our own NodeId misses the proof-of-work difficulty we demand of peers.
+    #[error(
+        "our NodeId has {bits} leading zero bits but min_difficulty is {required}: mint an \
+         identity at that difficulty"
+    )]
+    OwnDifficulty {
+        /// Leading zero bits of our NodeId.
+        bits: u32,
+        /// The difficulty set with [`Builder::min_difficulty`].
+        required: u32,
+    },
+    /// Not within a tokio runtime.
+    #[error("Builder::bind must be called within a tokio runtime")]
+    NoRuntime,
+    /// The QUIC socket could not be bound.
+    #[error(transparent)]
+    Bind(nodenet_transport::quic::BindError),
 }
 
 /// A running (or ready to run) nodenet node. Cheap to clone.
@@ -338,11 +469,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Node {
-    /// A builder for a node with `identity` over `transport`.
-    pub fn builder(identity: Identity, transport: Arc<dyn Transport>) -> Builder {
+    /// A builder for a node with `identity`; finish with [`Builder::bind`] (QUIC) or
+    /// [`Builder::transport`] + [`Builder::build`].
+    pub fn builder(identity: Identity) -> Builder {
         Builder {
             identity,
-            transport,
+            transport: None,
+            quic: nodenet_transport::quic::QuicConfig::default(),
             config: CoreConfig::default(),
             delivery_buffer: DEFAULT_DELIVERY_BUFFER,
             admission: None,
@@ -360,6 +493,14 @@ impl Node {
     /// Our NodeId.
     pub fn id(&self) -> NodeId {
         lock(&self.0.core).id()
+    }
+
+    /// How others reach us: our NodeId and the addresses we advertise (plus our reflexive
+    /// address once neighbours confirm it is our own). Empty addresses for a node that cannot
+    /// be dialed.
+    pub fn contact(&self) -> Contact {
+        let core = lock(&self.0.core);
+        Contact::new(core.id(), core.coordinates())
     }
 
     /// The counters.
@@ -415,14 +556,27 @@ impl Node {
         self.0.events.subscribe()
     }
 
-    /// The stream of payloads addressed to us (routed sends and direct App frames). It can be
-    /// taken once; `None` afterwards.
-    pub fn deliveries(&self) -> Option<mpsc::Receiver<Delivery>> {
-        lock(&self.0.deliveries_rx).take()
+    /// The payloads addressed to us: routed messages ([`Node::send`], [`Node::send_sealed`])
+    /// and direct ones ([`Node::send_direct`], [`Connection::send`](crate::Connection::send)),
+    /// one queue in arrival order. Its depth is [`Builder::delivery_buffer`]: while it is full,
+    /// new payloads are dropped and counted in [`Stats::dropped_deliver_full`] (read it
+    /// promptly). One consumer: the first call takes it.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyTaken`] on every later call.
+    pub fn deliveries(&self) -> Result<Deliveries, Error> {
+        lock(&self.0.deliveries_rx)
+            .take()
+            .map(Deliveries)
+            .ok_or(Error::AlreadyTaken("deliveries"))
     }
 
     /// Entry points into the overlay. A contact needs a NodeId and an address; its key is
     /// learned from the authenticated handshake, so this works at any difficulty.
+    ///
+    /// Returns at once: the dials run in the background (and maintenance keeps redialing
+    /// bootstrap contacts while the node has too few edges). Await [`Node::joined`] before the
+    /// first [`Node::send`], or use [`Node::dial`] to know whether one contact answered.
     pub fn bootstrap(&self, contacts: Vec<Contact>) {
         let now = self.now();
         let mut core = lock(&self.0.core);
@@ -430,11 +584,98 @@ impl Node {
         self.drain(&mut core, now);
     }
 
+    /// Waits until the node holds at least one live edge, so [`Node::send`] and
+    /// [`Node::connect`] have somewhere to route; returns at once if it already does. The node
+    /// must be running ([`Node::spawn`], or [`Builder::bind`] which starts it).
+    ///
+    /// # Errors
+    /// [`Error::NotJoined`] if no edge came up within `timeout` (are the bootstrap contacts
+    /// reachable, and do they meet our difficulty?); [`Error::Closed`] after shutdown.
+    pub async fn joined(&self, timeout: Duration) -> Result<(), Error> {
+        // Subscribe first, then look: an edge that comes up in between is seen either way.
+        let mut events = self.events();
+        if !lock(&self.0.core).edges().is_empty() {
+            return Ok(());
+        }
+        let wait = async {
+            loop {
+                match events.recv().await {
+                    Ok(NodeEvent::EdgeUp { .. }) => return Ok(()),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if !lock(&self.0.core).edges().is_empty() {
+                            return Ok(());
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Err(Error::Closed),
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(Err(Error::NotJoined { waited: timeout }))
+    }
+
+    /// Opens an edge to `contact` now and waits for it: each of its addresses (at most
+    /// [`crate::MAX_DIAL_ADDRS`]) in turn, [`DIAL_TIMEOUT`] each. `Ok` once the peer proved
+    /// its NodeId and the edge is admitted (or one was already up). The contact is also kept
+    /// as a bootstrap contact. For a node known only by its NodeId use [`Node::connect`].
+    ///
+    /// # Errors
+    /// [`Error::SelfTarget`] for our own NodeId; [`Error::Dial`] with the last address's
+    /// failure when none answered as that NodeId; [`Error::PowUnmet`] or
+    /// [`Error::EdgeRefused`] when our own admission rules refused the edge.
+    pub async fn dial(&self, contact: Contact) -> Result<(), Error> {
+        let target = contact.id;
+        if target == self.id() {
+            return Err(Error::SelfTarget);
+        }
+        if self.conn_to(&target).is_some() {
+            return Ok(());
+        }
+        lock(&self.0.core).remember_bootstrap(&contact);
+        let mut last = nodenet_transport::DialError::NoRoute(Addr::new("", ""));
+        for addr in contact.addrs.iter().take(crate::MAX_DIAL_ADDRS) {
+            let conn = match tokio::time::timeout(DIAL_TIMEOUT, self.0.transport.dial(target, addr))
+                .await
+            {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    last = e;
+                    continue;
+                }
+                Err(_) => {
+                    last = nodenet_transport::DialError::Timeout;
+                    continue;
+                }
+            };
+            let now = self.now();
+            let mut core = lock(&self.0.core);
+            let admitted = self.admit(&mut core, now, &conn);
+            self.drain(&mut core, now);
+            return match admitted {
+                Ok(()) | Err(EdgeRefusal::Duplicate) => Ok(()),
+                Err(EdgeRefusal::PowUnmet) => Err(Error::PowUnmet),
+                Err(_) => Err(Error::EdgeRefused),
+            };
+        }
+        Err(Error::Dial {
+            target,
+            error: last,
+        })
+    }
+
     /// Sends `payload` to `target` over the overlay: up to three copies down disjoint first
     /// hops. Never blocks. Best effort: nothing acknowledges it.
     pub fn send(&self, target: NodeId, payload: &[u8]) -> Result<(), Error> {
         if self.is_closed() {
             return Err(Error::Closed);
+        }
+        if payload.len() > crate::MAX_ROUTED_PAYLOAD {
+            return Err(Error::PayloadTooLarge {
+                len: payload.len(),
+                max: crate::MAX_ROUTED_PAYLOAD,
+            });
         }
         let now = self.now();
         let mut core = lock(&self.0.core);
@@ -996,7 +1237,7 @@ impl Node {
                         }
                     }
                 }
-                Action::Dial { contact, timeout } => self.dial(contact, timeout),
+                Action::Dial { contact, timeout } => self.dial_in_background(contact, timeout),
                 Action::Notify(event) => {
                     // No watcher is fine.
                     let _ = self.0.events.send(event);
@@ -1018,7 +1259,7 @@ impl Node {
         }
     }
 
-    fn dial(&self, contact: Contact, timeout: Duration) {
+    fn dial_in_background(&self, contact: Contact, timeout: Duration) {
         let transport = self.0.transport.clone();
         let tx = self.0.dials_tx.clone();
         self.spawn_owned(async move {

@@ -1,28 +1,54 @@
-//! nodenet: find a route to any node by its identity alone.
+//! nodenet: find a route to any node by its identity alone, and talk to it.
 //!
-//! A [`Node`] joins a Kademlia overlay over a [`Transport`] (QUIC in production, the
-//! in-memory hub in tests), keeps its tables alive, forwards other nodes' traffic, and sends
-//! and receives messages addressed by [`NodeId`]:
+//! A [`Node`] is its [`NodeId`] (the BLAKE2b-256 of its public key, with proof-of-work). It
+//! joins a Kademlia overlay, keeps its tables alive, forwards other nodes' traffic, and sends
+//! and receives messages addressed by NodeId only, with no server in the middle, NAT'd nodes
+//! included. This crate is the one an application depends on: it re-exports what a program
+//! needs ([`Identity`], [`Contact`], [`Addr`], the QUIC and in-memory transports).
 //!
-//! ```no_run
-//! # async fn demo(identity: nodenet_identity::Identity, transport: std::sync::Arc<dyn nodenet_transport::Transport>, peer: nodenet_kad::NodeId, bootstrap: nodenet_routing::Contact) -> Result<(), nodenet::Error> {
-//! use nodenet::Node;
+//! # Quick start
 //!
-//! let node = Node::builder(identity, transport).min_difficulty(16).build();
-//! node.bootstrap(vec![bootstrap]);
-//! node.spawn();
-//! node.send(peer, b"hi")?; // routed multi-hop; never blocks
-//! let mut inbox = node.deliveries().expect("taken once");
-//! while let Some(d) = inbox.recv().await {
-//!     println!("{} says {:?}", d.originator, d.payload);
-//! }
+//! ```
+//! use nodenet::{Node, mint_identity};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Two nodes on this machine; on a network, bind 0.0.0.0:PORT and share `contact()`s.
+//! let alice = Node::builder(mint_identity(16)?).min_difficulty(16).bind("127.0.0.1:0".parse()?).await?;
+//! let bob = Node::builder(mint_identity(16)?).min_difficulty(16).bind("127.0.0.1:0".parse()?).await?;
+//! let mut inbox = bob.deliveries()?;
+//!
+//! alice.dial(bob.contact()).await?; // or bootstrap(contacts) then joined(timeout)
+//! alice.send(bob.id(), b"hello")?; // routed by NodeId; Ok means queued, not delivered
+//! let hello = inbox.recv().await.ok_or("bob shut down")?;
+//! assert_eq!((hello.originator, &hello.payload[..]), (alice.id(), &b"hello"[..]));
 //! # Ok(()) }
 //! ```
 //!
+//! # Ways to send, and what each promises
+//!
+//! | method | path | max payload | ordered | reliable | `Ok` means |
+//! |---|---|---|---|---|---|
+//! | [`Node::send`] | routed, three copies down disjoint first hops | [`MAX_ROUTED_PAYLOAD`] | no | no (best effort, nothing acknowledges) | queued locally |
+//! | [`Node::send_sealed`] | routed, end-to-end encrypted and signed | [`MAX_SEALED_PLAINTEXT`] | no | no | sealed and queued |
+//! | [`Node::send_direct`], [`Connection::send`] | one direct (or relayed) edge, after [`Node::connect`] | [`MAX_DIRECT_PAYLOAD`] | yes, per edge | while the edge lives (a frame queued when it closes is lost) | queued on the edge; waits for room |
+//! | [`Node::open_media`] | a separate QUIC session for calls | see [`MediaSession`] | no | datagrams no, messages yes | |
+//!
+//! Everything addressed to a node arrives on one queue, [`Node::deliveries`], in arrival
+//! order; when the application does not keep up, new payloads are dropped and counted in
+//! [`Stats::dropped_deliver_full`].
+//!
+//! # Tests and simulations
+//!
+//! [`mem::Hub`] is an in-memory network (with link, partition and NAT models): give each node
+//! `hub.transport_for(&identity, name)` through [`Builder::transport`] and run many nodes in one
+//! test on tokio's paused clock. [`sim`] runs the decision core alone, with no tokio at all.
+//!
+//! # Inside
+//!
 //! The node is a sans-IO decision [`Core`] (every rule of the protocol, driven by method
 //! calls with the time) plus this crate's tokio driver, which owns the transport, the timers
-//! and the application's channels. The same core runs in the discrete-event simulator of the
-//! benchmarks.
+//! and the application's channels.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -35,6 +61,7 @@ mod core;
 mod driver;
 mod media;
 mod rng;
+mod setup;
 pub mod sim;
 mod stats;
 
@@ -50,18 +77,44 @@ pub use core::{
     MAX_DIALS_IN_FLIGHT, MAX_PUNCH_CANDIDATES, Maintenance, NON_ANCHOR_DIAL_TIMEOUT, NodeEvent,
     Now, OriginateError, Via,
 };
-pub use driver::{Builder, DEFAULT_DELIVERY_BUFFER, DEFAULT_RENDEZVOUS_TIMEOUT, Node};
-pub use media::{ConsentHook, INBOUND_MEDIA_QUEUE, MAX_MEDIA_PER_PEER, MAX_MEDIA_SESSIONS};
+pub use driver::{
+    BuildError, Builder, DEFAULT_DELIVERY_BUFFER, DEFAULT_RENDEZVOUS_TIMEOUT, DIAL_TIMEOUT,
+    Deliveries, Node,
+};
+pub use media::{
+    ConsentHook, INBOUND_MEDIA_QUEUE, InboundMedia, MAX_MEDIA_PER_PEER, MAX_MEDIA_SESSIONS,
+};
+pub use nodenet_identity::{Identity, SEED_LEN};
+pub use nodenet_identity::{SeedFileError, read_seed_file, write_seed_file};
 pub use nodenet_kad::NodeId;
 pub use nodenet_nat::NatType;
 pub use nodenet_nat::birthday::BirthdayConfig;
+pub use nodenet_pow::SolveError;
 pub use nodenet_rendezvous::{Coordinates, OpenError, Opened};
 pub use nodenet_routing::Contact;
 pub use nodenet_transport::Transport;
 pub use nodenet_transport::media::{MediaBudget, MediaPacket, MediaStats};
+pub use nodenet_transport::mem;
+pub use nodenet_transport::quic::{QuicConfig, QuicTransport};
+pub use nodenet_transport::{DialError, TransportStats};
 pub use nodenet_transport::{MediaError, MediaSession};
+pub use nodenet_wire::Addr;
 pub use rng::CoreRng;
+pub use setup::{ContactError, mint_identity, parse_contact, quic_addr};
 pub use stats::{COUNTERS, Stats};
+
+/// The largest payload [`Node::send`] routes: one 64 KiB frame less the frame header
+/// (5 bytes) and the signed envelope (205 bytes: target, TTL, key, time, two avoid slots,
+/// length, signature).
+pub const MAX_ROUTED_PAYLOAD: usize = nodenet_transport::MAX_PACKET_LEN - ROUTED_OVERHEAD;
+/// The largest payload [`Node::send_direct`] and [`Connection::send`] carry: one 64 KiB frame
+/// less its 5-byte header.
+pub const MAX_DIRECT_PAYLOAD: usize = nodenet_transport::MAX_PACKET_LEN - 5;
+/// The largest plaintext [`Node::send_sealed`] carries: [`MAX_ROUTED_PAYLOAD`] less the sealed
+/// box's 155 bytes (ephemeral key, recipient key, time, length, tag, signature).
+pub const MAX_SEALED_PLAINTEXT: usize = MAX_ROUTED_PAYLOAD - 155;
+/// Frame header and envelope around a routed payload of 16 KiB or more.
+const ROUTED_OVERHEAD: usize = 210;
 
 /// What a node operation can fail with.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -70,12 +123,14 @@ pub enum Error {
     /// No live edge to launch a message from.
     #[error("no live edge to launch from")]
     Unroutable,
-    /// The message does not fit one frame (64 KiB).
-    #[error("message of {len} bytes does not fit one {max}-byte frame")]
-    FrameTooLarge {
-        /// The frame's length.
+    /// The payload is larger than the operation carries: [`MAX_ROUTED_PAYLOAD`] for
+    /// [`Node::send`], [`MAX_DIRECT_PAYLOAD`] for [`Node::send_direct`] and
+    /// [`Connection::send`], [`MAX_SEALED_PLAINTEXT`] for [`Node::send_sealed`].
+    #[error("payload of {len} bytes is over the {max}-byte maximum of this operation")]
+    PayloadTooLarge {
+        /// The payload's length.
         len: usize,
-        /// The limit.
+        /// The operation's maximum.
         max: usize,
     },
     /// A peer did not meet the proof-of-work difficulty.
@@ -109,6 +164,26 @@ pub enum Error {
     /// A sealed box did not open.
     #[error("sealed box: {0}")]
     Sealed(OpenError),
+    /// A receiver that can be taken only once ([`Node::deliveries`], [`Node::inbound_media`])
+    /// was taken before.
+    #[error("{0} was already taken: it has one consumer")]
+    AlreadyTaken(&'static str),
+    /// No edge came up within the time [`Node::joined`] waited.
+    #[error(
+        "no edge came up within {waited:?}: are the bootstrap contacts reachable, and do they meet our difficulty?"
+    )]
+    NotJoined {
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
+    /// [`Node::dial`] reached none of the contact's addresses as its NodeId.
+    #[error("dial {target}: {error}")]
+    Dial {
+        /// The NodeId dialed.
+        target: NodeId,
+        /// The last address's failure.
+        error: DialError,
+    },
     /// A media session to `target` could not be opened.
     #[error("media session to {target}: {error}")]
     Media {
@@ -123,7 +198,11 @@ impl From<OriginateError> for Error {
     fn from(e: OriginateError) -> Self {
         match e {
             OriginateError::Unroutable | OriginateError::Busy => Self::Unroutable,
-            OriginateError::FrameTooLarge { len, max } => Self::FrameTooLarge { len, max },
+            // A frame over 64 KiB: the envelope and frame header add ROUTED_OVERHEAD bytes.
+            OriginateError::FrameTooLarge { len, .. } => Self::PayloadTooLarge {
+                len: len.saturating_sub(ROUTED_OVERHEAD),
+                max: MAX_ROUTED_PAYLOAD,
+            },
         }
     }
 }

@@ -31,11 +31,13 @@ async fn after_shutdown_nothing_keeps_the_node_alive() {
             hub.set_nat(id.node_id(), &format!("natsym{i}"), NatModel::SYMMETRIC);
         }
         let addr = t.local_addr();
-        let node = Node::builder(id, Arc::new(t))
+        let node = Node::builder(id)
+            .transport(Arc::new(t))
             .maintenance(Maintenance::scaled(5))
             .relay(i < 4)
             .deterministic_seed(u64::from(i) + 1)
-            .build();
+            .build()
+            .unwrap();
         node.spawn();
         match &boot {
             None => boot = Some(Contact::new(node.id(), vec![addr])),
@@ -73,9 +75,11 @@ async fn a_closed_connection_is_never_admitted_again() {
     let transport = Arc::new(hub.transport_for(&me, "me").unwrap());
     let remote = hub.transport_for(&peer, "peer").unwrap();
     // Not spawned: the test plays the run loop, to order the close before the frame.
-    let node = Node::builder(me, transport.clone())
+    let node = Node::builder(me)
+        .transport(transport.clone())
         .deterministic_seed(1)
-        .build();
+        .build()
+        .unwrap();
     let out = remote
         .dial(node.id(), &transport.local_addr())
         .await

@@ -132,9 +132,18 @@ impl Node {
         let _ = self.send_to(peer, &ping);
     }
 
-    /// Inbound media sessions that passed the gates. Taken once: later calls return `None`.
-    pub fn inbound_media(&self) -> Option<mpsc::Receiver<MediaSession>> {
-        lock(&self.0.media.inbound_rx).take()
+    /// Calls to us: inbound media sessions that passed the gates (proof of work, the caps,
+    /// [`Builder::media_consent`](crate::Builder::media_consent)), queued up to
+    /// [`INBOUND_MEDIA_QUEUE`]; past that a call is refused. Keep a session to accept it,
+    /// [`MediaSession::refuse`] or drop it to refuse. One consumer: the first call takes it.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyTaken`] on every later call.
+    pub fn inbound_media(&self) -> Result<InboundMedia, Error> {
+        lock(&self.0.media.inbound_rx)
+            .take()
+            .map(InboundMedia)
+            .ok_or(Error::AlreadyTaken("inbound_media"))
     }
 
     /// A peer opened a session to us: proof of work, caps, consent, then the queue.
@@ -174,5 +183,21 @@ impl Node {
                 session.refuse();
             }
         }
+    }
+}
+
+/// Calls to a node, in arrival order (from [`Node::inbound_media`]).
+#[derive(Debug)]
+pub struct InboundMedia(mpsc::Receiver<MediaSession>);
+
+impl InboundMedia {
+    /// The next call, waiting for one; `None` once the node has shut down.
+    pub async fn recv(&mut self) -> Option<MediaSession> {
+        self.0.recv().await
+    }
+
+    /// A call if one is queued now.
+    pub fn try_recv(&mut self) -> Option<MediaSession> {
+        self.0.try_recv().ok()
     }
 }

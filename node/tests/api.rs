@@ -13,7 +13,10 @@ fn node(hub: &Hub, n: u8) -> (Node, nodenet_transport::Addr) {
     let id = Identity::from_seed(&[n; 32]);
     let t = hub.transport_for(&id, &format!("n{n}")).unwrap();
     let addr = t.local_addr();
-    (Node::builder(id, Arc::new(t)).build(), addr)
+    (
+        Node::builder(id).transport(Arc::new(t)).build().unwrap(),
+        addr,
+    )
 }
 
 #[tokio::test(start_paused = true)]
@@ -31,10 +34,15 @@ async fn send_errors_are_typed() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(a.edges(), vec![b.id()]);
     let big = vec![0u8; 65_536];
-    assert!(matches!(
-        a.send(b.id(), &big),
-        Err(Error::FrameTooLarge { max: 65_536, .. })
-    ));
+    // The exported maxima are the real boundaries, and the error names them.
+    assert_eq!(
+        a.send(b.id(), &big[..nodenet::MAX_ROUTED_PAYLOAD + 1]),
+        Err(Error::PayloadTooLarge {
+            len: nodenet::MAX_ROUTED_PAYLOAD + 1,
+            max: nodenet::MAX_ROUTED_PAYLOAD
+        })
+    );
+    assert_eq!(a.send(b.id(), &big[..nodenet::MAX_ROUTED_PAYLOAD]), Ok(()));
     assert_eq!(a.send(b.id(), &big[..60_000]), Ok(()));
     // To ourselves: delivered locally.
     let mut inbox = a.deliveries().unwrap();
@@ -52,9 +60,11 @@ async fn the_admission_hook_refuses_edges_and_counts() {
     let id = Identity::from_seed(&[3; 32]);
     let t = hub.transport_for(&id, "gate").unwrap();
     let gate_addr = t.local_addr();
-    let gate = Node::builder(id, Arc::new(t))
+    let gate = Node::builder(id)
+        .transport(Arc::new(t))
         .edge_admission(move |peer| *peer != blocked)
-        .build();
+        .build()
+        .unwrap();
     let (b, _) = node(&hub, 2);
     for n in [&a, &gate, &b] {
         n.spawn();

@@ -5,18 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodenet::{Contact, Delivery, Maintenance, Node, Via};
+use nodenet::{Contact, Maintenance, Node, Via};
 use nodenet_identity::Identity;
 use nodenet_kad::NodeId;
 use nodenet_pow::Solver;
 use nodenet_transport::Transport;
 use nodenet_transport::mem::{Hub, MemTransport};
-use tokio::sync::mpsc;
 
 struct Member {
     node: Node,
     transport: MemTransport,
-    inbox: mpsc::Receiver<Delivery>,
+    inbox: nodenet::Deliveries,
 }
 
 /// A deterministic identity per index; with `difficulty` > 0, the first seed of the index's
@@ -37,7 +36,8 @@ fn identity(n: u32, difficulty: u32) -> Identity {
 
 fn member(hub: &Hub, i: u32, identity: Identity, difficulty: u32, nat: bool) -> Member {
     let transport = hub.transport_for(&identity, &format!("n{i}")).unwrap();
-    let mut builder = Node::builder(identity, Arc::new(transport.clone()))
+    let mut builder = Node::builder(identity)
+        .transport(Arc::new(transport.clone()))
         .min_difficulty(difficulty)
         .maintenance(Maintenance::scaled(5))
         .delivery_buffer(4096)
@@ -45,7 +45,7 @@ fn member(hub: &Hub, i: u32, identity: Identity, difficulty: u32, nat: bool) -> 
     if nat {
         builder = builder.advertise(Vec::new());
     }
-    let node = builder.build();
+    let node = builder.build().unwrap();
     let inbox = node.deliveries().unwrap();
     node.spawn();
     Member {
@@ -131,7 +131,7 @@ async fn random_sends(members: &mut [Member], alive: &[usize], count: usize, see
     settle(3).await;
     let mut got: Vec<Vec<(NodeId, Vec<u8>)>> = members.iter().map(|_| Vec::new()).collect();
     for (i, m) in members.iter_mut().enumerate() {
-        while let Ok(d) = m.inbox.try_recv() {
+        while let Some(d) = m.inbox.try_recv() {
             assert_eq!(d.via, Via::Routed);
             got[i].push((d.originator, d.payload));
         }
@@ -215,7 +215,7 @@ async fn a_partition_heals() {
     // Across the cut nothing arrives.
     members[0].node.send(members[1].node.id(), b"across").ok();
     settle(30).await;
-    assert!(members[1].inbox.try_recv().is_err());
+    assert!(members[1].inbox.try_recv().is_none());
     for &a in &left {
         for &b in &right {
             hub.heal(members[a].node.id(), members[b].node.id());
@@ -224,7 +224,7 @@ async fn a_partition_heals() {
     // Maintenance redials across the healed cut.
     settle(60).await;
     let all: Vec<usize> = (0..30).collect();
-    while members.iter_mut().any(|m| m.inbox.try_recv().is_ok()) {}
+    while members.iter_mut().any(|m| m.inbox.try_recv().is_some()) {}
     let arrived = random_sends(&mut members, &all, 200, 3).await;
     assert_eq!(arrived, 200);
 }
@@ -272,7 +272,7 @@ async fn proof_of_work_gates_edges_and_bootstrap_works_at_difficulty() {
         .map(|i| identity(i, 0))
         .find(|id| id.node_id().leading_zeros() < 8)
         .unwrap();
-    let outsider = member(&hub, 999, weak, 8, false);
+    let outsider = member(&hub, 999, weak, 0, false);
     outsider.node.bootstrap(vec![contact_of(&members[0])]);
     settle(20).await;
     assert!(outsider.node.edges().is_empty());
@@ -336,9 +336,11 @@ async fn a_full_delivery_queue_drops_and_counts() {
     // Rebuild with a one-slot queue: `member` uses 4096, so use a fresh node here.
     let id = identity(78, 0);
     let transport = hub.transport_for(&id, "tiny").unwrap();
-    let tiny = Node::builder(id, Arc::new(transport))
+    let tiny = Node::builder(id)
+        .transport(Arc::new(transport))
         .delivery_buffer(1)
-        .build();
+        .build()
+        .unwrap();
     let _inbox = tiny.deliveries().unwrap();
     tiny.spawn();
     tiny.bootstrap(vec![contact_of(&members[0])]);

@@ -6,13 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodenet::{Contact, Delivery, Error, Maintenance, Node, Path, Step, StepError, Via};
+use nodenet::{Contact, Error, Maintenance, Node, Path, Step, StepError, Via};
 use nodenet_identity::Identity;
 use nodenet_kad::NodeId;
 use nodenet_transport::Transport;
 use nodenet_transport::mem::Hub;
 use nodenet_transport::quic::{QuicConfig, QuicTransport};
-use tokio::sync::mpsc;
 
 const MIB: usize = 1 << 20;
 const CHUNK: usize = 60_000;
@@ -26,16 +25,18 @@ fn identity(i: u32) -> Identity {
 /// Timeouts are generous: twenty QUIC nodes in one test process share two cores.
 fn build(identity: Identity, transport: Arc<dyn Transport>, i: u32, rendezvous: Duration) -> Node {
     let m = Maintenance::scaled(5);
-    Node::builder(identity, transport)
+    Node::builder(identity)
+        .transport(transport)
         .maintenance(m)
         .delivery_buffer(8192)
         .rendezvous_timeout(rendezvous)
         .direct_dial_timeout(Duration::from_secs(5))
         .deterministic_seed(u64::from(i) + 1)
         .build()
+        .unwrap()
 }
 
-fn mem_cluster(hub: &Hub, n: u32) -> Vec<(Node, mpsc::Receiver<Delivery>)> {
+fn mem_cluster(hub: &Hub, n: u32) -> Vec<(Node, nodenet::Deliveries)> {
     let nodes: Vec<(Node, nodenet_transport::Addr)> = (0..n)
         .map(|i| {
             let id = identity(i);
@@ -47,7 +48,7 @@ fn mem_cluster(hub: &Hub, n: u32) -> Vec<(Node, mpsc::Receiver<Delivery>)> {
     join(nodes)
 }
 
-fn join(nodes: Vec<(Node, nodenet_transport::Addr)>) -> Vec<(Node, mpsc::Receiver<Delivery>)> {
+fn join(nodes: Vec<(Node, nodenet_transport::Addr)>) -> Vec<(Node, nodenet::Deliveries)> {
     let boot = Contact::new(nodes[0].0.id(), vec![nodes[0].1.clone()]);
     nodes
         .into_iter()
@@ -75,7 +76,7 @@ fn pattern(from: usize, to: usize, len: usize) -> Vec<u8> {
 /// work at once (the lower index connects, then both send), or one after the other when
 /// `sequential` (QUIC: twenty endpoints in one process share two cores, and this test is about
 /// every pair and every byte, not about load).
-async fn all_pairs_exchange(members: Vec<(Node, mpsc::Receiver<Delivery>)>, sequential: bool) {
+async fn all_pairs_exchange(members: Vec<(Node, nodenet::Deliveries)>, sequential: bool) {
     let n = members.len();
     assert_eq!(n % 2, 0);
     let ids: Vec<NodeId> = members.iter().map(|(node, _)| node.id()).collect();
@@ -230,8 +231,8 @@ async fn direct_frames_never_transit_a_forwarder() {
     let conn = members[i].0.connect(target).await.unwrap();
     assert!(members[i].0.edges().contains(&target));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    while members[j].1.try_recv().is_ok() {}
-    let forwarded = |m: &[(Node, mpsc::Receiver<Delivery>)]| -> u64 {
+    while members[j].1.try_recv().is_some() {}
+    let forwarded = |m: &[(Node, nodenet::Deliveries)]| -> u64 {
         m.iter()
             .enumerate()
             .filter(|&(k, _)| k != i && k != j)
@@ -249,7 +250,7 @@ async fn direct_frames_never_transit_a_forwarder() {
         "no other node forwarded anything"
     );
     let mut got = Vec::new();
-    while let Ok(d) = members[j].1.try_recv() {
+    while let Some(d) = members[j].1.try_recv() {
         assert_eq!(d.via, Via::Direct);
         assert_eq!(d.originator, members[i].0.id());
         got.push(u32::from_be_bytes(d.payload.try_into().unwrap()));
@@ -293,7 +294,7 @@ async fn sealed_boxes_cross_the_overlay_and_open_only_at_the_recipient() {
     forged.originator = members[c].0.id();
     assert!(members[b].0.open_sealed(&forged).is_err());
     assert!(members[b].0.stats().dropped_bad_box >= 2);
-    while members[b].1.try_recv().is_ok() {}
+    while members[b].1.try_recv().is_some() {}
 }
 
 /// A burst of direct frames far past the per-edge forward bucket (burst 1024, and the paused
@@ -307,14 +308,14 @@ async fn a_burst_of_direct_frames_is_not_rate_limited() {
     let (i, j) = (1usize, 4usize);
     let conn = members[i].0.connect(members[j].0.id()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    while members[j].1.try_recv().is_ok() {}
+    while members[j].1.try_recv().is_some() {}
     const FRAMES: u32 = 4000;
     for k in 0..FRAMES {
         conn.send(&k.to_be_bytes()).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut got = Vec::new();
-    while let Ok(d) = members[j].1.try_recv() {
+    while let Some(d) = members[j].1.try_recv() {
         if d.via == Via::Direct {
             got.push(u32::from_be_bytes(d.payload.try_into().unwrap()));
         }

@@ -90,7 +90,7 @@ fn victim(hub: &Hub) -> (Node, Addr) {
     let id = identity(1);
     let t = hub.transport_for(&id, "victim").unwrap();
     let addr = t.local_addr();
-    let node = Node::builder(id, Arc::new(t)).build();
+    let node = Node::builder(id).transport(Arc::new(t)).build().unwrap();
     node.spawn();
     (node, addr)
 }

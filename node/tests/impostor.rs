@@ -140,7 +140,8 @@ async fn setup(attack: Attack) -> Setup {
     let node = |n: u8| {
         let id = Identity::from_seed(&[n; 32]);
         let t = hub.transport_for(&id, &format!("n{n}")).unwrap();
-        let mut builder = Node::builder(id, Arc::new(t))
+        let mut builder = Node::builder(id)
+            .transport(Arc::new(t))
             .maintenance(Maintenance::scaled(5))
             .rendezvous_timeout(Duration::from_secs(3));
         if n == 1 {
@@ -148,7 +149,7 @@ async fn setup(attack: Attack) -> Setup {
             // it back, so every answer has to pass the forwarder.
             builder = builder.advertise(Vec::new());
         }
-        let node = builder.build();
+        let node = builder.build().unwrap();
         node.spawn();
         node.bootstrap(vec![m_contact.clone()]);
         node

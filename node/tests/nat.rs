@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodenet::{
-    BirthdayConfig, Connection, Contact, Delivery, Error, Maintenance, NatType, Node, Path, Step,
-    StepError, Strategy, Via,
+    BirthdayConfig, Connection, Contact, Error, Maintenance, NatType, Node, Path, Step, StepError,
+    Strategy, Via,
 };
 use nodenet_identity::Identity;
 use nodenet_transport::Transport;
 use nodenet_transport::mem::{Hub, NatModel};
-use tokio::sync::mpsc;
 
 fn identity(i: u32) -> Identity {
     let mut seed = [0x5au8; 32];
@@ -21,11 +20,7 @@ fn identity(i: u32) -> Identity {
 
 /// `public` nodes on the open network, then one node behind each NAT of `nats`; all join
 /// through node 0.
-fn cluster(
-    hub: &Hub,
-    public: u32,
-    nats: &[(&str, NatModel)],
-) -> Vec<(Node, mpsc::Receiver<Delivery>)> {
+fn cluster(hub: &Hub, public: u32, nats: &[(&str, NatModel)]) -> Vec<(Node, nodenet::Deliveries)> {
     cluster_with(hub, public, nats, true)
 }
 
@@ -35,7 +30,7 @@ fn cluster_with(
     public: u32,
     nats: &[(&str, NatModel)],
     relays: bool,
-) -> Vec<(Node, mpsc::Receiver<Delivery>)> {
+) -> Vec<(Node, nodenet::Deliveries)> {
     cluster_full(hub, public, nats, relays, true)
 }
 
@@ -46,7 +41,7 @@ fn cluster_full(
     nats: &[(&str, NatModel)],
     relays: bool,
     timed: bool,
-) -> Vec<(Node, mpsc::Receiver<Delivery>)> {
+) -> Vec<(Node, nodenet::Deliveries)> {
     cluster_tuned(
         hub,
         public,
@@ -68,7 +63,7 @@ fn cluster_tuned(
     timed: bool,
     birthday: BirthdayConfig,
     attest: bool,
-) -> Vec<(Node, mpsc::Receiver<Delivery>)> {
+) -> Vec<(Node, nodenet::Deliveries)> {
     let mut out = Vec::new();
     let total = public + u32::try_from(nats.len()).unwrap();
     let mut boot = None;
@@ -80,7 +75,8 @@ fn cluster_tuned(
             hub.set_nat(id.node_id(), host, model);
         }
         let addr = t.local_addr();
-        let node = Node::builder(id, Arc::new(t))
+        let node = Node::builder(id)
+            .transport(Arc::new(t))
             .maintenance(Maintenance::scaled(5))
             .relay(relays && i < public)
             .relay_attestation(attest)
@@ -88,7 +84,8 @@ fn cluster_tuned(
             .timed_punch(timed)
             .birthday(birthday)
             .deterministic_seed(u64::from(i) + 1)
-            .build();
+            .build()
+            .unwrap();
         let inbox = node.deliveries().unwrap();
         node.spawn();
         match &boot {
@@ -102,7 +99,7 @@ fn cluster_tuned(
 
 /// `a` connects to `b` by `path`, and one frame crosses the edge byte-exact.
 async fn connect_and_prove(
-    members: &mut [(Node, mpsc::Receiver<Delivery>)],
+    members: &mut [(Node, nodenet::Deliveries)],
     a: usize,
     b: usize,
     path: Path,
@@ -134,13 +131,13 @@ async fn connect_and_prove(
 /// within 100 ms. Everything else waiting in `inbox` is drained.
 async fn arrives_direct(
     conn: &Connection,
-    inbox: &mut mpsc::Receiver<Delivery>,
+    inbox: &mut nodenet::Deliveries,
     payload: &[u8],
 ) -> bool {
     conn.send(payload).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut got = false;
-    while let Ok(d) = inbox.try_recv() {
+    while let Some(d) = inbox.try_recv() {
         got |= d.via == Via::Direct && d.payload == payload;
     }
     got

@@ -173,6 +173,9 @@ pub enum BindError {
     /// The TLS or QUIC configuration was refused (a bug, not a user error).
     #[error("TLS setup: {0}")]
     Tls(String),
+    /// Not within a tokio runtime (the transport's tasks need one).
+    #[error("QuicTransport::bind must be called within a tokio runtime")]
+    NoRuntime,
 }
 
 /// A QUIC transport bound to one UDP socket.
@@ -287,12 +290,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl QuicTransport {
     /// Binds a UDP socket at `addr` and serves edges for `identity` on it. Must be called
-    /// within a tokio runtime.
+    /// within a tokio runtime ([`BindError::NoRuntime`] otherwise).
     pub fn bind(
         identity: &Identity,
         addr: SocketAddr,
         config: QuicConfig,
     ) -> Result<Self, BindError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(BindError::NoRuntime);
+        }
         let socket = UdpSocket::bind(addr)?;
         let raw = socket.try_clone()?;
         let local = socket.local_addr()?;

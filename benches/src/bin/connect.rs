@@ -61,11 +61,13 @@ async fn run(n: usize, mib: usize) {
         let config = QuicConfig::default().max_inbound_per_ip(n);
         let t = QuicTransport::bind(&id, localhost, config).expect("bind");
         let addr = t.local_addr();
-        let node = Node::builder(id, Arc::new(t))
+        let node = Node::builder(id)
+            .transport(Arc::new(t))
             .maintenance(Maintenance::scaled(5))
             .delivery_buffer(4096)
             .rendezvous_timeout(Duration::from_secs(3))
-            .build();
+            .build()
+            .unwrap_or_else(|_| std::process::exit(1));
         let inbox = node.deliveries().expect("inbox");
         node.spawn();
         members.push((node, addr, Some(inbox)));

@@ -82,10 +82,12 @@ fn whole_path(me: Identity, next: Identity, origins: Vec<Identity>) -> (f64, f64
             std::process::exit(1)
         };
         let me_addr = t.local_addr();
-        let node = Node::builder(me, Arc::new(t))
+        let node = Node::builder(me)
+            .transport(Arc::new(t))
             .min_difficulty(DIFFICULTY)
             .deterministic_seed(1)
-            .build();
+            .build()
+            .unwrap_or_else(|_| std::process::exit(1));
         node.spawn();
         let ping = {
             let mut b = vec![0u8; 16];

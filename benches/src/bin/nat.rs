@@ -208,12 +208,14 @@ fn spawn_nodes(
             hub.set_nat(id.node_id(), &format!("{prefix}nat{i}"), *model);
         }
         let addr = t.local_addr();
-        let node = Node::builder(id, Arc::new(t))
+        let node = Node::builder(id)
+            .transport(Arc::new(t))
             .maintenance(Maintenance::scaled(5))
             .timed_punch(*timed)
             .relay(i < PUBLIC)
             .deterministic_seed(i as u64 + 1)
-            .build();
+            .build()
+            .unwrap_or_else(|_| std::process::exit(1));
         node.spawn();
         match &boot {
             None => boot = Some(Contact::new(node.id(), vec![addr])),

@@ -93,7 +93,7 @@ async fn default_nodes_and_a_restarted_one_never_share_a_nonce() {
     let build = |i: u32, name: &str| {
         let id = identity(i);
         let t = hub.transport(id.node_id(), name).unwrap();
-        Node::builder(id, Arc::new(t)).build()
+        Node::builder(id).transport(Arc::new(t)).build().unwrap()
     };
     let a = build(1, "a");
     let b = build(2, "b");
