@@ -31,6 +31,8 @@ use crate::driver::{Node, lock};
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the easy side looks for the edge the hard side dials.
 const WATCH_EVERY: Duration = Duration::from_millis(50);
+/// Peers whose host we ask relays about at once, for birthday requests made of us.
+pub(crate) const MAX_ATTESTATION_LOOKUPS: usize = 4;
 
 /// A peer's birthday request, as the core decoded it.
 struct Request {
@@ -109,13 +111,13 @@ impl Node {
         })
     }
 
-    /// A peer asks for a birthday punch: agree if the plan says so, a relay of our own
-    /// choosing attested the host we would aim at ([`Node::trusted_host`]), and the limits
+    /// A peer asks for a birthday punch: agree if the plan says so, relays of our own
+    /// choosing agree on the host we would aim at ([`Node::trusted_host`]), and the limits
     /// allow; then play our role. Otherwise answer without the flag.
     ///
-    /// When we dialed the peer through a relay we asked, that relay's word is at hand.
-    /// Otherwise (the peer came in through a relay it chose) we ask relays of ours first,
-    /// in the background; the peer waits up to its answer timeout for us.
+    /// The relays are asked in the background (the peer waits up to its answer timeout for
+    /// us), and only for a birthday pair we hold a relayed edge with, at most
+    /// [`MAX_ATTESTATION_LOOKUPS`] peers at once.
     pub(crate) fn on_birthday_request(
         &self,
         core: &mut Core,
@@ -131,14 +133,30 @@ impl Node {
             addrs,
             public,
         };
-        let attested = self.attested_host(&peer);
-        if attested.is_some() {
-            self.answer_request(core, now, request, attested);
+        // Asking relays costs them a session each: only for a birthday pair we hold a relayed
+        // edge with, one lookup per peer, a few at once. Anything else is answered now.
+        let pair = !matches!(
+            Self::birthday_part(
+                core.nat_type(),
+                request.public.is_some(),
+                &request.addrs,
+                request.public.as_ref(),
+                None,
+            ),
+            Part::NotBirthday
+        );
+        let admitted = pair && self.carrier_of(&peer).is_some() && {
+            let mut lookups = lock(&self.0.attestation_lookups);
+            lookups.len() < MAX_ATTESTATION_LOOKUPS && lookups.insert(peer)
+        };
+        if !admitted {
+            self.answer_request(core, now, request, None);
             return;
         }
         let node = self.clone();
         self.spawn_owned(async move {
             let attested = node.trusted_host(peer).await;
+            lock(&node.0.attestation_lookups).remove(&peer);
             let now = node.now();
             let mut core = lock(&node.0.core);
             node.answer_request(&mut core, now, request, attested);

@@ -37,6 +37,9 @@ pub const UPGRADE_AFTER: [Duration; 3] = [
 
 /// Relays asked at most, one after the other.
 pub const RELAYS_TRIED: usize = 3;
+/// Relays that must name the same host for a peer before a birthday punch aims at it (any
+/// edge can claim to be a relay; one claim is not enough).
+pub const ATTESTATIONS_NEEDED: usize = 2;
 /// How long a relay has to grant a request.
 const RELAY_GRANT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the dial through a granted relay may take.
@@ -476,10 +479,16 @@ impl Node {
             {
                 Ok(path) => {
                     if let Some(c) = self.conn_to(&target) {
-                        lock(&self.0.relayed).insert(c.id());
-                        // The relay's word on the target's host, for a birthday punch.
+                        lock(&self.0.relayed).insert(c.id(), relay);
+                        // The relay's word on the target's host: one voice toward a birthday
+                        // punch ([`Node::trusted_host`] wants a second).
                         if let Some(a) = attest.filter(|a| a.peer == target) {
                             lock(&self.0.attested).insert(c.id(), a.host);
+                        }
+                        // Closed meanwhile: on_closed may have run before these inserts.
+                        if c.is_closed() {
+                            lock(&self.0.relayed).remove(&c.id());
+                            lock(&self.0.attested).remove(&c.id());
                         }
                         self.upgrade_later(target);
                         // A symmetric NAT on one side: try the birthday punch at once, in the
@@ -523,33 +532,73 @@ impl Node {
         }
     }
 
-    /// Where a relay of *our* choosing sees `peer`: the host a birthday punch may aim at.
-    /// From the RelayGrant of the relay we dialed `peer` through, if we did; otherwise up
-    /// to [`RELAYS_TRIED`] of our relay edges are asked at once, and the first that
-    /// attests `peer` is believed (and kept for as long as our edge to `peer` lives). A
-    /// relay the peer chose (one that bound it to us) is never asked: a peer with a relay
-    /// of its own could have it vouch for any host.
+    /// Where relays of *our* choosing agree they see `peer`: the host a birthday punch may
+    /// aim at, or `None`. A relay is any edge that claims the capability, so one relay's word
+    /// is not enough: [`ATTESTATIONS_NEEDED`] distinct relays (on distinct subnets, on IP)
+    /// must name the same host. The relay we dialed `peer` through gave its word in its
+    /// grant; the others (up to [`RELAYS_TRIED`]) are asked now, at once. The relay that
+    /// carries our edge to `peer` is never asked: if the peer chose it, a peer with a relay
+    /// of its own could have it vouch for any host. Only for a relayed edge to `peer`.
     pub(crate) async fn trusted_host(&self, peer: NodeId) -> Option<Addr> {
-        if let Some(host) = self.attested_host(&peer) {
-            return Some(host);
-        }
-        let relays = lock(&self.0.core).relay_candidates(&peer, RELAYS_TRIED);
+        let carrier = self.carrier_of(&peer)?;
+        // Our own grant's word, from the relay we chose and dialed through.
+        let mut voices: Vec<(NodeId, Addr)> = self
+            .attested_host(&peer)
+            .map(|host| (carrier, host))
+            .into_iter()
+            .collect();
+        let relays: Vec<NodeId> = lock(&self.0.core)
+            .relay_candidates(&peer, RELAYS_TRIED + 1)
+            .into_iter()
+            .filter(|r| *r != carrier)
+            .take(RELAYS_TRIED)
+            .collect();
         let mut asks = tokio::task::JoinSet::new();
         for relay in relays {
             let node = self.clone();
-            asks.spawn(async move { node.ask_relay(relay, peer).await });
+            asks.spawn(async move { (relay, node.ask_relay(relay, peer).await) });
         }
         while let Some(joined) = asks.join_next().await {
-            let Ok(Ok((_, Some(a)))) = joined else {
+            let Ok((relay, Ok((_, Some(a))))) = joined else {
                 continue;
             };
             if a.peer != peer {
                 continue;
             }
-            if let Some(c) = self.conn_to(&peer) {
-                lock(&self.0.attested).insert(c.id(), a.host.clone());
+            voices.push((relay, a.host));
+            if let Some(host) = self.agreed(&voices) {
+                return Some(host);
             }
-            return Some(a.host);
+        }
+        None
+    }
+
+    /// A host that [`ATTESTATIONS_NEEDED`] of `voices` name, from distinct relays on distinct
+    /// subnets (where their edges have one).
+    fn agreed(&self, voices: &[(NodeId, Addr)]) -> Option<Addr> {
+        use nodenet_nat::birthday::{host_of, same_host};
+        let host_part = |e: &str| host_of(e).unwrap_or(e).to_owned();
+        let subnet = |relay: &NodeId| {
+            self.conn_to(relay)
+                .and_then(|c| nodenet_routing::SubnetKey::of_addr(c.remote_addr().as_ref()))
+        };
+        for (i, (_, host)) in voices.iter().enumerate() {
+            let mut backers: Vec<(NodeId, Option<nodenet_routing::SubnetKey>)> = Vec::new();
+            for (relay, other) in &voices[i..] {
+                if !same_host(&host_part(&host.endpoint), &host_part(&other.endpoint)) {
+                    continue;
+                }
+                let net = subnet(relay);
+                let distinct = backers
+                    .iter()
+                    .all(|(r, n)| r != relay && (n.is_none() || *n != net));
+                if distinct {
+                    backers.push((*relay, net));
+                }
+            }
+            if backers.len() >= ATTESTATIONS_NEEDED {
+                return Some(host.clone());
+            }
         }
         None
     }

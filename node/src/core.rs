@@ -456,6 +456,17 @@ const CRUMB_TTL: Duration = Duration::from_secs(10);
 /// Breadcrumbs kept per generation (two generations at most).
 const CRUMB_GENERATION: usize = 4096;
 
+/// Why the core dials a contact (it decides the timeout and whether the in-flight cap applies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DialKind {
+    /// One of the operator's bootstrap contacts.
+    Bootstrap,
+    /// Filling the table toward the connectivity floor.
+    Fill,
+    /// Checking an incumbent whose bucket a newcomer wants into.
+    Probe,
+}
+
 /// Breadcrumbs of forwarded lookups, bounded: two generations of [`CRUMB_GENERATION`].
 #[derive(Debug, Default)]
 struct Crumbs {
@@ -464,7 +475,13 @@ struct Crumbs {
 }
 
 impl Crumbs {
+    /// Plants a crumb unless a live one is already there: the first copy of a request to
+    /// pass wins, so a peer that replays a genuine request over its own edge cannot redirect
+    /// the answers to itself.
     fn insert(&mut self, key: (NodeId, [u8; NONCE_LEN]), from: NodeId, now: Time) {
+        if self.get(&key, now).is_some() {
+            return;
+        }
         if self.current.len() >= CRUMB_GENERATION {
             self.previous = std::mem::take(&mut self.current);
         }
@@ -504,8 +521,10 @@ fn crumb_of(ty: FrameType, payload: &[u8]) -> Option<(bool, [u8; NONCE_LEN])> {
 pub const MAX_DIALS_IN_FLIGHT: usize = 8;
 /// Addresses a maintenance dial tries at most; a contact's others are cut.
 pub const MAX_DIAL_ADDRS: usize = 4;
-/// The time each address of a maintenance dial gets when the contact is no anchor (the
-/// reference's short direct-dial timeout); anchors get [`Maintenance::dial_timeout`].
+/// The time each address of a maintenance dial gets (the reference's short direct-dial
+/// timeout); bootstrap contacts and probes of our table's incumbents get
+/// [`Maintenance::dial_timeout`]. A peer's claim that a contact is a public anchor earns it
+/// nothing: the claim is unverified.
 pub const NON_ANCHOR_DIAL_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How long a rendezvous request waits for its answer.
@@ -745,7 +764,7 @@ impl Core {
         self.bootstrap
             .extend(contacts.iter().filter(|c| c.id != self.id).cloned());
         for c in contacts {
-            self.dial(c);
+            self.dial(c, DialKind::Bootstrap);
         }
     }
 
@@ -1853,7 +1872,7 @@ impl Core {
         self.fill(now, want);
         if self.edges.is_empty() {
             for c in self.bootstrap.clone() {
-                self.dial(c);
+                self.dial(c, DialKind::Bootstrap);
             }
         }
         if now.mono >= self.next_self_lookup && !self.edges.is_empty() {
@@ -2071,7 +2090,7 @@ impl Core {
         if self.edges.contains(&id) {
             self.knowledge.confirm(&id, true, now.mono);
         } else if let Some(c) = self.knowledge.get(&id).cloned() {
-            self.dial(c);
+            self.dial(c, DialKind::Probe);
         }
     }
 
@@ -2094,16 +2113,16 @@ impl Core {
             .collect();
         for c in picks {
             self.stats.dials += 1;
-            self.dial(c);
+            self.dial(c, DialKind::Fill);
         }
     }
 
     /// Dials `contact`, within the bounds a peer's answer cannot push us past: at most
-    /// [`MAX_DIALS_IN_FLIGHT`] dials at once and [`MAX_DIAL_ADDRS`] addresses each (the rest
-    /// are cut and counted), and the full dial timeout only for anchors (a bootstrap entry,
-    /// or a contact that says it is a public anchor); anyone else gets
-    /// [`NON_ANCHOR_DIAL_TIMEOUT`], as in the reference.
-    fn dial(&mut self, mut contact: Contact) {
+    /// [`MAX_DIALS_IN_FLIGHT`] dials at once (bootstrap contacts excepted) and
+    /// [`MAX_DIAL_ADDRS`] addresses each (the rest are cut and counted), and the full dial
+    /// timeout only for bootstrap contacts and probes of our own table's incumbents; anyone
+    /// else gets [`NON_ANCHOR_DIAL_TIMEOUT`], as in the reference.
+    fn dial(&mut self, mut contact: Contact, kind: DialKind) {
         if contact.id == self.id
             || contact.addrs.is_empty()
             || self.edges.contains(&contact.id)
@@ -2111,7 +2130,8 @@ impl Core {
         {
             return;
         }
-        if self.dialing.len() >= MAX_DIALS_IN_FLIGHT {
+        // Bootstrap contacts are the operator's: never cut. Everything else came from peers.
+        if kind != DialKind::Bootstrap && self.dialing.len() >= MAX_DIALS_IN_FLIGHT {
             self.stats.dials_cut += 1;
             return;
         }
@@ -2119,9 +2139,12 @@ impl Core {
             self.stats.dials_cut += (contact.addrs.len() - MAX_DIAL_ADDRS) as u64;
             contact.addrs.truncate(MAX_DIAL_ADDRS);
         }
-        let anchor = contact.caps.contains(Caps::PUBLIC_ANCHOR)
-            || self.bootstrap.iter().any(|b| b.id == contact.id);
-        let timeout = if anchor {
+        // The long timeout only for contacts we have reason to wait for: the operator's
+        // bootstrap list, and an incumbent of our table being probed (failing it evicts an
+        // entry that may well be honest and far away). A contact a peer told us of (even one
+        // it says is a public anchor: that claim is unverified) gets the short one.
+        let patient = kind == DialKind::Probe || self.bootstrap.iter().any(|b| b.id == contact.id);
+        let timeout = if patient {
             self.config.maintenance.dial_timeout
         } else {
             NON_ANCHOR_DIAL_TIMEOUT

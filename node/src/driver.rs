@@ -290,12 +290,13 @@ impl Builder {
             punch_bursts: std::sync::atomic::AtomicUsize::new(0),
             held_punches: Mutex::new(HashMap::new()),
             relay_waiters: Mutex::new(HashMap::new()),
-            relayed: Mutex::new(HashSet::new()),
+            relayed: Mutex::new(HashMap::new()),
             punched: Mutex::new(HashSet::new()),
             media: crate::media::Media::new(self.media_consent),
             birthday: Mutex::new(nodenet_nat::birthday::Limits::new(self.birthday)),
             relay_binds: Mutex::new(Vec::new()),
             attested: Mutex::new(HashMap::new()),
+            attestation_lookups: Mutex::new(HashSet::new()),
             attest: self.attest,
             tasks: Mutex::new(tokio::task::JoinSet::new()),
         })))
@@ -399,7 +400,9 @@ pub(crate) struct Shared {
     /// Open relay requests: nonce → (the relay asked, the caller waiting for its grant).
     pub(crate) relay_waiters: Mutex<HashMap<[u8; nodenet_nat::NONCE_LEN], RelayWaiting>>,
     /// Our connections that run through a relay (a direct one replaces them).
-    pub(crate) relayed: Mutex<HashSet<ConnId>>,
+    /// Our edges that run through a relay, and the relay carrying each (the one we asked,
+    /// or the one that bound the peer to us).
+    pub(crate) relayed: Mutex<HashMap<ConnId, NodeId>>,
     /// Our connections that a hole-punch of ours opened (reported as punched, not direct).
     pub(crate) punched: Mutex<HashSet<ConnId>>,
     /// Inbound media admission.
@@ -408,11 +411,13 @@ pub(crate) struct Shared {
     pub(crate) birthday: Mutex<nodenet_nat::birthday::Limits>,
     /// Relay sessions bound to us (RelayBind): the relay's callee-side address, and until
     /// when a caller may come in from it.
-    relay_binds: Mutex<Vec<(Addr, Instant)>>,
+    relay_binds: Mutex<Vec<(Addr, NodeId, Instant)>>,
     /// Where a relay that *we* asked (a RelayGrant of ours) sees the peer at the other end of
     /// our connection: the host (port 0). A birthday punch probes only that host. An entry
     /// lives as long as its connection.
     pub(crate) attested: Mutex<HashMap<ConnId, Addr>>,
+    /// Peers whose host we are asking relays about now (one lookup per peer, a few at once).
+    pub(crate) attestation_lookups: Mutex<HashSet<NodeId>>,
     /// Whether, as a relay, we attest each side's host to the other.
     attest: bool,
     /// Every task the node starts (dials, punch bursts, held punches, drains, upgrades,
@@ -522,7 +527,7 @@ impl Node {
     pub fn relayed_edges(&self) -> usize {
         let ids: Vec<ConnId> = lock(&self.0.conns).values().map(Conn::id).collect();
         let relayed = lock(&self.0.relayed);
-        ids.iter().filter(|id| relayed.contains(id)).count()
+        ids.iter().filter(|id| relayed.contains_key(id)).count()
     }
 
     /// Contacts in the knowledge table.
@@ -862,9 +867,9 @@ impl Node {
                 {
                     let mut binds = lock(&self.0.relay_binds);
                     let t = Instant::now();
-                    binds.retain(|(_, until)| *until > t);
+                    binds.retain(|(_, _, until)| *until > t);
                     if binds.len() < MAX_RELAY_BINDS {
-                        binds.push((addr.clone(), t + RELAY_BIND_TTL));
+                        binds.push((addr.clone(), peer, t + RELAY_BIND_TTL));
                     }
                 }
                 self.punch_burst(None, vec![addr]);
@@ -1125,9 +1130,10 @@ impl Node {
             let t = Instant::now();
             let bound = lock(&self.0.relay_binds)
                 .iter()
-                .any(|(a, until)| *a == from && *until > t);
-            if bound {
-                lock(&self.0.relayed).insert(conn.id());
+                .find(|(a, _, until)| *a == from && *until > t)
+                .map(|(_, relay, _)| *relay);
+            if let Some(relay) = bound {
+                lock(&self.0.relayed).insert(conn.id(), relay);
             }
         }
         let existing = lock(&self.0.conns).get(&peer).cloned();
@@ -1181,7 +1187,13 @@ impl Node {
 
     /// True for a connection of ours that runs through a relay.
     pub(crate) fn is_relayed(&self, conn: &Conn) -> bool {
-        lock(&self.0.relayed).contains(&conn.id())
+        lock(&self.0.relayed).contains_key(&conn.id())
+    }
+
+    /// The relay carrying our edge to `peer`, if that edge is relayed.
+    pub(crate) fn carrier_of(&self, peer: &NodeId) -> Option<NodeId> {
+        let conn = self.conn_to(peer)?;
+        lock(&self.0.relayed).get(&conn.id()).copied()
     }
 
     fn on_closed(&self, conn: &Conn) {

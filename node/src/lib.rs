@@ -69,8 +69,8 @@ mod stats;
 mod lifecycle_tests;
 
 pub use connect::{
-    Connection, DIRECT_DIAL_TIMEOUT, PUNCH_TIMEOUT, Path, RELAYS_TRIED, Step, StepError, Strategy,
-    UPGRADE_AFTER,
+    ATTESTATIONS_NEEDED, Connection, DIRECT_DIAL_TIMEOUT, PUNCH_TIMEOUT, Path, RELAYS_TRIED, Step,
+    StepError, Strategy, UPGRADE_AFTER,
 };
 pub use core::{
     Action, AdmissionHook, Core, CoreConfig, Delivery, EdgeRefusal, Handled, MAX_DIAL_ADDRS,

@@ -180,3 +180,141 @@ async fn a_colluding_pair_cannot_aim_the_victim_at_a_bystander() {
     );
     drop(held);
 }
+
+/// Review of finding 2: the binding relay is excluded, but any edge can claim to be a relay.
+/// A colluder holds an edge to the victim, advertises the relay capability in its Neighbors
+/// answers, and answers the victim's RelayRequest with a grant that "attests" the peer at the
+/// bystander's host. The peer comes in through a second accomplice's relay session and asks
+/// for a birthday punch. One relay's word must not be enough: zero datagrams to the
+/// bystander.
+#[tokio::test(start_paused = true)]
+async fn a_relay_the_victim_asks_cannot_vouch_alone() {
+    use nodenet_routing::control::{self, Caps, Contact};
+    use nodenet_transport::{Event, next_event};
+
+    let hub = Hub::new();
+    let (victim, v_addr) = victim(&hub);
+    let v = victim.id();
+    let peer = Hostile::new(&hub, 2, "peer");
+    let colluder = Hostile::new(&hub, 3, "colluder");
+    let carrier = Hostile::new(&hub, 4, "carrier");
+    let helper = Hostile::new(&hub, 5, "helper");
+    let bystander = Addr::new("mem", "bystander:0");
+
+    let mut held = Vec::new();
+    for h in [&colluder, &carrier, &helper] {
+        let c = h.dial(v, &v_addr).await;
+        c.send(&pong(&v_addr)).unwrap();
+        held.push(c);
+    }
+    // The colluder answers every Lookup with itself as a relay, and every RelayRequest with
+    // a grant vouching for the peer at the bystander's host.
+    let (grant_addr, _) = colluder.t.relay().unwrap();
+    let me = Contact {
+        id: colluder.id.node_id(),
+        ed_pub: Some(colluder.id.ed_public()),
+        x_pub: None,
+        caps: Caps::CAN_RELAY,
+        addrs: vec![colluder.t.local_addr()],
+    };
+    // The others only keep their edges alive (answer pings) and hold their reports.
+    let mut pumps = Vec::new();
+    for h in [carrier.t.clone(), helper.t.clone()] {
+        let seen = v_addr.clone();
+        pumps.push(tokio::spawn(async move {
+            while let Some(ev) = next_event(&h).await {
+                if let Event::Frame { conn, packet } = ev {
+                    if Frame::parse(&packet).is_ok_and(|(f, _)| f.frame_type() == FrameType::PING) {
+                        let _ = conn.send(&pong(&seen));
+                    }
+                }
+            }
+        }));
+    }
+    let (id, t) = (colluder.id, colluder.t);
+    let (p, by, ga) = (peer.id.node_id(), bystander.clone(), grant_addr.clone());
+    let seen = v_addr.clone();
+    pumps.push(tokio::spawn(async move {
+        while let Some(ev) = next_event(&t).await {
+            let Event::Frame { conn, packet } = ev else {
+                continue;
+            };
+            let Ok((f, _)) = Frame::parse(&packet) else {
+                continue;
+            };
+            if f.frame_type() == FrameType::PING {
+                let _ = conn.send(&pong(&seen));
+            } else if f.frame_type() == FrameType::LOOKUP {
+                let m = msg::MsgRef::parse(f.payload()).unwrap();
+                let nonce = control::parse_nonce(m.payload).unwrap();
+                let contacts = [me.clone()];
+                let mut payload = vec![0u8; 8 + control::contacts_len(&contacts)];
+                control::encode_neighbors(&mut Writer::new(&mut payload), &nonce, &contacts)
+                    .unwrap();
+                let _ = conn.send(&routed(&id, FrameType::NEIGHBORS, v, &payload));
+            } else if f.frame_type() == FrameType::RELAY_REQUEST {
+                let req = nodenet_nat::RelayRequest::decode(f.payload()).unwrap();
+                let grant = nodenet_nat::RelayGrant {
+                    nonce: req.nonce,
+                    addr: ga.as_ref(),
+                    attest: Some(nodenet_nat::Attestation {
+                        peer: p,
+                        host: by.as_ref(),
+                    }),
+                }
+                .encode()
+                .unwrap();
+                let _ = conn.send(&frame(FrameType::RELAY_GRANT, &grant));
+            }
+        }
+    }));
+    // Maintenance looks itself up within a minute: the colluder's claim is learned.
+    tokio::time::sleep(Duration::from_secs(65)).await;
+    assert_eq!(victim.nat_type(), nodenet::NatType::Public);
+    assert!(
+        victim
+            .contacts()
+            .iter()
+            .any(|c| c.id == id_of(3) && c.caps.contains(Caps::CAN_RELAY)),
+        "the victim never took the colluder for a relay: the attack is not mounted"
+    );
+
+    // The carrier binds the peer to the victim through an honest-looking relay session.
+    let (caller, callee) = carrier.t.relay().unwrap();
+    let bind = nodenet_nat::RelayBind {
+        addr: callee.as_ref(),
+        attest: None,
+    }
+    .encode()
+    .unwrap();
+    held[1].send(&frame(FrameType::RELAY_BIND, &bind)).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let relayed = peer.dial(v, &caller).await;
+    let nonce = [0x98u8; nodenet_nat::NONCE_LEN];
+    let ask = nodenet_nat::encode_coordination_with(
+        &nonce,
+        &[],
+        nodenet_nat::FLAG_BIRTHDAY,
+        Some(bystander.as_ref()),
+    )
+    .unwrap();
+    relayed
+        .send(&routed(&peer.id, FrameType::CONNECT, v, &ask))
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+
+    assert_eq!(
+        hub.datagrams_to("bystander"),
+        0,
+        "one relay's word aimed the victim at a host that never took part"
+    );
+    assert!(victim.stats().birthday_unverified >= 1);
+    for p in pumps {
+        p.abort();
+    }
+    drop(held);
+}
+
+fn id_of(i: u32) -> NodeId {
+    identity(i).node_id()
+}

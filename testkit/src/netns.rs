@@ -187,19 +187,18 @@ impl Drop for Netns {
 /// sender does not own. For spoofing tests, called inside [`Netns::enter`] on a namespace the
 /// test made.
 ///
-/// # Panics
-/// If the socket cannot be made or bound.
-pub fn spoofing_socket(src: SocketAddrV4) -> UdpSocket {
+/// # Errors
+/// If the socket cannot be made or bound (for one, `src` is taken).
+pub fn spoofing_socket(src: SocketAddrV4) -> nix::Result<UdpSocket> {
     let fd = socket(
         AddressFamily::Inet,
         SockType::Datagram,
         SockFlag::SOCK_CLOEXEC,
         None,
-    )
-    .unwrap();
-    setsockopt(&fd, sockopt::IpTransparent, &true).unwrap();
-    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(src)).unwrap();
-    UdpSocket::from(fd)
+    )?;
+    setsockopt(&fd, sockopt::IpTransparent, &true)?;
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(src))?;
+    Ok(UdpSocket::from(fd))
 }
 
 /// A veth pair: `a_if` in `a` with `a_cidr`, `b_if` in `b` with `b_cidr`, both up.

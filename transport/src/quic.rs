@@ -16,8 +16,8 @@
 //!   by a QUIC Retry round trip, or by completing the handshake. A new attempt from an unproven
 //!   address may take one of a small budget of unvalidated handshakes; when that budget is
 //!   spent, or its IP (or the node) is at a cap, it is first sent a Retry, which costs us no
-//!   state. Only a validated attempt over a cap is refused, before quinn allocates anything for
-//!   it. So spoofed Initials can neither fill the caps nor lock a chosen IP out; at worst they
+//!   state. Only a validated attempt over a cap is refused: one with a Retry token before quinn
+//!   allocates anything for it, one proven by its handshake right after (closed as "busy"). So spoofed Initials can neither fill the caps nor lock a chosen IP out; at worst they
 //!   cost honest dialers one extra round trip.
 //! - **Timers.** Handshake 10 s; an inbound edge must deliver its first frame within 30 s; a
 //!   frame not written within 5 s tears its edge down; idle connections die after 5 min (the
@@ -221,12 +221,12 @@ impl InboundSlots {
             Counters::inc(&counters.refused_inbound_cap);
             return false;
         }
-        let per_ip = self.per_ip.entry(ip).or_default();
-        if *per_ip >= config.max_inbound_per_ip {
+        // Look before inserting: a refused IP must leave no entry behind.
+        if self.per_ip.get(&ip).copied().unwrap_or(0) >= config.max_inbound_per_ip {
             Counters::inc(&counters.refused_per_ip_cap);
             return false;
         }
-        *per_ip += 1;
+        *self.per_ip.entry(ip).or_default() += 1;
         self.total += 1;
         true
     }

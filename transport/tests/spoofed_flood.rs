@@ -183,8 +183,10 @@ fn flood(target: SocketAddr, stop: &AtomicBool, sent: &AtomicU64) {
         } else {
             Ipv4Addr::new(10, 77, 0, 2)
         };
-        let socket = spoofing_socket(SocketAddrV4::new(ip, port));
-        // A port already taken by an honest socket is simply skipped.
+        // A port already taken (by an honest socket) is simply skipped.
+        let Ok(socket) = spoofing_socket(SocketAddrV4::new(ip, port)) else {
+            continue;
+        };
         if socket.send_to(&buf[..transmit.size], target).is_ok() {
             sent.fetch_add(1, Ordering::Relaxed);
         }
