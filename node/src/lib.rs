@@ -64,6 +64,7 @@ mod rng;
 mod setup;
 pub mod sim;
 mod stats;
+pub mod testing;
 
 #[cfg(test)]
 mod lifecycle_tests;

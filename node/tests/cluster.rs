@@ -1,91 +1,35 @@
 //! Whole clusters of nodes over the in-memory transport, on tokio's paused clock: no sockets,
-//! no real time. Maintenance timers are scaled down 5× so convergence takes fewer simulated
-//! seconds; the rules are the same.
+//! no real time. Built with the public harness, `nodenet::testing::Cluster`, as an
+//! application's tests would be (its maintenance runs 5× faster; the rules are the same).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use nodenet::{Contact, Maintenance, Node, Via};
-use nodenet_identity::Identity;
+use nodenet::testing::Cluster;
+use nodenet::{Identity, Via};
 use nodenet_kad::NodeId;
-use nodenet_pow::Solver;
-use nodenet_transport::Transport;
-use nodenet_transport::mem::{Hub, MemTransport};
 
-struct Member {
-    node: Node,
-    transport: MemTransport,
-    inbox: nodenet::Deliveries,
-}
-
-/// A deterministic identity per index; with `difficulty` > 0, the first seed of the index's
-/// stream that meets it.
-fn identity(n: u32, difficulty: u32) -> Identity {
-    let seeds = (0u32..).map(move |k| {
-        let mut seed = [0u8; 32];
-        seed[..4].copy_from_slice(&n.to_be_bytes());
-        seed[4..8].copy_from_slice(&k.to_be_bytes());
-        seed
-    });
-    Solver::new(difficulty)
-        .unwrap()
-        .solve_seeds(seeds)
-        .unwrap()
-        .1
-}
-
-fn member(hub: &Hub, i: u32, identity: Identity, difficulty: u32, nat: bool) -> Member {
-    let transport = hub.transport_for(&identity, &format!("n{i}")).unwrap();
-    let mut builder = Node::builder(identity)
-        .transport(Arc::new(transport.clone()))
-        .min_difficulty(difficulty)
-        .maintenance(Maintenance::scaled(5))
-        .delivery_buffer(4096)
-        .deterministic_seed(u64::from(i) + 1);
-    if nat {
-        builder = builder.advertise(Vec::new());
-    }
-    let node = builder.build().unwrap();
-    let inbox = node.deliveries().unwrap();
-    node.spawn();
-    Member {
-        node,
-        transport,
-        inbox,
-    }
-}
-
-/// `n` nodes; node 0 is the bootstrap everyone else joins through.
-fn cluster(hub: &Hub, n: u32, difficulty: u32) -> Vec<Member> {
-    let members: Vec<Member> = (0..n)
-        .map(|i| member(hub, i, identity(i, difficulty), difficulty, false))
-        .collect();
-    let boot = contact_of(&members[0]);
-    for m in &members[1..] {
-        m.node.bootstrap(vec![boot.clone()]);
-    }
-    members
-}
-
-fn contact_of(m: &Member) -> Contact {
-    Contact::new(m.node.id(), vec![m.transport.local_addr()])
+/// A deterministic identity outside the cluster's own.
+fn outsider_identity(n: u32) -> Identity {
+    let mut seed = [0x99u8; 32];
+    seed[..4].copy_from_slice(&n.to_be_bytes());
+    Identity::from_seed(&seed)
 }
 
 /// Every node holds at least KMin = 3 outbound edges; the bootstrap node, which everyone
 /// dialed, holds them as inbound edges (it has no one left to dial).
-fn assert_floor(members: &[Member]) {
-    for (i, m) in members.iter().enumerate() {
-        let (out, all) = (m.node.outbound_edges(), m.node.edges().len());
+fn assert_floor(c: &Cluster) {
+    for (i, node) in c.nodes().enumerate() {
+        let (out, all) = (node.outbound_edges(), node.edges().len());
         // In a small cluster a node may already hold an edge with every peer (many of them
         // dialed by the peers): then there is no one left to dial.
-        let everyone = all + 1 >= members.len();
+        let everyone = all + 1 >= c.len();
         if i == 0 {
             assert!(all >= 3, "bootstrap node has {all} edges");
         } else {
             assert!(
                 out >= 3 || everyone,
                 "{} has {out} outbound edges",
-                m.node.id().short()
+                node.id().short()
             );
         }
     }
@@ -109,7 +53,7 @@ impl Pick {
 
 /// Sends `count` messages between random pairs of `alive` members and returns how many
 /// arrived, each checked for its originator and payload.
-async fn random_sends(members: &mut [Member], alive: &[usize], count: usize, seed: u64) -> usize {
+async fn random_sends(c: &mut Cluster, alive: &[usize], count: usize, seed: u64) -> usize {
     let mut pick = Pick(seed);
     let mut expected: Vec<(usize, NodeId, Vec<u8>)> = Vec::new();
     for k in 0..count {
@@ -119,21 +63,18 @@ async fn random_sends(members: &mut [Member], alive: &[usize], count: usize, see
             to = alive[pick.next(alive.len())];
         }
         let payload = format!("msg {k} from {from} to {to}").into_bytes();
-        members[from]
-            .node
-            .send(members[to].node.id(), &payload)
-            .unwrap();
-        expected.push((to, members[from].node.id(), payload));
+        c.node(from).send(c.id(to), &payload).unwrap();
+        expected.push((to, c.id(from), payload));
         if k % 50 == 49 {
             tokio::task::yield_now().await;
         }
     }
     settle(3).await;
-    let mut got: Vec<Vec<(NodeId, Vec<u8>)>> = members.iter().map(|_| Vec::new()).collect();
-    for (i, m) in members.iter_mut().enumerate() {
-        while let Some(d) = m.inbox.try_recv() {
+    let mut got: Vec<Vec<(NodeId, Vec<u8>)>> = (0..c.len()).map(|_| Vec::new()).collect();
+    for (i, got) in got.iter_mut().enumerate() {
+        while let Some(d) = c.inbox(i).try_recv() {
             assert_eq!(d.via, Via::Routed);
-            got[i].push((d.originator, d.payload));
+            got.push((d.originator, d.payload));
         }
     }
     let arrived = expected
@@ -150,28 +91,24 @@ async fn random_sends(members: &mut [Member], alive: &[usize], count: usize, see
 
 #[tokio::test(start_paused = true)]
 async fn a_hundred_nodes_converge_and_every_send_arrives() {
-    let hub = Hub::new();
-    let mut members = cluster(&hub, 100, 0);
-    settle(60).await;
-    assert_floor(&members);
+    let mut c = Cluster::builder(100).build();
+    c.settled(Duration::from_secs(60)).await.unwrap();
+    settle(30).await;
+    assert_floor(&c);
     // Every node is reachable: a message from node 1 to each of the others arrives.
-    let all: Vec<usize> = (0..members.len()).collect();
-    for to in 2..members.len() {
-        let id = members[to].node.id();
-        members[1].node.send(id, b"ping").unwrap();
+    let all: Vec<usize> = (0..c.len()).collect();
+    for to in 2..c.len() {
+        c.node(1).send(c.id(to), b"ping").unwrap();
     }
     settle(2).await;
-    for m in members.iter_mut().skip(2) {
-        let d = m.inbox.try_recv().expect("reachable");
+    for i in 2..c.len() {
+        let d = c.inbox(i).try_recv().expect("reachable");
         assert_eq!(d.payload, b"ping");
     }
     // Multi-hop, multi-path, de-duplicated.
-    assert_eq!(random_sends(&mut members, &all, 500, 7).await, 500);
-    let forwarded: u64 = members.iter().map(|m| m.node.stats().forwarded).sum();
-    let duplicates: u64 = members
-        .iter()
-        .map(|m| m.node.stats().dropped_duplicate)
-        .sum();
+    assert_eq!(random_sends(&mut c, &all, 500, 7).await, 500);
+    let forwarded: u64 = c.nodes().map(|n| n.stats().forwarded).sum();
+    let duplicates: u64 = c.nodes().map(|n| n.stats().dropped_duplicate).sum();
     assert!(
         forwarded > 0 && duplicates > 0,
         "copies travel several hops and converge"
@@ -180,74 +117,76 @@ async fn a_hundred_nodes_converge_and_every_send_arrives() {
 
 #[tokio::test(start_paused = true)]
 async fn sends_survive_a_fifth_of_the_nodes_dying_silently() {
-    let hub = Hub::new();
-    let mut members = cluster(&hub, 100, 0);
-    settle(60).await;
+    let mut c = Cluster::builder(100).build();
+    c.settled(Duration::from_secs(60)).await.unwrap();
+    settle(30).await;
     // Every fifth node (not the bootstrap) vanishes: no Leave, its transport just stops.
-    let dead: Vec<usize> = (1..members.len()).filter(|i| i % 5 == 0).collect();
+    let dead: Vec<usize> = (1..c.len()).filter(|i| i % 5 == 0).collect();
     for &i in &dead {
-        members[i].transport.close();
+        c.kill(i);
     }
     // Failure detection and replacement take one dead-edge period (75 s / 5) plus refills.
     settle(40).await;
-    let alive: Vec<usize> = (0..members.len()).filter(|i| !dead.contains(i)).collect();
+    let alive: Vec<usize> = (0..c.len()).filter(|i| !dead.contains(i)).collect();
     for &i in &alive[1..] {
         assert!(
-            members[i].node.outbound_edges() >= 3,
+            c.node(i).outbound_edges() >= 3,
             "node {i} refilled its floor"
         );
     }
-    let arrived = random_sends(&mut members, &alive, 500, 11).await;
+    let arrived = random_sends(&mut c, &alive, 500, 11).await;
     assert!(arrived * 100 >= 500 * 99, "only {arrived}/500 arrived");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_partition_heals() {
-    let hub = Hub::new();
-    let mut members = cluster(&hub, 30, 0);
-    settle(40).await;
+    let mut c = Cluster::builder(30).build();
+    c.settled(Duration::from_secs(40)).await.unwrap();
+    settle(20).await;
     let (left, right): (Vec<usize>, Vec<usize>) = (0..30).partition(|i| i % 2 == 0);
     for &a in &left {
         for &b in &right {
-            hub.partition(members[a].node.id(), members[b].node.id());
+            c.partition(a, b);
         }
     }
     // Across the cut nothing arrives.
-    members[0].node.send(members[1].node.id(), b"across").ok();
+    c.node(0).send(c.id(1), b"across").ok();
     settle(30).await;
-    assert!(members[1].inbox.try_recv().is_none());
+    assert!(c.inbox(1).try_recv().is_none());
     for &a in &left {
         for &b in &right {
-            hub.heal(members[a].node.id(), members[b].node.id());
+            c.heal(a, b);
         }
     }
     // Maintenance redials across the healed cut.
     settle(60).await;
     let all: Vec<usize> = (0..30).collect();
-    while members.iter_mut().any(|m| m.inbox.try_recv().is_some()) {}
-    let arrived = random_sends(&mut members, &all, 200, 3).await;
+    for i in 0..30 {
+        while c.inbox(i).try_recv().is_some() {}
+    }
+    let arrived = random_sends(&mut c, &all, 200, 3).await;
     assert_eq!(arrived, 200);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_lookup_flood_is_shed_by_originator_while_traffic_flows() {
-    let hub = Hub::new();
-    let mut members = cluster(&hub, 30, 0);
-    settle(40).await;
-    let target = members[10].node.id();
+    let mut c = Cluster::builder(30).build();
+    c.settled(Duration::from_secs(40)).await.unwrap();
+    settle(20).await;
+    let target = c.id(10);
     // The flooder fans each lookup over several edges; the limit follows the signed
     // originator, so spreading does not dodge it.
     for _ in 0..400 {
-        members[20].node.lookup(target);
+        c.node(20).lookup(target);
     }
     let all: Vec<usize> = (0..30).filter(|&i| i != 20).collect();
-    let arrived = random_sends(&mut members, &all, 100, 5).await;
+    let arrived = random_sends(&mut c, &all, 100, 5).await;
     assert_eq!(arrived, 100, "everyone else's traffic flows");
     // The lookups converge on the target, which answers each originator within its budget
     // (burst 32, then 16/s) and counts the rest. Each lookup travels as three copies; the
     // flooder's own edge queues shed part of the burst before it leaves (counted there).
-    let target_stats = members[10].node.stats();
-    let flooder = members[20].node.stats();
+    let target_stats = c.node(10).stats();
+    let flooder = c.node(20).stats();
     assert!(
         target_stats.dropped_rate_limited >= 100,
         "the flood is shed at its destination: {target_stats:?}"
@@ -260,42 +199,38 @@ async fn a_lookup_flood_is_shed_by_originator_while_traffic_flows() {
 
 #[tokio::test(start_paused = true)]
 async fn proof_of_work_gates_edges_and_bootstrap_works_at_difficulty() {
-    let hub = Hub::new();
     // Bootstrap contacts are NodeId + address only: the keys come from the handshake.
-    let mut members = cluster(&hub, 12, 8);
-    settle(40).await;
-    assert_floor(&members);
+    let mut c = Cluster::builder(12).difficulty(8).build();
+    c.settled(Duration::from_secs(40)).await.unwrap();
+    settle(20).await;
+    assert_floor(&c);
     let all: Vec<usize> = (0..12).collect();
-    assert_eq!(random_sends(&mut members, &all, 50, 9).await, 50);
-    // A node below the difficulty gets no edge.
+    assert_eq!(random_sends(&mut c, &all, 50, 9).await, 50);
+    // A node below the difficulty gets no edge (it demands none itself).
     let weak = (1000u32..)
-        .map(|i| identity(i, 0))
+        .map(outsider_identity)
         .find(|id| id.node_id().leading_zeros() < 8)
         .unwrap();
-    let outsider = member(&hub, 999, weak, 0, false);
-    outsider.node.bootstrap(vec![contact_of(&members[0])]);
+    let outsider = c.join(weak, |b| b.min_difficulty(0));
     settle(20).await;
-    assert!(outsider.node.edges().is_empty());
+    assert!(c.node(outsider).edges().is_empty());
     assert!(
-        members[0].node.stats().dropped_sub_pow > 0,
+        c.node(0).stats().dropped_sub_pow > 0,
         "the refusal is counted"
     );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_node_that_cannot_be_dialed_still_routes() {
-    let hub = Hub::new();
-    let mut members = cluster(&hub, 20, 0);
-    let nat_id = identity(500, 0);
-    hub.set_reachable(nat_id.node_id(), false);
-    let nat = member(&hub, 500, nat_id, 0, true);
-    nat.node.bootstrap(vec![contact_of(&members[0])]);
-    members.push(nat);
-    settle(60).await;
-    let n = members.len() - 1;
-    let all: Vec<usize> = (0..members.len()).collect();
-    assert_eq!(random_sends(&mut members, &all, 300, 13).await, 300);
-    let nat = &members[n].node;
+    let mut c = Cluster::builder(20).build();
+    let nat_id = outsider_identity(500);
+    c.hub().set_reachable(nat_id.node_id(), false);
+    let n = c.join(nat_id, |b| b.advertise(Vec::new()));
+    c.settled(Duration::from_secs(60)).await.unwrap();
+    settle(30).await;
+    let all: Vec<usize> = (0..c.len()).collect();
+    assert_eq!(random_sends(&mut c, &all, 300, 13).await, 300);
+    let nat = c.node(n);
     assert!(nat.outbound_edges() >= 3);
     assert_eq!(
         nat.edges().len(),
@@ -307,20 +242,20 @@ async fn a_node_that_cannot_be_dialed_still_routes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_graceful_leave_is_noticed_at_once() {
-    let hub = Hub::new();
-    let members = cluster(&hub, 15, 0);
-    settle(40).await;
-    let leaver = members[7].node.id();
+    let c = Cluster::builder(15).build();
+    c.settled(Duration::from_secs(40)).await.unwrap();
+    settle(20).await;
+    let leaver = c.id(7);
     let neighbours: Vec<usize> = (0..15)
-        .filter(|&i| i != 7 && members[i].node.edges().contains(&leaver))
+        .filter(|&i| i != 7 && c.node(i).edges().contains(&leaver))
         .collect();
     assert!(!neighbours.is_empty());
-    members[7].node.shutdown().await;
+    c.node(7).shutdown().await;
     // Far less than the dead-edge timeout: the Leave itself drops the edge.
     settle(1).await;
     for i in neighbours {
         assert!(
-            !members[i].node.edges().contains(&leaver),
+            !c.node(i).edges().contains(&leaver),
             "node {i} still holds the edge"
         );
     }
@@ -328,27 +263,15 @@ async fn a_graceful_leave_is_noticed_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_full_delivery_queue_drops_and_counts() {
-    let hub = Hub::new();
-    let mut members = cluster(&hub, 2, 0);
-    let small = member(&hub, 77, identity(77, 0), 0, false);
-    small.node.bootstrap(vec![contact_of(&members[0])]);
-    settle(20).await;
-    // Rebuild with a one-slot queue: `member` uses 4096, so use a fresh node here.
-    let id = identity(78, 0);
-    let transport = hub.transport_for(&id, "tiny").unwrap();
-    let tiny = Node::builder(id)
-        .transport(Arc::new(transport))
-        .delivery_buffer(1)
-        .build()
-        .unwrap();
-    let _inbox = tiny.deliveries().unwrap();
-    tiny.spawn();
-    tiny.bootstrap(vec![contact_of(&members[0])]);
-    settle(10).await;
+    let mut c = Cluster::builder(3).build();
+    // A node with a one-slot queue that nobody reads.
+    let tiny = c.join(outsider_identity(78), |b| b.delivery_buffer(1));
+    c.settled(Duration::from_secs(30)).await.unwrap();
     for k in 0..5u8 {
-        members[0].node.send(tiny.id(), &[k]).unwrap();
+        c.node(0).send(c.id(tiny), &[k]).unwrap();
     }
     settle(2).await;
-    assert!(tiny.stats().dropped_deliver_full >= 4, "{:?}", tiny.stats());
-    drop(members.pop());
+    let stats = c.node(tiny).stats();
+    assert!(stats.dropped_deliver_full >= 4, "{stats:?}");
+    assert_eq!(stats.delivered, 1, "the one slot took one");
 }
