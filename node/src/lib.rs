@@ -69,6 +69,11 @@ pub mod testing;
 #[cfg(test)]
 mod lifecycle_tests;
 
+/// The README's library quick start, compiled and run as a doc test so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeQuickStart;
+
 pub use connect::{
     ATTESTATIONS_NEEDED, Connection, DIRECT_DIAL_TIMEOUT, PUNCH_TIMEOUT, Path, RELAYS_TRIED, Step,
     StepError, Strategy, UPGRADE_AFTER,
