@@ -40,6 +40,7 @@ pub const DEFAULT_RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(10);
 /// takes a transport of your own ([`Builder::transport`], e.g. the in-memory hub's).
 pub struct Builder {
     identity: Identity,
+    events: broadcast::Sender<NodeEvent>,
     transport: Option<Arc<dyn Transport>>,
     quic: nodenet_transport::quic::QuicConfig,
     config: CoreConfig,
@@ -174,6 +175,12 @@ impl Builder {
         self
     }
 
+    /// A watcher of the node's events from its very start, before [`Builder::bind`] starts
+    /// it: what [`Node::events`] gives, without the window between start and subscribing.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
     /// The transport to run over instead of binding QUIC: an in-memory hub's for tests and
     /// simulations, or one you bound yourself. It must have been made for this builder's
     /// identity ([`Builder::build`] checks).
@@ -190,9 +197,7 @@ impl Builder {
 
     /// Binds a QUIC transport for this identity at `addr` (e.g. `0.0.0.0:4242`, or port 0 for
     /// any), builds the node over it and starts it ([`Node::spawn`]). Must be called within a
-    /// tokio runtime. Subscribe to [`Node::events`] right after: nothing happens before you
-    /// bootstrap or a peer dials in. To subscribe before anything can run, use
-    /// [`Builder::transport`] + [`Builder::build`] and [`Node::spawn`] yourself.
+    /// tokio runtime. To watch events from the start, take [`Builder::subscribe`] before.
     ///
     /// # Errors
     /// [`BuildError::NoRuntime`] outside a tokio runtime, [`BuildError::Bind`] if the socket
@@ -268,7 +273,7 @@ impl Builder {
         let (deliveries_tx, deliveries_rx) = mpsc::channel(self.delivery_buffer);
         let (dials_tx, dials_rx) = mpsc::channel(256);
         let (shutdown, _) = watch::channel(false);
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let events = self.events;
         Ok(Node(Arc::new(Shared {
             core: Mutex::new(core),
             transport,
@@ -479,6 +484,7 @@ impl Node {
     pub fn builder(identity: Identity) -> Builder {
         Builder {
             identity,
+            events: broadcast::channel(EVENT_BUFFER).0,
             transport: None,
             quic: nodenet_transport::quic::QuicConfig::default(),
             config: CoreConfig::default(),
@@ -555,7 +561,7 @@ impl Node {
     }
 
     /// A new watcher of the node's events (edges up and down). Each watcher gets every event
-    /// from now on; one that falls more than 1,024 events behind misses the oldest and is told
+    /// from now on ([`Builder::subscribe`] watches from the start); one that falls more than 1,024 events behind misses the oldest and is told
     /// so by `RecvError::Lagged` (the node never waits for a watcher).
     pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
         self.0.events.subscribe()

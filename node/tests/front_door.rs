@@ -14,11 +14,10 @@ async fn two_nodes_bind_join_and_talk_on_loopback() {
         .bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let b = Node::builder(nodenet::mint_identity(8).unwrap())
-        .min_difficulty(8)
-        .bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let b = Node::builder(nodenet::mint_identity(8).unwrap()).min_difficulty(8);
+    // Watching from the very start: nothing between bind and subscribing is missed.
+    let mut b_events = b.subscribe();
+    let b = b.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let mut inbox = b.deliveries().unwrap();
     assert_eq!(
         b.deliveries().unwrap_err(),
@@ -36,6 +35,10 @@ async fn two_nodes_bind_join_and_talk_on_loopback() {
     let typed = format!("{}@{}", c.id, c.addrs[0].endpoint);
     a.dial(parse_contact(&typed).unwrap()).await.unwrap();
     a.joined(Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(
+        b_events.recv().await.unwrap(),
+        nodenet::NodeEvent::EdgeUp { peer, outbound: false } if peer == a.id()
+    ));
     a.send(b.id(), b"hello").unwrap();
     let d = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
         .await
