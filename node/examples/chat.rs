@@ -67,12 +67,19 @@ async fn loopback() -> Result<(), Box<dyn std::error::Error>> {
 async fn listen(addr: std::net::SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     let node = Node::builder(mint_identity(16)?).bind(addr).await?;
     let mut inbox = node.deliveries()?;
-    let c = node.contact();
-    println!(
-        "join with: {}@{}",
-        c.id,
-        c.addrs.first().map_or("?", |a| a.endpoint.as_str())
-    );
+    match node.contact_string() {
+        Some(contact) => println!("join with: {contact}"),
+        // Bound to a wildcard, the node advertises nothing: give joiners this machine's IP.
+        None => {
+            let port = node
+                .local_addr()
+                .endpoint
+                .rsplit_once(':')
+                .map_or("", |(_, p)| p)
+                .to_owned();
+            println!("join with: {}@<this machine's IP>:{port}", node.id());
+        }
+    }
     while let Some(d) = inbox.recv().await {
         println!("{}: {}", d.originator.short(), text(&d.payload));
     }

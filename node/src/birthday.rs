@@ -8,12 +8,12 @@
 //! answers an ordinary ConnectAck (no flag), and the attempt ends there. Every attempt, on
 //! both sides, passes [`nodenet_nat::birthday::Limits`]; refusals and results are counted.
 //!
-//! Neither side aims a packet at a host on the peer's say-so alone: a relay that *this* side
-//! chose attested, in its RelayGrant, where it sees the peer, and the peer's claim must name
-//! that host. The caller has that word from the relay it dialed through; the callee asks
-//! relays of its own (a RelayBind's word is never taken: the caller chose that relay, and a
-//! caller with a relay of its own could have it vouch for a bystander). Without the relay's word (a reference relay), or
-//! against it, the pair stays relayed and `birthday_unverified` counts it.
+//! Neither side aims a packet at a host on the peer's say-so alone: two relays that *this*
+//! side chose must agree where they see the peer, none may disagree, and the peer's claim
+//! must name that host ([`Node::trusted_host`]). The relay carrying the pair is never asked
+//! (the peer may have chosen it); the caller's own grant counts as one voice. Without two
+//! agreeing relays (reference relays attest nothing), or against them, the pair stays
+//! relayed and `birthday_unverified` counts it.
 
 use std::time::Duration;
 
@@ -155,8 +155,12 @@ impl Node {
         }
         let node = self.clone();
         self.spawn_owned(async move {
+            // Released however the task ends (a panic, or an abort at shutdown).
+            let release = node.clone();
+            let _lookup = crate::connect::OnDrop(move || {
+                lock(&release.0.attestation_lookups).remove(&peer);
+            });
             let attested = node.trusted_host(peer).await;
-            lock(&node.0.attestation_lookups).remove(&peer);
             let now = node.now();
             let mut core = lock(&node.0.core);
             node.answer_request(&mut core, now, request, attested);

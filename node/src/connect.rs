@@ -187,7 +187,7 @@ impl Connection {
 
 /// Runs its closure when dropped: how a request's waiter is removed however its future ends
 /// (answered, failed, timed out or dropped by the caller), which makes the waits cancel-safe.
-struct OnDrop<F: FnMut()>(F);
+pub(crate) struct OnDrop<F: FnMut()>(pub(crate) F);
 
 impl<F: FnMut()> Drop for OnDrop<F> {
     fn drop(&mut self) {
@@ -297,8 +297,10 @@ impl Node {
         })
     }
 
-    /// Sends `payload` to `target` over a direct edge, connecting first if needed: the bytes
-    /// never transit another node.
+    /// Sends `payload` to `target` over our edge to it, connecting first if needed
+    /// ([`Node::connect`]): the bytes are never readable by another node (a relay, if the edge
+    /// runs through one, carries ciphertext). Ordered on the edge; `Ok` means queued on it
+    /// (this waits for room); the receiver's deliveries queue may still drop it when full.
     pub async fn send_direct(&self, target: NodeId, payload: &[u8]) -> Result<(), Error> {
         check_app_len(payload.len())?;
         if target == self.id() {
@@ -474,11 +476,18 @@ impl Node {
                 }
             };
             match self
-                .dial_any(target, &[addr], RELAY_DIAL_TIMEOUT, Path::Relayed)
+                .dial_any(
+                    target,
+                    std::slice::from_ref(&addr),
+                    RELAY_DIAL_TIMEOUT,
+                    Path::Relayed,
+                )
                 .await
             {
                 Ok(path) => {
-                    if let Some(c) = self.conn_to(&target) {
+                    // Only the connection this dial made (a crossed dial may have kept the
+                    // peer's own, through a relay it chose): it comes from the grant's address.
+                    if let Some(c) = self.conn_to(&target).filter(|c| c.remote_addr() == addr) {
                         lock(&self.0.relayed).insert(c.id(), relay);
                         // The relay's word on the target's host: one voice toward a birthday
                         // punch ([`Node::trusted_host`] wants a second).
@@ -534,73 +543,70 @@ impl Node {
 
     /// Where relays of *our* choosing agree they see `peer`: the host a birthday punch may
     /// aim at, or `None`. A relay is any edge that claims the capability, so one relay's word
-    /// is not enough: [`ATTESTATIONS_NEEDED`] distinct relays (on distinct subnets, on IP)
-    /// must name the same host. The relay we dialed `peer` through gave its word in its
-    /// grant; the others (up to [`RELAYS_TRIED`]) are asked now, at once. The relay that
-    /// carries our edge to `peer` is never asked: if the peer chose it, a peer with a relay
-    /// of its own could have it vouch for any host. Only for a relayed edge to `peer`.
+    /// is not enough: [`ATTESTATIONS_NEEDED`] distinct relays on distinct subnets (each a
+    /// direct edge of ours, its subnet fixed when asked) must name the same host, and none may
+    /// name another. The relay we dialed `peer` through gave its word in its grant; the
+    /// others (up to [`RELAYS_TRIED`]) are asked now, at once. The relay that carries our edge
+    /// to `peer` is never asked: if the peer chose it, it could vouch for any host. Only for
+    /// a relayed edge to `peer`, and once per edge: the verdict is kept while it lives.
     pub(crate) async fn trusted_host(&self, peer: NodeId) -> Option<Addr> {
-        let carrier = self.carrier_of(&peer)?;
+        use nodenet_routing::SubnetKey;
+        let conn = self.conn_to(&peer)?;
+        let carrier = lock(&self.0.relayed).get(&conn.id()).copied()?;
+        if let Some(known) = lock(&self.0.trusted).get(&conn.id()) {
+            return known.clone();
+        }
+        let ip = self.0.transport.is_ip();
+        // Where a relay sits, fixed when it is asked: only a direct edge of ours (a relayed
+        // one shows its relay's address, not its own) and, on IP, one with a subnet.
+        let seat = |relay: &NodeId| -> Option<Option<SubnetKey>> {
+            let c = self.conn_to(relay)?;
+            if self.is_relayed(&c) {
+                return None;
+            }
+            let net = SubnetKey::of_addr(c.remote_addr().as_ref());
+            (!ip || net.is_some()).then_some(net)
+        };
+        let mut voices: Vec<Voice> = Vec::new();
         // Our own grant's word, from the relay we chose and dialed through.
-        let mut voices: Vec<(NodeId, Addr)> = self
-            .attested_host(&peer)
-            .map(|host| (carrier, host))
-            .into_iter()
-            .collect();
-        let relays: Vec<NodeId> = lock(&self.0.core)
-            .relay_candidates(&peer, RELAYS_TRIED + 1)
+        if let (Some(host), Some(net)) = (self.attested_host(&peer), seat(&carrier)) {
+            voices.push(Voice {
+                relay: carrier,
+                net,
+                host,
+            });
+        }
+        let relays: Vec<(NodeId, Option<SubnetKey>)> = lock(&self.0.core)
+            .relay_candidates(&peer, RELAYS_TRIED + 4)
             .into_iter()
             .filter(|r| *r != carrier)
+            .filter_map(|r| seat(&r).map(|net| (r, net)))
             .take(RELAYS_TRIED)
             .collect();
         let mut asks = tokio::task::JoinSet::new();
-        for relay in relays {
+        for (relay, net) in relays {
             let node = self.clone();
-            asks.spawn(async move { (relay, node.ask_relay(relay, peer).await) });
+            asks.spawn(async move { (relay, net, node.ask_relay(relay, peer).await) });
         }
         while let Some(joined) = asks.join_next().await {
-            let Ok((relay, Ok((_, Some(a))))) = joined else {
+            let Ok((relay, net, Ok((_, Some(a))))) = joined else {
                 continue;
             };
-            if a.peer != peer {
-                continue;
-            }
-            voices.push((relay, a.host));
-            if let Some(host) = self.agreed(&voices) {
-                return Some(host);
-            }
-        }
-        None
-    }
-
-    /// A host that [`ATTESTATIONS_NEEDED`] of `voices` name, from distinct relays on distinct
-    /// subnets (where their edges have one).
-    fn agreed(&self, voices: &[(NodeId, Addr)]) -> Option<Addr> {
-        use nodenet_nat::birthday::{host_of, same_host};
-        let host_part = |e: &str| host_of(e).unwrap_or(e).to_owned();
-        let subnet = |relay: &NodeId| {
-            self.conn_to(relay)
-                .and_then(|c| nodenet_routing::SubnetKey::of_addr(c.remote_addr().as_ref()))
-        };
-        for (i, (_, host)) in voices.iter().enumerate() {
-            let mut backers: Vec<(NodeId, Option<nodenet_routing::SubnetKey>)> = Vec::new();
-            for (relay, other) in &voices[i..] {
-                if !same_host(&host_part(&host.endpoint), &host_part(&other.endpoint)) {
-                    continue;
-                }
-                let net = subnet(relay);
-                let distinct = backers
-                    .iter()
-                    .all(|(r, n)| r != relay && (n.is_none() || *n != net));
-                if distinct {
-                    backers.push((*relay, net));
-                }
-            }
-            if backers.len() >= ATTESTATIONS_NEEDED {
-                return Some(host.clone());
+            // A relay that left since it answered no longer speaks.
+            if a.peer == peer && self.conn_to(&relay).is_some() {
+                voices.push(Voice {
+                    relay,
+                    net,
+                    host: a.host,
+                });
             }
         }
-        None
+        let verdict = agreed(&voices);
+        lock(&self.0.trusted).insert(conn.id(), verdict.clone());
+        if conn.is_closed() {
+            lock(&self.0.trusted).remove(&conn.id());
+        }
+        verdict
     }
 
     /// Tries, in the background, to replace a relayed edge to `target` by a punched one: after
@@ -714,4 +720,37 @@ fn check_app_len(len: usize) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// One relay's word on where it sees a peer.
+struct Voice {
+    relay: NodeId,
+    net: Option<nodenet_routing::SubnetKey>,
+    host: Addr,
+}
+
+/// The host every voice names, if they all agree and come from at least
+/// [`ATTESTATIONS_NEEDED`] distinct relays on distinct subnets (where their edges have one);
+/// `None` on any disagreement: one honest relay vetoes a lie.
+fn agreed(voices: &[Voice]) -> Option<Addr> {
+    use nodenet_nat::birthday::{host_of, same_host};
+    let host_part = |e: &str| host_of(e).unwrap_or(e).to_owned();
+    let first = voices.first()?;
+    let h = host_part(&first.host.endpoint);
+    if !voices
+        .iter()
+        .all(|v| same_host(&h, &host_part(&v.host.endpoint)))
+    {
+        return None;
+    }
+    let mut backers: Vec<&Voice> = Vec::new();
+    for v in voices {
+        let distinct = backers
+            .iter()
+            .all(|b| b.relay != v.relay && (b.net.is_none() || b.net != v.net));
+        if distinct {
+            backers.push(v);
+        }
+    }
+    (backers.len() >= ATTESTATIONS_NEEDED).then(|| first.host.clone())
 }

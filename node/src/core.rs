@@ -475,11 +475,18 @@ struct Crumbs {
 }
 
 impl Crumbs {
-    /// Plants a crumb unless a live one is already there: the first copy of a request to
-    /// pass wins, so a peer that replays a genuine request over its own edge cannot redirect
-    /// the answers to itself.
-    fn insert(&mut self, key: (NodeId, [u8; NONCE_LEN]), from: NodeId, now: Time) {
-        if self.get(&key, now).is_some() {
+    /// Plants a crumb unless a live one is already there whose edge is still up (`up`): the
+    /// first copy of a request to pass wins, so a peer that replays a genuine request over
+    /// its own edge cannot redirect the answers to itself, nor pin the crumb by replaying and
+    /// leaving.
+    fn insert(
+        &mut self,
+        key: (NodeId, [u8; NONCE_LEN]),
+        from: NodeId,
+        now: Time,
+        up: impl Fn(&NodeId) -> bool,
+    ) {
+        if self.get(&key, now).is_some_and(|held| up(&held)) {
             return;
         }
         if self.current.len() >= CRUMB_GENERATION {
@@ -515,6 +522,9 @@ fn crumb_of(ty: FrameType, payload: &[u8]) -> Option<(bool, [u8; NONCE_LEN])> {
     let key = <[u8; NONCE_LEN]>::try_from(nonce.get(..NONCE_LEN)?).ok()?;
     Some((request, key))
 }
+
+/// Bootstrap contacts [`Core::remember_bootstrap`] keeps at most.
+pub const MAX_BOOTSTRAP: usize = 64;
 
 /// Maintenance dials in flight at most: what a Neighbors answer's contacts (and their
 /// eviction probes) can make us start at once.
@@ -750,10 +760,19 @@ impl Core {
         self.actions.pop_front()
     }
 
-    /// Keeps `contact` as a bootstrap contact without dialing it (the caller dials).
+    /// Keeps `contact`, one the application dialed and reached, as a bootstrap contact (one
+    /// entry per NodeId, its latest addresses; at most [`MAX_BOOTSTRAP`]; its capabilities
+    /// are not taken on trust).
     pub fn remember_bootstrap(&mut self, contact: &Contact) {
-        if contact.id != self.id && !self.bootstrap.contains(contact) {
-            self.bootstrap.push(contact.clone());
+        if contact.id == self.id {
+            return;
+        }
+        let mut contact = contact.clone();
+        contact.caps = Caps::default();
+        if let Some(held) = self.bootstrap.iter_mut().find(|b| b.id == contact.id) {
+            *held = contact;
+        } else if self.bootstrap.len() < MAX_BOOTSTRAP {
+            self.bootstrap.push(contact);
         }
     }
 
@@ -1066,7 +1085,11 @@ impl Core {
                         self.stats.dropped_bad_sig += 1;
                         return Handled::Done;
                     }
-                    self.crumbs.insert((m.originator(), nonce), from, now.mono);
+                    let edges = &self.edges;
+                    self.crumbs
+                        .insert((m.originator(), nonce), from, now.mono, |id| {
+                            edges.contains(id)
+                        });
                 }
                 Some((false, nonce)) if decision != Decision::Deliver && ttl > 1 => {
                     let back = self
@@ -1163,7 +1186,8 @@ impl Core {
                     self.stats.dropped_rate_limited += 1;
                     return Handled::Done;
                 }
-                let report = handlers::fold_neighbors(&mut self.knowledge, &list, now.mono);
+                let report =
+                    handlers::fold_neighbors(&mut self.knowledge, &list, &originator, now.mono);
                 for probe in report.probes {
                     self.probe(now, probe);
                 }

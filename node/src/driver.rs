@@ -250,7 +250,14 @@ impl Builder {
         }
         let mut config = self.config;
         if !self.advertise_set {
-            config.advertise = vec![transport.local_addr()];
+            // A wildcard bind (0.0.0.0, ::) is no address anyone can dial: advertise nothing,
+            // and peers learn ours from the edges they see (and the reflexive address).
+            let local = transport.local_addr();
+            let wildcard = local
+                .endpoint
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.ip().is_unspecified());
+            config.advertise = if wildcard { Vec::new() } else { vec![local] };
         }
         let local = transport.local_addr();
         let loopback = local
@@ -302,6 +309,7 @@ impl Builder {
             relay_binds: Mutex::new(Vec::new()),
             attested: Mutex::new(HashMap::new()),
             attestation_lookups: Mutex::new(HashSet::new()),
+            trusted: Mutex::new(HashMap::new()),
             attest: self.attest,
             tasks: Mutex::new(tokio::task::JoinSet::new()),
         })))
@@ -313,8 +321,9 @@ impl Builder {
 pub struct Deliveries(mpsc::Receiver<Delivery>);
 
 impl Deliveries {
-    /// The next delivery, waiting for one; `None` once the node has shut down and every
-    /// queued delivery has been read.
+    /// The next delivery, waiting for one. It waits for ever once the node has shut down while
+    /// any handle to it lives: pair it with [`Node::shutdown`] in a `select!`, or drop every
+    /// `Node` to end it with `None`.
     pub async fn recv(&mut self) -> Option<Delivery> {
         self.0.recv().await
     }
@@ -423,6 +432,8 @@ pub(crate) struct Shared {
     pub(crate) attested: Mutex<HashMap<ConnId, Addr>>,
     /// Peers whose host we are asking relays about now (one lookup per peer, a few at once).
     pub(crate) attestation_lookups: Mutex<HashSet<NodeId>>,
+    /// What the relays' vote decided for a relayed edge (asked once per edge).
+    pub(crate) trusted: Mutex<HashMap<ConnId, Option<Addr>>>,
     /// Whether, as a relay, we attest each side's host to the other.
     attest: bool,
     /// Every task the node starts (dials, punch bursts, held punches, drains, upgrades,
@@ -504,6 +515,20 @@ impl Node {
     /// Our NodeId.
     pub fn id(&self) -> NodeId {
         lock(&self.0.core).id()
+    }
+
+    /// Our contact as `<nodeid-hex>@ip:port`, the form [`crate::parse_contact`] reads, for the
+    /// first address we advertise; `None` when we advertise none (bound to a wildcard
+    /// address, or behind NAT: hand out this machine's reachable IP with our port instead).
+    pub fn contact_string(&self) -> Option<String> {
+        let c = self.contact();
+        c.addrs.first().map(|a| format!("{}@{}", c.id, a.endpoint))
+    }
+
+    /// The address the node's transport is bound to (for QUIC, the UDP socket's, which may
+    /// be a wildcard such as `0.0.0.0:4242`: not an address to hand out as is).
+    pub fn local_addr(&self) -> Addr {
+        self.0.transport.local_addr()
     }
 
     /// How others reach us: our NodeId and the addresses we advertise (plus our reflexive
@@ -603,6 +628,9 @@ impl Node {
     /// [`Error::NotJoined`] if no edge came up within `timeout` (are the bootstrap contacts
     /// reachable, and do they meet our difficulty?); [`Error::Closed`] after shutdown.
     pub async fn joined(&self, timeout: Duration) -> Result<(), Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
         // Subscribe first, then look: an edge that comes up in between is seen either way.
         let mut events = self.events();
         if !lock(&self.0.core).edges().is_empty() {
@@ -644,8 +672,13 @@ impl Node {
         if self.conn_to(&target).is_some() {
             return Ok(());
         }
-        lock(&self.0.core).remember_bootstrap(&contact);
-        let mut last = nodenet_transport::DialError::NoRoute(Addr::new("", ""));
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let mut last = nodenet_transport::DialError::BadAddr {
+            addr: Addr::new("", ""),
+            why: "the contact has no address",
+        };
         for addr in contact.addrs.iter().take(crate::MAX_DIAL_ADDRS) {
             let conn = match tokio::time::timeout(DIAL_TIMEOUT, self.0.transport.dial(target, addr))
                 .await
@@ -663,9 +696,15 @@ impl Node {
             let now = self.now();
             let mut core = lock(&self.0.core);
             let admitted = self.admit(&mut core, now, &conn);
+            if matches!(admitted, Ok(()) | Err(EdgeRefusal::Duplicate)) {
+                // Reached: worth redialing when the node finds itself alone.
+                core.remember_bootstrap(&contact);
+            }
             self.drain(&mut core, now);
             return match admitted {
                 Ok(()) | Err(EdgeRefusal::Duplicate) => Ok(()),
+                // It died as it came up.
+                Err(EdgeRefusal::Closed) => Err(Error::NotConnected(target)),
                 Err(EdgeRefusal::PowUnmet) => Err(Error::PowUnmet),
                 Err(_) => Err(Error::EdgeRefused),
             };
@@ -1205,6 +1244,7 @@ impl Node {
     fn on_closed(&self, conn: &Conn) {
         lock(&self.0.relayed).remove(&conn.id());
         lock(&self.0.attested).remove(&conn.id());
+        lock(&self.0.trusted).remove(&conn.id());
         lock(&self.0.punched).remove(&conn.id());
         let peer = conn.remote_id();
         let mut conns = lock(&self.0.conns);

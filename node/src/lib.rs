@@ -31,8 +31,8 @@
 //! |---|---|---|---|---|---|
 //! | [`Node::send`] | routed, three copies down disjoint first hops | [`MAX_ROUTED_PAYLOAD`] | no | no (best effort, nothing acknowledges) | queued locally |
 //! | [`Node::send_sealed`] | routed, end-to-end encrypted and signed | [`MAX_SEALED_PLAINTEXT`] | no | no | sealed and queued |
-//! | [`Node::send_direct`], [`Connection::send`] | one direct (or relayed) edge, after [`Node::connect`] | [`MAX_DIRECT_PAYLOAD`] | yes, per edge | while the edge lives (a frame queued when it closes is lost) | queued on the edge; waits for room |
-//! | [`Node::open_media`] | a separate QUIC session for calls | see [`MediaSession`] | no | datagrams no, messages yes | |
+//! | [`Node::send_direct`], [`Connection::send`] | one edge, direct or relayed (a relay carries ciphertext it cannot read), after [`Node::connect`] | [`MAX_DIRECT_PAYLOAD`] | per edge; an edge replaced mid-stream (a relayed one upgraded to a punched one) may reorder the frames around the switch | over the edge, yes; but the receiver's deliveries queue drops what it has no room for (counted), and a frame queued as its edge dies is lost | queued on the edge; waits for room there |
+//! | [`Node::open_media`] | a separate QUIC session for calls | see [`MediaSession`] | no | datagrams no, messages yes | the session is open (the callee may still refuse it) |
 //!
 //! Everything addressed to a node arrives on one queue, [`Node::deliveries`], in arrival
 //! order; when the application does not keep up, new payloads are dropped and counted in
@@ -79,9 +79,9 @@ pub use connect::{
     StepError, Strategy, UPGRADE_AFTER,
 };
 pub use core::{
-    Action, AdmissionHook, Core, CoreConfig, Delivery, EdgeRefusal, Handled, MAX_DIAL_ADDRS,
-    MAX_DIALS_IN_FLIGHT, MAX_PUNCH_CANDIDATES, Maintenance, NON_ANCHOR_DIAL_TIMEOUT, NodeEvent,
-    Now, OriginateError, Via,
+    Action, AdmissionHook, Core, CoreConfig, Delivery, EdgeRefusal, Handled, MAX_BOOTSTRAP,
+    MAX_DIAL_ADDRS, MAX_DIALS_IN_FLIGHT, MAX_PUNCH_CANDIDATES, Maintenance,
+    NON_ANCHOR_DIAL_TIMEOUT, NodeEvent, Now, OriginateError, Via,
 };
 pub use driver::{
     BuildError, Builder, DEFAULT_DELIVERY_BUFFER, DEFAULT_RENDEZVOUS_TIMEOUT, DIAL_TIMEOUT,
@@ -92,16 +92,17 @@ pub use media::{
 };
 pub use nodenet_identity::{Identity, SEED_LEN};
 pub use nodenet_identity::{SeedFileError, read_seed_file, write_seed_file};
-pub use nodenet_kad::NodeId;
+pub use nodenet_kad::{NodeId, ParseIdError};
 pub use nodenet_nat::NatType;
 pub use nodenet_nat::birthday::BirthdayConfig;
 pub use nodenet_pow::SolveError;
 pub use nodenet_rendezvous::{Coordinates, OpenError, Opened};
 pub use nodenet_routing::Contact;
+pub use nodenet_routing::control::Caps;
 pub use nodenet_transport::Transport;
 pub use nodenet_transport::media::{MediaBudget, MediaPacket, MediaStats};
 pub use nodenet_transport::mem;
-pub use nodenet_transport::quic::{QuicConfig, QuicTransport};
+pub use nodenet_transport::quic::{BindError as QuicBindError, QuicConfig, QuicTransport};
 pub use nodenet_transport::{DialError, TransportStats};
 pub use nodenet_transport::{MediaError, MediaSession};
 pub use nodenet_wire::Addr;

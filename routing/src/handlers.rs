@@ -21,17 +21,34 @@ pub struct FoldReport {
     pub probes: Vec<NodeId>,
 }
 
-/// Folds the contacts of a (solicited, verified) Neighbors answer into `knowledge`.
+/// Folds the contacts of a (solicited, verified) Neighbors answer from `answerer` into
+/// `knowledge`.
 ///
 /// A contact without a key has its addresses stripped first (tier 2): nothing binds them to
 /// the id, so an unauthenticated list must not be able to redirect a known peer or plant a
-/// dialable address for an id it does not own.
-pub fn fold_neighbors(knowledge: &mut Knowledge, list: &ContactList<'_>, now: Time) -> FoldReport {
+/// dialable address for an id it does not own. And only the answerer speaks for itself
+/// (tier 3): another contact's capabilities are dropped (a node's caps are its own claim,
+/// never a third party's, or anyone could strip honest relays of theirs or dress its own
+/// nodes up as anchors), and a contact we already hold is left as it is (gossip may add a
+/// node, not rewrite one we know).
+pub fn fold_neighbors(
+    knowledge: &mut Knowledge,
+    list: &ContactList<'_>,
+    answerer: &NodeId,
+    now: Time,
+) -> FoldReport {
     let mut report = FoldReport::default();
     for c in list.iter() {
         let mut contact = c.to_contact();
         if contact.ed_pub.is_none() {
             contact.addrs.clear();
+        }
+        if contact.id != *answerer {
+            if knowledge.get(&contact.id).is_some() {
+                report.refreshed += 1;
+                continue;
+            }
+            contact.caps = crate::control::Caps::default();
         }
         match knowledge.observe(&contact, now) {
             Observed::Inserted => report.inserted += 1,

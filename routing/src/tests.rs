@@ -705,7 +705,7 @@ fn folding_neighbors_strips_unbound_addresses() {
     let mut buf = vec![0u8; control::contacts_len(&list)];
     control::encode_contacts(&mut Writer::new(&mut buf), &list).unwrap();
     let decoded = ContactList::decode(&mut Reader::new(&buf)).unwrap();
-    let report = handlers::fold_neighbors(&mut k, &decoded, t(1));
+    let report = handlers::fold_neighbors(&mut k, &decoded, &ident(9).node_id(), t(1));
     assert_eq!(
         (report.inserted, report.refreshed, report.rejected),
         (2, 1, 0)
@@ -804,4 +804,39 @@ fn a_sighting_without_capabilities_keeps_the_known_ones() {
     anchor.caps = Caps::PUBLIC_ANCHOR;
     k.observe(&anchor, t(2));
     assert_eq!(k.get(&relay.node_id()).unwrap().caps, Caps::PUBLIC_ANCHOR);
+}
+
+/// Review of the hardening issue: a Neighbors answer is the answerer's word about itself
+/// only. Before, a third party could strip an honest relay of its capability (so that only
+/// the attacker's relays were left to ask), dress its own nodes up as anchors, or move a
+/// known entry to an unreachable address (so that its probe failed and it was evicted).
+#[test]
+fn gossip_cannot_rewrite_a_known_contact_or_grant_capabilities() {
+    let me = ident(0);
+    let mut k = Knowledge::new(me.node_id(), 0);
+    let relay = ident(1);
+    let mut honest = keyed(&relay, "7.7.7.7:1");
+    honest.caps = Caps::CAN_RELAY;
+    k.observe(&honest, t(0));
+    let answerer = ident(2);
+    // The answerer lists the relay with no caps at a new address, a stranger it calls an
+    // anchor, and itself as a relay.
+    let mut demoted = keyed(&relay, "6.6.6.6:1");
+    demoted.caps = Caps::PUBLIC_ANCHOR;
+    let mut stranger = keyed(&ident(3), "5.5.5.5:1");
+    stranger.caps = Caps::PUBLIC_ANCHOR;
+    let mut itself = keyed(&answerer, "4.4.4.4:1");
+    itself.caps = Caps::CAN_RELAY;
+    let list = [demoted, stranger.clone(), itself];
+    let mut buf = vec![0u8; control::contacts_len(&list)];
+    control::encode_contacts(&mut Writer::new(&mut buf), &list).unwrap();
+    let decoded = ContactList::decode(&mut Reader::new(&buf)).unwrap();
+    handlers::fold_neighbors(&mut k, &decoded, &answerer.node_id(), t(1));
+    let kept = k.get(&relay.node_id()).unwrap();
+    assert_eq!(
+        (kept.caps, kept.addrs[0].endpoint.as_str()),
+        (Caps::CAN_RELAY, "7.7.7.7:1")
+    );
+    assert_eq!(k.get(&stranger.id).unwrap().caps, Caps::default());
+    assert_eq!(k.get(&answerer.node_id()).unwrap().caps, Caps::CAN_RELAY);
 }
