@@ -128,6 +128,13 @@ async fn metrics(State(api): State<Api>) -> Response {
              nodenet_{name}_total {value}\n"
         );
     }
+    for (name, help, value) in api.node.transport_stats().counters() {
+        let _ = write!(
+            out,
+            "# HELP nodenet_transport_{name}_total {help}\n# TYPE nodenet_transport_{name}_total counter\n\
+             nodenet_transport_{name}_total {value}\n"
+        );
+    }
     let gauges = [
         ("edges", "Live edges.", api.node.edges().len()),
         (

@@ -200,6 +200,8 @@ fn three_processes_in_a_chain_route_a_send_end_to_end() {
     assert_eq!(status, 200);
     assert!(metrics.contains("# TYPE nodenet_originated_total counter"));
     assert!(metrics.contains("nodenet_dropped_bad_sig_total 0"));
+    // The transport's counters too: an operator sees a spoofed-Initial flood being shed.
+    assert!(metrics.contains("# TYPE nodenet_transport_inbound_retried_total counter"));
     // On loopback no reflexive report is taken: the type stays unknown.
     assert!(
         metrics.contains("nodenet_nat_type{type=\"unknown\"} 1"),

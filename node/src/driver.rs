@@ -539,6 +539,11 @@ impl Node {
         Contact::new(core.id(), core.coordinates())
     }
 
+    /// The transport's counters: dials, inbound caps, QUIC Retries, relay sessions, ...
+    pub fn transport_stats(&self) -> nodenet_transport::TransportStats {
+        self.0.transport.stats()
+    }
+
     /// The counters.
     pub fn stats(&self) -> Stats {
         lock(&self.0.core).stats()

@@ -59,7 +59,7 @@ pub use media::{MediaError, MediaPacket, MediaSession, MediaStats};
 pub use packet::outstanding;
 pub use packet::{MAX_MEDIA_PACKET_LEN, MAX_PACKET_LEN, Packet, PacketTooLarge, SizeClass};
 pub(crate) use stats::Counters;
-pub use stats::TransportStats;
+pub use stats::{TRANSPORT_COUNTERS, TransportStats};
 
 /// Frames an edge's send queue holds before [`Conn::send`] reports [`SendError::QueueFull`].
 pub const SEND_QUEUE_LEN: usize = 64;

@@ -46,6 +46,107 @@ pub struct TransportStats {
     pub relay_dropped_foreign: u64,
 }
 
+/// Counters a [`TransportStats`] holds (the length of [`TransportStats::counters`]).
+pub const TRANSPORT_COUNTERS: usize = 18;
+
+impl TransportStats {
+    /// Every counter as `(name, help, value)`, for exporters (Prometheus and the like).
+    pub fn counters(&self) -> [(&'static str, &'static str, u64); TRANSPORT_COUNTERS] {
+        [
+            (
+                "dials_ok",
+                "Edges this side dialed successfully.",
+                self.dials_ok,
+            ),
+            (
+                "dials_failed",
+                "Dials that failed (no route, mismatch, timeout, refused).",
+                self.dials_failed,
+            ),
+            (
+                "dials_identity_mismatch",
+                "Dials whose peer proved a NodeId other than the one dialed.",
+                self.dials_identity_mismatch,
+            ),
+            (
+                "inbound_accepted",
+                "Inbound edges accepted.",
+                self.inbound_accepted,
+            ),
+            (
+                "refused_inbound_cap",
+                "Inbound connections refused because the global inbound cap was reached.",
+                self.refused_inbound_cap,
+            ),
+            (
+                "refused_per_ip_cap",
+                "Inbound connections refused because their IP was at its per-IP cap.",
+                self.refused_per_ip_cap,
+            ),
+            (
+                "inbound_retried",
+                "Inbound attempts from an unproven source address answered with a QUIC Retry (the /// unvalidated budget was spent, or their IP or the node was at a cap).",
+                self.inbound_retried,
+            ),
+            (
+                "handshake_failed",
+                "Handshakes that failed (bad or missing identity extension, garbage certificate, ...).",
+                self.handshake_failed,
+            ),
+            (
+                "first_frame_timeouts",
+                "Inbound edges closed for sending nothing within the first-frame timeout.",
+                self.first_frame_timeouts,
+            ),
+            (
+                "protocol_violations",
+                "Edges closed because a peer broke the framing (a frame over 64 KiB, ...).",
+                self.protocol_violations,
+            ),
+            (
+                "send_timeouts",
+                "Edges torn down because a frame missed the send deadline.",
+                self.send_timeouts,
+            ),
+            (
+                "send_queue_full",
+                "Frames refused by [`crate::Conn::send`] because the edge's queue was full.",
+                self.send_queue_full,
+            ),
+            (
+                "frames_dropped_by_link",
+                "Frames dropped by a link model or a partition (in-memory transport only).",
+                self.frames_dropped_by_link,
+            ),
+            (
+                "relay_sessions",
+                "Relay sessions opened for other peers.",
+                self.relay_sessions,
+            ),
+            (
+                "relay_refused_busy",
+                "Relay sessions refused at the session cap.",
+                self.relay_refused_busy,
+            ),
+            (
+                "relay_forwarded",
+                "Datagrams a relay session carried.",
+                self.relay_forwarded,
+            ),
+            (
+                "relay_dropped_budget",
+                "Datagrams a relay session dropped over its bandwidth or packet budget.",
+                self.relay_dropped_budget,
+            ),
+            (
+                "relay_dropped_foreign",
+                "Datagrams from a host other than the one a relay side is pinned to.",
+                self.relay_dropped_foreign,
+            ),
+        ]
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) dials_ok: AtomicU64,
