@@ -82,6 +82,20 @@ impl CorpusReach {
         );
         self
     }
+
+    /// [`CorpusReach::require`] for every check, in the target's order: `percents[i]` is the
+    /// share (in %) of the corpus that must reach check `i`.
+    pub fn require_all(&self, percents: &[usize]) {
+        assert_eq!(
+            percents.len(),
+            self.counts.len(),
+            "{}: one share per check",
+            self.target
+        );
+        for ((check, _), &p) in self.counts.iter().zip(percents) {
+            self.require(check, p);
+        }
+    }
 }
 
 /// Runs `run` over every input of `fuzz/corpus/<target>/` like [`replay_corpus`], counting

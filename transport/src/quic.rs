@@ -1099,6 +1099,7 @@ pub mod fuzzing {
     use std::sync::OnceLock;
 
     use nodenet_identity::{Identity, derive_id, verify};
+    use nodenet_kad::NodeId;
     pub use nodenet_wire::fuzzing::Reached;
     use nodenet_wire::{Reader, WireError};
 
@@ -1110,11 +1111,12 @@ pub mod fuzzing {
 
     /// The checks of [`peer_cert`], in [`Reached`] bit order.
     pub const PEER_CERT_CHECKS: &[&str] = &[
-        "accepted: the certificate's key hashes to the NodeId and signs its SPKI",
+        "accepted certificate: its key hashes to the NodeId and signs its SPKI",
         "genuine binding spliced in: accepted as the signer's NodeId",
         "genuine binding, SPKI bit flipped: refused",
         "genuine binding, extension key bit flipped: refused",
-        "raw extension | SPKI: accepted means the key hashes to the NodeId",
+        "extension | SPKI pair: a genuine one verifies as its signer, flipped ones do not",
+        "as received (nothing spliced): an accepted certificate or pair proves its key's NodeId",
     ];
 
     /// Where, in a DER certificate, the first nodenet identity extension's value and the
@@ -1139,71 +1141,98 @@ pub mod fuzzing {
         Some((at(ext.value), ext.value.len(), at(spki), spki.len()))
     }
 
+    /// The NodeId `der` proves, if the verifier accepts it, after checking the binding: the
+    /// NodeId is the hash of the extension's key, and that key signs the certificate's SPKI.
+    fn accepted(der: &[u8]) -> Option<NodeId> {
+        let (id, key) = verify_peer_cert_key(der).ok()?;
+        assert_eq!(derive_id(&key), id, "the NodeId is the hash of the key");
+        let (ext_at, ext_len, spki_at, spki_len) =
+            binding_offsets(der).expect("an accepted certificate parses and has the extension");
+        assert_eq!(ext_len, EXTENSION_LEN);
+        let ext = &der[ext_at..ext_at + EXTENSION_LEN];
+        assert_eq!(ext[..32], key, "the key is the extension's");
+        let sig = ext[32..].try_into().expect("64 bytes");
+        assert_eq!(verify(&key, &der[spki_at..spki_at + spki_len], sig), Ok(()));
+        assert_eq!(verify_peer_cert(der), Ok(id));
+        Some(id)
+    }
+
+    /// `b` with bit `bit` (wrapping over the whole buffer) flipped.
+    fn flipped(b: &[u8], bit: usize) -> Vec<u8> {
+        let bit = bit % (8 * b.len());
+        let mut out = b.to_vec();
+        out[bit / 8] ^= 1 << (bit % 8);
+        out
+    }
+
     /// The identity-certificate verifier, which decides which NodeId a TLS peer is.
     ///
     /// An accepted certificate's NodeId is the hash of the Ed25519 key in its extension, and
-    /// that key signs the certificate's SPKI. Then, structure-aware: whatever certificate
-    /// parses and carries the extension gets a genuine binding by a fixed identity spliced
-    /// into it (the rest of the certificate as fuzzed), and must be accepted as exactly that
-    /// identity; one bit flipped in its SPKI or in the extension's key (positions taken from
-    /// the replaced extension bytes) must be refused. Last, the input split as a raw
-    /// `extension | SPKI` pair: an accepted pair's NodeId is its key's hash.
+    /// that key signs the certificate's SPKI. Structure-aware: whatever certificate parses and
+    /// carries the extension gets a genuine binding by a fixed identity spliced into it (the
+    /// rest of the certificate as fuzzed), and must be accepted as exactly that identity; one
+    /// bit flipped in its SPKI or in the extension's key (positions taken from the replaced
+    /// extension bytes) must be refused. Likewise the input split as an `extension | SPKI`
+    /// pair: the fixed identity's extension over those SPKI bytes verifies as it, and with a
+    /// bit of the SPKI or of the key flipped it does not.
     pub fn peer_cert(data: &[u8]) -> Reached {
+        const ACCEPTED: usize = 0;
+        const SPLICED: usize = 1;
+        const SPKI_FLIP: usize = 2;
+        const KEY_FLIP: usize = 3;
+        const PAIR: usize = 4;
+        const AS_RECEIVED: usize = 5;
+        static SIGNER: OnceLock<Identity> = OnceLock::new();
+        let me = SIGNER.get_or_init(|| Identity::from_seed(&[5; 32]));
         let mut reached = Reached::default();
-        let found = binding_offsets(data);
-        if let Ok((id, key)) = verify_peer_cert_key(data) {
-            assert_eq!(derive_id(&key), id, "the NodeId is the hash of the key");
-            let (ext_at, ext_len, spki_at, spki_len) =
-                found.expect("an accepted certificate parses and has the extension");
-            assert_eq!(ext_len, EXTENSION_LEN);
-            let ext = &data[ext_at..ext_at + EXTENSION_LEN];
-            assert_eq!(ext[..32], key, "the key is the extension's");
-            let sig = ext[32..].try_into().expect("64 bytes");
-            assert_eq!(
-                verify(&key, &data[spki_at..spki_at + spki_len], sig),
-                Ok(())
-            );
-            assert_eq!(verify_peer_cert(data), Ok(id));
-            reached.hit(0);
+        if accepted(data).is_some() {
+            reached.hit(ACCEPTED);
+            reached.hit(AS_RECEIVED);
         }
-        if let Some((ext_at, EXTENSION_LEN, spki_at, spki_len)) = found {
-            static SIGNER: OnceLock<Identity> = OnceLock::new();
-            let me = SIGNER.get_or_init(|| Identity::from_seed(&[5; 32]));
+        if let Some((ext_at, EXTENSION_LEN, spki_at, spki_len)) = binding_offsets(data) {
             let entropy = [data[ext_at], data[ext_at + 1], data[ext_at + 2]];
             let mut cert = data.to_vec();
             let value = extension_value(me, &data[spki_at..spki_at + spki_len]);
             cert[ext_at..ext_at + EXTENSION_LEN].copy_from_slice(&value);
             assert_eq!(
-                verify_peer_cert_key(&cert),
-                Ok((me.node_id(), me.ed_public())),
+                accepted(&cert),
+                Some(me.node_id()),
                 "a genuine binding is accepted, whatever else the certificate holds"
             );
-            reached.hit(1);
+            reached.hit(ACCEPTED);
+            reached.hit(SPLICED);
 
             let bit = usize::from(u16::from_be_bytes([entropy[0], entropy[1]])) % (8 * spki_len);
-            let mut flipped = cert.clone();
-            flipped[spki_at + bit / 8] ^= 1 << (bit % 8);
-            let got = verify_peer_cert(&flipped);
+            let mut changed = cert.clone();
+            changed[spki_at + bit / 8] ^= 1 << (bit % 8);
+            let got = verify_peer_cert(&changed);
             assert!(
                 got.is_err(),
                 "a changed certificate key kept its binding: {got:?}"
             );
-            reached.hit(2);
+            reached.hit(SPKI_FLIP);
 
             let bit = usize::from(entropy[2]);
-            let mut flipped = cert;
-            flipped[ext_at + bit / 8] ^= 1 << (bit % 8);
-            assert_eq!(verify_peer_cert(&flipped), Err(PeerCertError::BadSignature));
-            reached.hit(3);
+            cert[ext_at + bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(verify_peer_cert(&cert), Err(PeerCertError::BadSignature));
+            reached.hit(KEY_FLIP);
         }
         if data.len() >= EXTENSION_LEN {
             let (ext, spki) = data.split_at(EXTENSION_LEN);
             if let Ok(id) = verify_extension(ext, spki) {
-                let key = ext[..32].try_into().expect("32 bytes");
-                assert_eq!(derive_id(key), id);
-                assert_eq!(verify_extension(ext, spki), Ok(id));
-                reached.hit(4);
+                assert_eq!(derive_id(ext[..32].try_into().expect("32 bytes")), id);
+                reached.hit(AS_RECEIVED);
             }
+            let value = extension_value(me, spki);
+            assert_eq!(verify_extension(&value, spki), Ok(me.node_id()));
+            let bad = Err(PeerCertError::BadSignature);
+            if !spki.is_empty() {
+                let bit = usize::from(u16::from_be_bytes([ext[0], ext[1]]));
+                assert_eq!(verify_extension(&value, &flipped(spki, bit)), bad);
+            }
+            let key_bit = usize::from(ext[2]);
+            assert_eq!(verify_extension(&flipped(&value, key_bit), spki), bad);
+            reached.hit(PAIR);
         }
         reached
     }
