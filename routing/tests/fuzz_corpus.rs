@@ -5,13 +5,8 @@ use nodenet_testkit::{replay_corpus, replay_corpus_reach};
 
 #[test]
 fn msg_corpus() {
-    replay_corpus_reach("msg", fuzzing::msg, fuzzing::MSG_CHECKS)
-        .require("re-encoding decodes to the same envelope", 1)
-        .require("minimal input re-encodes byte for byte", 1)
-        .require(
-            "non-minimal input re-encodes shorter by exactly its padding",
-            1,
-        );
+    // Minimum shares, measured on the merged corpus (47 units) and halved.
+    replay_corpus_reach("msg", fuzzing::msg, fuzzing::MSG_CHECKS).require_all(&[10, 2, 5]);
 }
 
 #[test]
