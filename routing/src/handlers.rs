@@ -26,11 +26,12 @@ pub struct FoldReport {
 ///
 /// A contact without a key has its addresses stripped first (tier 2): nothing binds them to
 /// the id, so an unauthenticated list must not be able to redirect a known peer or plant a
-/// dialable address for an id it does not own. And only the answerer speaks for itself
-/// (tier 3): another contact's capabilities are dropped (a node's caps are its own claim,
-/// never a third party's, or anyone could strip honest relays of theirs or dress its own
-/// nodes up as anchors), and a contact we already hold is left as it is (gossip may add a
-/// node, not rewrite one we know).
+/// dialable address for an id it does not own. And gossip cannot rewrite what we know (tier
+/// 3): a contact we already hold keeps its capabilities (else anyone could strip honest
+/// relays of theirs) and, if it has addresses, its addresses (else anyone could move it
+/// somewhere unreachable to get it evicted); it may only learn addresses it lacks. A new
+/// contact is taken as listed: its caps are a hint, and a claimed relay must still be an
+/// edge of ours, and be seconded, before its word counts.
 pub fn fold_neighbors(
     knowledge: &mut Knowledge,
     list: &ContactList<'_>,
@@ -44,11 +45,20 @@ pub fn fold_neighbors(
             contact.addrs.clear();
         }
         if contact.id != *answerer {
-            if knowledge.get(&contact.id).is_some() {
-                report.refreshed += 1;
-                continue;
+            // A known entry may learn addresses it lacks (a peer that dialed us is known by
+            // NodeId only, and gossip is how we learn where to reach it), never lose or swap
+            // the ones it has.
+            match knowledge.get(&contact.id) {
+                Some(held) if !held.addrs.is_empty() => {
+                    report.refreshed += 1;
+                    continue;
+                }
+                // Known: its capabilities are its own word, not a third party's.
+                Some(_) => contact.caps = crate::control::Caps::default(),
+                // New: the gossiped caps are a hint (a relay must still be an edge of ours
+                // to be asked, and its word needs a second relay's).
+                None => {}
             }
-            contact.caps = crate::control::Caps::default();
         }
         match knowledge.observe(&contact, now) {
             Observed::Inserted => report.inserted += 1,

