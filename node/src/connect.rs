@@ -548,7 +548,7 @@ impl Node {
     /// name another. The relay we dialed `peer` through gave its word in its grant; the
     /// others (up to [`RELAYS_TRIED`]) are asked now, at once. The relay that carries our edge
     /// to `peer` is never asked: if the peer chose it, it could vouch for any host. Only for
-    /// a relayed edge to `peer`, and once per edge: the verdict is kept while it lives.
+    /// a relayed edge to `peer`; an agreement is kept while the edge lives.
     pub(crate) async fn trusted_host(&self, peer: NodeId) -> Option<Addr> {
         use nodenet_routing::SubnetKey;
         let conn = self.conn_to(&peer)?;
@@ -602,9 +602,14 @@ impl Node {
             }
         }
         let verdict = agreed(&voices);
-        lock(&self.0.trusted).insert(conn.id(), verdict.clone());
-        if conn.is_closed() {
-            lock(&self.0.trusted).remove(&conn.id());
+        // Only an agreement is kept: a vote that fell short (a relay not yet holding an edge
+        // to the peer, an answer lost) may succeed on the next attempt, which the birthday
+        // limits space out.
+        if verdict.is_some() {
+            lock(&self.0.trusted).insert(conn.id(), verdict.clone());
+            if conn.is_closed() {
+                lock(&self.0.trusted).remove(&conn.id());
+            }
         }
         verdict
     }
