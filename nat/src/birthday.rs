@@ -141,6 +141,9 @@ pub struct Limits {
     config: BirthdayConfig,
     running: bool,
     last_start: Option<Duration>,
+    /// The start of the last attempt before the running one (an abandoned attempt's start
+    /// does not count toward the interval).
+    played_start: Option<Duration>,
     /// Per peer: (not before, the next failure's backoff).
     backoff: HashMap<NodeId, (Duration, Duration)>,
     /// Probe tokens left, and when they were last refilled.
@@ -158,6 +161,7 @@ impl Limits {
             config,
             running: false,
             last_start: None,
+            played_start: None,
             backoff: HashMap::new(),
             probes: f64::from(config.probes_per_hour),
             refilled: Duration::ZERO,
@@ -201,6 +205,7 @@ impl Limits {
         }
         self.probes -= f64::from(probes);
         self.running = true;
+        self.played_start = self.last_start;
         self.last_start = Some(now);
         Ok(())
     }
@@ -210,6 +215,19 @@ impl Limits {
     pub fn refund(&mut self, probes: u32) {
         let cap = f64::from(self.config.probes_per_hour);
         self.probes = (self.probes + f64::from(probes)).min(cap);
+    }
+
+    /// Ends the running attempt that never played (the peer declined, or it was never
+    /// asked): nothing was sent, so its `probes` come back, the peer is not backed off, and
+    /// the minimum interval counts from the attempt before. Without a running attempt, does
+    /// nothing.
+    pub fn abandon(&mut self, probes: u32) {
+        if !self.running {
+            return;
+        }
+        self.running = false;
+        self.last_start = self.played_start;
+        self.refund(probes);
     }
 
     /// Ends the running attempt: a success clears the peer's backoff, a failure doubles it.
@@ -365,6 +383,36 @@ mod tests {
         assert_eq!(plan(Symmetric, false), Plan::Birthday { hard: true });
         assert_eq!(plan(Symmetric, true), Plan::Relay);
         assert_eq!(plan(Unknown, false), Plan::Relay);
+    }
+
+    /// An attempt the peer declined (or that was never asked) sent nothing: it neither backs
+    /// the peer off nor delays the next attempt, and its probes come back. Before, a callee
+    /// whose relays had not answered yet cost the pair a minute's backoff, and the relayed
+    /// edge stayed relayed.
+    #[test]
+    fn an_attempt_that_never_played_costs_nothing() {
+        let secs = Duration::from_secs;
+        let mut l = Limits::new(BirthdayConfig::default());
+        let (a, b) = (NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32]));
+        assert_eq!(l.start(b, secs(50), 1000), Ok(()));
+        l.finish(b, secs(51), true);
+        assert_eq!(l.start(a, secs(100), 9000), Ok(()));
+        l.abandon(9000);
+        assert_eq!(
+            l.start(a, secs(101), 9000),
+            Ok(()),
+            "no backoff, no interval"
+        );
+        l.abandon(9000);
+        // The interval still counts from the last attempt that played.
+        assert_eq!(l.start(b, secs(69), 1000), Err(Refusal::TooSoon));
+        // A failure that played still backs off.
+        assert_eq!(l.start(a, secs(102), 1000), Ok(()));
+        l.finish(a, secs(103), false);
+        assert_eq!(l.start(a, secs(130), 1000), Err(Refusal::Backoff));
+        // abandon() without a running attempt changes nothing.
+        l.abandon(5000);
+        assert_eq!(l.start(b, secs(130), 9001), Err(Refusal::Budget));
     }
 
     #[test]

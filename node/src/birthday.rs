@@ -219,9 +219,8 @@ impl Node {
                     node.play(peer, nonce, role).await;
                 });
             }
-            (true, _, _) => {
-                lock(&self.0.birthday).finish(peer, self.birthday_now(), false);
-            }
+            // Agreed but the answer was not sent: nothing was played.
+            (true, _, _) => lock(&self.0.birthday).abandon(probes),
             _ if unverified => core.stats_mut().birthday_unverified += 1,
             _ => core.stats_mut().birthday_refused += 1,
         }
@@ -267,7 +266,7 @@ impl Node {
                 Err(e) => {
                     drop(core);
                     tracing::info!(event = "birthday_unsent", peer = %target.short(), error = %e, "birthday punch not asked");
-                    lock(&self.0.birthday).finish(target, self.birthday_now(), false);
+                    lock(&self.0.birthday).abandon(probes);
                     return false;
                 }
             }
@@ -285,20 +284,21 @@ impl Node {
             _ => Part::NotBirthday,
         };
         let role = match part {
-            Part::Play(role) => Some(role),
+            Part::Play(role) => role,
+            // The peer names a host our relays did not: it backs off like a failure.
             Part::Unverified => {
                 tracing::info!(event = "birthday_unverified", peer = %target.short(), attested = %attested, "the peer's host is not the one its relay attested");
                 lock(&self.0.core).stats_mut().birthday_unverified += 1;
-                None
+                lock(&self.0.birthday).finish(target, self.birthday_now(), false);
+                return false;
             }
+            // Declined or unanswered: nothing was sent, so it costs nothing (its own relays
+            // may not have answered yet; the relayed edge's upgrades ask again).
             Part::NotBirthday => {
                 tracing::info!(event = "birthday_declined", peer = %target.short(), "the peer declined a birthday punch");
-                None
+                lock(&self.0.birthday).abandon(probes);
+                return false;
             }
-        };
-        let Some(role) = role else {
-            lock(&self.0.birthday).finish(target, self.birthday_now(), false);
-            return false;
         };
         lock(&self.0.core).stats_mut().birthday_attempts += 1;
         self.play(target, nonce, role).await

@@ -489,6 +489,14 @@ impl Node {
                     // peer's own, through a relay it chose): it comes from the grant's address.
                     if let Some(c) = self.conn_to(&target).filter(|c| c.remote_addr() == addr) {
                         lock(&self.0.relayed).insert(c.id(), relay);
+                        {
+                            // The core drops the peer's reports of our address (it sees the
+                            // relay), unless a direct edge replaced this one meanwhile.
+                            let mut core = lock(&self.0.core);
+                            if self.conn_to(&target).as_ref() == Some(&c) {
+                                core.set_edge_relayed(&target, true);
+                            }
+                        }
                         // The relay's word on the target's host: one voice toward a birthday
                         // punch ([`Node::trusted_host`] wants a second).
                         if let Some(a) = attest.filter(|a| a.peer == target) {
@@ -615,8 +623,8 @@ impl Node {
     }
 
     /// Tries, in the background, to replace a relayed edge to `target` by a punched one: after
-    /// each delay of [`UPGRADE_AFTER`], while the edge is still relayed, a hole-punch. A
-    /// punched edge wins over the relayed one, which drains and closes.
+    /// each delay of [`UPGRADE_AFTER`], while the edge is still relayed, a hole-punch and then
+    /// a birthday punch. A punched edge wins over the relayed one, which drains and closes.
     fn upgrade_later(&self, target: NodeId) {
         let node = self.clone();
         self.spawn_owned(async move {
@@ -626,7 +634,10 @@ impl Node {
                     Some(c) if node.is_relayed(&c) => {}
                     _ => return,
                 }
-                if node.punch(target, &[]).await.is_ok() {
+                // A hole-punch, or (a symmetric NAT on one side) a birthday punch: the one
+                // tried at connect time may have been declined while the peer's relays had
+                // not answered yet.
+                if node.punch(target, &[]).await.is_ok() || node.birthday(target).await {
                     lock(&node.0.core).count_upgrade();
                     return;
                 }

@@ -573,6 +573,9 @@ pub struct Core {
     reflexive: Reflexive,
     /// The confirmed reflexive address, and whether it is our own.
     confirmed: Option<(Addr, bool)>,
+    /// Edges that run through a relay (the host says so): their reports of our address are
+    /// about the relay.
+    relayed_edges: HashSet<NodeId>,
     /// Our open Connect requests: nonce → (peer, expiry).
     punches: HashMap<[u8; nodenet_nat::NONCE_LEN], (NodeId, Time)>,
 }
@@ -619,6 +622,7 @@ impl Core {
             next_refresh: Time(0),
             reflexive: Reflexive::new(),
             confirmed: None,
+            relayed_edges: HashSet::new(),
             punches: HashMap::new(),
         }
     }
@@ -698,6 +702,23 @@ impl Core {
             if confirmed == addr {
                 *is_own = own;
             }
+        }
+    }
+
+    /// Says whether our edge to `peer` now runs through a relay (the host knows: it dialed
+    /// the relay's socket, or a relay bound the connection to us). Over a relayed edge the
+    /// peer sees the relay, not us: its reports of our address are dropped, and one it made
+    /// before is withdrawn. Forgotten when the edge goes down.
+    pub fn set_edge_relayed(&mut self, peer: &NodeId, relayed: bool) {
+        if !self.edges.contains(peer) {
+            return;
+        }
+        if relayed {
+            if self.relayed_edges.insert(*peer) {
+                self.forget_reporter(peer);
+            }
+        } else {
+            self.relayed_edges.remove(peer);
         }
     }
 
@@ -878,6 +899,7 @@ impl Core {
     pub fn on_edge_down(&mut self, now: Now, peer: &NodeId) {
         if self.edges.remove(peer).is_some() {
             self.stats.edges_down += 1;
+            self.relayed_edges.remove(peer);
             self.forget_reporter(peer);
             self.actions
                 .push_back(Action::Notify(NodeEvent::EdgeDown { peer: *peer }));
@@ -947,6 +969,9 @@ impl Core {
                     let frame = small_frame(FrameType::PONG, w.written());
                     self.actions.push_back(Action::Send { to: from, frame });
                 }
+            }
+            FrameType::PONG if self.relayed_edges.contains(&from) => {
+                self.stats.dropped_relayed_reflexive += 1;
             }
             FrameType::PONG => match control::parse_pong(payload) {
                 Ok(seen) if !self.config.ip || nodenet_nat::reachable(seen).is_some() => {

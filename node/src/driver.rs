@@ -1202,6 +1202,7 @@ impl Node {
             };
             if old.is_closed() || wins {
                 lock(&self.0.conns).insert(peer, conn.clone());
+                core.set_edge_relayed(&peer, self.is_relayed(conn));
                 if !old.is_closed() {
                     self.drain_duplicate(&old);
                 }
@@ -1219,6 +1220,7 @@ impl Node {
         ) {
             Ok(()) => {
                 lock(&self.0.conns).insert(peer, conn.clone());
+                core.set_edge_relayed(&peer, self.is_relayed(conn));
                 Ok(())
             }
             Err(e) => {

@@ -68,6 +68,8 @@ pub struct Stats {
     pub reflexive_reports: u64,
     /// A reported address that is no reachable literal address on an IP transport.
     pub dropped_bad_reflexive: u64,
+    /// A report (Pong) over a relayed edge: the peer sees the relay's socket, not us.
+    pub dropped_relayed_reflexive: u64,
     /// Hole-punches we started (Connect sent).
     pub punches_started: u64,
     /// Hole-punches we took part in at a peer's request (ConnectAck sent, punched back).
@@ -109,7 +111,7 @@ pub struct Stats {
 }
 
 /// How many counters [`Stats::counters`] lists.
-pub const COUNTERS: usize = 49;
+pub const COUNTERS: usize = 50;
 
 impl Stats {
     /// Every counter as `(name, help, value)`, in declaration order: what a metrics exporter
@@ -252,6 +254,11 @@ impl Stats {
                 self.dropped_bad_reflexive,
             ),
             (
+                "dropped_relayed_reflexive",
+                "A report (Pong) over a relayed edge: the peer sees the relay's socket, not us.",
+                self.dropped_relayed_reflexive,
+            ),
+            (
                 "punches_started",
                 "Hole-punches we started (Connect sent).",
                 self.punches_started,
@@ -362,6 +369,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), fields);
-        assert!(listed.contains(&("dropped_bad_box", listed[COUNTERS - 21].1, 7)));
+        let bad_box = listed.iter().find(|c| c.0 == "dropped_bad_box").unwrap();
+        assert_eq!(bad_box.2, 7);
     }
 }

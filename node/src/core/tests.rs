@@ -493,3 +493,68 @@ fn a_replayed_request_does_not_move_the_breadcrumb() {
         "the answer follows the first copy's crumb"
     );
 }
+
+/// Behind a symmetric NAT, every peer on a relayed edge sees us at the relay's socket and
+/// says so in its Pong. Taken as reports, a handful of them outvoted our direct neighbours:
+/// the node named the relay's host as its own public host in birthday exchanges, every peer
+/// found it disagreed with what its relays attested, and no birthday punch worked again
+/// (the real-NAT lab, 15/20). A report over a relayed edge is not about us and is dropped,
+/// and one taken before the edge was known to be relayed is forgotten.
+#[test]
+fn a_report_over_a_relayed_edge_does_not_move_our_public_host() {
+    let me = identity(1);
+    let config = CoreConfig {
+        ip: true,
+        subnets: true,
+        ..CoreConfig::default()
+    };
+    let mut core = Core::new(me, config, CoreRng::deterministic(1));
+    let t = now(1);
+    let pong = |seen: &str| {
+        let mut buf = [0u8; 64];
+        let mut w = Writer::new(&mut buf);
+        Addr::new("quic", seen).as_ref().encode(&mut w).unwrap();
+        small_frame(FrameType::PONG, w.written())
+    };
+    // Three direct neighbours on three networks, each seeing another port of our NAT.
+    for (i, p) in (2..5).map(identity).enumerate() {
+        edge(&mut core, &p, t);
+        let from = Addr::new("quic", format!("198.51.{i}.9:4242"));
+        let mut frame = pong(&format!("203.0.113.7:{}", 40_000 + i));
+        let _ = core.on_frame(t, p.node_id(), &from, &mut frame);
+    }
+    let ours = Some(Addr::new("quic", "203.0.113.7:0"));
+    assert_eq!(core.public_host(), ours);
+    assert_eq!(core.nat_type(), NatType::Symmetric);
+    // Five peers reach us through one relay (192.0.2.1): each sees the relay's socket. One
+    // reports before its edge is known to be relayed.
+    let relayed: Vec<Identity> = (10..15).map(identity).collect();
+    let relay_side = Addr::new("quic", "192.0.2.1:5000");
+    for (i, p) in relayed.iter().enumerate() {
+        edge(&mut core, p, t);
+        if i == 0 {
+            let mut frame = pong("192.0.2.1:6000");
+            let _ = core.on_frame(t, p.node_id(), &relay_side, &mut frame);
+        }
+        core.set_edge_relayed(&p.node_id(), true);
+    }
+    let before = core.stats().dropped_relayed_reflexive;
+    for (i, p) in relayed.iter().enumerate() {
+        let mut frame = pong(&format!("192.0.2.1:{}", 6_000 + i));
+        let _ = core.on_frame(t, p.node_id(), &relay_side, &mut frame);
+    }
+    assert_eq!(core.public_host(), ours, "the relay's host is not ours");
+    assert_eq!(core.nat_type(), NatType::Symmetric);
+    assert_eq!(core.stats().dropped_relayed_reflexive - before, 5);
+    // Once punched (the edge no longer relayed), the peer's report counts again.
+    core.set_edge_relayed(&relayed[0].node_id(), false);
+    let mut frame = pong("203.0.113.7:41000");
+    let _ = core.on_frame(
+        t,
+        relayed[0].node_id(),
+        &Addr::new("quic", "198.51.9.9:4242"),
+        &mut frame,
+    );
+    assert_eq!(core.stats().dropped_relayed_reflexive - before, 5);
+    assert_eq!(core.public_host(), ours);
+}
