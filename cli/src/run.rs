@@ -40,7 +40,7 @@ pub(crate) struct RunArgs {
     /// Inbound connections accepted at most.
     #[arg(long, default_value_t = 256)]
     pub(crate) max_inbound: usize,
-    /// Inbound connections accepted at most from one IP address.
+    /// Inbound connections accepted at most from one IP address (for IPv6, one /64).
     #[arg(long, default_value_t = 32)]
     pub(crate) max_inbound_per_ip: usize,
     /// Least seconds between two birthday punches (symmetric ↔ cone NAT) of this node.

@@ -70,7 +70,7 @@ const SERVER_NAME: &str = "nodenet";
 pub struct QuicConfig {
     /// Inbound connections at once, across all peers.
     pub max_inbound: usize,
-    /// Inbound connections at once from one IP address.
+    /// Inbound connections at once from one IP address (for IPv6, one /64).
     pub max_inbound_per_ip: usize,
     /// Inbound handshakes at once from source addresses not yet validated. Past it, a new
     /// attempt is answered with a QUIC Retry, so its source must prove it receives before it
@@ -705,6 +705,21 @@ async fn accept_on(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
     }
 }
 
+/// The key the per-IP cap counts under: an IPv4 address (an IPv4-mapped IPv6 one is its
+/// IPv4 address), or an IPv6 address's /64, since one host is routinely given a whole /64
+/// and could otherwise take a slot per address.
+fn cap_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !u128::from(u64::MAX),
+            )),
+        },
+    }
+}
+
 /// What becomes of a connection attempt.
 enum Admit {
     /// It holds a slot (validated, or one of the unvalidated budget).
@@ -719,7 +734,7 @@ enum Admit {
 /// only; an unproven one over a cap (or past the unvalidated budget) is sent a Retry instead,
 /// since refusing it would let a forged source lock the real one out.
 fn admit(shared: &Arc<Shared>, incoming: &quinn::Incoming) -> Admit {
-    let ip = incoming.remote_address().ip();
+    let ip = cap_key(incoming.remote_address().ip());
     let config = &shared.config;
     let mut slots = lock(&shared.inbound);
     let validated = incoming.remote_address_validated();

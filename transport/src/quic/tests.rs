@@ -510,3 +510,29 @@ async fn relay_sessions_are_capped_and_budgeted() {
     eventually("budget drops", || relay.stats().relay_dropped_budget >= 5).await;
     assert!(relay.stats().relay_forwarded <= 4);
 }
+
+/// One IPv6 host holds a whole /64 (2^64 addresses): keyed by the full address, the per-IP
+/// cap bound nothing, since every connection could come from a fresh address. A /64 is one
+/// "IP" for the cap; an IPv4-mapped address is its IPv4 one.
+#[test]
+fn the_per_ip_cap_counts_an_ipv6_64_as_one_ip() {
+    let config = QuicConfig::default().max_inbound_per_ip(2);
+    let counters = Counters::default();
+    let mut slots = InboundSlots::default();
+    let in_64 = |i: u16| -> IpAddr { format!("2001:db8:7:9::{i:x}").parse().unwrap() };
+    assert!(slots.reserve(&config, &counters, cap_key(in_64(1))));
+    assert!(slots.reserve(&config, &counters, cap_key(in_64(0xbeef))));
+    assert!(
+        !slots.reserve(&config, &counters, cap_key(in_64(3))),
+        "a third address of the same /64 is over the cap"
+    );
+    // Another /64 is another IP.
+    let other: IpAddr = "2001:db8:7:a::1".parse().unwrap();
+    assert!(slots.reserve(&config, &counters, cap_key(other)));
+    // IPv4 stays per address; a mapped one is the same address.
+    let v4: IpAddr = "192.0.2.7".parse().unwrap();
+    let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+    assert_eq!(cap_key(mapped), v4);
+    assert_eq!(cap_key(v4), v4);
+    assert_ne!(cap_key("192.0.2.8".parse().unwrap()), v4);
+}
