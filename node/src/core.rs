@@ -1898,6 +1898,7 @@ impl Core {
             self.actions.push_back(Action::Close(id));
             if self.edges.remove(&id).is_some() {
                 self.stats.edges_down += 1;
+                self.relayed_edges.remove(&id);
                 self.forget_reporter(&id);
                 self.actions
                     .push_back(Action::Notify(NodeEvent::EdgeDown { peer: id }));
