@@ -722,7 +722,14 @@ impl Core {
         }
     }
 
-    /// Withdraws `peer`'s report of our address (its edge went down).
+    /// Forgets what our edge to `peer` told us (it went down, or was reaped as dead): its
+    /// report of our address, and whether it ran through a relay.
+    fn forget_edge(&mut self, peer: &NodeId) {
+        self.relayed_edges.remove(peer);
+        self.forget_reporter(peer);
+    }
+
+    /// Withdraws `peer`'s report of our address.
     fn forget_reporter(&mut self, peer: &NodeId) {
         self.reflexive.remove(peer);
         self.refresh_reflexive();
@@ -899,8 +906,7 @@ impl Core {
     pub fn on_edge_down(&mut self, now: Now, peer: &NodeId) {
         if self.edges.remove(peer).is_some() {
             self.stats.edges_down += 1;
-            self.relayed_edges.remove(peer);
-            self.forget_reporter(peer);
+            self.forget_edge(peer);
             self.actions
                 .push_back(Action::Notify(NodeEvent::EdgeDown { peer: *peer }));
             self.backoff.entry(*peer).or_insert_with(|| Backoff {
@@ -1898,8 +1904,7 @@ impl Core {
             self.actions.push_back(Action::Close(id));
             if self.edges.remove(&id).is_some() {
                 self.stats.edges_down += 1;
-                self.relayed_edges.remove(&id);
-                self.forget_reporter(&id);
+                self.forget_edge(&id);
                 self.actions
                     .push_back(Action::Notify(NodeEvent::EdgeDown { peer: id }));
             }
