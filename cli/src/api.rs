@@ -85,14 +85,43 @@ impl IntoResponse for ApiError {
 
 impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
+        use nodenet::{ConnectError, DirectSendError, OpenMediaError, SendError};
         let status = match &e {
-            NodeError::PayloadTooLarge { .. } | NodeError::SelfTarget => StatusCode::BAD_REQUEST,
-            NodeError::Connect { .. } | NodeError::Media { .. } => StatusCode::BAD_GATEWAY,
+            // What the caller asked for can never work.
+            NodeError::Send(SendError::TooLarge { .. })
+            | NodeError::DirectSend(DirectSendError::TooLarge { .. })
+            | NodeError::Connect(ConnectError::SelfTarget)
+            | NodeError::DirectSend(DirectSendError::Connect(ConnectError::SelfTarget))
+            | NodeError::Media(OpenMediaError::Connect(ConnectError::SelfTarget)) => {
+                StatusCode::BAD_REQUEST
+            }
+            // The peer, or the way to it, failed.
+            NodeError::Connect(ConnectError::Failed { .. })
+            | NodeError::DirectSend(DirectSendError::Connect(ConnectError::Failed { .. }))
+            | NodeError::Media(_) => StatusCode::BAD_GATEWAY,
+            // This node cannot do it now (not joined, shutting down, an edge just closed).
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self(status, e.to_string())
     }
 }
+
+/// Each operation's error turns into an answer through [`NodeError`].
+macro_rules! api_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for ApiError {
+            fn from(e: $t) -> Self {
+                NodeError::from(e).into()
+            }
+        }
+    )*};
+}
+api_error_from!(
+    nodenet::SendError,
+    nodenet::DirectSendError,
+    nodenet::ConnectError,
+    nodenet::OpenMediaError
+);
 
 async fn health(State(api): State<Api>) -> axum::Json<Value> {
     axum::Json(json!({

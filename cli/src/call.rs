@@ -71,7 +71,13 @@ pub(crate) async fn test_call(
     let path = node.connect(to).await?.path();
     let session = node.open_media(to).await?;
     let open_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let mut echoes = session.datagrams().ok_or(nodenet::Error::Closed)?;
+    // A fresh session's datagrams are ours to take; None would mean it is already gone.
+    let mut echoes = session
+        .datagrams()
+        .ok_or(nodenet::OpenMediaError::Session {
+            target: to,
+            error: nodenet::MediaError::Closed,
+        })?;
     let frames = req.secs * req.fps;
     let sender = {
         let (session, size, fps) = (session.clone(), req.size, req.fps);

@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::core::EdgeRefusal;
 use crate::driver::lock;
-use crate::{Delivery, Error, Node};
+use crate::{ConnectError, Delivery, DirectSendError, Node, SealError};
 
 /// How long each direct dial of a rendezvous address may take by default (the reference's
 /// figure: an address that does not answer this fast is behind NAT, and punching is the next
@@ -175,7 +175,11 @@ impl Connection {
     }
 
     /// Sends `payload` to the peer over this edge only, waiting for room in the edge's queue.
-    pub async fn send(&self, payload: &[u8]) -> Result<(), Error> {
+    ///
+    /// # Errors
+    /// [`DirectSendError::TooLarge`] over [`MAX_DIRECT_PAYLOAD`](crate::MAX_DIRECT_PAYLOAD);
+    /// [`DirectSendError::EdgeClosed`] once the edge is gone.
+    pub async fn send(&self, payload: &[u8]) -> Result<(), DirectSendError> {
         self.node.send_on_edge(self.peer, payload).await
     }
 
@@ -199,8 +203,12 @@ impl Node {
     /// Learns `target`'s keys and addresses: a signed Hello routed to its NodeId, answered by
     /// a Reply whose key must hash to that NodeId (so no forwarder can answer for it).
     /// Cancel-safe.
-    pub async fn rendezvous(&self, target: NodeId) -> Result<Coordinates, Error> {
-        let fail = |error| Error::Connect {
+    ///
+    /// # Errors
+    /// [`ConnectError::Failed`] with [`Step::Rendezvous`]: no edge to launch from, too many
+    /// requests outstanding, or no verified answer within the builder's rendezvous timeout.
+    pub async fn rendezvous(&self, target: NodeId) -> Result<Coordinates, ConnectError> {
+        let fail = |error| ConnectError::Failed {
             target,
             step: Step::Rendezvous,
             error,
@@ -247,12 +255,16 @@ impl Node {
 
     /// A direct, authenticated edge to `target`, found by its NodeId alone: an existing edge,
     /// or rendezvous and then each strategy of [`Strategy::CASCADE`] in turn. Cancel-safe.
-    pub async fn connect(&self, target: NodeId) -> Result<Connection, Error> {
+    ///
+    /// # Errors
+    /// [`ConnectError::SelfTarget`], [`ConnectError::Closed`] after shutdown, or
+    /// [`ConnectError::Failed`] naming the last step tried and why it failed.
+    pub async fn connect(&self, target: NodeId) -> Result<Connection, ConnectError> {
         if target == self.id() {
-            return Err(Error::SelfTarget);
+            return Err(ConnectError::SelfTarget);
         }
         if self.is_closed() {
-            return Err(Error::Closed);
+            return Err(ConnectError::Closed);
         }
         if let Some(c) = self.conn_to(&target) {
             let path = if self.is_relayed(&c) {
@@ -290,7 +302,7 @@ impl Node {
             }
         }
         let (strategy, error) = last.unwrap_or((Strategy::Direct, StepError::NoAddresses));
-        Err(Error::Connect {
+        Err(ConnectError::Failed {
             target,
             step: Step::Strategy(strategy),
             error,
@@ -301,16 +313,21 @@ impl Node {
     /// ([`Node::connect`]): the bytes are never readable by another node (a relay, if the edge
     /// runs through one, carries ciphertext). Ordered on the edge; `Ok` means queued on it
     /// (this waits for room); the receiver's deliveries queue may still drop it when full.
-    pub async fn send_direct(&self, target: NodeId, payload: &[u8]) -> Result<(), Error> {
+    ///
+    /// # Errors
+    /// [`DirectSendError::TooLarge`] over [`MAX_DIRECT_PAYLOAD`](crate::MAX_DIRECT_PAYLOAD);
+    /// [`DirectSendError::Connect`] when there was no edge and [`Node::connect`] failed;
+    /// [`DirectSendError::EdgeClosed`] when the edge closed before the payload was queued.
+    pub async fn send_direct(&self, target: NodeId, payload: &[u8]) -> Result<(), DirectSendError> {
         check_app_len(payload.len())?;
         if target == self.id() {
-            return Err(Error::SelfTarget);
+            return Err(ConnectError::SelfTarget.into());
         }
         if self.conn_to(&target).is_none() {
             if let Err(e) = self.connect(target).await {
                 // A crossed simultaneous dial may have brought the edge up anyway.
                 if self.conn_to(&target).is_none() {
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
         }
@@ -319,10 +336,17 @@ impl Node {
 
     /// Seals `plaintext` to `target` (learning its X25519 key by rendezvous when we do not
     /// know it yet) and sends the box over the overlay: forwarders see only ciphertext. The
-    /// recipient opens the delivery with [`Node::open_sealed`].
-    pub async fn send_sealed(&self, target: NodeId, plaintext: &[u8]) -> Result<(), Error> {
+    /// recipient opens the delivery with [`Node::open_sealed`]. Best effort, like
+    /// [`Node::send`].
+    ///
+    /// # Errors
+    /// [`SealError::TooLarge`] over [`MAX_SEALED_PLAINTEXT`](crate::MAX_SEALED_PLAINTEXT);
+    /// [`SealError::Rendezvous`] when the target's key could not be learned;
+    /// [`SealError::BadKey`] for a key nothing can be sealed to; [`SealError::Send`] when the
+    /// box could not be routed.
+    pub async fn send_sealed(&self, target: NodeId, plaintext: &[u8]) -> Result<(), SealError> {
         if plaintext.len() > crate::MAX_SEALED_PLAINTEXT {
-            return Err(Error::PayloadTooLarge {
+            return Err(SealError::TooLarge {
                 len: plaintext.len(),
                 max: crate::MAX_SEALED_PLAINTEXT,
             });
@@ -330,7 +354,12 @@ impl Node {
         let known = lock(&self.0.core).x_key_of(&target);
         let x = match known {
             Some(x) => x,
-            None => self.rendezvous(target).await?.x_pub,
+            None => {
+                self.rendezvous(target)
+                    .await
+                    .map_err(SealError::Rendezvous)?
+                    .x_pub
+            }
         };
         let now = self.now();
         let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
@@ -338,13 +367,18 @@ impl Node {
             let core = lock(&self.0.core);
             core.seal(&x, plaintext, now.unix_ns, &mut rng)
         }
-        .map_err(|_| Error::BadKey)?;
-        self.send(target, &sealed)
+        .map_err(|_| SealError::BadKey)?;
+        Ok(self.send(target, &sealed)?)
     }
 
     /// Opens a sealed box that arrived as `delivery`: the box must be sealed to us, fresh,
     /// never opened before, and signed by the delivery's originator.
-    pub fn open_sealed(&self, delivery: &Delivery) -> Result<Opened, Error> {
+    ///
+    /// # Errors
+    /// The [`OpenError`] saying which check failed (a delivery that is not a sealed box
+    /// fails too); each failure counts in
+    /// [`Stats::dropped_bad_box`](crate::Stats::dropped_bad_box).
+    pub fn open_sealed(&self, delivery: &Delivery) -> Result<Opened, OpenError> {
         let now = self.now();
         let result = {
             let core = lock(&self.0.core);
@@ -355,11 +389,11 @@ impl Node {
             Ok(o) if o.sender == delivery.originator => Ok(o),
             Ok(_) => {
                 lock(&self.0.core).count_bad_box();
-                Err(Error::Sealed(OpenError::BadSignature))
+                Err(OpenError::BadSignature)
             }
             Err(e) => {
                 lock(&self.0.core).count_bad_box();
-                Err(Error::Sealed(e))
+                Err(e)
             }
         }
     }
@@ -712,25 +746,27 @@ impl Node {
         }
     }
 
-    async fn send_on_edge(&self, peer: NodeId, payload: &[u8]) -> Result<(), Error> {
+    async fn send_on_edge(&self, peer: NodeId, payload: &[u8]) -> Result<(), DirectSendError> {
         check_app_len(payload.len())?;
         let mut frame = vec![0u8; nodenet_wire::header_len(payload.len()) + payload.len()];
         let n = Frame::new(FrameType::APP, payload)
             .encode(&mut frame)
-            .map_err(|_| Error::PayloadTooLarge {
+            .map_err(|_| DirectSendError::TooLarge {
                 len: payload.len(),
                 max: crate::MAX_DIRECT_PAYLOAD,
             })?;
-        let conn = self.conn_to(&peer).ok_or(Error::NotConnected(peer))?;
+        let conn = self
+            .conn_to(&peer)
+            .ok_or(DirectSendError::EdgeClosed(peer))?;
         conn.send_bulk(&frame[..n])
             .await
-            .map_err(|_| Error::NotConnected(peer))
+            .map_err(|_| DirectSendError::EdgeClosed(peer))
     }
 }
 
-fn check_app_len(len: usize) -> Result<(), Error> {
+fn check_app_len(len: usize) -> Result<(), DirectSendError> {
     if len > crate::MAX_DIRECT_PAYLOAD {
-        return Err(Error::PayloadTooLarge {
+        return Err(DirectSendError::TooLarge {
             len,
             max: crate::MAX_DIRECT_PAYLOAD,
         });

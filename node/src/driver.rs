@@ -10,7 +10,9 @@ use nodenet_kad::NodeId;
 use nodenet_nat::NatType;
 use nodenet_rendezvous::{Coordinates, NONCE_LEN as RDV_NONCE_LEN, ReplayCache};
 use nodenet_routing::{Contact, Time};
-use nodenet_transport::{Conn, ConnId, Event, Packet, SendError, Transport, next_event};
+use nodenet_transport::{
+    Conn, ConnId, Event, Packet, SendError as ConnSendError, Transport, next_event,
+};
 use nodenet_wire::{Addr, FrameType};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -20,7 +22,7 @@ use crate::core::{
     Now, small_frame,
 };
 use crate::rng::CoreRng;
-use crate::{Error, Stats};
+use crate::{AlreadyTaken, DialNodeError, JoinError, SendError, Stats};
 
 /// Default depth of the deliveries queue.
 pub const DEFAULT_DELIVERY_BUFFER: usize = 64;
@@ -604,12 +606,12 @@ impl Node {
     /// promptly). One consumer: the first call takes it.
     ///
     /// # Errors
-    /// [`Error::AlreadyTaken`] on every later call.
-    pub fn deliveries(&self) -> Result<Deliveries, Error> {
+    /// [`AlreadyTaken`] on every later call.
+    pub fn deliveries(&self) -> Result<Deliveries, AlreadyTaken> {
         lock(&self.0.deliveries_rx)
             .take()
             .map(Deliveries)
-            .ok_or(Error::AlreadyTaken("deliveries"))
+            .ok_or(AlreadyTaken("deliveries"))
     }
 
     /// Entry points into the overlay. A contact needs a NodeId and an address; its key is
@@ -630,11 +632,11 @@ impl Node {
     /// must be running ([`Node::spawn`], or [`Builder::bind`] which starts it).
     ///
     /// # Errors
-    /// [`Error::NotJoined`] if no edge came up within `timeout` (are the bootstrap contacts
-    /// reachable, and do they meet our difficulty?); [`Error::Closed`] after shutdown.
-    pub async fn joined(&self, timeout: Duration) -> Result<(), Error> {
+    /// [`JoinError::Timeout`] if no edge came up within `timeout` (are the bootstrap contacts
+    /// reachable, and do they meet our difficulty?); [`JoinError::Closed`] after shutdown.
+    pub async fn joined(&self, timeout: Duration) -> Result<(), JoinError> {
         if self.is_closed() {
-            return Err(Error::Closed);
+            return Err(JoinError::Closed);
         }
         // Subscribe first, then look: an edge that comes up in between is seen either way.
         let mut events = self.events();
@@ -651,13 +653,13 @@ impl Node {
                             return Ok(());
                         }
                     }
-                    Err(broadcast::error::RecvError::Closed) => return Err(Error::Closed),
+                    Err(broadcast::error::RecvError::Closed) => return Err(JoinError::Closed),
                 }
             }
         };
         tokio::time::timeout(timeout, wait)
             .await
-            .unwrap_or(Err(Error::NotJoined { waited: timeout }))
+            .unwrap_or(Err(JoinError::Timeout { waited: timeout }))
     }
 
     /// Opens an edge to `contact` now and waits for it: each of its addresses (at most
@@ -666,24 +668,25 @@ impl Node {
     /// as a bootstrap contact. For a node known only by its NodeId use [`Node::connect`].
     ///
     /// # Errors
-    /// [`Error::SelfTarget`] for our own NodeId; [`Error::Dial`] with the last address's
-    /// failure when none answered as that NodeId; [`Error::PowUnmet`] or
-    /// [`Error::EdgeRefused`] when our own admission rules refused the edge.
-    pub async fn dial(&self, contact: Contact) -> Result<(), Error> {
+    /// [`DialNodeError::SelfTarget`] for our own NodeId; [`DialNodeError::NoAddresses`] for
+    /// a contact without one; [`DialNodeError::Unreachable`] with the last address's failure
+    /// when none answered as that NodeId; [`DialNodeError::Refused`] when our own admission
+    /// rules refused the edge; [`DialNodeError::Closed`] after shutdown.
+    pub async fn dial(&self, contact: Contact) -> Result<(), DialNodeError> {
         let target = contact.id;
         if target == self.id() {
-            return Err(Error::SelfTarget);
+            return Err(DialNodeError::SelfTarget);
         }
         if self.conn_to(&target).is_some() {
             return Ok(());
         }
         if self.is_closed() {
-            return Err(Error::Closed);
+            return Err(DialNodeError::Closed);
         }
-        let mut last = nodenet_transport::DialError::BadAddr {
-            addr: Addr::new("", ""),
-            why: "the contact has no address",
-        };
+        if contact.addrs.is_empty() {
+            return Err(DialNodeError::NoAddresses { target });
+        }
+        let mut last = nodenet_transport::DialError::Timeout;
         for addr in contact.addrs.iter().take(crate::MAX_DIAL_ADDRS) {
             let conn = match tokio::time::timeout(DIAL_TIMEOUT, self.0.transport.dial(target, addr))
                 .await
@@ -708,26 +711,29 @@ impl Node {
             self.drain(&mut core, now);
             return match admitted {
                 Ok(()) | Err(EdgeRefusal::Duplicate) => Ok(()),
-                // It died as it came up.
-                Err(EdgeRefusal::Closed) => Err(Error::NotConnected(target)),
-                Err(EdgeRefusal::PowUnmet) => Err(Error::PowUnmet),
-                Err(_) => Err(Error::EdgeRefused),
+                Err(reason) => Err(DialNodeError::Refused { target, reason }),
             };
         }
-        Err(Error::Dial {
+        Err(DialNodeError::Unreachable {
             target,
             error: last,
         })
     }
 
     /// Sends `payload` to `target` over the overlay: up to three copies down disjoint first
-    /// hops. Never blocks. Best effort: nothing acknowledges it.
-    pub fn send(&self, target: NodeId, payload: &[u8]) -> Result<(), Error> {
+    /// hops. Never blocks. Best effort: nothing acknowledges it; `Ok` means queued on our
+    /// edges, and a message to our own NodeId goes straight to our [`Node::deliveries`].
+    ///
+    /// # Errors
+    /// [`SendError::TooLarge`] over [`MAX_ROUTED_PAYLOAD`](crate::MAX_ROUTED_PAYLOAD);
+    /// [`SendError::Unroutable`] while the node holds no edge (await [`Node::joined`] first);
+    /// [`SendError::Closed`] after shutdown.
+    pub fn send(&self, target: NodeId, payload: &[u8]) -> Result<(), SendError> {
         if self.is_closed() {
-            return Err(Error::Closed);
+            return Err(SendError::Closed);
         }
         if payload.len() > crate::MAX_ROUTED_PAYLOAD {
-            return Err(Error::PayloadTooLarge {
+            return Err(SendError::TooLarge {
                 len: payload.len(),
                 max: crate::MAX_ROUTED_PAYLOAD,
             });
@@ -875,7 +881,7 @@ impl Node {
                     match edge.send_packet(packet) {
                         Ok(()) => break,
                         Err(unsent) => {
-                            if unsent.error == SendError::QueueFull {
+                            if unsent.error == ConnSendError::QueueFull {
                                 core.count_queue_full();
                             } else {
                                 core.on_send_failed(now, next);
@@ -1278,10 +1284,10 @@ impl Node {
         self.drain(&mut core, now);
     }
 
-    pub(crate) fn send_to(&self, peer: &NodeId, frame: &[u8]) -> Result<(), SendError> {
+    pub(crate) fn send_to(&self, peer: &NodeId, frame: &[u8]) -> Result<(), ConnSendError> {
         lock(&self.0.conns)
             .get(peer)
-            .ok_or(SendError::ConnClosed)?
+            .ok_or(ConnSendError::ConnClosed)?
             .send(frame)
     }
 
@@ -1291,7 +1297,7 @@ impl Node {
             match action {
                 Action::Send { to, frame } => match self.send_to(&to, &frame) {
                     Ok(()) => {}
-                    Err(SendError::QueueFull) => core.count_queue_full(),
+                    Err(ConnSendError::QueueFull) => core.count_queue_full(),
                     Err(_) if core.edges().contains(&to) => core.on_send_failed(now, &to),
                     Err(_) => {}
                 },

@@ -36,7 +36,18 @@
 //!
 //! Everything addressed to a node arrives on one queue, [`Node::deliveries`], in arrival
 //! order; when the application does not keep up, new payloads are dropped and counted in
-//! [`Stats::dropped_deliver_full`].
+//! [`Stats::dropped_deliver_full`]. The copies of one routed message are filtered at the
+//! receiver (by signature, over the last 8,192 to 16,384 routed messages it saw; counted in
+//! [`Stats::dropped_duplicate`]), so the application sees it once. A sealed message arrives
+//! as [`Via::Routed`] like a plain one: [`Node::open_sealed`] tells them apart (a plain
+//! payload fails with an [`OpenError`]).
+//!
+//! # Errors
+//!
+//! Each operation has its own error type, naming what was wrong with the numbers that matter:
+//! [`SendError`], [`ConnectError`], [`DirectSendError`], [`SealError`], [`OpenError`],
+//! [`OpenMediaError`], [`JoinError`], [`DialNodeError`], [`BuildError`], [`AlreadyTaken`].
+//! Every one converts into [`Error`] for code that passes them all up with `?`.
 //!
 //! # Tests and simulations
 //!
@@ -59,6 +70,7 @@ mod birthday;
 mod connect;
 mod core;
 mod driver;
+mod error;
 mod media;
 mod rng;
 mod setup;
@@ -86,6 +98,10 @@ pub use core::{
 pub use driver::{
     BuildError, Builder, DEFAULT_DELIVERY_BUFFER, DEFAULT_RENDEZVOUS_TIMEOUT, DIAL_TIMEOUT,
     Deliveries, Node,
+};
+pub use error::{
+    AlreadyTaken, ConnectError, DialNodeError, DirectSendError, Error, JoinError, OpenMediaError,
+    SealError, SendError,
 };
 pub use media::{
     ConsentHook, INBOUND_MEDIA_QUEUE, InboundMedia, MAX_MEDIA_PER_PEER, MAX_MEDIA_SESSIONS,
@@ -121,95 +137,4 @@ pub const MAX_DIRECT_PAYLOAD: usize = nodenet_transport::MAX_PACKET_LEN - 5;
 /// box's 155 bytes (ephemeral key, recipient key, time, length, tag, signature).
 pub const MAX_SEALED_PLAINTEXT: usize = MAX_ROUTED_PAYLOAD - 155;
 /// Frame header and envelope around a routed payload of 16 KiB or more.
-const ROUTED_OVERHEAD: usize = 210;
-
-/// What a node operation can fail with.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// No live edge to launch a message from.
-    #[error("no live edge to launch from")]
-    Unroutable,
-    /// The payload is larger than the operation carries: [`MAX_ROUTED_PAYLOAD`] for
-    /// [`Node::send`], [`MAX_DIRECT_PAYLOAD`] for [`Node::send_direct`] and
-    /// [`Connection::send`], [`MAX_SEALED_PLAINTEXT`] for [`Node::send_sealed`].
-    #[error("payload of {len} bytes is over the {max}-byte maximum of this operation")]
-    PayloadTooLarge {
-        /// The payload's length.
-        len: usize,
-        /// The operation's maximum.
-        max: usize,
-    },
-    /// A peer did not meet the proof-of-work difficulty.
-    #[error("the peer does not meet the proof-of-work difficulty")]
-    PowUnmet,
-    /// The edge admission policy refused the peer.
-    #[error("refused by the edge admission policy")]
-    EdgeRefused,
-    /// The node has shut down.
-    #[error("the node has shut down")]
-    Closed,
-    /// The target is this node.
-    #[error("the target is this node itself")]
-    SelfTarget,
-    /// Reaching the target failed at `step`.
-    #[error("connect to {target}: {step} failed: {error}")]
-    Connect {
-        /// The NodeId we tried to reach.
-        target: NodeId,
-        /// The step that failed (the last one tried).
-        step: Step,
-        /// Why.
-        error: StepError,
-    },
-    /// No direct edge to the peer (it closed).
-    #[error("no direct edge to {0}")]
-    NotConnected(NodeId),
-    /// The target's X25519 key cannot be sealed to.
-    #[error("the target's X25519 key is unusable")]
-    BadKey,
-    /// A sealed box did not open.
-    #[error("sealed box: {0}")]
-    Sealed(OpenError),
-    /// A receiver that can be taken only once ([`Node::deliveries`], [`Node::inbound_media`])
-    /// was taken before.
-    #[error("{0} was already taken: it has one consumer")]
-    AlreadyTaken(&'static str),
-    /// No edge came up within the time [`Node::joined`] waited.
-    #[error(
-        "no edge came up within {waited:?}: are the bootstrap contacts reachable, and do they meet our difficulty?"
-    )]
-    NotJoined {
-        /// How long it waited.
-        waited: std::time::Duration,
-    },
-    /// [`Node::dial`] reached none of the contact's addresses as its NodeId.
-    #[error("dial {target}: {error}")]
-    Dial {
-        /// The NodeId dialed.
-        target: NodeId,
-        /// The last address's failure.
-        error: DialError,
-    },
-    /// A media session to `target` could not be opened.
-    #[error("media session to {target}: {error}")]
-    Media {
-        /// The peer.
-        target: NodeId,
-        /// Why.
-        error: MediaError,
-    },
-}
-
-impl From<OriginateError> for Error {
-    fn from(e: OriginateError) -> Self {
-        match e {
-            OriginateError::Unroutable | OriginateError::Busy => Self::Unroutable,
-            // A frame over 64 KiB: the envelope and frame header add ROUTED_OVERHEAD bytes.
-            OriginateError::FrameTooLarge { len, .. } => Self::PayloadTooLarge {
-                len: len.saturating_sub(ROUTED_OVERHEAD),
-                max: MAX_ROUTED_PAYLOAD,
-            },
-        }
-    }
-}
+pub(crate) const ROUTED_OVERHEAD: usize = 210;

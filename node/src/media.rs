@@ -19,8 +19,8 @@ use nodenet_kad::NodeId;
 use nodenet_transport::{MediaError, MediaSession};
 use tokio::sync::mpsc;
 
-use crate::Error;
 use crate::driver::{Node, lock};
+use crate::{ConnectError, OpenMediaError};
 
 /// Inbound media sessions live at once, from all peers.
 pub const MAX_MEDIA_SESSIONS: usize = 16;
@@ -87,18 +87,25 @@ impl Node {
     /// allowed (make-before-break). The callee's consent comes after the connection: a
     /// refused session ends at once, and [`MediaSession::closed`] says
     /// [`nodenet_transport::CloseReason::Refused`].
-    pub async fn open_media(&self, target: NodeId) -> Result<MediaSession, Error> {
+    ///
+    /// # Errors
+    /// [`OpenMediaError::Connect`] when there was no edge and [`Node::connect`] failed;
+    /// [`OpenMediaError::EdgeClosed`] when the edge closed in between;
+    /// [`OpenMediaError::Session`] when the session could not open over the edge's path (the
+    /// peer lacks media support, or its address did not answer).
+    pub async fn open_media(&self, target: NodeId) -> Result<MediaSession, OpenMediaError> {
         if target == self.id() {
-            return Err(Error::SelfTarget);
+            return Err(ConnectError::SelfTarget.into());
         }
         if self.is_closed() {
-            return Err(Error::Closed);
+            return Err(ConnectError::Closed.into());
         }
         let conn = match self.conn_to(&target) {
             Some(c) => c,
             None => {
                 self.connect(target).await?;
-                self.conn_to(&target).ok_or(Error::NotConnected(target))?
+                self.conn_to(&target)
+                    .ok_or(OpenMediaError::EdgeClosed(target))?
             }
         };
         let addr = conn.remote_addr();
@@ -121,7 +128,7 @@ impl Node {
                     // (the reference's coupling of call and edge liveness).
                     self.ping(&target);
                 }
-                Err(Error::Media { target, error })
+                Err(OpenMediaError::Session { target, error })
             }
         }
     }
@@ -138,12 +145,12 @@ impl Node {
     /// [`MediaSession::refuse`] or drop it to refuse. One consumer: the first call takes it.
     ///
     /// # Errors
-    /// [`Error::AlreadyTaken`] on every later call.
-    pub fn inbound_media(&self) -> Result<InboundMedia, Error> {
+    /// [`AlreadyTaken`](crate::AlreadyTaken) on every later call.
+    pub fn inbound_media(&self) -> Result<InboundMedia, crate::AlreadyTaken> {
         lock(&self.0.media.inbound_rx)
             .take()
             .map(InboundMedia)
-            .ok_or(Error::AlreadyTaken("inbound_media"))
+            .ok_or(crate::AlreadyTaken("inbound_media"))
     }
 
     /// A peer opened a session to us: proof of work, caps, consent, then the queue.

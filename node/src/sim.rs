@@ -205,7 +205,7 @@ impl Sim {
     }
 
     /// Node `from` sends `payload` to node `to` (routed).
-    pub fn send(&mut self, from: usize, to: usize, payload: &[u8]) -> Result<(), crate::Error> {
+    pub fn send(&mut self, from: usize, to: usize, payload: &[u8]) -> Result<(), crate::SendError> {
         let now = self.wall(self.now);
         let target = self.cores[to].id();
         self.cores[from].originate(now, FrameType::ROUTE, target, payload)?;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodenet::{Contact, Error, Node};
+use nodenet::{Contact, Node, SendError};
 use nodenet_identity::Identity;
 use nodenet_kad::NodeId;
 use nodenet_transport::Transport;
@@ -26,7 +26,7 @@ async fn send_errors_are_typed() {
     a.spawn();
     assert_eq!(
         a.send(NodeId::from_bytes([9; 32]), b"x"),
-        Err(Error::Unroutable)
+        Err(SendError::Unroutable)
     );
     let (b, b_addr) = node(&hub, 2);
     b.spawn();
@@ -37,7 +37,7 @@ async fn send_errors_are_typed() {
     // The exported maxima are the real boundaries, and the error names them.
     assert_eq!(
         a.send(b.id(), &big[..nodenet::MAX_ROUTED_PAYLOAD + 1]),
-        Err(Error::PayloadTooLarge {
+        Err(SendError::TooLarge {
             len: nodenet::MAX_ROUTED_PAYLOAD + 1,
             max: nodenet::MAX_ROUTED_PAYLOAD
         })
@@ -49,7 +49,7 @@ async fn send_errors_are_typed() {
     assert_eq!(a.send(a.id(), b"me"), Ok(()));
     assert_eq!(inbox.try_recv().unwrap().payload, b"me");
     a.shutdown().await;
-    assert_eq!(a.send(b.id(), b"x"), Err(Error::Closed));
+    assert_eq!(a.send(b.id(), b"x"), Err(SendError::Closed));
 }
 
 #[tokio::test(start_paused = true)]

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodenet::{Contact, Error, Maintenance, Node, Path, Step, StepError, Via};
+use nodenet::{
+    ConnectError, Contact, DirectSendError, Maintenance, Node, Path, Step, StepError, Via,
+};
 use nodenet_identity::Identity;
 use nodenet_kad::NodeId;
 use nodenet_transport::Transport;
@@ -202,7 +204,7 @@ async fn connecting_to_an_offline_node_fails_in_bounded_time() {
     let err = a.connect(nobody).await.unwrap_err();
     assert_eq!(
         err,
-        Error::Connect {
+        ConnectError::Failed {
             target: nobody,
             step: Step::Rendezvous,
             error: StepError::Timeout(Duration::from_secs(3)),
@@ -212,9 +214,12 @@ async fn connecting_to_an_offline_node_fails_in_bounded_time() {
     assert!(err.to_string().contains("rendezvous"), "{err}");
     assert!(matches!(
         a.send_direct(nobody, b"x").await,
-        Err(Error::Connect { .. })
+        Err(DirectSendError::Connect(ConnectError::Failed { .. }))
     ));
-    assert_eq!(a.connect(a.id()).await.unwrap_err(), Error::SelfTarget);
+    assert_eq!(
+        a.connect(a.id()).await.unwrap_err(),
+        ConnectError::SelfTarget
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -283,11 +288,11 @@ async fn sealed_boxes_cross_the_overlay_and_open_only_at_the_recipient() {
     // Opened once only; and nobody else can open it.
     assert!(matches!(
         members[b].0.open_sealed(&d),
-        Err(Error::Sealed(nodenet::OpenError::Replay))
+        Err(nodenet::OpenError::Replay)
     ));
     assert!(matches!(
         members[c].0.open_sealed(&d),
-        Err(Error::Sealed(nodenet::OpenError::BadSignature))
+        Err(nodenet::OpenError::BadSignature)
     ));
     // A box re-sent under another originator's name is refused.
     let mut forged = d;

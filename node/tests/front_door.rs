@@ -5,7 +5,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodenet::{BuildError, Error, Identity, Node, mem::Hub, parse_contact};
+use nodenet::{
+    AlreadyTaken, BuildError, DialNodeError, DirectSendError, Identity, JoinError, Node, SealError,
+    SendError, mem::Hub, parse_contact,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_bind_join_and_talk_on_loopback() {
@@ -19,14 +22,11 @@ async fn two_nodes_bind_join_and_talk_on_loopback() {
     let mut b_events = b.subscribe();
     let b = b.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let mut inbox = b.deliveries().unwrap();
-    assert_eq!(
-        b.deliveries().unwrap_err(),
-        Error::AlreadyTaken("deliveries")
-    );
+    assert_eq!(b.deliveries().unwrap_err(), AlreadyTaken("deliveries"));
     // Not joined yet: a short wait says so.
     assert_eq!(
         a.joined(Duration::from_millis(50)).await,
-        Err(Error::NotJoined {
+        Err(JoinError::Timeout {
             waited: Duration::from_millis(50)
         })
     );
@@ -55,7 +55,7 @@ async fn two_nodes_bind_join_and_talk_on_loopback() {
         .unwrap();
     assert_eq!(
         a.send_direct(b.id(), &big).await,
-        Err(Error::PayloadTooLarge {
+        Err(DirectSendError::TooLarge {
             len: nodenet::MAX_DIRECT_PAYLOAD + 1,
             max: nodenet::MAX_DIRECT_PAYLOAD
         })
@@ -63,7 +63,7 @@ async fn two_nodes_bind_join_and_talk_on_loopback() {
     assert_eq!(
         a.send_sealed(b.id(), &big[..nodenet::MAX_SEALED_PLAINTEXT + 1])
             .await,
-        Err(Error::PayloadTooLarge {
+        Err(SealError::TooLarge {
             len: nodenet::MAX_SEALED_PLAINTEXT + 1,
             max: nodenet::MAX_SEALED_PLAINTEXT
         })
@@ -71,6 +71,29 @@ async fn two_nodes_bind_join_and_talk_on_loopback() {
     a.send_sealed(b.id(), &big[..nodenet::MAX_SEALED_PLAINTEXT])
         .await
         .unwrap();
+    assert_eq!(
+        a.send(b.id(), &big[..nodenet::MAX_ROUTED_PAYLOAD + 1]),
+        Err(SendError::TooLarge {
+            len: nodenet::MAX_ROUTED_PAYLOAD + 1,
+            max: nodenet::MAX_ROUTED_PAYLOAD
+        })
+    );
+    a.send(b.id(), &big[..nodenet::MAX_ROUTED_PAYLOAD]).unwrap();
+    // A contact with no address says so rather than naming a made-up dial failure.
+    let bare = nodenet::Contact {
+        addrs: Vec::new(),
+        ..b.contact()
+    };
+    let c_id = b.id();
+    let fresh = Node::builder(nodenet::mint_identity(0).unwrap())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh.dial(bare).await,
+        Err(DialNodeError::NoAddresses { target: c_id })
+    );
+    fresh.shutdown().await;
     // A wrong NodeId at a right address is refused by the handshake.
     let wrong = format!("{}@{}", a.id(), c.addrs[0].endpoint);
     let err = Node::builder(nodenet::mint_identity(0).unwrap())
@@ -80,7 +103,7 @@ async fn two_nodes_bind_join_and_talk_on_loopback() {
         .dial(parse_contact(&wrong).unwrap())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Dial { .. }), "{err:?}");
+    assert!(matches!(err, DialNodeError::Unreachable { .. }), "{err:?}");
     a.shutdown().await;
     b.shutdown().await;
 }

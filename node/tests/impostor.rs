@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nodenet::{Contact, Error, Maintenance, Node, Step, StepError};
+use nodenet::{ConnectError, Contact, Maintenance, Node, Step, StepError};
 use nodenet_identity::Identity;
 use nodenet_kad::NodeId;
 use nodenet_rendezvous::{Hello, encode_reply};
@@ -159,8 +159,8 @@ async fn setup(attack: Attack) -> Setup {
     Setup { a, b, c, hub }
 }
 
-fn rendezvous_timeout(target: NodeId) -> Error {
-    Error::Connect {
+fn rendezvous_timeout(target: NodeId) -> ConnectError {
+    ConnectError::Failed {
         target,
         step: Step::Rendezvous,
         error: StepError::Timeout(Duration::from_secs(3)),

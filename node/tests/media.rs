@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodenet::{
-    Contact, Error, MAX_MEDIA_PER_PEER, Maintenance, MediaError, MediaSession, Node, NodeId,
-    Transport,
+    Contact, MAX_MEDIA_PER_PEER, Maintenance, MediaError, MediaSession, Node, NodeId,
+    OpenMediaError, Transport,
 };
 use nodenet_identity::Identity;
 use nodenet_transport::CloseReason;
@@ -299,7 +299,7 @@ async fn a_peer_without_media_says_so() {
     let err = members[2].open_media(members[1].id()).await.unwrap_err();
     assert_eq!(
         err,
-        Error::Media {
+        OpenMediaError::Session {
             target: members[1].id(),
             error: MediaError::Unsupported
         }
@@ -343,7 +343,7 @@ async fn a_50_fps_call_for_10_s_over_quic_loopback() {
     let err = members[3].open_media(members[1].id()).await.unwrap_err();
     assert_eq!(
         err,
-        Error::Media {
+        OpenMediaError::Session {
             target: members[1].id(),
             error: MediaError::Unsupported
         }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodenet::{
-    BirthdayConfig, Connection, Contact, Error, Maintenance, NatType, Node, Path, Step, StepError,
-    Strategy, Via,
+    BirthdayConfig, ConnectError, Connection, Contact, Maintenance, NatType, Node, Path, Step,
+    StepError, Strategy, Via,
 };
 use nodenet_identity::Identity;
 use nodenet_transport::Transport;
@@ -257,7 +257,7 @@ async fn without_relays_a_symmetric_nat_says_where_it_failed() {
     let err = sym.connect(cone.id()).await.unwrap_err();
     assert_eq!(
         err,
-        Error::Connect {
+        ConnectError::Failed {
             target: cone.id(),
             step: Step::Strategy(Strategy::Relay),
             error: StepError::NoRelay,
