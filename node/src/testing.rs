@@ -8,10 +8,16 @@
 //! ([`Cluster::inbox`]) until the application under test takes them
 //! ([`Cluster::take_inbox`]).
 //!
-//! The paused clock makes waiting free only while nothing runs: every node's maintenance
-//! still costs CPU, about a CPU-second per simulated second for 20 nodes in a debug build.
-//! Keep timeouts short, and a panic in a task you spawned does not fail the test by itself
-//! (await its handle).
+//! The paused clock makes waiting free only while nothing runs: every node's maintenance and
+//! traffic still cost CPU. Measured in a debug build on a 2-core machine, the crate's
+//! `cluster_test` example (20 nodes: join, 38 messages, an isolated node, 10 s of waiting)
+//! simulates 12 s in 0.2 s of CPU, and 12 nodes through a 90 s isolation and a rejoin take
+//! about 1 s. A panic in a task you spawned does not fail the test by itself (await its
+//! handle).
+//!
+//! Node 0 is everyone's bootstrap contact, so right after [`Cluster::settled`] it is one hop
+//! from every node; maintenance spreads the edges out over the following minutes. Test
+//! multi-hop behaviour between other nodes, or let the cluster run a while first.
 //!
 //! ```
 //! use std::time::Duration;
@@ -311,6 +317,28 @@ impl Cluster {
     /// Restores the paths [`Cluster::partition`] cut.
     pub fn heal(&self, a: usize, b: usize) {
         self.hub.heal(self.id(a), self.id(b));
+    }
+
+    /// Cuts node `i` off from every other node (as [`Cluster::partition`] with each), until
+    /// [`Cluster::rejoin`]. Its edges die by their dead-edge timers; it keeps running.
+    ///
+    /// # Panics
+    /// If there is no node `i`.
+    pub fn isolate(&self, i: usize) {
+        for j in (0..self.len()).filter(|&j| j != i) {
+            self.partition(i, j);
+        }
+    }
+
+    /// Restores the paths [`Cluster::isolate`] cut. Node `i` finds its way back through its
+    /// bootstrap contact and maintenance.
+    ///
+    /// # Panics
+    /// If there is no node `i`.
+    pub fn rejoin(&self, i: usize) {
+        for j in (0..self.len()).filter(|&j| j != i) {
+            self.heal(i, j);
+        }
     }
 
     /// Gives the link from node `a` to node `b` loss, delay and jitter.

@@ -262,6 +262,34 @@ async fn a_graceful_leave_is_noticed_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_isolated_node_drops_out_and_finds_its_way_back() {
+    let mut c = Cluster::builder(12).build();
+    c.settled(Duration::from_secs(40)).await.unwrap();
+    let lone = c.id(5);
+    c.isolate(5);
+    settle(90).await;
+    assert_eq!(
+        c.node(5).edges(),
+        Vec::new(),
+        "the isolated node kept an edge"
+    );
+    for i in (0..12).filter(|&i| i != 5) {
+        assert!(!c.node(i).edges().contains(&lone), "node {i} kept its edge");
+    }
+    c.node(0).send(lone, b"anyone?").unwrap();
+    settle(5).await;
+    assert!(c.inbox(5).try_recv().is_none(), "mail crossed the cut");
+    c.rejoin(5);
+    c.settled(Duration::from_secs(120)).await.unwrap();
+    c.node(0).send(lone, b"welcome back").unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(5), c.inbox(5).recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.payload, b"welcome back");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_full_delivery_queue_drops_and_counts() {
     let mut c = Cluster::builder(3).build();
     // A node with a one-slot queue that nobody reads.
