@@ -27,8 +27,9 @@
 //!
 //! What only some transports can do has a provided trait method that says so:
 //! [`Transport::relay`] ([`RelayError::Unsupported`]) and [`Transport::open_media`]
-//! ([`MediaError::Unsupported`]). Both shipped transports do both. Inbound media sessions
-//! surface on the event stream as [`Event::Media`].
+//! ([`MediaError::Unsupported`]) and [`Transport::open_stream`] ([`StreamError::Unsupported`]).
+//! Both shipped transports do all three. Inbound media sessions and streams surface on the
+//! event stream as [`Event::Media`] and [`Event::Stream`].
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -52,8 +53,10 @@ pub mod mem;
 mod packet;
 pub mod quic;
 mod stats;
+pub mod stream;
 
 pub use media::{MediaError, MediaPacket, MediaSession, MediaStats};
+pub use stream::{IncomingStream, RecvStream, Refusal, SendStream, StreamError};
 
 #[cfg(feature = "packet-debug")]
 pub use packet::outstanding;
@@ -117,6 +120,20 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     ) -> BoxFuture<'static, Result<MediaSession, MediaError>> {
         let _ = (remote, addr);
         Box::pin(std::future::ready(Err(MediaError::Unsupported)))
+    }
+
+    /// Opens a stream to `remote` at `addr` (the address its live edge runs over) for the
+    /// application `protocol`, and waits for the peer's answer. Over QUIC it rides a
+    /// connection of its own, authenticated as `remote`. [`StreamError::Unsupported`] if the
+    /// peer (or this transport) has no streams.
+    fn open_stream(
+        &self,
+        remote: NodeId,
+        addr: &Addr,
+        protocol: &str,
+    ) -> BoxFuture<'static, Result<(SendStream, RecvStream), StreamError>> {
+        let _ = (remote, addr, protocol);
+        Box::pin(std::future::ready(Err(StreamError::Unsupported)))
     }
 
     /// The hard side of a birthday punch (we sit behind a symmetric NAT): opens
@@ -246,6 +263,9 @@ pub enum Event {
     /// A peer opened a media session to us. Whoever takes it decides: keep the handle to
     /// accept, [`MediaSession::refuse`] to refuse (dropping it closes it too).
     Media(MediaSession),
+    /// A peer opened a stream to us: [`IncomingStream::accept`] or
+    /// [`IncomingStream::refuse`] it (dropping it refuses it).
+    Stream(IncomingStream),
 }
 
 /// Who opened an edge.

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 mod media;
+mod stream;
 
 use crate::{
     Addr, BoxFuture, CloseReason, Conn, ConnSet, Counters, DialError, Direction, Event, Events,
@@ -84,6 +85,8 @@ struct HubState {
     next_relay: u64,
     /// Nodes that do not speak media (as a peer that predates it).
     no_media: HashSet<NodeId>,
+    /// Nodes that do not speak streams (as the Go reference).
+    no_streams: HashSet<NodeId>,
     /// Media link models, per direction (datagrams and messages of media sessions).
     media_links: HashMap<(NodeId, NodeId), LinkModel>,
     /// The receive budget of new media sessions (`None`: the default).
@@ -522,6 +525,17 @@ impl Hub {
         }
     }
 
+    /// Makes `id` speak streams or not (not: its peers' [`Transport::open_stream`] fails
+    /// with [`crate::StreamError::Unsupported`], as toward the Go reference).
+    pub fn set_streams(&self, id: NodeId, on: bool) {
+        let mut state = self.lock();
+        if on {
+            state.no_streams.remove(&id);
+        } else {
+            state.no_streams.insert(id);
+        }
+    }
+
     /// Birthday probes that easy sides have sent so far.
     pub fn birthday_probes(&self) -> u64 {
         self.lock().birthday_probes
@@ -684,6 +698,24 @@ impl Transport for MemTransport {
             .map_err(crate::MediaError::Dial)
             .and_then(|(target, source)| media::open(&self.0, &target, addr, source));
         Box::pin(std::future::ready(result))
+    }
+
+    fn open_stream(
+        &self,
+        remote: NodeId,
+        addr: &Addr,
+        protocol: &str,
+    ) -> BoxFuture<'static, Result<(crate::SendStream, crate::RecvStream), crate::StreamError>>
+    {
+        match self.resolve(remote, addr) {
+            Ok((target, source)) => Box::pin(stream::open(
+                self.0.clone(),
+                target,
+                source,
+                protocol.to_owned(),
+            )),
+            Err(e) => Box::pin(std::future::ready(Err(crate::StreamError::Dial(e)))),
+        }
     }
 
     fn punch(&self, addr: &Addr) -> Result<(), PunchError> {

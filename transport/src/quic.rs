@@ -37,12 +37,14 @@ use tokio::sync::mpsc;
 
 use crate::{
     Addr, BoxFuture, CloseReason, Conn, ConnSet, Counters, DialError, Direction, Event, Events,
-    MAX_PACKET_LEN, Packet, PunchError, RelayError, SizeClass, Transport, TransportStats,
+    MAX_PACKET_LEN, Packet, PunchError, RecvStream, RelayError, SendStream, SizeClass, StreamError,
+    Transport, TransportStats,
 };
 
 mod birthday;
 mod media;
 mod relay;
+mod stream;
 pub use relay::RelayLimits;
 
 mod tls;
@@ -58,6 +60,8 @@ pub const NET: &str = "quic";
 pub const ALPN: &[u8] = b"nodenet/1";
 /// ALPN of media sessions.
 pub const ALPN_MEDIA: &[u8] = b"nodenet-media/1";
+/// ALPN of stream connections (a Rust-to-Rust extension; see [`crate::stream`]).
+pub const ALPN_STREAM: &[u8] = b"nodenet-stream/1";
 /// The hole-punch datagram. Its first byte has the top two bits clear, so QUIC stacks treat it
 /// as a non-QUIC packet and drop it.
 pub const PUNCH_DATAGRAM: [u8; 4] = [0x00, b'n', b'p', 0x01];
@@ -93,6 +97,10 @@ pub struct QuicConfig {
     pub media: bool,
     /// The receive budget of each media session.
     pub media_budget: crate::media::MediaBudget,
+    /// Serve and open streams (ALPN `nodenet-stream/1`). Off, the listener does not offer
+    /// the ALPN, so a peer's stream dial fails with [`crate::StreamError::Unsupported`], as
+    /// toward the Go reference.
+    pub streams: bool,
 }
 
 impl Default for QuicConfig {
@@ -109,6 +117,7 @@ impl Default for QuicConfig {
             relay: RelayLimits::default(),
             media: true,
             media_budget: crate::media::MediaBudget::default(),
+            streams: true,
         }
     }
 }
@@ -156,6 +165,12 @@ impl QuicConfig {
         self
     }
 
+    /// Sets [`QuicConfig::streams`].
+    pub fn streams(mut self, on: bool) -> Self {
+        self.streams = on;
+        self
+    }
+
     /// Sets [`QuicConfig::media_budget`].
     pub fn media_budget(mut self, budget: crate::media::MediaBudget) -> Self {
         self.media_budget = budget;
@@ -195,6 +210,8 @@ struct Shared {
     client: quinn::ClientConfig,
     /// The client config of media dials (`None` with media off).
     media_client: Option<quinn::ClientConfig>,
+    /// The client config of stream dials (`None` with streams off).
+    stream_client: Option<quinn::ClientConfig>,
     raw: UdpSocket,
     config: QuicConfig,
     events: Events,
@@ -302,7 +319,12 @@ impl QuicTransport {
         let socket = UdpSocket::bind(addr)?;
         let raw = socket.try_clone()?;
         let local = socket.local_addr()?;
-        let (server, client, media_client) = crypto_configs(identity, &config)?;
+        let Configs {
+            server,
+            client,
+            media_client,
+            stream_client,
+        } = crypto_configs(identity, &config)?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server.clone()),
@@ -318,6 +340,7 @@ impl QuicTransport {
             side_endpoints: Mutex::new(HashMap::new()),
             client,
             media_client,
+            stream_client,
             raw,
             events: Events::new(config.event_queue),
             config,
@@ -373,11 +396,12 @@ impl QuicTransport {
 }
 
 /// The listener's config, the overlay dial config and the media dial config (if media is on).
-type Configs = (
-    quinn::ServerConfig,
-    quinn::ClientConfig,
-    Option<quinn::ClientConfig>,
-);
+struct Configs {
+    server: quinn::ServerConfig,
+    client: quinn::ClientConfig,
+    media_client: Option<quinn::ClientConfig>,
+    stream_client: Option<quinn::ClientConfig>,
+}
 
 fn crypto_configs(identity: &Identity, config: &QuicConfig) -> Result<Configs, BindError> {
     let cert = tls::LocalCert::generate(identity).map_err(|e| BindError::Tls(e.to_string()))?;
@@ -392,7 +416,7 @@ pub fn danger_configs(
     identity: &Identity,
     config: &QuicConfig,
 ) -> Result<(quinn::ServerConfig, quinn::ClientConfig), BindError> {
-    crypto_configs(identity, config).map(|(s, c, _)| (s, c))
+    crypto_configs(identity, config).map(|c| (c.server, c.client))
 }
 
 fn crypto_configs_with(cert: &tls::LocalCert, config: &QuicConfig) -> Result<Configs, BindError> {
@@ -415,6 +439,9 @@ fn crypto_configs_with(cert: &tls::LocalCert, config: &QuicConfig) -> Result<Con
     if config.media {
         server.alpn_protocols.push(ALPN_MEDIA.to_vec());
     }
+    if config.streams {
+        server.alpn_protocols.push(ALPN_STREAM.to_vec());
+    }
     let server = QuicServerConfig::try_from(server).map_err(|e| tls_err(&e))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
     // The dialer opens the edge's one bidirectional stream. With media on, one listener
@@ -428,6 +455,11 @@ fn crypto_configs_with(cert: &tls::LocalCert, config: &QuicConfig) -> Result<Con
             .datagram_receive_buffer_size(Some(media::DATAGRAM_BUFFER))
             .receive_window(media::RECEIVE_WINDOW.into());
     }
+    if config.streams {
+        // A stream connection raises its stream limit after the handshake; the connection
+        // window bounds what all of one peer's streams can park here.
+        tc.receive_window(stream::RECEIVE_WINDOW.into());
+    }
     server.transport_config(Arc::new(tc));
 
     let mut client = rustls::ClientConfig::builder_with_provider(provider)
@@ -438,6 +470,7 @@ fn crypto_configs_with(cert: &tls::LocalCert, config: &QuicConfig) -> Result<Con
         .with_client_auth_cert(vec![cert.cert.clone()], cert.key_der())
         .map_err(|e| tls_err(&e))?;
     let mut media_tls = client.clone();
+    let mut stream_tls = client.clone();
     client.alpn_protocols = vec![ALPN.to_vec()];
     let client = QuicClientConfig::try_from(client).map_err(|e| tls_err(&e))?;
     let mut client = quinn::ClientConfig::new(Arc::new(client));
@@ -454,7 +487,90 @@ fn crypto_configs_with(cert: &tls::LocalCert, config: &QuicConfig) -> Result<Con
     } else {
         None
     };
-    Ok((server, client, media_client))
+    let stream_client = if config.streams {
+        stream_tls.alpn_protocols = vec![ALPN_STREAM.to_vec()];
+        let tls = QuicClientConfig::try_from(stream_tls).map_err(|e| tls_err(&e))?;
+        let mut stream_client = quinn::ClientConfig::new(Arc::new(tls));
+        let tc = stream::dial_transport_config().map_err(|e| tls_err(&e))?;
+        stream_client.transport_config(Arc::new(tc));
+        Some(stream_client)
+    } else {
+        None
+    };
+    Ok(Configs {
+        server,
+        client,
+        media_client,
+        stream_client,
+    })
+}
+
+/// Why a connection beside the edge (media, stream) could not be dialed.
+enum SideDialError {
+    /// The peer's listener does not offer the ALPN (TLS alert 120), or we have no client
+    /// config for it.
+    Unsupported,
+    /// The dial failed.
+    Dial(DialError),
+}
+
+/// TLS alert 120 (no_application_protocol) as a QUIC CRYPTO_ERROR: a peer without the ALPN.
+const NO_APPLICATION_PROTOCOL: u64 = 0x100 + 120;
+
+/// Dials a connection beside the edge to `remote` at `addr` with `client` (a media or stream
+/// ALPN), from the socket the edge uses: a peer met by a birthday punch is reached only from
+/// that punch's socket. Checks that the peer proves `remote`; returns the connection and the
+/// peer's key.
+async fn dial_side(
+    shared: &Shared,
+    client: Option<quinn::ClientConfig>,
+    remote: NodeId,
+    addr: &Addr,
+) -> Result<(quinn::Connection, [u8; 32]), SideDialError> {
+    let dial_err = SideDialError::Dial;
+    if shared.events.is_closed() {
+        return Err(dial_err(DialError::Closed));
+    }
+    let client = client.ok_or(SideDialError::Unsupported)?;
+    let target: SocketAddr = (addr.net == NET)
+        .then(|| addr.endpoint.parse().ok())
+        .flatten()
+        .ok_or_else(|| {
+            dial_err(DialError::BadAddr {
+                addr: addr.clone(),
+                why: "not a literal quic ip:port",
+            })
+        })?;
+    let side = lock(&shared.side_endpoints).get(&remote).cloned();
+    let endpoint = side.as_ref().unwrap_or(&shared.endpoint);
+    let connecting = endpoint
+        .connect_with(client, target, SERVER_NAME)
+        .map_err(|_| {
+            dial_err(DialError::BadAddr {
+                addr: addr.clone(),
+                why: "quinn refused the address",
+            })
+        })?;
+    let connection = match tokio::time::timeout(shared.config.handshake_timeout, connecting).await {
+        Err(_) => return Err(dial_err(DialError::Timeout)),
+        Ok(Err(quinn::ConnectionError::ConnectionClosed(c)))
+            if u64::from(c.error_code) == NO_APPLICATION_PROTOCOL =>
+        {
+            return Err(SideDialError::Unsupported);
+        }
+        Ok(Err(e)) => return Err(dial_err(map_connection_error(&e, addr))),
+        Ok(Ok(c)) => c,
+    };
+    let (actual, key) =
+        peer_id(&connection).map_err(|e| dial_err(DialError::Handshake(e.to_string())))?;
+    if actual != remote {
+        connection.close(0u32.into(), b"identity mismatch");
+        return Err(dial_err(DialError::IdentityMismatch {
+            expected: remote,
+            actual,
+        }));
+    }
+    Ok((connection, key))
 }
 
 fn transport_config(
@@ -538,6 +654,20 @@ impl Transport for QuicTransport {
         addr: &Addr,
     ) -> BoxFuture<'static, Result<crate::MediaSession, crate::MediaError>> {
         Box::pin(media::open(self.0.clone(), remote, addr.clone()))
+    }
+
+    fn open_stream(
+        &self,
+        remote: NodeId,
+        addr: &Addr,
+        protocol: &str,
+    ) -> BoxFuture<'static, Result<(SendStream, RecvStream), StreamError>> {
+        Box::pin(stream::open(
+            self.0.clone(),
+            remote,
+            addr.clone(),
+            protocol.to_owned(),
+        ))
     }
 
     fn birthday_hard(
@@ -791,6 +921,11 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, slot: Inboun
         .and_then(|h| h.protocol);
     if alpn.as_deref() == Some(ALPN_MEDIA) {
         media::accept(shared, connection, remote_id, remote_key, remote_addr).await;
+        drop(slot);
+        return;
+    }
+    if alpn.as_deref() == Some(ALPN_STREAM) {
+        stream::accept(shared, connection, remote_id, remote_addr).await;
         drop(slot);
         return;
     }

@@ -17,12 +17,12 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use nodenet_kad::NodeId;
 
-use super::{NET, SERVER_NAME, Shared, map_connection_error, peer_id};
+use super::{NET, Shared};
 use crate::media::{
     IDLE_TIMEOUT, KEEPALIVE, MAX_MESSAGE, MESSAGE_READ_BOUND, MESSAGE_STALL, MediaError, MediaLink,
     Peer, STREAM_STALLED, Session,
 };
-use crate::{Addr, BoxFuture, CloseReason, DialError, Direction, Event, MediaSession};
+use crate::{Addr, BoxFuture, CloseReason, Direction, Event, MediaSession};
 
 /// Uni streams (messages in flight) a peer may open at once.
 pub(super) const MAX_MESSAGE_STREAMS: u32 = 256;
@@ -33,8 +33,6 @@ pub(super) const DATAGRAM_BUFFER: usize = 256 * 1280;
 pub(super) const RECEIVE_WINDOW: u32 = 4 << 20;
 /// Stream data one message stream may have in flight: a whole message and a little more.
 const STREAM_WINDOW: u32 = 128 << 10;
-/// TLS alert 120 (no_application_protocol) as a QUIC CRYPTO_ERROR: a peer without media.
-const NO_APPLICATION_PROTOCOL: u64 = 0x100 + 120;
 
 /// The quinn transport settings of a media connection we dial.
 pub(super) fn dial_transport_config() -> Result<quinn::TransportConfig, String> {
@@ -185,52 +183,12 @@ pub(super) async fn open(
     remote: NodeId,
     addr: Addr,
 ) -> Result<MediaSession, MediaError> {
-    let dial_err = MediaError::Dial;
-    if shared.events.is_closed() {
-        return Err(dial_err(DialError::Closed));
-    }
-    let Some(client) = shared.media_client.clone() else {
-        return Err(MediaError::Unsupported);
+    let client = shared.media_client.clone();
+    let (connection, key) = match super::dial_side(&shared, client, remote, &addr).await {
+        Ok(c) => c,
+        Err(super::SideDialError::Unsupported) => return Err(MediaError::Unsupported),
+        Err(super::SideDialError::Dial(e)) => return Err(MediaError::Dial(e)),
     };
-    let target: SocketAddr = (addr.net == NET)
-        .then(|| addr.endpoint.parse().ok())
-        .flatten()
-        .ok_or_else(|| {
-            dial_err(DialError::BadAddr {
-                addr: addr.clone(),
-                why: "not a literal quic ip:port",
-            })
-        })?;
-    // A peer met by a birthday punch is reached only from that punch's socket.
-    let side = super::lock(&shared.side_endpoints).get(&remote).cloned();
-    let endpoint = side.as_ref().unwrap_or(&shared.endpoint);
-    let connecting = endpoint
-        .connect_with(client, target, SERVER_NAME)
-        .map_err(|_| {
-            dial_err(DialError::BadAddr {
-                addr: addr.clone(),
-                why: "quinn refused the address",
-            })
-        })?;
-    let connection = match tokio::time::timeout(shared.config.handshake_timeout, connecting).await {
-        Err(_) => return Err(dial_err(DialError::Timeout)),
-        Ok(Err(quinn::ConnectionError::ConnectionClosed(c)))
-            if u64::from(c.error_code) == NO_APPLICATION_PROTOCOL =>
-        {
-            return Err(MediaError::Unsupported);
-        }
-        Ok(Err(e)) => return Err(dial_err(map_connection_error(&e, &addr))),
-        Ok(Ok(c)) => c,
-    };
-    let (actual, key) =
-        peer_id(&connection).map_err(|e| dial_err(DialError::Handshake(e.to_string())))?;
-    if actual != remote {
-        connection.close(0u32.into(), b"identity mismatch");
-        return Err(dial_err(DialError::IdentityMismatch {
-            expected: remote,
-            actual,
-        }));
-    }
     if connection.max_datagram_size().is_none() {
         connection.close(0u32.into(), b"no datagrams");
         return Err(MediaError::Unsupported);

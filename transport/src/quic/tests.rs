@@ -128,7 +128,9 @@ fn forged_certificates_are_refused_with_the_reason() {
 
 /// A raw quinn client presenting `cert`, for talking to a transport outside its own rules.
 fn raw_client(cert: &LocalCert) -> (quinn::Endpoint, quinn::ClientConfig) {
-    let (_, client, _) = crypto_configs_with(cert, &QuicConfig::default()).unwrap();
+    let client = crypto_configs_with(cert, &QuicConfig::default())
+        .unwrap()
+        .client;
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     (endpoint, client)
 }
