@@ -174,6 +174,10 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> TransportStats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         TransportStats {

@@ -7,12 +7,21 @@
 //! hijacked or used to reflect traffic elsewhere. Budgets (per session: bytes and packets;
 //! across sessions: bytes) drop what exceeds them silently; the tunnelled QUIC connection's
 //! congestion control backs off. Only forwarded datagrams keep a session alive.
+//!
+//! Datagrams move in batches where the kernel offers it: one receive takes a run of
+//! same-sized datagrams from one sender (GRO), and one send passes them on (GSO), so a bulk
+//! transfer costs two system calls per batch rather than per datagram. Budgets count every
+//! datagram of a batch.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::io::IoSliceMut;
+
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
@@ -122,6 +131,65 @@ impl Side {
     }
 }
 
+/// One socket of a session with its batching state and receive buffer.
+struct Port {
+    sock: UdpSocket,
+    state: UdpSocketState,
+    buf: Vec<u8>,
+}
+
+impl Port {
+    fn new(sock: UdpSocket) -> std::io::Result<Self> {
+        let state = UdpSocketState::new((&sock).into())?;
+        Ok(Self {
+            sock,
+            state,
+            buf: vec![0u8; 65_536],
+        })
+    }
+
+    /// The next batch: its length, the size of each datagram in it, and the sender.
+    async fn recv(&mut self) -> std::io::Result<(usize, usize, SocketAddr)> {
+        let Self { sock, state, buf } = self;
+        loop {
+            sock.readable().await?;
+            let mut meta = [RecvMeta::default()];
+            let got = sock.try_io(Interest::READABLE, || {
+                let mut bufs = [IoSliceMut::new(buf)];
+                state.recv((&*sock).into(), &mut bufs, &mut meta)
+            });
+            match got {
+                Ok(_) => {
+                    let m = &meta[0];
+                    return Ok((m.len, m.stride.max(1).min(m.len.max(1)), m.addr));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends `data` (datagrams of `stride` bytes, the last maybe shorter) to `to`.
+    async fn send(&self, data: &[u8], stride: usize, to: SocketAddr) -> std::io::Result<()> {
+        let batch = self.state.max_gso_segments().max(1) * stride;
+        for run in data.chunks(batch) {
+            let transmit = Transmit {
+                destination: to,
+                ecn: None,
+                contents: run,
+                segment_size: (run.len() > stride).then_some(stride),
+                src_ip: None,
+            };
+            self.sock
+                .async_io(Interest::WRITABLE, || {
+                    self.state.send((&self.sock).into(), &transmit)
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 /// Runs one session until it idles out, then frees its slot.
 pub(crate) async fn splice(
     caller: UdpSocket,
@@ -129,32 +197,37 @@ pub(crate) async fn splice(
     relays: Arc<Relays>,
     counters: Arc<Counters>,
 ) {
+    if let (Ok(caller), Ok(callee)) = (Port::new(caller), Port::new(callee)) {
+        run(caller, callee, &relays, &counters).await;
+    }
+    relays.active.fetch_sub(1, Ordering::AcqRel);
+}
+
+async fn run(mut caller: Port, mut callee: Port, relays: &Relays, counters: &Counters) {
     let limits = relays.limits;
     let mut bytes = Bucket::new(limits.session_bytes);
     let mut packets = Bucket::new(limits.session_packets);
     let (mut a, mut b) = (Side::default(), Side::default());
-    let mut buf_a = vec![0u8; 65_536];
-    let mut buf_b = vec![0u8; 65_536];
     let mut last = Instant::now();
     loop {
         let idle = tokio::time::sleep_until(last + limits.idle);
-        // (which side it came in on, bytes, sender)
+        // (which side it came in on, bytes, datagram size, sender)
         // A socket error ends the session (retrying at once could spin on a persistent one).
-        let (from_caller, n, from) = tokio::select! {
-            r = caller.recv_from(&mut buf_a) => match r {
-                Ok((n, from)) => (true, n, from),
+        let (from_caller, n, stride, from) = tokio::select! {
+            r = caller.recv() => match r {
+                Ok((n, stride, from)) => (true, n, stride, from),
                 Err(_) => break,
             },
-            r = callee.recv_from(&mut buf_b) => match r {
-                Ok((n, from)) => (false, n, from),
+            r = callee.recv() => match r {
+                Ok((n, stride, from)) => (false, n, stride, from),
                 Err(_) => break,
             },
             () = idle => break,
         };
         let (this, other, out, data) = if from_caller {
-            (&mut a, &b, &callee, &buf_a[..n])
+            (&mut a, &b, &callee, &caller.buf[..n])
         } else {
-            (&mut b, &a, &caller, &buf_b[..n])
+            (&mut b, &a, &caller, &callee.buf[..n])
         };
         if !this.admit(from) {
             Counters::inc(&counters.relay_dropped_foreign);
@@ -165,8 +238,9 @@ pub(crate) async fn splice(
         let Some(to) = other.peer else {
             continue;
         };
+        let count = n.div_ceil(stride);
         let size = n as f64;
-        let within = packets.take(1.0)
+        let within = packets.take(count as f64)
             && bytes.take(size)
             && relays
                 .total
@@ -174,15 +248,14 @@ pub(crate) async fn splice(
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take(size);
         if !within {
-            Counters::inc(&counters.relay_dropped_budget);
+            Counters::add(&counters.relay_dropped_budget, count as u64);
             continue;
         }
-        if out.send_to(data, to).await.is_ok() {
-            Counters::inc(&counters.relay_forwarded);
+        if out.send(data, stride, to).await.is_ok() {
+            Counters::add(&counters.relay_forwarded, count as u64);
             last = Instant::now();
         }
     }
-    relays.active.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Binds the two sockets of a new session on `ip`, if a session slot is free.
