@@ -44,7 +44,8 @@ pub enum SeedFileError {
     },
 }
 
-/// Reads a 32-byte seed file.
+/// Reads a 32-byte seed file. The seed comes back in a `zeroize::Zeroizing` wrapper that
+/// wipes it when dropped and derefs to the bytes: `Identity::from_seed(&seed)` takes it as is.
 ///
 /// Refuses, with an error that says which: a missing or unreadable file, a file that is not
 /// exactly 32 bytes, and (on Unix) a file that group or others can access.

@@ -146,7 +146,8 @@ pub enum StepError {
 }
 
 /// A direct edge to a peer, from [`Node::connect`]. Frames the peer sends on it arrive on
-/// [`Node::deliveries`] with [`crate::Via::Direct`].
+/// [`Node::deliveries`] with [`crate::Via::Direct`]. Dropping the handle leaves the edge up
+/// (it is the node's, and routes for others too); [`Connection::close`] closes it.
 #[derive(Clone, Debug)]
 pub struct Connection {
     node: Node,

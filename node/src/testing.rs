@@ -320,7 +320,9 @@ impl Cluster {
     }
 
     /// Cuts node `i` off from every other node (as [`Cluster::partition`] with each), until
-    /// [`Cluster::rejoin`]. Its edges die by their dead-edge timers; it keeps running.
+    /// [`Cluster::rejoin`]. It keeps running; its edges die by their dead-edge timers, so
+    /// allow them 90 s of simulated time (with the cluster's 5× maintenance) before you
+    /// expect no edge to or from it. What is sent to it meanwhile is lost, not held.
     ///
     /// # Panics
     /// If there is no node `i`.
