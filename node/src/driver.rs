@@ -54,6 +54,7 @@ pub struct Builder {
     rendezvous_timeout: Duration,
     direct_dial_timeout: Duration,
     media_consent: Option<crate::media::ConsentHook>,
+    stream_admission: Option<crate::streams::StreamHook>,
     birthday: nodenet_nat::birthday::BirthdayConfig,
     attest: bool,
 }
@@ -80,6 +81,19 @@ impl Builder {
         allow: impl Fn(&NodeId) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.media_consent = Some(Box::new(allow));
+        self
+    }
+
+    /// Which inbound streams may reach their listener, by peer and protocol: a stream the
+    /// hook refuses is refused ([`Refusal::Refused`](nodenet_transport::Refusal::Refused))
+    /// and counted in [`Stats::dropped_stream_refused`](crate::Stats::dropped_stream_refused).
+    /// Unset (the default), every stream of a protocol with a live
+    /// [`Node::accept_streams`] listener is let through (within the caps).
+    pub fn stream_admission(
+        mut self,
+        allow: impl Fn(&NodeId, &str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.stream_admission = Some(Box::new(allow));
         self
     }
 
@@ -307,6 +321,7 @@ impl Builder {
             relayed: Mutex::new(HashMap::new()),
             punched: Mutex::new(HashSet::new()),
             media: crate::media::Media::new(self.media_consent),
+            streams: crate::streams::Streams::new(self.stream_admission),
             birthday: Mutex::new(nodenet_nat::birthday::Limits::new(self.birthday)),
             relay_binds: Mutex::new(Vec::new()),
             attested: Mutex::new(HashMap::new()),
@@ -423,6 +438,8 @@ pub(crate) struct Shared {
     pub(crate) punched: Mutex<HashSet<ConnId>>,
     /// Inbound media admission.
     pub(crate) media: crate::media::Media,
+    /// Stream listeners and inbound stream admission.
+    pub(crate) streams: crate::streams::Streams,
     /// Birthday punching's limits.
     pub(crate) birthday: Mutex<nodenet_nat::birthday::Limits>,
     /// Relay sessions bound to us (RelayBind): the relay's callee-side address, and until
@@ -509,6 +526,7 @@ impl Node {
             rendezvous_timeout: DEFAULT_RENDEZVOUS_TIMEOUT,
             direct_dial_timeout: crate::DIRECT_DIAL_TIMEOUT,
             media_consent: None,
+            stream_admission: None,
             birthday: nodenet_nat::birthday::BirthdayConfig::default(),
             attest: true,
         }
@@ -630,6 +648,12 @@ impl Node {
     /// Waits until the node holds at least one live edge, so [`Node::send`] and
     /// [`Node::connect`] have somewhere to route; returns at once if it already does. The node
     /// must be running ([`Node::spawn`], or [`Builder::bind`] which starts it).
+    ///
+    /// An edge counts once it is up. A peer whose [`Builder::min_difficulty`] our identity
+    /// misses takes the connection and then drops it, so `joined` (and [`Node::dial`]) can
+    /// return `Ok` for an edge that is gone a moment later ([`crate::NodeEvent::EdgeDown`]; the peer
+    /// counts it in [`Stats::dropped_sub_pow`](crate::Stats::dropped_sub_pow)): mint the
+    /// identity at the network's difficulty.
     ///
     /// # Errors
     /// [`JoinError::Timeout`] if no edge came up within `timeout` (are the bootstrap contacts
@@ -798,6 +822,7 @@ impl Node {
                     Some(Event::Frame { conn, packet }) => self.on_frame(&conn, packet),
                     Some(Event::Closed { conn, .. }) => self.on_closed(&conn),
                     Some(Event::Media(session)) => self.on_media(session),
+                    Some(Event::Stream(incoming)) => self.on_stream(incoming),
                     Some(_) => {}
                     None => break,
                 },
@@ -817,6 +842,8 @@ impl Node {
         // this set (and ended here) or never started.
         let mut tasks = std::mem::take(&mut *lock(&self.0.tasks));
         tasks.shutdown().await;
+        // Listeners see the end (`accept` returns `None`); queued streams are reset.
+        self.0.streams.close();
         let conns: Vec<Conn> = lock(&self.0.conns).drain().map(|(_, c)| c).collect();
         let leave = small_frame(FrameType::LEAVE, &[]);
         for c in &conns {

@@ -3,7 +3,8 @@
 
 use nodenet_kad::NodeId;
 use nodenet_rendezvous::OpenError;
-use nodenet_transport::{DialError, MediaError};
+use nodenet_transport::stream::BadProtocol;
+use nodenet_transport::{DialError, MediaError, StreamError};
 
 use crate::connect::{Step, StepError};
 use crate::core::{EdgeRefusal, OriginateError};
@@ -130,6 +131,42 @@ pub enum OpenMediaError {
     },
 }
 
+/// Why [`Node::open_stream`](crate::Node::open_stream) opened no stream.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenStreamError {
+    /// The protocol name cannot be sent (checked before anything goes out).
+    #[error(transparent)]
+    BadProtocol(#[from] BadProtocol),
+    /// No edge to the peer and connecting failed (or the target is us, or we shut down).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The edge came up but closed before the stream could open over its path.
+    #[error("the edge to {0} closed")]
+    EdgeClosed(NodeId),
+    /// The stream itself failed: the peer refused it ([`StreamError::Refused`]), does not
+    /// speak streams ([`StreamError::Unsupported`]), or its address did not answer.
+    #[error("stream to {target}: {error}")]
+    Stream {
+        /// The peer.
+        target: NodeId,
+        /// Why.
+        error: StreamError,
+    },
+}
+
+/// Why [`Node::accept_streams`](crate::Node::accept_streams) registered no listener.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenError {
+    /// The protocol name is not one a peer could send.
+    #[error(transparent)]
+    BadProtocol(#[from] BadProtocol),
+    /// A listener for this protocol is live already (drop it first).
+    #[error("streams of protocol {0:?} are already being accepted")]
+    AlreadyListening(String),
+}
+
 /// Why [`Node::joined`](crate::Node::joined) gave up.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -216,6 +253,12 @@ pub enum Error {
     /// From [`Node::open_media`](crate::Node::open_media).
     #[error(transparent)]
     Media(#[from] OpenMediaError),
+    /// From [`Node::open_stream`](crate::Node::open_stream).
+    #[error(transparent)]
+    Stream(#[from] OpenStreamError),
+    /// From [`Node::accept_streams`](crate::Node::accept_streams).
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     /// From [`Node::joined`](crate::Node::joined).
     #[error(transparent)]
     Join(#[from] JoinError),

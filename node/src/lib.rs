@@ -33,6 +33,7 @@
 //! | [`Node::send_sealed`] | routed, end-to-end encrypted and signed | [`MAX_SEALED_PLAINTEXT`] | no | no | sealed and queued |
 //! | [`Node::send_direct`], [`Connection::send`] | one edge, direct or relayed (a relay carries ciphertext it cannot read), after [`Node::connect`] | [`MAX_DIRECT_PAYLOAD`] | per edge; an edge replaced mid-stream (a relayed one upgraded to a punched one) may reorder the frames around the switch | over the edge, yes; but the receiver's deliveries queue drops what it has no room for (counted), and a frame queued as its edge dies is lost | queued on the edge; waits for room there |
 //! | [`Node::open_media`] | a separate QUIC session for calls | see [`MediaSession`] | no | datagrams no, messages yes | the session is open (the callee may still refuse it) |
+//! | [`Node::open_stream`] | a QUIC stream on its own connection over the edge's path (direct, punched or relayed) | unbounded (a byte stream) | yes | yes, flow-controlled: a slow reader slows the writer, nothing is dropped, an early end is an error at both ends | the peer accepted it; [`SendStream::finish`] `Ok` means the peer holds every byte |
 //!
 //! Everything addressed to a node arrives on one queue, [`Node::deliveries`], in arrival
 //! order; when the application does not keep up, new payloads are dropped and counted in
@@ -46,7 +47,7 @@
 //!
 //! Each operation has its own error type, naming what was wrong with the numbers that matter:
 //! [`SendError`], [`ConnectError`], [`DirectSendError`], [`SealError`], [`OpenError`],
-//! [`OpenMediaError`], [`JoinError`], [`DialNodeError`], [`BuildError`], [`AlreadyTaken`].
+//! [`OpenMediaError`], [`OpenStreamError`], [`ListenError`], [`StreamError`], [`JoinError`], [`DialNodeError`], [`BuildError`], [`AlreadyTaken`].
 //! Every one converts into [`Error`] for code that passes them all up with `?`.
 //!
 //! # Tests and simulations
@@ -76,6 +77,7 @@ mod rng;
 mod setup;
 pub mod sim;
 mod stats;
+mod streams;
 pub mod testing;
 
 #[cfg(test)]
@@ -100,8 +102,8 @@ pub use driver::{
     Deliveries, Node,
 };
 pub use error::{
-    AlreadyTaken, ConnectError, DialNodeError, DirectSendError, Error, JoinError, OpenMediaError,
-    SealError, SendError,
+    AlreadyTaken, ConnectError, DialNodeError, DirectSendError, Error, JoinError, ListenError,
+    OpenMediaError, OpenStreamError, SealError, SendError,
 };
 pub use media::{
     ConsentHook, INBOUND_MEDIA_QUEUE, InboundMedia, MAX_MEDIA_PER_PEER, MAX_MEDIA_SESSIONS,
@@ -119,12 +121,15 @@ pub use nodenet_transport::Transport;
 pub use nodenet_transport::media::{MediaBudget, MediaPacket, MediaStats};
 pub use nodenet_transport::mem;
 pub use nodenet_transport::quic::{BindError as QuicBindError, QuicConfig, QuicTransport};
+pub use nodenet_transport::stream::{BadProtocol, MAX_PROTOCOL};
 pub use nodenet_transport::{DialError, TransportStats};
 pub use nodenet_transport::{MediaError, MediaSession};
+pub use nodenet_transport::{RecvStream, Refusal, SendStream, StreamError};
 pub use nodenet_wire::Addr;
 pub use rng::CoreRng;
 pub use setup::{ContactError, mint_identity, parse_contact, quic_addr};
 pub use stats::{COUNTERS, Stats};
+pub use streams::{MAX_STREAMS, MAX_STREAMS_PER_PEER, STREAM_QUEUE, StreamHook, StreamListener};
 
 /// The largest payload [`Node::send`] routes: one 64 KiB frame less the frame header
 /// (5 bytes) and the signed envelope (205 bytes: target, TTL, key, time, two avoid slots,

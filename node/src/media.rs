@@ -17,6 +17,7 @@ use std::collections::HashMap;
 
 use nodenet_kad::NodeId;
 use nodenet_transport::{MediaError, MediaSession};
+use nodenet_wire::Addr;
 use tokio::sync::mpsc;
 
 use crate::driver::{Node, lock};
@@ -61,6 +62,14 @@ impl MediaSlots {
     }
 }
 
+/// Why [`Node::edge_addr`] has no address.
+pub(crate) enum EdgeAddrError {
+    /// There was no edge and connecting failed.
+    Connect(ConnectError),
+    /// The edge came up but closed before we could use it.
+    EdgeClosed,
+}
+
 /// The node's media state.
 pub(crate) struct Media {
     pub(crate) consent: Option<ConsentHook>,
@@ -94,21 +103,10 @@ impl Node {
     /// [`OpenMediaError::Session`] when the session could not open over the edge's path (the
     /// peer lacks media support, or its address did not answer).
     pub async fn open_media(&self, target: NodeId) -> Result<MediaSession, OpenMediaError> {
-        if target == self.id() {
-            return Err(ConnectError::SelfTarget.into());
-        }
-        if self.is_closed() {
-            return Err(ConnectError::Closed.into());
-        }
-        let conn = match self.conn_to(&target) {
-            Some(c) => c,
-            None => {
-                self.connect(target).await?;
-                self.conn_to(&target)
-                    .ok_or(OpenMediaError::EdgeClosed(target))?
-            }
-        };
-        let addr = conn.remote_addr();
+        let addr = self.edge_addr(target).await.map_err(|e| match e {
+            EdgeAddrError::Connect(c) => OpenMediaError::Connect(c),
+            EdgeAddrError::EdgeClosed => OpenMediaError::EdgeClosed(target),
+        })?;
         match self.0.transport.open_media(target, &addr).await {
             Ok(session) => {
                 lock(&self.0.core).stats_mut().media_opened += 1;
@@ -131,6 +129,25 @@ impl Node {
                 Err(OpenMediaError::Session { target, error })
             }
         }
+    }
+
+    /// The address our edge to `target` runs over, connecting first if we hold none: where a
+    /// connection beside the edge (media, a stream) goes to ride the same path.
+    pub(crate) async fn edge_addr(&self, target: NodeId) -> Result<Addr, EdgeAddrError> {
+        if target == self.id() {
+            return Err(EdgeAddrError::Connect(ConnectError::SelfTarget));
+        }
+        if self.is_closed() {
+            return Err(EdgeAddrError::Connect(ConnectError::Closed));
+        }
+        let conn = match self.conn_to(&target) {
+            Some(c) => c,
+            None => {
+                self.connect(target).await.map_err(EdgeAddrError::Connect)?;
+                self.conn_to(&target).ok_or(EdgeAddrError::EdgeClosed)?
+            }
+        };
+        Ok(conn.remote_addr())
     }
 
     /// An out-of-schedule ping of our edge to `peer`, if we hold one.

@@ -93,6 +93,19 @@ pub struct Stats {
     /// Inbound media sessions over a cap (16 in all, 4 per peer), or not taken by the
     /// application in time (its queue of 8 was full).
     pub dropped_media_cap: u64,
+    /// Streams we opened that the peer accepted.
+    pub streams_opened: u64,
+    /// Inbound streams handed to a listener.
+    pub streams_accepted: u64,
+    /// Inbound streams from a peer below the proof-of-work difficulty.
+    pub dropped_stream_sub_pow: u64,
+    /// Inbound streams of a protocol nobody listens for.
+    pub dropped_stream_no_handler: u64,
+    /// Inbound streams the admission hook refused.
+    pub dropped_stream_refused: u64,
+    /// Inbound streams over a cap (256 in all, 16 per peer), or whose listener's queue of 16
+    /// was full.
+    pub dropped_stream_cap: u64,
     /// Birthday punches agreed and played (either side).
     pub birthday_attempts: u64,
     /// Birthday punches that gave a direct edge.
@@ -111,7 +124,7 @@ pub struct Stats {
 }
 
 /// How many counters [`Stats::counters`] lists.
-pub const COUNTERS: usize = 50;
+pub const COUNTERS: usize = 56;
 
 impl Stats {
     /// Every counter as `(name, help, value)`, in declaration order: what a metrics exporter
@@ -312,6 +325,36 @@ impl Stats {
                 "dropped_media_cap",
                 "Inbound media sessions over a cap, or not taken by the application in time.",
                 self.dropped_media_cap,
+            ),
+            (
+                "streams_opened",
+                "Streams we opened that the peer accepted.",
+                self.streams_opened,
+            ),
+            (
+                "streams_accepted",
+                "Inbound streams handed to a listener.",
+                self.streams_accepted,
+            ),
+            (
+                "dropped_stream_sub_pow",
+                "Inbound streams from a peer below the proof-of-work difficulty.",
+                self.dropped_stream_sub_pow,
+            ),
+            (
+                "dropped_stream_no_handler",
+                "Inbound streams of a protocol nobody listens for.",
+                self.dropped_stream_no_handler,
+            ),
+            (
+                "dropped_stream_refused",
+                "Inbound streams the admission hook refused.",
+                self.dropped_stream_refused,
+            ),
+            (
+                "dropped_stream_cap",
+                "Inbound streams over a cap, or whose listener's queue was full.",
+                self.dropped_stream_cap,
             ),
             (
                 "birthday_attempts",
