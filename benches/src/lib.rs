@@ -15,8 +15,10 @@ use std::hint::black_box;
 use std::time::Instant;
 
 mod alloc;
+mod raw;
 
 pub use alloc::{CountingAlloc, allocations};
+pub use raw::raw_quinn_mib_s;
 
 /// Runs `op` `iters` times, five rounds over, and returns (nanoseconds per op in the fastest
 /// round, allocations per op over all rounds).

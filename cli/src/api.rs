@@ -10,6 +10,9 @@
 //! | `POST /connect` | `{"to":"<hex>"}` → `{"path":..,"ms":..}` |
 //! | `POST /disconnect` | `{"to":"<hex>"}`: closes our edge to it → `{"closed":true}` if there was one |
 //! | `POST /call` | `{"to":"<hex>","secs":3,"fps":50,"size":200}`: a test call's media, echoed by a node that takes calls → path, sent, echoed, round-trip p50/p99 |
+//! | `POST /send-file` | body: the file's bytes; headers `x-nodenet-to` (hex NodeId), `x-nodenet-name` (the name's UTF-8 in hex), `x-nodenet-size` (bytes) → bytes, secs, MiB/s, path, blake2b once the receiver verified it |
+//! | `POST /pipe` | body: the bytes; header `x-nodenet-to` → bytes, secs, MiB/s, path once the peer holds them all |
+//! | `GET /pipe` | waits for the next pipe a peer opens to this node and streams its bytes as the body (409 while another client waits) |
 //! | `GET /events` | one JSON object per event |
 //!
 //! A request the API cannot use (malformed JSON, a bad NodeId, bad base64, data over one
@@ -63,6 +66,8 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/connect", post(connect))
         .route("/call", post(call))
         .route("/disconnect", post(disconnect))
+        .route("/send-file", post(send_file))
+        .route("/pipe", post(send_pipe).get(accept_pipe))
         .route("/events", get(events))
         .with_state(api)
 }
@@ -104,6 +109,100 @@ impl From<NodeError> for ApiError {
         };
         Self(status, e.to_string())
     }
+}
+
+impl From<crate::transfer::TransferError> for ApiError {
+    fn from(e: crate::transfer::TransferError) -> Self {
+        use crate::transfer::TransferError as T;
+        match e {
+            T::Connect(c) => NodeError::from(c).into(),
+            T::Open(o) => {
+                let status = match &o {
+                    nodenet::OpenStreamError::BadProtocol(_) => StatusCode::BAD_REQUEST,
+                    nodenet::OpenStreamError::Connect(nodenet::ConnectError::SelfTarget) => {
+                        StatusCode::BAD_REQUEST
+                    }
+                    nodenet::OpenStreamError::Connect(nodenet::ConnectError::Closed) => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                Self(status, o.to_string())
+            }
+            T::BadName(_) | T::Length { .. } | T::Upload(_) => Self::bad(e.to_string()),
+            _ => Self(StatusCode::BAD_GATEWAY, e.to_string()),
+        }
+    }
+}
+
+/// A header of a streaming request, as text.
+fn header_text<'a>(headers: &'a header::HeaderMap, name: &str) -> Result<&'a str, ApiError> {
+    headers
+        .get(name)
+        .ok_or_else(|| ApiError::bad(format!("header {name} is missing")))?
+        .to_str()
+        .map_err(|_| ApiError::bad(format!("header {name} is not ASCII")))
+}
+
+async fn send_file(
+    State(api): State<Api>,
+    headers: header::HeaderMap,
+    body: Body,
+) -> Result<axum::Json<Value>, ApiError> {
+    let to = node_id(header_text(&headers, "x-nodenet-to")?)?;
+    let name = hex::decode(header_text(&headers, "x-nodenet-name")?)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| ApiError::bad("x-nodenet-name must be the name's UTF-8 bytes in hex"))?;
+    let size: u64 = header_text(&headers, "x-nodenet-size")?
+        .parse()
+        .map_err(|_| ApiError::bad("x-nodenet-size must be a byte count"))?;
+    let mut data = body.into_data_stream();
+    match crate::transfer::send_file(&api.node, to, &name, size, &mut data).await {
+        Ok(report) => Ok(axum::Json(report)),
+        Err(e) => {
+            crate::transfer::drain(&mut data).await;
+            Err(e.into())
+        }
+    }
+}
+
+async fn send_pipe(
+    State(api): State<Api>,
+    headers: header::HeaderMap,
+    body: Body,
+) -> Result<axum::Json<Value>, ApiError> {
+    let to = node_id(header_text(&headers, "x-nodenet-to")?)?;
+    let mut data = body.into_data_stream();
+    match crate::transfer::send_pipe(&api.node, to, &mut data).await {
+        Ok(report) => Ok(axum::Json(report)),
+        Err(e) => {
+            crate::transfer::drain(&mut data).await;
+            Err(e.into())
+        }
+    }
+}
+
+async fn accept_pipe(State(api): State<Api>) -> Result<Response, ApiError> {
+    let mut listener = api
+        .node
+        .accept_streams(crate::transfer::PIPE_PROTOCOL)
+        .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
+    let mut stop = api.stop.clone();
+    let next = tokio::select! {
+        next = listener.accept() => next,
+        _ = stop.wait_for(|s| *s) => None,
+    };
+    // One pipe per request: later ones are refused until a client waits again.
+    drop(listener);
+    let (send, recv) =
+        next.ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the node stopped".into()))?;
+    let from = recv.remote_id().to_string();
+    Ok((
+        [("x-nodenet-from", from)],
+        crate::transfer::pipe_body(send, recv),
+    )
+        .into_response())
 }
 
 /// Each operation's error turns into an answer through [`NodeError`].

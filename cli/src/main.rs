@@ -13,6 +13,7 @@ mod client;
 mod config;
 mod demo;
 mod run;
+mod transfer;
 
 use std::process::ExitCode;
 
@@ -85,6 +86,31 @@ enum Command {
         size: usize,
         /// The target NodeId (64 hex digits).
         to: String,
+    },
+    /// Send a file to a NodeId through a running node, over a stream; the receiving node must
+    /// run with --accept-files. Shows progress, then bytes, time, MiB/s, the path taken and
+    /// the content hash the receiver verified.
+    SendFile {
+        /// The running node's API.
+        #[arg(long, default_value = DEFAULT_API)]
+        api: String,
+        /// The target NodeId (64 hex digits).
+        to: String,
+        /// The file to send (its name, without the directories, is the name it gets).
+        file: std::path::PathBuf,
+    },
+    /// Pipe bytes between nodes: with a NodeId, stdin goes to that node; with --accept, the
+    /// next pipe any peer opens to the running node goes to stdout.
+    Pipe {
+        /// The running node's API.
+        #[arg(long, default_value = DEFAULT_API)]
+        api: String,
+        /// Wait for a pipe from a peer and write it to stdout.
+        #[arg(long, conflicts_with = "to")]
+        accept: bool,
+        /// The target NodeId (64 hex digits).
+        #[arg(required_unless_present = "accept")]
+        to: Option<String>,
     },
     /// Close a running node's edge to a NodeId.
     Disconnect {
@@ -206,6 +232,50 @@ fn main() -> ExitCode {
         } => {
             let body = json!({ "secs": secs, "fps": fps, "size": size });
             post_to(&rt, &api, "/call", &to, body)
+        }
+        Command::SendFile { api, to, file } => {
+            if let Err(e) = to.parse::<nodenet::NodeId>() {
+                return fail(2, format!("{to:?} is not a NodeId: {e}"));
+            }
+            match rt.block_on(client::send_file(&api, &to, &file)) {
+                Ok(v) => {
+                    println!(
+                        "sent {}: {} bytes in {:.2} s, {:.1} MiB/s, path {}, blake2b {} verified by the receiver",
+                        v["name"].as_str().unwrap_or("?"),
+                        v["bytes"],
+                        v["secs"].as_f64().unwrap_or(0.0),
+                        v["mib_s"].as_f64().unwrap_or(0.0),
+                        v["path"].as_str().unwrap_or("?"),
+                        v["blake2b"].as_str().unwrap_or("?"),
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, e),
+            }
+        }
+        Command::Pipe { api, accept, to } => {
+            let result = match (accept, to) {
+                (true, _) => rt.block_on(client::pipe_out(&api)),
+                (false, Some(to)) => {
+                    if let Err(e) = to.parse::<nodenet::NodeId>() {
+                        return fail(2, format!("{to:?} is not a NodeId: {e}"));
+                    }
+                    rt.block_on(client::pipe_in(&api, &to)).map(|v| {
+                        eprintln!(
+                            "piped {} bytes in {:.2} s, {:.1} MiB/s, path {}",
+                            v["bytes"],
+                            v["secs"].as_f64().unwrap_or(0.0),
+                            v["mib_s"].as_f64().unwrap_or(0.0),
+                            v["path"].as_str().unwrap_or("?"),
+                        );
+                    })
+                }
+                (false, None) => return fail(2, "a NodeId or --accept is required"),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(1, e),
+            }
         }
         Command::Disconnect { api, to } => post_to(&rt, &api, "/disconnect", &to, json!({})),
         Command::Info { api } => {

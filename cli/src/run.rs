@@ -37,6 +37,12 @@ pub(crate) struct RunArgs {
     /// Volunteer as a relay for peers that cannot hole-punch.
     #[arg(long)]
     pub(crate) relay: bool,
+    /// As a relay, each session's budget in Mbit/s (its packet budget scales with it).
+    #[arg(long, default_value_t = 2.0)]
+    pub(crate) relay_session_mbit: f64,
+    /// As a relay, the budget of all sessions together in Mbit/s.
+    #[arg(long, default_value_t = 16.0)]
+    pub(crate) relay_total_mbit: f64,
     /// Inbound connections accepted at most.
     #[arg(long, default_value_t = 256)]
     pub(crate) max_inbound: usize,
@@ -50,6 +56,13 @@ pub(crate) struct RunArgs {
     /// paths with `nodenet call`. Off by default: every call is refused.
     #[arg(long)]
     pub(crate) accept_calls: bool,
+    /// Take files (`nodenet send-file`) from any peer into this directory, each checked
+    /// against its content hash. Off by default: every file is refused.
+    #[arg(long)]
+    pub(crate) accept_files: Option<PathBuf>,
+    /// The largest file --accept-files takes, in bytes.
+    #[arg(long, default_value_t = 64 << 30)]
+    pub(crate) max_file_size: u64,
     /// Where the control API listens (keep it on loopback unless you mean otherwise).
     #[arg(long, default_value = crate::DEFAULT_API)]
     pub(crate) api: SocketAddr,
@@ -71,6 +84,10 @@ pub(crate) enum RunError {
         endpoint: String,
         source: std::io::Error,
     },
+    #[error("{0} {1}: expected a positive number of Mbit/s")]
+    BadRate(&'static str, f64),
+    #[error("--accept-files {0:?}: not a directory")]
+    FilesDir(PathBuf),
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
     #[error(transparent)]
@@ -92,6 +109,31 @@ impl RunError {
     }
 }
 
+/// The relay budgets for `--relay-session-mbit` and `--relay-total-mbit`: bytes at the given
+/// rates with a tenth of a second of burst (never less than the defaults' bursts), and one
+/// packet per 1,000 bytes of the session rate (never fewer than the default 1,000/s).
+fn relay_limits(
+    session_mbit: f64,
+    total_mbit: f64,
+) -> Result<nodenet_transport::quic::RelayLimits, RunError> {
+    for (flag, v) in [
+        ("--relay-session-mbit", session_mbit),
+        ("--relay-total-mbit", total_mbit),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(RunError::BadRate(flag, v));
+        }
+    }
+    let mut limits = nodenet_transport::quic::RelayLimits::default();
+    let session = session_mbit * 1e6 / 8.0;
+    let total = total_mbit * 1e6 / 8.0;
+    limits.session_bytes = (session, (session / 10.0).max(limits.session_bytes.1));
+    let packets = (session / 1000.0).max(limits.session_packets.0);
+    limits.session_packets = (packets, (packets / 10.0).max(limits.session_packets.1));
+    limits.total_bytes = (total, (total / 10.0).max(limits.total_bytes.1));
+    Ok(limits)
+}
+
 /// Parses `--addr`: `HOST:PORT`, or `:PORT` for every interface.
 fn parse_listen(addr: &str) -> Result<SocketAddr, RunError> {
     let full = if addr.starts_with(':') {
@@ -108,6 +150,11 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
         return Err(RunError::NothingToDo);
     }
     let listen = args.addr.as_deref().map(parse_listen).transpose()?;
+    if let Some(dir) = &args.accept_files {
+        if !dir.is_dir() {
+            return Err(RunError::FilesDir(dir.clone()));
+        }
+    }
     let entries = args
         .bootstrap
         .as_deref()
@@ -133,9 +180,10 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
     // Without --addr the node only dials out (as behind NAT): any free port, nothing
     // advertised.
     let bind = listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let quic = QuicConfig::default()
+    let mut quic = QuicConfig::default()
         .max_inbound(args.max_inbound)
         .max_inbound_per_ip(args.max_inbound_per_ip);
+    quic.relay = relay_limits(args.relay_session_mbit, args.relay_total_mbit)?;
     let transport = QuicTransport::bind(&identity, bind, quic).map_err(|e| RunError::Bind {
         addr: bind,
         reason: e.to_string(),
@@ -198,6 +246,13 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
     }
     if args.accept_calls {
         tokio::spawn(crate::call::answer_calls(node.clone()));
+    }
+    if let Some(dir) = args.accept_files.clone() {
+        tokio::spawn(crate::transfer::accept_files(
+            node.clone(),
+            dir,
+            args.max_file_size,
+        ));
     }
     let server = axum::serve(api_listener, api::router(state))
         .with_graceful_shutdown({

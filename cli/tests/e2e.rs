@@ -33,8 +33,18 @@ impl Drop for Daemon {
 
 impl Daemon {
     fn start(dir: &std::path::Path, name: &str, bootstrap: Option<&Self>) -> Self {
+        Self::start_with(dir, name, bootstrap, &[])
+    }
+
+    fn start_with(
+        dir: &std::path::Path,
+        name: &str,
+        bootstrap: Option<&Self>,
+        extra: &[&str],
+    ) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.args(["run", "--addr", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+            .args(extra)
             .args(["--accept-calls", "--log-format", "json", "--seed"])
             .arg(dir.join(format!("{name}.seed")))
             .stdout(Stdio::piped())
@@ -387,4 +397,104 @@ fn the_demo_runs_a_small_overlay_and_exits_0() {
     );
     assert!(stdout.contains("16/16 delivered"), "{stdout}");
     assert!(stdout.contains("3/3 connected"), "{stdout}");
+}
+
+#[test]
+fn a_file_and_a_pipe_cross_between_two_nodes_and_a_refusal_is_an_error() {
+    let dir = scratch("files");
+    let inbox = dir.join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let a = Daemon::start_with(
+        &dir,
+        "a",
+        None,
+        &["--accept-files", inbox.to_str().unwrap()],
+    );
+    let b = Daemon::start(&dir, "b", Some(&a));
+    // 24 MiB of a pattern a dropped or shifted chunk cannot reproduce.
+    let body: Vec<u8> = (0..24u32 << 20)
+        .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[2])
+        .collect();
+    let file = dir.join("big file.bin");
+    std::fs::write(&file, &body).unwrap();
+    let send = |to: &str, api: &str| {
+        Command::new(BIN)
+            .args(["send-file", "--api", api, to])
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let out = send(&a.id, &b.api);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("sent big file.bin: 25165824 bytes in ")
+            && stdout.contains("MiB/s, path direct, blake2b ")
+            && stdout.contains("verified by the receiver"),
+        "{stdout}"
+    );
+    assert!(std::fs::read(inbox.join("big file.bin")).unwrap() == body);
+    // The same name again is kept beside the first, never over it.
+    assert!(send(&a.id, &b.api).status.success());
+    assert!(std::fs::read(inbox.join("big file.bin.1")).unwrap() == body);
+    // No part files are left behind.
+    let names: Vec<String> = std::fs::read_dir(&inbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    // A node that takes no files refuses: exit 1 and the reason.
+    let out = send(&b.id, &a.api);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no handler for the protocol"), "{stderr}");
+
+    // A pipe: stdin on b's side comes out of `pipe --accept` on a's side.
+    let mut accept = Command::new(BIN)
+        .args(["pipe", "--accept", "--api", &a.api])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sender = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // `pipe --accept` registers its listener once its request arrives: retry until then.
+    while sender.is_none() {
+        let mut child = Command::new(BIN)
+            .args(["pipe", "--api", &b.api, &a.id])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A refused pipe exits before reading it all: a broken pipe here is expected then.
+        let _ = child.stdin.take().unwrap().write_all(&body[..3 << 20]);
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            sender = Some(String::from_utf8_lossy(&out.stderr).into_owned());
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let mut got = Vec::new();
+    accept.stdout.take().unwrap().read_to_end(&mut got).unwrap();
+    assert!(accept.wait().unwrap().success());
+    assert!(
+        got == body[..3 << 20],
+        "the pipe carried {} bytes",
+        got.len()
+    );
+    assert!(sender.unwrap().starts_with("piped 3145728 bytes in "));
+    for d in [b, a] {
+        assert!(d.stop().success());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

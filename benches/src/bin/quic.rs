@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nodenet_benches::{CountingAlloc, JsonLine};
 use nodenet_identity::Identity;
-use nodenet_transport::quic::{QuicConfig, QuicTransport, danger_configs};
+use nodenet_transport::quic::{QuicConfig, QuicTransport};
 use nodenet_transport::{Event, MAX_PACKET_LEN, Transport, next_event};
 
 #[global_allocator]
@@ -36,7 +36,7 @@ fn main() {
         let mut raw = Vec::new();
         let mut edge = Vec::new();
         for _ in 0..2 {
-            raw.push(raw_quinn(total).await);
+            raw.push(nodenet_benches::raw_quinn_mib_s(total, CHUNK).await);
             edge.push(edge_run(total).await);
         }
         let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
@@ -89,64 +89,6 @@ async fn edge_run(total: u64) -> f64 {
     a.close();
     b.close();
     total as f64 / (1024.0 * 1024.0) / secs
-}
-
-/// MiB/s through raw quinn with the transport's exact configuration: one stream, 64 KiB
-/// writes, the receiver reading into a 64 KiB buffer.
-async fn raw_quinn(total: u64) -> f64 {
-    let cfg = QuicConfig::default();
-    let (server_cfg, _) = danger_configs(&ident(3), &cfg).expect("configs");
-    let (_, client_cfg) = danger_configs(&ident(4), &cfg).expect("configs");
-    let server = endpoint(Some(server_cfg));
-    let client = endpoint(None);
-    let server_addr = server.local_addr().expect("addr");
-    let receiver = tokio::spawn(async move {
-        let conn = server
-            .accept()
-            .await
-            .expect("incoming")
-            .await
-            .expect("handshake");
-        let (_send, mut recv) = conn.accept_bi().await.expect("stream");
-        let mut buf = vec![0u8; CHUNK];
-        let mut got = 0u64;
-        while got < total {
-            match recv.read(&mut buf).await.expect("read") {
-                Some(n) => got += n as u64,
-                None => break,
-            }
-        }
-        let done = Instant::now();
-        conn.close(0u32.into(), b"");
-        done
-    });
-    let conn = client
-        .connect_with(client_cfg, server_addr, "nodenet")
-        .expect("connect")
-        .await
-        .expect("handshake");
-    let (mut send, _recv) = conn.open_bi().await.expect("stream");
-    let chunk = vec![0x5au8; CHUNK];
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while sent < total {
-        send.write_all(&chunk).await.expect("write");
-        sent += CHUNK as u64;
-    }
-    let done = receiver.await.expect("receiver");
-    client.close(0u32.into(), b"");
-    total as f64 / (1024.0 * 1024.0) / done.duration_since(start).as_secs_f64()
-}
-
-fn endpoint(server: Option<quinn::ServerConfig>) -> quinn::Endpoint {
-    let socket = std::net::UdpSocket::bind(localhost()).expect("socket");
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        server,
-        socket,
-        std::sync::Arc::new(quinn::TokioRuntime),
-    )
-    .expect("endpoint")
 }
 
 /// Median time to open an edge (handshake, identity check, stream) over loopback.
