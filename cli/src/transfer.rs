@@ -8,12 +8,14 @@
 //!
 //! A file travels on protocol [`FILE_PROTOCOL`]:
 //! `name_len(2, BE) | name | size(8, BE) | data(size) | blake2b-256(data)(32)`, then FIN.
-//! The receiver writes it to `DIR/.name.part`, checks the length and the hash, renames it to
-//! `DIR/name` (or `name.1`, `name.2`, … if taken) and answers `0 | hash(32)`; on any failure
-//! it deletes the part and answers `1 | reason (UTF-8)`. A pipe ([`PIPE_PROTOCOL`]) is the raw
+//! The receiver writes it to `DIR/.nodenet-<random>.part`, checks the length and the hash,
+//! links it in as `DIR/name` (or `name.1`, `name.2`, … if taken: a link never replaces a
+//! file) and answers `0 | hash(32)`; on any failure it deletes the part and answers
+//! `1 | reason (UTF-8)`. Parts a stopped node left behind are removed when it starts again. A pipe ([`PIPE_PROTOCOL`]) is the raw
 //! bytes, and `GET /pipe` on the receiving node streams the next one out as its body.
 
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, BodyDataStream};
@@ -27,8 +29,14 @@ use tokio::io::AsyncWriteExt as _;
 pub(crate) const FILE_PROTOCOL: &str = "nodenet-file/1";
 /// The stream protocol of pipes.
 pub(crate) const PIPE_PROTOCOL: &str = "nodenet-pipe/1";
-/// Longest file name, in bytes.
-pub(crate) const MAX_NAME: usize = 255;
+/// Longest file name, in bytes (room left for a `.N` suffix within the usual 255).
+pub(crate) const MAX_NAME: usize = 240;
+/// Longest wait for a sender's next bytes, or for a receiver's answer once it has them all.
+pub(crate) const STALL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Files a node takes at once; more are refused as busy.
+pub(crate) const MAX_RECEIVING: usize = 4;
+/// The prefix of part files in the receiving directory (removed at startup if left over).
+const PART_PREFIX: &str = ".nodenet-";
 /// Longest answer a receiver sends.
 const MAX_ANSWER: usize = 1 + 512;
 
@@ -37,7 +45,9 @@ type Hasher = Blake2b256;
 /// Why a transfer failed, as the API reports it.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TransferError {
-    #[error("bad file name {0:?}: 1 to 255 bytes, no '/', '\\' or NUL, not '.' or '..'")]
+    #[error(
+        "bad file name {0:?}: 1 to 240 bytes, no '/', '\\' or control characters, not '.' or '..'"
+    )]
     BadName(String),
     #[error(transparent)]
     Connect(#[from] nodenet::ConnectError),
@@ -55,6 +65,8 @@ pub(crate) enum TransferError {
     HashMismatch { ours: String, theirs: String },
     #[error("the receiver's answer is malformed")]
     BadAnswer,
+    #[error("the receiver sent no answer within {0:?} of the last byte")]
+    NoAnswer(std::time::Duration),
 }
 
 /// Checks a file name a peer or a user gave: a plain name, never a path.
@@ -63,7 +75,8 @@ pub(crate) fn check_name(name: &str) -> Result<(), TransferError> {
         || name.len() > MAX_NAME
         || name == "."
         || name == ".."
-        || name.contains(['/', '\\', '\0']);
+        || name.contains(['/', '\\'])
+        || name.chars().any(char::is_control);
     if bad {
         return Err(TransferError::BadName(name.to_owned()));
     }
@@ -83,7 +96,7 @@ pub(crate) async fn send_file(
     let path = node.connect(to).await?.path();
     let (mut send, mut recv) = node.open_stream(to, FILE_PROTOCOL).await?;
     let mut header = Vec::with_capacity(10 + name.len());
-    // check_name bounds the name to 255 bytes.
+    // check_name bounds the name to MAX_NAME bytes.
     let len = u16::try_from(name.len()).unwrap_or(u16::MAX);
     header.extend_from_slice(&len.to_be_bytes());
     header.extend_from_slice(name.as_bytes());
@@ -97,8 +110,12 @@ pub(crate) async fn send_file(
     }
     let ours: [u8; 32] = hasher.finalize().into();
     send.write_all(&ours).await?;
-    send.finish().await?;
-    let answer = recv.read_to_end(MAX_ANSWER).await?;
+    let answer = tokio::time::timeout(STALL, async {
+        send.finish().await?;
+        recv.read_to_end(MAX_ANSWER).await
+    })
+    .await
+    .map_err(|_| TransferError::NoAnswer(STALL))??;
     match answer.split_first() {
         Some((0, theirs)) if theirs == ours => {}
         Some((0, theirs)) => {
@@ -205,8 +222,24 @@ pub(crate) fn pipe_body(send: SendStream, recv: RecvStream) -> Body {
     Body::from_stream(chunks)
 }
 
-/// Takes files into `dir` until the node shuts down (`run --accept-files`).
+/// Removes part files a stopped node left in `dir`.
+pub(crate) fn remove_stale_parts(dir: &FsPath) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(PART_PREFIX) && name.ends_with(".part") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Takes files into `dir` until the node shuts down (`run --accept-files`): at most
+/// [`MAX_RECEIVING`] at once, each abandoned when its sender stalls for [`STALL`].
 pub(crate) async fn accept_files(node: Node, dir: PathBuf, max_size: u64) {
+    remove_stale_parts(&dir);
     let mut files = match node.accept_streams(FILE_PROTOCOL) {
         Ok(l) => l,
         Err(e) => {
@@ -214,9 +247,24 @@ pub(crate) async fn accept_files(node: Node, dir: PathBuf, max_size: u64) {
             return;
         }
     };
-    while let Some((send, recv)) = files.accept().await {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_RECEIVING));
+    while let Some((mut send, recv)) = files.accept().await {
         let dir = dir.clone();
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let why = format!("busy: {MAX_RECEIVING} files are arriving already");
+                let answer = [&[1u8][..], why.as_bytes()].concat();
+                let _ = tokio::time::timeout(STALL, async {
+                    send.write_all(&answer).await?;
+                    send.finish().await
+                })
+                .await;
+                drop(recv);
+            });
+            continue;
+        };
         tokio::spawn(async move {
+            let _slot = slot;
             let from = recv.remote_id();
             let started = Instant::now();
             match receive_file(send, recv, &dir, max_size).await {
@@ -251,10 +299,18 @@ enum ReceiveError {
     Disk(#[from] std::io::Error),
 }
 
+/// One read that must make progress within [`STALL`].
+async fn read_some(recv: &mut RecvStream, buf: &mut [u8]) -> Result<Option<usize>, ReceiveError> {
+    tokio::time::timeout(STALL, recv.read(buf))
+        .await
+        .map_err(|_| ReceiveError::Refuse(format!("the sender stalled for {STALL:?}")))?
+        .map_err(ReceiveError::Stream)
+}
+
 async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), ReceiveError> {
     let mut at = 0;
     while at < buf.len() {
-        match recv.read(&mut buf[at..]).await? {
+        match read_some(recv, &mut buf[at..]).await? {
             Some(n) => at += n,
             None => return Err(ReceiveError::Refuse("the stream ended early".into())),
         }
@@ -282,9 +338,11 @@ async fn receive_file(
         }
     };
     // The sender may be gone already (a cut stream): the answer is best effort.
-    if send.write_all(&answer).await.is_ok() {
-        let _ = send.finish().await;
-    }
+    let _ = tokio::time::timeout(STALL, async {
+        send.write_all(&answer).await?;
+        send.finish().await
+    })
+    .await;
     result
 }
 
@@ -298,7 +356,9 @@ async fn receive_into(
     read_exact(recv, &mut len).await?;
     let mut name = vec![0u8; usize::from(u16::from_be_bytes(len))];
     if name.len() > MAX_NAME {
-        return Err(ReceiveError::Refuse("file name over 255 bytes".into()));
+        return Err(ReceiveError::Refuse(format!(
+            "file name over {MAX_NAME} bytes"
+        )));
     }
     read_exact(recv, &mut name).await?;
     let name = String::from_utf8(name)
@@ -312,7 +372,7 @@ async fn receive_into(
             "{size} bytes is over this node's limit of {max_size}"
         )));
     }
-    let part_path = dir.join(format!(".{name}.{:016x}.part", rand_suffix()));
+    let part_path = dir.join(format!("{PART_PREFIX}{:016x}.part", rand_suffix()));
     let mut file = tokio::fs::File::create(&part_path).await?;
     *part = Some(part_path.clone());
     let mut hasher = Hasher::new();
@@ -320,7 +380,7 @@ async fn receive_into(
     let mut buf = vec![0u8; 256 * 1024];
     while left > 0 {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let Some(n) = recv.read(&mut buf[..want]).await? else {
+        let Some(n) = read_some(recv, &mut buf[..want]).await? else {
             return Err(ReceiveError::Refuse(format!(
                 "the stream ended {left} bytes short"
             )));
@@ -331,7 +391,7 @@ async fn receive_into(
     }
     let mut theirs = [0u8; 32];
     read_exact(recv, &mut theirs).await?;
-    if recv.read(&mut [0u8; 1]).await?.is_some() {
+    if read_some(recv, &mut [0u8; 1]).await?.is_some() {
         return Err(ReceiveError::Refuse("bytes after the hash".into()));
     }
     let ours: [u8; 32] = hasher.finalize().into();
@@ -380,11 +440,12 @@ mod tests {
 
     #[test]
     fn file_names_are_plain_names() {
-        for ok in ["a.txt", "report 2026.pdf", ".hidden", "é"] {
+        let longest = "x".repeat(MAX_NAME);
+        for ok in ["a.txt", "report 2026.pdf", ".hidden", "é", longest.as_str()] {
             assert!(check_name(ok).is_ok(), "{ok}");
         }
-        let long = "x".repeat(256);
-        for bad in [
+        let long = "x".repeat(MAX_NAME + 1);
+        let bad = [
             "",
             ".",
             "..",
@@ -392,8 +453,10 @@ mod tests {
             "../etc",
             "a\\b",
             "a\0b",
-            long.as_str(),
-        ] {
+            "a\nb",
+            "\u{1b}[2J",
+        ];
+        for bad in bad.into_iter().chain([long.as_str()]) {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
     }

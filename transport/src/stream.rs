@@ -638,7 +638,11 @@ enum RecvInner {
 pub struct RecvStream {
     remote: NodeId,
     inner: RecvInner,
+    /// The clean end was read: later reads see the end again.
     at_end: bool,
+    /// What ended it early (or `Closed` after `stop`): later reads see it again, so a
+    /// retried read never mistakes a cut stream for a finished one.
+    failed: Option<StreamError>,
     _held: Vec<Token>,
 }
 
@@ -647,6 +651,7 @@ impl fmt::Debug for RecvStream {
         f.debug_struct("RecvStream")
             .field("remote", &self.remote.short())
             .field("at_end", &self.at_end)
+            .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
 }
@@ -657,6 +662,7 @@ impl RecvStream {
             remote,
             inner,
             at_end: false,
+            failed: None,
             _held: Vec::new(),
         }
     }
@@ -671,7 +677,8 @@ impl RecvStream {
         self._held.push(token);
     }
 
-    /// Reads into `buf`, waiting for data; `Ok(None)` at the clean end of the stream.
+    /// Reads into `buf`, waiting for data; `Ok(None)` at the clean end of the stream (and on
+    /// every read after it). After an error, every later read returns that error again.
     ///
     /// # Errors
     /// [`StreamError::Reset`] if the writer abandoned the stream (or dropped it unfinished),
@@ -708,10 +715,10 @@ impl RecvStream {
     /// Stops reading: the writer's next write fails with [`StreamError::Stopped`]`(code)`,
     /// and data not yet read is discarded.
     pub fn stop(&mut self, code: u32) {
-        if self.at_end {
+        if self.at_end || self.failed.is_some() {
             return;
         }
-        self.at_end = true;
+        self.failed = Some(StreamError::Closed);
         match &mut self.inner {
             RecvInner::Quic(s) => {
                 let _ = s.stop(code.into());
@@ -725,8 +732,11 @@ impl RecvStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<Result<(), StreamError>> {
+        if let Some(e) = &self.failed {
+            return Poll::Ready(Err(e.clone()));
+        }
         if self.at_end {
-            return Poll::Ready(Err(StreamError::Closed));
+            return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
         let r = match &mut self.inner {
@@ -735,7 +745,7 @@ impl RecvStream {
         };
         match &r {
             Ok(()) if buf.filled().len() == before && buf.remaining() > 0 => self.at_end = true,
-            Err(_) => self.at_end = true,
+            Err(e) => self.failed = Some(e.clone()),
             Ok(()) => {}
         }
         Poll::Ready(r)
@@ -746,11 +756,11 @@ impl Drop for RecvStream {
     fn drop(&mut self) {
         match &mut self.inner {
             RecvInner::Quic(s) => {
-                if !self.at_end {
+                if !self.at_end && self.failed.is_none() {
                     let _ = s.stop(RESET_DROPPED.into());
                 }
             }
-            RecvInner::Mem(p) => p.reader_dropped(self.at_end),
+            RecvInner::Mem(p) => p.reader_dropped(self.at_end || self.failed.is_some()),
         }
     }
 }
@@ -761,12 +771,11 @@ impl AsyncRead for RecvStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.at_end && buf.remaining() > 0 {
-            // A read after the clean end is the end again (as for a socket), not an error.
-            return Poll::Ready(Ok(()));
-        }
-        this.poll_read_inner(cx, buf).map_err(io::Error::from)
+        // After the clean end a read is the end again (as for a socket); after an error, the
+        // same error again.
+        self.get_mut()
+            .poll_read_inner(cx, buf)
+            .map_err(io::Error::from)
     }
 }
 
@@ -792,6 +801,8 @@ pub struct IncomingStream {
     addr: Addr,
     protocol: String,
     inner: Option<IncomingInner>,
+    /// Handed to the halves on accept (the transport's count of live streams).
+    held: Vec<Token>,
 }
 
 impl fmt::Debug for IncomingStream {
@@ -809,14 +820,15 @@ impl IncomingStream {
         remote: NodeId,
         addr: Addr,
         protocol: String,
-        send: quinn::SendStream,
-        recv: quinn::RecvStream,
+        (send, recv): (quinn::SendStream, quinn::RecvStream),
+        live: Token,
     ) -> Self {
         Self {
             remote,
             addr,
             protocol,
             inner: Some(IncomingInner::Quic { send, recv }),
+            held: vec![live],
         }
     }
 
@@ -850,10 +862,14 @@ impl IncomingStream {
                         Err(StreamError::Timeout(OPEN_TIMEOUT))
                     }
                     Ok(Err(e)) => Err(from_write(e)),
-                    Ok(Ok(())) => Ok((
-                        SendStream::new(remote, SendInner::Quic(send)),
-                        RecvStream::new(remote, RecvInner::Quic(recv)),
-                    )),
+                    Ok(Ok(())) => {
+                        let mut s = SendStream::new(remote, SendInner::Quic(send));
+                        let mut r = RecvStream::new(remote, RecvInner::Quic(recv));
+                        // Both halves: either may outlive the other.
+                        r._held.clone_from(&self.held);
+                        s._held = std::mem::take(&mut self.held);
+                        Ok((s, r))
+                    }
                 }
             }
             Some(IncomingInner::Mem { send, recv, answer }) => {
@@ -905,39 +921,32 @@ pub(crate) async fn open_quic(
     header: &[u8],
 ) -> Result<(SendStream, RecvStream), StreamError> {
     let handshake = async {
-        let (mut send, mut recv) = connection
+        let (send, recv) = connection
             .open_bi()
             .await
             .map_err(|e| from_connection(&e))?;
-        send.write_all(header).await.map_err(from_write)?;
+        // Wrapped at once: if this future is dropped or fails from here on, the halves reset
+        // the stream rather than finish it (quinn's own drop would finish it, and an acceptor
+        // that took it would read an empty, clean stream).
+        let mut send = SendStream::new(remote, SendInner::Quic(send));
+        let mut recv = RecvStream::new(remote, RecvInner::Quic(recv));
+        send.write_all(header).await?;
         let mut answer = [0u8; 1];
-        match recv.read_exact(&mut answer).await {
-            Ok(()) if answer[0] == 0 => Ok((send, recv)),
-            Ok(()) => {
-                let _ = send.reset(RESET_DROPPED.into());
-                Err(StreamError::Protocol("unknown answer byte"))
-            }
-            Err(quinn::ReadExactError::ReadError(quinn::ReadError::Reset(code))) => {
-                let _ = send.reset(RESET_DROPPED.into());
-                // Any other code: the acceptor took the stream and reset it at once (which
-                // may discard its answer), an early end rather than a refusal.
-                let code = code.into_inner();
+        match recv.read(&mut answer).await {
+            Ok(Some(_)) if answer[0] == 0 => Ok((send, recv)),
+            Ok(Some(_)) => Err(StreamError::Protocol("unknown answer byte")),
+            Ok(None) => Err(StreamError::Protocol("answer stream ended early")),
+            // Any other code: the acceptor took the stream and reset it at once (which may
+            // discard its answer), an early end rather than a refusal.
+            Err(StreamError::Reset(code)) => {
                 Err(Refusal::from_code(code).map_or(StreamError::Reset(code), StreamError::Refused))
             }
-            Err(quinn::ReadExactError::ReadError(e)) => Err(from_read(e)),
-            Err(quinn::ReadExactError::FinishedEarly(_)) => {
-                Err(StreamError::Protocol("answer stream ended early"))
-            }
+            Err(e) => Err(e),
         }
     };
-    match tokio::time::timeout(OPEN_TIMEOUT, handshake).await {
-        Err(_) => Err(StreamError::Timeout(OPEN_TIMEOUT)),
-        Ok(Err(e)) => Err(e),
-        Ok(Ok((send, recv))) => Ok((
-            SendStream::new(remote, SendInner::Quic(send)),
-            RecvStream::new(remote, RecvInner::Quic(recv)),
-        )),
-    }
+    tokio::time::timeout(OPEN_TIMEOUT, handshake)
+        .await
+        .map_err(|_| StreamError::Timeout(OPEN_TIMEOUT))?
 }
 
 /// Reads an opener's header from a freshly accepted QUIC stream, within [`OPEN_TIMEOUT`].
@@ -988,6 +997,7 @@ pub(crate) fn mem_pair(
                 recv: there.clone(),
                 answer,
             }),
+            held: Vec::new(),
         },
         answered,
         pipes: [Arc::downgrade(&there), Arc::downgrade(&back)],
@@ -1185,10 +1195,13 @@ mod tests {
         let (_s, mut r) = incoming.accept().await.unwrap();
         send.write_all(b"partial").await.unwrap();
         drop(send);
-        assert_eq!(
-            r.read_to_end(1 << 20).await,
-            Err(StreamError::Reset(u64::from(RESET_DROPPED)))
-        );
+        let reset = StreamError::Reset(u64::from(RESET_DROPPED));
+        assert_eq!(r.read_to_end(1 << 20).await, Err(reset.clone()));
+        // Read again (as a caller retrying a timed-out read would): still the error, never a
+        // clean end, through either interface.
+        assert_eq!(r.read(&mut [0u8; 8]).await, Err(reset.clone()));
+        let e = AsyncReadExt::read(&mut r, &mut [0u8; 8]).await.unwrap_err();
+        assert_eq!(StreamError::from_io(&e), Some(&reset));
     }
 
     #[tokio::test]

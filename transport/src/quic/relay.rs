@@ -77,16 +77,21 @@ impl Bucket {
     }
 
     fn take(&mut self, n: f64) -> bool {
-        let now = Instant::now();
-        let dt = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        if self.tokens >= n {
+        if self.has(n) {
             self.tokens -= n;
             true
         } else {
             false
         }
+    }
+
+    /// Refills, then says whether `n` tokens are there (taking none).
+    fn has(&mut self, n: f64) -> bool {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        self.tokens >= n
     }
 }
 
@@ -238,21 +243,39 @@ async fn run(mut caller: Port, mut callee: Port, relays: &Relays, counters: &Cou
         let Some(to) = other.peer else {
             continue;
         };
-        let count = n.div_ceil(stride);
-        let size = n as f64;
-        let within = packets.take(count as f64)
-            && bytes.take(size)
-            && relays
-                .total
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take(size);
-        if !within {
-            Counters::add(&counters.relay_dropped_budget, count as u64);
+        if n == 0 {
+            // Carries nothing, so it must not keep the session alive either.
             continue;
         }
+        // The batch's datagrams pay one by one: those within every budget go on (a prefix of
+        // the batch), the rest are dropped, as they would be arriving singly.
+        let count = n.div_ceil(stride);
+        let mut allowed = 0;
+        {
+            let mut total = relays
+                .total
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for k in 0..count {
+                let size = (n - k * stride).min(stride) as f64;
+                if !(packets.has(1.0) && bytes.has(size) && total.has(size)) {
+                    break;
+                }
+                packets.take(1.0);
+                bytes.take(size);
+                total.take(size);
+                allowed += 1;
+            }
+        }
+        if allowed < count {
+            Counters::add(&counters.relay_dropped_budget, (count - allowed) as u64);
+        }
+        if allowed == 0 {
+            continue;
+        }
+        let data = &data[..n.min(allowed * stride)];
         if out.send(data, stride, to).await.is_ok() {
-            Counters::add(&counters.relay_forwarded, count as u64);
+            Counters::add(&counters.relay_forwarded, allowed as u64);
             last = Instant::now();
         }
     }

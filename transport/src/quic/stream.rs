@@ -9,7 +9,8 @@
 //!   idle timeout of [`IDLE_TIMEOUT`], so a dead path fails both ends within seconds.
 //! - The acceptor allows at most [`MAX_STREAMS_PER_CONNECTION`] streams at once; each must
 //!   deliver its header within [`OPEN_TIMEOUT`] or is reset. The opener allows the acceptor
-//!   no streams of its own.
+//!   no streams of its own. A connection on which no stream has lived for [`OPEN_TIMEOUT`]
+//!   is closed, so it cannot hold an inbound slot while carrying nothing.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,8 +19,8 @@ use nodenet_kad::NodeId;
 
 use super::{NET, Shared};
 use crate::stream::{
-    IDLE_TIMEOUT, KEEPALIVE, MAX_STREAMS_PER_CONNECTION, RESET_DROPPED, StreamHeader, open_quic,
-    read_header,
+    IDLE_TIMEOUT, KEEPALIVE, MAX_STREAMS_PER_CONNECTION, OPEN_TIMEOUT, RESET_DROPPED, StreamHeader,
+    Token, open_quic, read_header,
 };
 use crate::{Addr, DialError, Event, IncomingStream, RecvStream, SendStream, StreamError};
 
@@ -74,12 +75,29 @@ pub(super) async fn accept(
 ) {
     connection.set_max_concurrent_bi_streams(MAX_STREAMS_PER_CONNECTION.into());
     let addr = Addr::new(NET, from.to_string());
-    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-        let (shared, addr) = (shared.clone(), addr.clone());
+    // Held by every stream of this connection from its header on (and by its halves once
+    // accepted): the connection is closed once none has lived for OPEN_TIMEOUT, so a peer
+    // cannot keep an inbound slot with a connection that carries nothing (its keep-alives
+    // alone would keep it up).
+    let live: Token = Arc::new(());
+    loop {
+        let next = tokio::time::timeout(OPEN_TIMEOUT, connection.accept_bi()).await;
+        let (mut send, mut recv) = match next {
+            Ok(Ok(halves)) => halves,
+            Ok(Err(_)) => return,
+            Err(_) => {
+                if Arc::strong_count(&live) == 1 {
+                    connection.close(0u32.into(), b"idle");
+                    return;
+                }
+                continue;
+            }
+        };
+        let (shared, addr, live) = (shared.clone(), addr.clone(), live.clone());
         tokio::spawn(async move {
             match read_header(&mut recv).await {
                 Ok(protocol) => {
-                    let incoming = IncomingStream::quic(remote, addr, protocol, send, recv);
+                    let incoming = IncomingStream::quic(remote, addr, protocol, (send, recv), live);
                     // A closed transport drops the event, and with it the stream (refused).
                     shared.events.push(Event::Stream(incoming)).await;
                 }

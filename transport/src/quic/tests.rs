@@ -538,3 +538,41 @@ fn the_per_ip_cap_counts_an_ipv6_64_as_one_ip() {
     assert_eq!(cap_key(v4), v4);
     assert_ne!(cap_key("192.0.2.8".parse().unwrap()), v4);
 }
+
+/// A peer that opens stream connections and never a stream keeps no inbound slot: the
+/// listener closes such a connection once no stream has lived on it for OPEN_TIMEOUT (its
+/// keep-alives alone would keep it up for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_stream_connection_is_closed_and_frees_its_slot() {
+    let (a, b) = (
+        bind(1, QuicConfig::default()),
+        bind(2, QuicConfig::default().max_inbound_per_ip(2)),
+    );
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (c, _) = dial_side(
+            &a.0,
+            a.0.stream_client.clone(),
+            b.local_id(),
+            &b.local_addr(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("a stream connection"));
+        held.push(c);
+    }
+    // Both per-IP slots are taken: an edge is refused now.
+    assert!(a.dial(b.local_id(), &b.local_addr()).await.is_err());
+    let started = tokio::time::Instant::now();
+    for c in &held {
+        let why = tokio::time::timeout(Duration::from_secs(15), c.closed())
+            .await
+            .expect("the idle stream connection was closed");
+        assert!(
+            matches!(why, quinn::ConnectionError::ApplicationClosed(_)),
+            "{why:?}"
+        );
+    }
+    assert!(started.elapsed() >= crate::stream::OPEN_TIMEOUT - Duration::from_secs(1));
+    // The slots are free again.
+    a.dial(b.local_id(), &b.local_addr()).await.unwrap();
+}
