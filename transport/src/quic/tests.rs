@@ -560,7 +560,12 @@ async fn an_empty_stream_connection_is_closed_and_frees_its_slot() {
         .unwrap_or_else(|_| panic!("a stream connection"));
         held.push(c);
     }
-    // Both per-IP slots are taken: an edge is refused now.
+    // Both per-IP slots are taken (once the listener has promoted them after its side of
+    // each handshake): an edge is refused now.
+    eventually("both stream connections hold a slot", || {
+        lock(&b.0.inbound).total == 2
+    })
+    .await;
     assert!(a.dial(b.local_id(), &b.local_addr()).await.is_err());
     let started = tokio::time::Instant::now();
     for c in &held {
@@ -574,5 +579,6 @@ async fn an_empty_stream_connection_is_closed_and_frees_its_slot() {
     }
     assert!(started.elapsed() >= crate::stream::OPEN_TIMEOUT - Duration::from_secs(1));
     // The slots are free again.
+    eventually("the slots are given back", || lock(&b.0.inbound).total == 0).await;
     a.dial(b.local_id(), &b.local_addr()).await.unwrap();
 }
