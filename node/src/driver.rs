@@ -21,8 +21,8 @@ use crate::core::{
     Action, Attested, Core, CoreConfig, Delivery, EdgeRefusal, Handled, Maintenance, NodeEvent,
     Now, small_frame,
 };
-use crate::rng::CoreRng;
 use crate::{AlreadyTaken, DialNodeError, JoinError, SendError, Stats};
+use nodenet_proto::CoreRng;
 
 /// Default depth of the deliveries queue.
 pub const DEFAULT_DELIVERY_BUFFER: usize = 64;

@@ -7,41 +7,8 @@ use nodenet_transport::stream::BadProtocol;
 use nodenet_transport::{DialError, MediaError, StreamError};
 
 use crate::connect::{Step, StepError};
-use crate::core::{EdgeRefusal, OriginateError};
-
-/// Why [`Node::send`](crate::Node::send) refused a message. Nothing was queued.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SendError {
-    /// The payload is over [`MAX_ROUTED_PAYLOAD`](crate::MAX_ROUTED_PAYLOAD).
-    #[error("payload of {len} bytes is over the {max}-byte maximum of a routed message")]
-    TooLarge {
-        /// The payload's length.
-        len: usize,
-        /// The maximum, [`MAX_ROUTED_PAYLOAD`](crate::MAX_ROUTED_PAYLOAD).
-        max: usize,
-    },
-    /// The node holds no live edge to launch the message from: it has not joined yet (await
-    /// [`Node::joined`](crate::Node::joined)) or it lost every edge.
-    #[error("no live edge to launch from: has the node joined?")]
-    Unroutable,
-    /// The node has shut down.
-    #[error("the node has shut down")]
-    Closed,
-}
-
-impl From<OriginateError> for SendError {
-    fn from(e: OriginateError) -> Self {
-        match e {
-            OriginateError::Unroutable | OriginateError::Busy => Self::Unroutable,
-            // The envelope and frame header add ROUTED_OVERHEAD bytes to the payload.
-            OriginateError::FrameTooLarge { len, .. } => Self::TooLarge {
-                len: len.saturating_sub(crate::ROUTED_OVERHEAD),
-                max: crate::MAX_ROUTED_PAYLOAD,
-            },
-        }
-    }
-}
+use crate::core::EdgeRefusal;
+pub use nodenet_proto::SendError;
 
 /// Why [`Node::connect`](crate::Node::connect) (or
 /// [`Node::rendezvous`](crate::Node::rendezvous), its first step) found no path.
@@ -314,9 +281,9 @@ mod tests {
 
     #[test]
     fn a_routed_frame_too_large_reports_the_payload_not_the_frame() {
-        let frame_len = crate::MAX_ROUTED_PAYLOAD + 1 + crate::ROUTED_OVERHEAD;
+        let frame_len = crate::MAX_ROUTED_PAYLOAD + 1 + nodenet_proto::ROUTED_OVERHEAD;
         assert_eq!(
-            SendError::from(OriginateError::FrameTooLarge {
+            SendError::from(crate::OriginateError::FrameTooLarge {
                 len: frame_len,
                 max: nodenet_transport::MAX_PACKET_LEN
             }),

@@ -69,14 +69,10 @@
 
 mod birthday;
 mod connect;
-mod core;
 mod driver;
 mod error;
 mod media;
-mod rng;
 mod setup;
-pub mod sim;
-mod stats;
 mod streams;
 pub mod testing;
 
@@ -91,11 +87,6 @@ struct ReadmeQuickStart;
 pub use connect::{
     ATTESTATIONS_NEEDED, Connection, DIRECT_DIAL_TIMEOUT, PUNCH_TIMEOUT, Path, RELAYS_TRIED, Step,
     StepError, Strategy, UPGRADE_AFTER,
-};
-pub use core::{
-    Action, AdmissionHook, Core, CoreConfig, Delivery, EdgeRefusal, Handled, MAX_BOOTSTRAP,
-    MAX_DIAL_ADDRS, MAX_DIALS_IN_FLIGHT, MAX_PUNCH_CANDIDATES, Maintenance,
-    NON_ANCHOR_DIAL_TIMEOUT, NodeEvent, Now, OriginateError, Via,
 };
 pub use driver::{
     BuildError, Builder, DEFAULT_DELIVERY_BUFFER, DEFAULT_RENDEZVOUS_TIMEOUT, DIAL_TIMEOUT,
@@ -114,6 +105,14 @@ pub use nodenet_kad::{NodeId, ParseIdError};
 pub use nodenet_nat::NatType;
 pub use nodenet_nat::birthday::BirthdayConfig;
 pub use nodenet_pow::SolveError;
+/// The decision core (`nodenet-proto`), for the driver's paths `crate::core::…`.
+pub(crate) use nodenet_proto::core;
+pub use nodenet_proto::sim;
+pub use nodenet_proto::{
+    Action, AdmissionHook, COUNTERS, Core, CoreConfig, CoreRng, Delivery, EdgeRefusal, Handled,
+    MAX_BOOTSTRAP, MAX_DIAL_ADDRS, MAX_DIALS_IN_FLIGHT, MAX_PUNCH_CANDIDATES, Maintenance,
+    NON_ANCHOR_DIAL_TIMEOUT, NodeEvent, Now, OriginateError, Stats, Via,
+};
 pub use nodenet_rendezvous::{Coordinates, OpenError, Opened};
 pub use nodenet_routing::Contact;
 pub use nodenet_routing::control::Caps;
@@ -126,20 +125,13 @@ pub use nodenet_transport::{DialError, TransportStats};
 pub use nodenet_transport::{MediaError, MediaSession};
 pub use nodenet_transport::{RecvStream, Refusal, SendStream, StreamError};
 pub use nodenet_wire::Addr;
-pub use rng::CoreRng;
 pub use setup::{ContactError, mint_identity, parse_contact, quic_addr};
-pub use stats::{COUNTERS, Stats};
 pub use streams::{MAX_STREAMS, MAX_STREAMS_PER_PEER, STREAM_QUEUE, StreamHook, StreamListener};
 
-/// The largest payload [`Node::send`] routes: one 64 KiB frame less the frame header
-/// (5 bytes) and the signed envelope (205 bytes: target, TTL, key, time, two avoid slots,
-/// length, signature).
-pub const MAX_ROUTED_PAYLOAD: usize = nodenet_transport::MAX_PACKET_LEN - ROUTED_OVERHEAD;
+pub use nodenet_proto::MAX_ROUTED_PAYLOAD;
 /// The largest payload [`Node::send_direct`] and [`Connection::send`] carry: one 64 KiB frame
 /// less its 5-byte header.
 pub const MAX_DIRECT_PAYLOAD: usize = nodenet_transport::MAX_PACKET_LEN - 5;
 /// The largest plaintext [`Node::send_sealed`] carries: [`MAX_ROUTED_PAYLOAD`] less the sealed
 /// box's 155 bytes (ephemeral key, recipient key, time, length, tag, signature).
 pub const MAX_SEALED_PLAINTEXT: usize = MAX_ROUTED_PAYLOAD - 155;
-/// Frame header and envelope around a routed payload of 16 KiB or more.
-pub(crate) const ROUTED_OVERHEAD: usize = 210;

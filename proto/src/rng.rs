@@ -33,7 +33,8 @@ impl CoreRng {
         Self(ChaCha20Rng::seed_from_u64(seed))
     }
 
-    pub(crate) fn fill(&mut self, out: &mut [u8]) {
+    #[doc(hidden)]
+    pub fn fill(&mut self, out: &mut [u8]) {
         self.0.fill_bytes(out);
     }
 }

@@ -2,17 +2,14 @@
 //! codecs: what a hostile peer sends, and what the core must (not) do about it.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use nodenet_identity::Identity;
 use nodenet_kad::NodeId;
 use nodenet_routing::Time;
 use nodenet_routing::msg::{self, MsgFields, MsgRef};
-use nodenet_transport::mem::Hub;
 use nodenet_wire::{Addr, Frame, FrameType};
 
 use super::*;
-use crate::driver::{Node, lock};
 
 pub(crate) fn identity(i: u32) -> Identity {
     let mut seed = [0x33u8; 32];
@@ -59,16 +56,15 @@ fn lookup_nonces(core: &mut Core) -> Vec<[u8; NONCE_LEN]> {
     out
 }
 
-/// `n` Lookup nonces and `n` rendezvous nonces from a node's core.
-fn draw_nonces(node: &Node, n: usize) -> (Vec<[u8; NONCE_LEN]>, Vec<[u8; RDV_NONCE_LEN]>) {
-    let mut core = lock(&node.0.core);
+/// `n` Lookup nonces and `n` rendezvous nonces from a core.
+fn draw_nonces(core: &mut Core, n: usize) -> (Vec<[u8; NONCE_LEN]>, Vec<[u8; RDV_NONCE_LEN]>) {
     let peer = identity(999);
-    edge(&mut core, &peer, now(1));
+    edge(core, &peer, now(1));
     let mut lookups = Vec::new();
     let mut rdv = Vec::new();
     for i in 0..n {
         core.lookup(now(1), NodeId::from_bytes([i.to_le_bytes()[0]; 32]));
-        lookups.extend(lookup_nonces(&mut core));
+        lookups.extend(lookup_nonces(core));
         rdv.push(core.start_rendezvous(now(1), peer.node_id()).unwrap());
         // Keep the request table from filling.
         if i % 512 == 511 {
@@ -87,22 +83,14 @@ fn xorshift(mut x: u64) -> u64 {
     x
 }
 
-#[tokio::test]
-async fn default_nodes_and_a_restarted_one_never_share_a_nonce() {
-    let hub = Hub::new();
-    let build = |i: u32, name: &str| {
-        let id = identity(i);
-        let t = hub.transport(id.node_id(), name).unwrap();
-        Node::builder(id).transport(Arc::new(t)).build().unwrap()
-    };
-    let a = build(1, "a");
-    let b = build(2, "b");
-    let (a_lookups, a_rdv) = draw_nonces(&a, 1000);
-    let (b_lookups, b_rdv) = draw_nonces(&b, 1000);
+/// What every node uses (the `nodenet` builder's default): a generator keyed by the OS.
+#[test]
+fn cores_keyed_by_the_os_and_a_restarted_one_never_share_a_nonce() {
+    let build = |i: u32| Core::new(identity(i), CoreConfig::default(), CoreRng::from_os());
+    let (a_lookups, a_rdv) = draw_nonces(&mut build(1), 1000);
+    let (b_lookups, b_rdv) = draw_nonces(&mut build(2), 1000);
     // The same identity again, as after a restart.
-    drop(a);
-    let again = build(1, "a2");
-    let (r_lookups, r_rdv) = draw_nonces(&again, 1000);
+    let (r_lookups, r_rdv) = draw_nonces(&mut build(1), 1000);
 
     let mut seen = HashSet::new();
     for n in a_lookups.iter().chain(&b_lookups).chain(&r_lookups) {

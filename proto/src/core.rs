@@ -3,8 +3,8 @@
 //! [`Core`] owns the tables and every rule of the protocol, and nothing else: no socket, no
 //! task, no clock, no randomness of its own. Inputs arrive as method calls with the time
 //! ([`Now`]); outputs are return values and [`Action`]s queued for the driver
-//! ([`Core::poll_action`]). The tokio driver in [`crate::Node`] and the discrete-event
-//! simulator of the benchmarks drive the same core.
+//! ([`Core::poll_action`]). The tokio driver of the `nodenet` crate and the
+//! discrete-event simulator ([`crate::sim`]) drive the same core.
 //!
 //! Inputs: [`Core::on_edge_up`], [`Core::on_edge_down`], [`Core::on_frame`],
 //! [`Core::on_dial_failed`], [`Core::on_tick`], and the application's [`Core::originate`] and
@@ -140,9 +140,9 @@ impl Default for CoreConfig {
     }
 }
 
-/// Something the driver must do.
+/// Something the driver must do. Deliberately exhaustive: a driver must handle every action,
+/// so a new one is a compile error in each driver rather than silently ignored.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Action {
     /// Send `frame` on the edge to `to`.
     Send {
@@ -1452,7 +1452,9 @@ impl Core {
     }
 
     /// The counters, for the driver's own events (media admission).
-    pub(crate) fn stats_mut(&mut self) -> &mut Stats {
+    /// The counters, for the driver to count what it decides (media, streams, dials).
+    #[doc(hidden)]
+    pub fn stats_mut(&mut self) -> &mut Stats {
         &mut self.stats
     }
 
@@ -2231,7 +2233,8 @@ fn on_host_of(endpoint: &str, edge: &Addr) -> bool {
 }
 
 /// A small control frame.
-pub(crate) fn small_frame(ty: FrameType, payload: &[u8]) -> Vec<u8> {
+#[doc(hidden)]
+pub fn small_frame(ty: FrameType, payload: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; nodenet_wire::header_len(payload.len()) + payload.len()];
     let n = Frame::new(ty, payload).encode(&mut buf).unwrap_or(0);
     buf.truncate(n);
