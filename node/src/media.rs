@@ -5,17 +5,16 @@
 //! hole or the relay). Its fate is its own: edge churn never touches it, and a dead path
 //! ends it through the transport's idle timeout.
 //!
-//! An inbound session passes three gates in order, each refusal counted: the peer's
-//! proof of work, the session caps ([`MAX_MEDIA_SESSIONS`] in all, [`MAX_MEDIA_PER_PEER`] per
-//! NodeId) and the application's consent hook ([`Builder::media_consent`], which refuses
-//! everything when unset). An accepted session waits on [`Node::inbound_media`] (at most
+//! An inbound session passes three gates in order ([`nodenet_proto::admission`]), each
+//! refusal counted: the peer's proof of work, the application's consent hook
+//! ([`Builder::media_consent`], which refuses everything when unset) and the session caps
+//! ([`MAX_MEDIA_SESSIONS`] in all, [`MAX_MEDIA_PER_PEER`] per NodeId). An accepted session waits on [`Node::inbound_media`] (at most
 //! [`INBOUND_MEDIA_QUEUE`]; past that it is refused).
 //!
 //! [`Builder::media_consent`]: crate::Builder::media_consent
 
-use std::collections::HashMap;
-
 use nodenet_kad::NodeId;
+use nodenet_proto::admission::{Attempt, Caps, Gate, Slots, admit};
 use nodenet_transport::{MediaError, MediaSession};
 use nodenet_wire::Addr;
 use tokio::sync::mpsc;
@@ -33,35 +32,6 @@ pub const INBOUND_MEDIA_QUEUE: usize = 8;
 /// The application's consent hook: true takes the call.
 pub type ConsentHook = Box<dyn Fn(&NodeId) -> bool + Send + Sync>;
 
-/// Live inbound sessions, by peer.
-#[derive(Debug, Default)]
-pub(crate) struct MediaSlots {
-    total: usize,
-    per_peer: HashMap<NodeId, usize>,
-}
-
-impl MediaSlots {
-    fn take(&mut self, peer: NodeId) -> bool {
-        let mine = self.per_peer.get(&peer).copied().unwrap_or(0);
-        if self.total >= MAX_MEDIA_SESSIONS || mine >= MAX_MEDIA_PER_PEER {
-            return false;
-        }
-        self.total += 1;
-        *self.per_peer.entry(peer).or_default() += 1;
-        true
-    }
-
-    fn give_back(&mut self, peer: NodeId) {
-        self.total = self.total.saturating_sub(1);
-        if let Some(n) = self.per_peer.get_mut(&peer) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_peer.remove(&peer);
-            }
-        }
-    }
-}
-
 /// Why [`Node::edge_addr`] has no address.
 pub(crate) enum EdgeAddrError {
     /// There was no edge and connecting failed.
@@ -73,7 +43,7 @@ pub(crate) enum EdgeAddrError {
 /// The node's media state.
 pub(crate) struct Media {
     pub(crate) consent: Option<ConsentHook>,
-    pub(crate) slots: std::sync::Mutex<MediaSlots>,
+    pub(crate) slots: std::sync::Mutex<Slots>,
     pub(crate) inbound_tx: mpsc::Sender<MediaSession>,
     pub(crate) inbound_rx: std::sync::Mutex<Option<mpsc::Receiver<MediaSession>>>,
 }
@@ -83,7 +53,10 @@ impl Media {
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_MEDIA_QUEUE);
         Self {
             consent,
-            slots: std::sync::Mutex::default(),
+            slots: std::sync::Mutex::new(Slots::new(Caps {
+                total: MAX_MEDIA_SESSIONS,
+                per_peer: MAX_MEDIA_PER_PEER,
+            })),
             inbound_tx,
             inbound_rx: std::sync::Mutex::new(Some(inbound_rx)),
         }
@@ -170,35 +143,41 @@ impl Node {
             .ok_or(crate::AlreadyTaken("inbound_media"))
     }
 
-    /// A peer opened a session to us: proof of work, caps, consent, then the queue.
+    /// A peer opened a session to us: the gates of [`nodenet_proto::admission`] (proof of
+    /// work, consent, caps), then the queue.
     pub(crate) fn on_media(&self, session: MediaSession) {
         let peer = session.remote_id();
-        let difficulty = lock(&self.0.core).difficulty();
-        let refuse = |why: fn(&mut crate::Stats)| {
-            why(lock(&self.0.core).stats_mut());
-            session.refuse();
+        let attempt = Attempt {
+            peer,
+            difficulty: lock(&self.0.core).difficulty(),
+            // The consent hook is the handler: without one, every call is refused by it.
+            handled: true,
         };
-        if difficulty > 0 && !nodenet_pow::verify(&peer, difficulty) {
-            return refuse(|s| s.dropped_media_sub_pow += 1);
+        let consent = self.0.media.consent.as_ref();
+        let verdict = admit(
+            attempt,
+            |p| consent.is_some_and(|allow| allow(p)),
+            |p| lock(&self.0.media.slots).take(p),
+        );
+        if let Err(gate) = verdict {
+            let mut core = lock(&self.0.core);
+            let stats = core.stats_mut();
+            match gate {
+                Gate::SubPow => stats.dropped_media_sub_pow += 1,
+                Gate::OverCap => stats.dropped_media_cap += 1,
+                Gate::NoHandler | Gate::Refused => stats.dropped_media_consent += 1,
+            }
+            drop(core);
+            session.refuse();
+            return;
         }
-        if !lock(&self.0.media.slots).take(peer) {
-            return refuse(|s| s.dropped_media_cap += 1);
-        }
+        // The slot is held until the session ends.
         let slots = self.clone();
         let closed = session.closed();
         self.spawn_owned(async move {
             closed.await;
             lock(&slots.0.media.slots).give_back(peer);
         });
-        let consent = self
-            .0
-            .media
-            .consent
-            .as_ref()
-            .is_some_and(|allow| allow(&peer));
-        if !consent {
-            return refuse(|s| s.dropped_media_consent += 1);
-        }
         match self.0.media.inbound_tx.try_send(session) {
             Ok(()) => lock(&self.0.core).stats_mut().media_accepted += 1,
             Err(e) => {

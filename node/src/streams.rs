@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use nodenet_kad::NodeId;
+use nodenet_proto::admission::{Attempt, Caps, Gate, Slots, admit};
 use nodenet_transport::stream::check_protocol;
 use nodenet_transport::{IncomingStream, RecvStream, Refusal, SendStream, StreamError};
 use tokio::sync::mpsc;
@@ -42,13 +43,6 @@ pub type StreamHook = Box<dyn Fn(&NodeId, &str) -> bool + Send + Sync>;
 
 type Listeners = Mutex<HashMap<String, mpsc::Sender<(SendStream, RecvStream)>>>;
 
-/// Live inbound streams, by peer.
-#[derive(Debug, Default)]
-struct Slots {
-    total: usize,
-    per_peer: HashMap<NodeId, usize>,
-}
-
 /// One live inbound stream's place under the caps, given back when both halves are gone.
 struct Slot {
     slots: Weak<Mutex<Slots>>,
@@ -57,32 +51,10 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let Some(slots) = self.slots.upgrade() else {
-            return;
-        };
-        let mut s = lock(&slots);
-        s.total = s.total.saturating_sub(1);
-        if let Some(n) = s.per_peer.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                s.per_peer.remove(&self.peer);
-            }
+        if let Some(slots) = self.slots.upgrade() {
+            lock(&slots).give_back(self.peer);
         }
     }
-}
-
-fn take_slot(slots: &Arc<Mutex<Slots>>, peer: NodeId) -> Option<Slot> {
-    let mut s = lock(slots);
-    let mine = s.per_peer.get(&peer).copied().unwrap_or(0);
-    if s.total >= MAX_STREAMS || mine >= MAX_STREAMS_PER_PEER {
-        return None;
-    }
-    s.total += 1;
-    *s.per_peer.entry(peer).or_default() += 1;
-    Some(Slot {
-        slots: Arc::downgrade(slots),
-        peer,
-    })
 }
 
 /// The node's stream state.
@@ -96,14 +68,17 @@ impl Streams {
     pub(crate) fn new(hook: Option<StreamHook>) -> Self {
         Self {
             hook,
-            slots: Arc::default(),
+            slots: Arc::new(Mutex::new(Slots::new(Caps {
+                total: MAX_STREAMS,
+                per_peer: MAX_STREAMS_PER_PEER,
+            }))),
             listeners: Arc::default(),
         }
     }
 
     /// Inbound streams holding a slot now.
     pub(crate) fn live(&self) -> usize {
-        lock(&self.slots).total
+        lock(&self.slots).live()
     }
 
     /// Drops every listener's sender: each `accept` returns `None` once its queue is empty.
@@ -219,31 +194,49 @@ impl Node {
     pub(crate) fn on_stream(&self, incoming: IncomingStream) {
         let peer = incoming.remote_id();
         let streams = &self.0.streams;
-        let count = |c: fn(&mut crate::Stats)| c(lock(&self.0.core).stats_mut());
-        let difficulty = lock(&self.0.core).difficulty();
-        if difficulty > 0 && !nodenet_pow::verify(&peer, difficulty) {
-            count(|s| s.dropped_stream_sub_pow += 1);
-            return incoming.refuse(Refusal::Refused);
-        }
         let listener = lock(&streams.listeners)
             .get(incoming.protocol())
             .filter(|tx| !tx.is_closed())
             .cloned();
-        let Some(listener) = listener else {
-            count(|s| s.dropped_stream_no_handler += 1);
-            return incoming.refuse(Refusal::NoHandler);
+        let attempt = Attempt {
+            peer,
+            difficulty: lock(&self.0.core).difficulty(),
+            handled: listener.is_some(),
         };
-        if !streams
-            .hook
-            .as_ref()
-            .is_none_or(|allow| allow(&peer, incoming.protocol()))
-        {
-            count(|s| s.dropped_stream_refused += 1);
-            return incoming.refuse(Refusal::Refused);
-        }
-        let Some(slot) = take_slot(&streams.slots, peer) else {
-            count(|s| s.dropped_stream_cap += 1);
-            return incoming.refuse(Refusal::Busy);
+        let verdict = admit(
+            attempt,
+            |p| {
+                streams
+                    .hook
+                    .as_ref()
+                    .is_none_or(|allow| allow(p, incoming.protocol()))
+            },
+            |p| lock(&streams.slots).take(p),
+        );
+        // Held from here on: given back when it drops, on every path below.
+        let slot = verdict.is_ok().then(|| Slot {
+            slots: Arc::downgrade(&streams.slots),
+            peer,
+        });
+        let count = |c: fn(&mut crate::Stats)| c(lock(&self.0.core).stats_mut());
+        let (listener, slot) = match (verdict, listener, slot) {
+            (Ok(()), Some(listener), Some(slot)) => (listener, slot),
+            (Err(Gate::SubPow), ..) => {
+                count(|s| s.dropped_stream_sub_pow += 1);
+                return incoming.refuse(Refusal::Refused);
+            }
+            (Err(Gate::Refused), ..) => {
+                count(|s| s.dropped_stream_refused += 1);
+                return incoming.refuse(Refusal::Refused);
+            }
+            (Err(Gate::OverCap), ..) => {
+                count(|s| s.dropped_stream_cap += 1);
+                return incoming.refuse(Refusal::Busy);
+            }
+            (Err(Gate::NoHandler), ..) | (Ok(()), ..) => {
+                count(|s| s.dropped_stream_no_handler += 1);
+                return incoming.refuse(Refusal::NoHandler);
+            }
         };
         let Ok(permit) = listener.try_reserve_owned() else {
             count(|s| s.dropped_stream_cap += 1);

@@ -7,6 +7,8 @@
 //! the same core runs under the `nodenet` crate's tokio driver and under [`sim`], which runs
 //! 10,000-node overlays on two cores.
 //!
+//! [`admission`] decides what a peer may open beside the overlay (media, streams).
+//!
 //! Applications use the `nodenet` crate, which re-exports what they need from here.
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -14,6 +16,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod admission;
 /// The decision core. Its extra `pub` items (hidden from the docs) are the driver's.
 #[doc(hidden)]
 pub mod core;
