@@ -34,6 +34,9 @@ pub const FORWARD_RATE: f64 = 512.0;
 /// Routed-frame burst.
 pub const FORWARD_BURST: f64 = 1024.0;
 
+/// Tables up to this many edges take the branch-free closest scan.
+const SCAN_MAX: usize = 64;
+
 /// `a < b` for distances as big-endian words; the first word nearly always decides.
 #[inline(always)]
 fn less(a: &[u64; 4], b: &[u64; 4]) -> bool {
@@ -228,6 +231,9 @@ impl Edges {
         out: &mut [NodeId],
         mut keep: impl FnMut(&NodeId) -> bool,
     ) -> usize {
+        if let Some(bound) = bound.filter(|_| self.words.len() <= SCAN_MAX) {
+            return self.closer_than(target, bound, out, keep);
+        }
         const MAX: usize = 16;
         let t = target.to_words();
         let dist = |w: &[u64; 4]| [w[0] ^ t[0], w[1] ^ t[1], w[2] ^ t[2], w[3] ^ t[3]];
@@ -267,6 +273,66 @@ impl Edges {
         }
         for (o, &slot) in out.iter_mut().zip(&slots[..n]) {
             *o = self.edges[slot].id;
+        }
+        n
+    }
+
+    /// [`Edges::closest_within`] with a bound, for a table of at most [`SCAN_MAX`] edges
+    /// (every real one): the forwarding decision's case. One pass keeps each edge closer than
+    /// the bound as (first distance word, index) without a data-dependent branch (the words
+    /// are random, so branches on them mispredict about half the time), then a sort of the
+    /// few kept (about half the table) orders them; full words are compared only on a
+    /// first-word tie. Without a bound every edge would be kept and sorted, and the insertion
+    /// scan is cheaper.
+    fn closer_than(
+        &self,
+        target: &NodeId,
+        bound: &NodeId,
+        out: &mut [NodeId],
+        mut keep: impl FnMut(&NodeId) -> bool,
+    ) -> usize {
+        let t = target.to_words();
+        let dist = |w: &[u64; 4]| [w[0] ^ t[0], w[1] ^ t[1], w[2] ^ t[2], w[3] ^ t[3]];
+        let limit = dist(&bound.to_words());
+        let mut keys = [(0u64, 0u8); SCAN_MAX];
+        let mut m = 0;
+        for (i, w) in self.words.iter().enumerate() {
+            let d0 = w[0] ^ t[0];
+            // Strictly closer than the bound (a first-word tie is rare: full words then).
+            let closer = if d0 == limit[0] {
+                less(&dist(w), &limit)
+            } else {
+                d0 < limit[0]
+            };
+            keys[m] = (d0, u8::try_from(i).unwrap_or(u8::MAX));
+            m += usize::from(closer);
+        }
+        let keys = &mut keys[..m];
+        keys.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0).then_with(|| {
+                let (da, db) = (
+                    dist(&self.words[usize::from(a.1)]),
+                    dist(&self.words[usize::from(b.1)]),
+                );
+                if less(&da, &db) {
+                    std::cmp::Ordering::Less
+                } else if less(&db, &da) {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
+        });
+        let mut n = 0;
+        for &(_, i) in keys.iter() {
+            if n == out.len() {
+                break;
+            }
+            let id = &self.edges[usize::from(i)].id;
+            if keep(id) {
+                out[n] = *id;
+                n += 1;
+            }
         }
         n
     }

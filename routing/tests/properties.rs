@@ -240,6 +240,63 @@ proptest! {
         prop_assert!(control::ContactList::decode(&mut r).is_ok());
     }
 
+    /// The forwarding decision's candidates are exactly what a full scan gives: the edges
+    /// strictly closer to the target than we are and not avoided, closest first, at most
+    /// MAX_CANDIDATES. Tables on both sides of the fast path's size limit (64), and ids
+    /// sharing their first eight bytes with each other and with us, so first-word ties (the
+    /// fast path's rare branch) occur often.
+    #[test]
+    fn decide_candidates_match_a_full_scan(
+        seed in 1u64..u64::MAX,
+        n in 0usize..80,
+        tied in any::<bool>(),
+    ) {
+        let mut rng = Rng(seed);
+        let me = rng.id();
+        let prefixes = [me.as_bytes()[..8].to_vec(), vec![0x55; 8], vec![0xaa; 8]];
+        let mut edges = Edges::new(me);
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let mut b = *rng.id().as_bytes();
+            if tied {
+                b[..8].copy_from_slice(&prefixes[(rng.next() % 3) as usize]);
+            }
+            let id = NodeId::from_bytes(b);
+            if id != me && !edges.contains(&id) {
+                edges.add(id, true, None, Time(0));
+                ids.push(id);
+            }
+        }
+        for _ in 0..10 {
+            let mut b = *rng.id().as_bytes();
+            if tied && rng.next() % 2 == 0 {
+                b[..8].copy_from_slice(&prefixes[(rng.next() % 3) as usize]);
+            }
+            let target = NodeId::from_bytes(b);
+            let avoided: HashSet<NodeId> =
+                ids.iter().filter(|_| rng.next() % 4 == 0).copied().collect();
+            let mut c = Candidates::new();
+            let d = decide(&me, &edges, &target, 9, |id| avoided.contains(id), &mut c);
+            let mut want: Vec<NodeId> = ids
+                .iter()
+                .filter(|id| !avoided.contains(id))
+                .filter(|id| target.cmp_distance(id, &me) == std::cmp::Ordering::Less)
+                .copied()
+                .collect();
+            want.sort_by(|a, b| target.cmp_distance(a, b));
+            want.truncate(nodenet_routing::MAX_CANDIDATES);
+            if target == me {
+                prop_assert!(matches!(d, Decision::Deliver));
+                continue;
+            }
+            prop_assert_eq!(c.as_slice(), &want[..]);
+            prop_assert_eq!(
+                matches!(d, Decision::Drop(DropReason::LocalOptimum)),
+                want.is_empty()
+            );
+        }
+    }
+
     /// Decoders never panic on arbitrary bytes.
     #[test]
     fn decoders_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600)) {
