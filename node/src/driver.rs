@@ -75,7 +75,9 @@ impl Builder {
     }
 
     /// Which peers may call us: an inbound media session from a peer the hook refuses is
-    /// closed as refused. Unset (the default), every call is refused.
+    /// closed as refused. Unset (the default), every call is refused. The hook runs on the
+    /// node's event path, so keep it quick; it is asked only once the peer's proof of work
+    /// passed and the caps have room for the call.
     pub fn media_consent(
         mut self,
         allow: impl Fn(&NodeId) -> bool + Send + Sync + 'static,

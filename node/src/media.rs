@@ -5,21 +5,26 @@
 //! hole or the relay). Its fate is its own: edge churn never touches it, and a dead path
 //! ends it through the transport's idle timeout.
 //!
-//! An inbound session passes three gates in order ([`nodenet_proto::admission`]), each
-//! refusal counted: the peer's proof of work, the application's consent hook
-//! ([`Builder::media_consent`], which refuses everything when unset) and the session caps
-//! ([`MAX_MEDIA_SESSIONS`] in all, [`MAX_MEDIA_PER_PEER`] per NodeId). An accepted session waits on [`Node::inbound_media`] (at most
-//! [`INBOUND_MEDIA_QUEUE`]; past that it is refused).
+//! An inbound session passes the gates of [`nodenet_proto::admission`] in order, each refusal
+//! counted: the peer's proof of work, the session caps ([`MAX_MEDIA_SESSIONS`] in all,
+//! [`MAX_MEDIA_PER_PEER`] per NodeId; looked at, not yet taken), then the application's consent
+//! hook ([`Builder::media_consent`], which refuses everything when unset), and last the slot
+//! is taken. So the hook is never asked about a call the caps would refuse. An accepted
+//! session waits on [`Node::inbound_media`] (at most [`INBOUND_MEDIA_QUEUE`]; past that it is
+//! refused).
 //!
 //! [`Builder::media_consent`]: crate::Builder::media_consent
 
 use nodenet_kad::NodeId;
+use std::sync::{Arc, Mutex};
+
 use nodenet_proto::admission::{Attempt, Caps, Gate, Slots, admit};
 use nodenet_transport::{MediaError, MediaSession};
 use nodenet_wire::Addr;
 use tokio::sync::mpsc;
 
 use crate::driver::{Node, lock};
+use crate::streams::Slot;
 use crate::{ConnectError, OpenMediaError};
 
 /// Inbound media sessions live at once, from all peers.
@@ -43,9 +48,9 @@ pub(crate) enum EdgeAddrError {
 /// The node's media state.
 pub(crate) struct Media {
     pub(crate) consent: Option<ConsentHook>,
-    pub(crate) slots: std::sync::Mutex<Slots>,
+    pub(crate) slots: Arc<Mutex<Slots>>,
     pub(crate) inbound_tx: mpsc::Sender<MediaSession>,
-    pub(crate) inbound_rx: std::sync::Mutex<Option<mpsc::Receiver<MediaSession>>>,
+    pub(crate) inbound_rx: Mutex<Option<mpsc::Receiver<MediaSession>>>,
 }
 
 impl Media {
@@ -53,12 +58,12 @@ impl Media {
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_MEDIA_QUEUE);
         Self {
             consent,
-            slots: std::sync::Mutex::new(Slots::new(Caps {
+            slots: Arc::new(Mutex::new(Slots::new(Caps {
                 total: MAX_MEDIA_SESSIONS,
                 per_peer: MAX_MEDIA_PER_PEER,
-            })),
+            }))),
             inbound_tx,
-            inbound_rx: std::sync::Mutex::new(Some(inbound_rx)),
+            inbound_rx: Mutex::new(Some(inbound_rx)),
         }
     }
 }
@@ -129,8 +134,8 @@ impl Node {
         let _ = self.send_to(peer, &ping);
     }
 
-    /// Calls to us: inbound media sessions that passed the gates (proof of work, the caps,
-    /// [`Builder::media_consent`](crate::Builder::media_consent)), queued up to
+    /// Calls to us: inbound media sessions that passed the gates (proof of work, room under
+    /// the caps, [`Builder::media_consent`](crate::Builder::media_consent)), queued up to
     /// [`INBOUND_MEDIA_QUEUE`]; past that a call is refused. Keep a session to accept it,
     /// [`MediaSession::refuse`] or drop it to refuse. One consumer: the first call takes it.
     ///
@@ -144,20 +149,21 @@ impl Node {
     }
 
     /// A peer opened a session to us: the gates of [`nodenet_proto::admission`] (proof of
-    /// work, consent, caps), then the queue.
+    /// work, room under the caps, consent), then the queue.
     pub(crate) fn on_media(&self, session: MediaSession) {
         let peer = session.remote_id();
         let attempt = Attempt {
             peer,
             difficulty: lock(&self.0.core).difficulty(),
-            // The consent hook is the handler: without one, every call is refused by it.
-            handled: true,
         };
         let consent = self.0.media.consent.as_ref();
+        // The consent hook is the handler too: without one, every call is refused by it (and
+        // counted as a consent refusal, not a missing handler).
         let verdict = admit(
             attempt,
+            Some(()),
             |p| consent.is_some_and(|allow| allow(p)),
-            |p| lock(&self.0.media.slots).take(p),
+            || lock(&self.0.media.slots),
         );
         if let Err(gate) = verdict {
             let mut core = lock(&self.0.core);
@@ -171,12 +177,15 @@ impl Node {
             session.refuse();
             return;
         }
-        // The slot is held until the session ends.
-        let slots = self.clone();
+        // The slot is held until the session ends, or the node aborts the watcher at shutdown.
+        let slot = Slot {
+            slots: Arc::downgrade(&self.0.media.slots),
+            peer,
+        };
         let closed = session.closed();
         self.spawn_owned(async move {
             closed.await;
-            lock(&slots.0.media.slots).give_back(peer);
+            drop(slot);
         });
         match self.0.media.inbound_tx.try_send(session) {
             Ok(()) => lock(&self.0.core).stats_mut().media_accepted += 1,

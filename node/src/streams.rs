@@ -43,10 +43,12 @@ pub type StreamHook = Box<dyn Fn(&NodeId, &str) -> bool + Send + Sync>;
 
 type Listeners = Mutex<HashMap<String, mpsc::Sender<(SendStream, RecvStream)>>>;
 
-/// One live inbound stream's place under the caps, given back when both halves are gone.
-struct Slot {
-    slots: Weak<Mutex<Slots>>,
-    peer: NodeId,
+/// One live admission's place under the caps (an inbound stream's or media session's), given
+/// back when it drops: when both halves of the stream are gone, or the session's watcher ends
+/// (also when the node aborts it at shutdown).
+pub(crate) struct Slot {
+    pub(crate) slots: Weak<Mutex<Slots>>,
+    pub(crate) peer: NodeId,
 }
 
 impl Drop for Slot {
@@ -201,42 +203,36 @@ impl Node {
         let attempt = Attempt {
             peer,
             difficulty: lock(&self.0.core).difficulty(),
-            handled: listener.is_some(),
         };
         let verdict = admit(
             attempt,
+            listener,
             |p| {
                 streams
                     .hook
                     .as_ref()
                     .is_none_or(|allow| allow(p, incoming.protocol()))
             },
-            |p| lock(&streams.slots).take(p),
+            || lock(&streams.slots),
         );
+        let count = |c: fn(&mut crate::Stats)| c(lock(&self.0.core).stats_mut());
+        let listener = match verdict {
+            Ok(listener) => listener,
+            Err(gate) => {
+                let (counter, refusal): (fn(&mut crate::Stats), _) = match gate {
+                    Gate::SubPow => (|s| s.dropped_stream_sub_pow += 1, Refusal::Refused),
+                    Gate::Refused => (|s| s.dropped_stream_refused += 1, Refusal::Refused),
+                    Gate::OverCap => (|s| s.dropped_stream_cap += 1, Refusal::Busy),
+                    Gate::NoHandler => (|s| s.dropped_stream_no_handler += 1, Refusal::NoHandler),
+                };
+                count(counter);
+                return incoming.refuse(refusal);
+            }
+        };
         // Held from here on: given back when it drops, on every path below.
-        let slot = verdict.is_ok().then(|| Slot {
+        let slot = Slot {
             slots: Arc::downgrade(&streams.slots),
             peer,
-        });
-        let count = |c: fn(&mut crate::Stats)| c(lock(&self.0.core).stats_mut());
-        let (listener, slot) = match (verdict, listener, slot) {
-            (Ok(()), Some(listener), Some(slot)) => (listener, slot),
-            (Err(Gate::SubPow), ..) => {
-                count(|s| s.dropped_stream_sub_pow += 1);
-                return incoming.refuse(Refusal::Refused);
-            }
-            (Err(Gate::Refused), ..) => {
-                count(|s| s.dropped_stream_refused += 1);
-                return incoming.refuse(Refusal::Refused);
-            }
-            (Err(Gate::OverCap), ..) => {
-                count(|s| s.dropped_stream_cap += 1);
-                return incoming.refuse(Refusal::Busy);
-            }
-            (Err(Gate::NoHandler), ..) | (Ok(()), ..) => {
-                count(|s| s.dropped_stream_no_handler += 1);
-                return incoming.refuse(Refusal::NoHandler);
-            }
         };
         let Ok(permit) = listener.try_reserve_owned() else {
             count(|s| s.dropped_stream_cap += 1);

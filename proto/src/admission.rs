@@ -2,8 +2,10 @@
 //! their order, as a pure decision over facts the driver supplies.
 //!
 //! The order is the contract: the cheapest check and the one that needs no application first
-//! (proof of work), then whether anything would take it (a handler), then the application's
-//! word on this peer (its hook), and last the caps, so a refused attempt never holds a slot.
+//! (proof of work), then whether anything would take it (a handler), then whether a slot is
+//! free (a look that takes nothing), then the application's word on this peer (its hook), and
+//! last the slot itself is taken. So the hook is never asked about an attempt the caps would
+//! refuse anyway, and a refused attempt never holds a slot.
 //! A slot is held until the driver gives it back ([`Slots::give_back`]) when the session or
 //! stream ends.
 
@@ -40,13 +42,17 @@ impl Slots {
 
     /// Takes a slot for `peer` if both caps allow it.
     pub fn take(&mut self, peer: NodeId) -> bool {
-        let mine = self.live_for(&peer);
-        if self.total >= self.caps.total || mine >= self.caps.per_peer {
+        if !self.has_room(&peer) {
             return false;
         }
         self.total += 1;
         *self.per_peer.entry(peer).or_default() += 1;
         true
+    }
+
+    /// Whether [`Slots::take`] would grant `peer` a slot now; takes nothing.
+    pub fn has_room(&self, peer: &NodeId) -> bool {
+        self.total < self.caps.total && self.live_for(peer) < self.caps.per_peer
     }
 
     /// Gives back a slot of `peer`'s (one that [`Slots::take`] granted).
@@ -92,34 +98,40 @@ pub struct Attempt {
     pub peer: NodeId,
     /// The proof-of-work difficulty we demand (0: none).
     pub difficulty: u32,
-    /// Whether something would take it.
-    pub handled: bool,
 }
 
-/// Runs `attempt` through the gates in order; on success it holds the slot `take_slot` took
-/// (usually [`Slots::take`] under the driver's lock, which this way is never held while the
-/// application's hook runs). `allow` (that hook) is asked only once the cheaper gates passed.
+/// Runs `attempt` through the gates in order against `slots`; `handler` is what would take it
+/// (`None`: nothing would). On success the attempt holds one of the slots, to be given back
+/// with [`Slots::give_back`], and the handler is handed back to take it. `allow` (the application's
+/// hook) is asked only once the cheaper gates passed and a slot is free, and `slots` is not
+/// borrowed while it runs (the driver's lock on it is never held across the application's
+/// code). A slot freed by another attempt while the hook ran is simply still free; one taken
+/// meanwhile makes this attempt [`Gate::OverCap`].
 ///
 /// # Errors
 /// The first [`Gate`] that refused it; then no slot was taken.
-pub fn admit(
+pub fn admit<H, S: std::ops::DerefMut<Target = Slots>>(
     attempt: Attempt,
+    handler: Option<H>,
     allow: impl FnOnce(&NodeId) -> bool,
-    take_slot: impl FnOnce(NodeId) -> bool,
-) -> Result<(), Gate> {
+    mut slots: impl FnMut() -> S,
+) -> Result<H, Gate> {
     if attempt.difficulty > 0 && !nodenet_pow::verify(&attempt.peer, attempt.difficulty) {
         return Err(Gate::SubPow);
     }
-    if !attempt.handled {
+    let Some(handler) = handler else {
         return Err(Gate::NoHandler);
+    };
+    if !slots().has_room(&attempt.peer) {
+        return Err(Gate::OverCap);
     }
     if !allow(&attempt.peer) {
         return Err(Gate::Refused);
     }
-    if !take_slot(attempt.peer) {
+    if !slots().take(attempt.peer) {
         return Err(Gate::OverCap);
     }
-    Ok(())
+    Ok(handler)
 }
 
 #[cfg(test)]
@@ -134,7 +146,6 @@ mod tests {
         Attempt {
             peer,
             difficulty: 0,
-            handled: true,
         }
     }
 
@@ -163,45 +174,32 @@ mod tests {
 
     #[test]
     fn the_gates_run_in_order_and_a_refusal_takes_no_slot() {
-        let caps = Caps {
+        let s = std::sync::Mutex::new(Slots::new(Caps {
             total: 1,
             per_peer: 1,
-        };
-        let mut s = Slots::new(caps);
+        }));
+        let slots = || s.lock().unwrap();
         // A NodeId of all 0xff bytes has no leading zero bits: below any difficulty. The hook
         // is not even asked.
         let weak = Attempt {
             difficulty: 8,
             ..attempt(id(0xff))
         };
+        let never = |_: &NodeId| -> bool { unreachable!("the hook was asked too early") };
+        assert_eq!(admit(weak, Some(()), never, slots), Err(Gate::SubPow));
         assert_eq!(
-            admit(
-                weak,
-                |_| unreachable!("asked before the pow gate"),
-                |p| s.take(p)
-            ),
-            Err(Gate::SubPow)
-        );
-        let unhandled = Attempt {
-            handled: false,
-            ..attempt(id(1))
-        };
-        assert_eq!(
-            admit(
-                unhandled,
-                |_| unreachable!("asked without a handler"),
-                |p| s.take(p)
-            ),
+            admit(attempt(id(1)), None::<()>, never, slots),
             Err(Gate::NoHandler)
         );
         assert_eq!(
-            admit(attempt(id(1)), |_| false, |p| s.take(p)),
+            admit(attempt(id(1)), Some(()), |_| false, slots),
             Err(Gate::Refused)
         );
-        assert_eq!(s.live(), 0, "refusals hold nothing");
-        assert_eq!(admit(attempt(id(1)), |_| true, |p| s.take(p)), Ok(()));
+        assert_eq!(slots().live(), 0, "refusals hold nothing");
+        assert_eq!(admit(attempt(id(1)), Some("h"), |_| true, slots), Ok("h"));
+        // Full: the hook is not asked about an attempt the caps refuse.
         assert_eq!(
-            admit(attempt(id(2)), |_| true, |p| s.take(p)),
+            admit(attempt(id(2)), Some(()), never, slots),
             Err(Gate::OverCap)
         );
         // A zero NodeId meets any difficulty.
@@ -209,6 +207,22 @@ mod tests {
             difficulty: 8,
             ..attempt(id(0))
         };
-        assert_eq!(admit(strong, |_| true, |p| s.take(p)), Err(Gate::OverCap));
+        assert_eq!(admit(strong, Some(()), never, slots), Err(Gate::OverCap));
+        assert_eq!(slots().live(), 1);
+    }
+
+    #[test]
+    fn a_slot_taken_while_the_hook_ran_makes_the_attempt_over_cap() {
+        let s = std::sync::Mutex::new(Slots::new(Caps {
+            total: 1,
+            per_peer: 1,
+        }));
+        // There was room when the hook was asked; another attempt took it meanwhile.
+        let hook = |_: &NodeId| s.lock().unwrap().take(id(9));
+        assert_eq!(
+            admit(attempt(id(1)), Some(()), hook, || s.lock().unwrap()),
+            Err(Gate::OverCap)
+        );
+        assert_eq!(s.lock().unwrap().live_for(&id(1)), 0);
     }
 }
