@@ -140,8 +140,10 @@ impl Default for CoreConfig {
     }
 }
 
-/// Something the driver must do. Deliberately exhaustive: a driver must handle every action,
-/// so a new one is a compile error in each driver rather than silently ignored.
+/// Something the driver must do. Deliberately exhaustive (not `#[non_exhaustive]`): a driver
+/// must handle every action, so a new one is a compile error in each driver rather than
+/// silently ignored. The price is that adding a variant is a breaking change of this crate,
+/// which is why the core is `#[doc(hidden)]` and versioned with the driver.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Send `frame` on the edge to `to`.
@@ -1451,7 +1453,6 @@ impl Core {
             .collect()
     }
 
-    /// The counters, for the driver's own events (media admission).
     /// The counters, for the driver to count what it decides (media, streams, dials).
     #[doc(hidden)]
     pub fn stats_mut(&mut self) -> &mut Stats {

@@ -9,8 +9,8 @@ pub const ROUTED_OVERHEAD: usize = 210;
 /// length, signature).
 pub const MAX_ROUTED_PAYLOAD: usize = nodenet_wire::MAX_PACKET_LEN - ROUTED_OVERHEAD;
 
-/// Why a routed send (`nodenet::Node::send`, [`crate::sim::Sim::send`]) refused a message.
-/// Nothing was queued.
+/// Why a routed send (`nodenet::Node::send` in the driver, [`crate::sim::Sim::send`] here)
+/// refused a message. Nothing was queued.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
@@ -22,8 +22,8 @@ pub enum SendError {
         /// The maximum, [`MAX_ROUTED_PAYLOAD`](crate::MAX_ROUTED_PAYLOAD).
         max: usize,
     },
-    /// The node holds no live edge to launch the message from: it has not joined yet (await
-    /// `nodenet::Node::joined`) or it lost every edge.
+    /// The node holds no live edge to launch the message from: it has not joined yet (with
+    /// the `nodenet` driver, await `Node::joined` first) or it lost every edge.
     #[error("no live edge to launch from: has the node joined?")]
     Unroutable,
     /// The node has shut down.

@@ -33,8 +33,7 @@ impl CoreRng {
         Self(ChaCha20Rng::seed_from_u64(seed))
     }
 
-    #[doc(hidden)]
-    pub fn fill(&mut self, out: &mut [u8]) {
+    pub(crate) fn fill(&mut self, out: &mut [u8]) {
         self.0.fill_bytes(out);
     }
 }
