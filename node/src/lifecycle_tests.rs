@@ -98,3 +98,62 @@ async fn a_closed_connection_is_never_admitted_again() {
     );
     assert_eq!(crate::driver::lock(&node.0.core).edges().len(), 0);
 }
+
+/// The frames a node's core queues for one Lookup of `target`, after a fake edge to `peer`, at
+/// a fixed time: everything in them but the nonces is a function of the identity, the edge and
+/// the time.
+fn lookup_frames(node: &Node, peer: &Identity) -> Vec<Vec<u8>> {
+    let at = crate::core::Now {
+        mono: nodenet_routing::Time(1_000_000_000),
+        unix_ns: 1_700_000_000_000_000_000,
+    };
+    let mut core = crate::driver::lock(&node.0.core);
+    core.on_edge_up(
+        at,
+        peer.node_id(),
+        Some(peer.ed_public()),
+        true,
+        &nodenet_wire::Addr::new("mem", "fake-peer"),
+    )
+    .unwrap();
+    while core.poll_action().is_some() {}
+    let mut frames = Vec::new();
+    for i in 0..4u8 {
+        core.lookup(at, nodenet_kad::NodeId::from_bytes([i; 32]));
+        while let Some(action) = core.poll_action() {
+            if let crate::core::Action::Send { frame, .. } = action {
+                frames.push(frame);
+            }
+        }
+    }
+    assert!(!frames.is_empty(), "the lookups sent nothing");
+    frames
+}
+
+/// Hardening finding 1 at the level a user meets it: a node built the default way draws its
+/// nonces from a generator keyed by the operating system, so two nodes with the same identity,
+/// the same state and the same clock still send different Lookups. (With one fixed seed they
+/// send identical bytes: the comparison is what would catch a default that is predictable.)
+#[tokio::test]
+async fn default_nodes_draw_nonces_nobody_can_predict() {
+    let hub = Hub::new();
+    let peer = identity(21);
+    let build = |name: &str, seed: Option<u64>| {
+        let t = hub.transport_for(&identity(20), name).unwrap();
+        let builder = Node::builder(identity(20)).transport(Arc::new(t));
+        match seed {
+            Some(s) => builder.deterministic_seed(s),
+            None => builder,
+        }
+        .build()
+        .unwrap()
+    };
+    let (a, b) = (build("a", None), build("b", None));
+    assert_ne!(
+        lookup_frames(&a, &peer),
+        lookup_frames(&b, &peer),
+        "two default nodes sent the same nonces"
+    );
+    let (c, d) = (build("c", Some(7)), build("d", Some(7)));
+    assert_eq!(lookup_frames(&c, &peer), lookup_frames(&d, &peer));
+}
