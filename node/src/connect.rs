@@ -1,32 +1,32 @@
 //! Rendezvous, the connect cascade, direct sends and sealed boxes: the driver's half.
 //!
-//! `connect` runs an explicit, ordered list of strategies, cheapest first. Each is tried only
-//! when the ones before it failed, and the error names the step that failed last:
-//!
-//! 1. an edge we already hold;
-//! 2. rendezvous (a signed Hello routed to the NodeId, a Reply verified against it), then a
-//!    direct dial of every address it returned, at once, the first to authenticate winning;
-//! 3. a hole-punch (unless our own NAT is symmetric): a signed Connect routed to the peer with
-//!    our coordinates; the peer answers with a ConnectAck carrying its own and punches toward
-//!    ours at once, we punch toward its candidates and dial them;
-//! 4. volunteer relays are next.
+//! What `connect` tries, in which order and for how long is decided by
+//! [`nodenet_proto::connect::Cascade`], a state machine with no I/O; this module carries out its
+//! commands (dials, rendezvous, punch and relay requests) and feeds back their answers, with
+//! one timer: the cascade's next deadline.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use nodenet_kad::NodeId;
+use nodenet_proto::connect::RELAY_GRANT_TIMEOUT;
+use nodenet_proto::connect::{
+    Cascade, CascadeConfig, Command, EdgeNow, Failure, How, Outcome, RendezvousClock,
+    RendezvousTick,
+};
+pub use nodenet_proto::connect::{
+    DIRECT_DIAL_TIMEOUT, PUNCH_TIMEOUT, Path, RELAYS_TRIED, Step, Strategy,
+};
 use nodenet_rendezvous::{Coordinates, OpenError, Opened};
+use nodenet_routing::Time;
 use nodenet_transport::{Conn, DialError};
 use nodenet_wire::{Addr, Frame, FrameType};
 use tokio::sync::oneshot;
 
 use crate::core::EdgeRefusal;
-use crate::driver::lock;
+use crate::driver::{PunchAnswer, lock};
 use crate::{ConnectError, Delivery, DirectSendError, Node, SealError};
-
-/// How long each direct dial of a rendezvous address may take by default (the reference's
-/// figure: an address that does not answer this fast is behind NAT, and punching is the next
-/// step). [`crate::Builder::direct_dial_timeout`] changes it.
-pub const DIRECT_DIAL_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// When a relayed edge tries to upgrade to a punched one: these long after it came up.
 pub const UPGRADE_AFTER: [Duration; 3] = [
@@ -35,84 +35,9 @@ pub const UPGRADE_AFTER: [Duration; 3] = [
     Duration::from_secs(300),
 ];
 
-/// Relays asked at most, one after the other.
-pub const RELAYS_TRIED: usize = 3;
 /// Relays that must name the same host for a peer before a birthday punch aims at it (any
 /// edge can claim to be a relay; one claim is not enough).
 pub const ATTESTATIONS_NEEDED: usize = 2;
-/// How long a relay has to grant a request.
-const RELAY_GRANT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long the dial through a granted relay may take.
-const RELAY_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long a hole-punch may take, from the Connect to an authenticated edge.
-pub const PUNCH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A rendezvous unanswered this long is sent again (then after twice as long, and so on).
-const RENDEZVOUS_RETRY: Duration = Duration::from_millis(500);
-
-/// A way to reach a peer, in the order `connect` tries them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Strategy {
-    /// A direct dial of the addresses the target gave in its rendezvous answer.
-    Direct,
-    /// A hole-punch coordinated over the overlay: both sides send punch datagrams toward
-    /// each other's addresses at once, then we dial. Skipped when our own NAT is symmetric.
-    Punch,
-    /// Through a volunteer relay among our edges: it splices datagrams it cannot read, and
-    /// the handshake stays end to end with the target.
-    Relay,
-}
-
-impl Strategy {
-    /// The cascade, cheapest first.
-    pub const CASCADE: &'static [Self] = &[Self::Direct, Self::Punch, Self::Relay];
-}
-
-/// How a connection reached its peer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Path {
-    /// A direct edge: an existing one, or dialed now.
-    Direct,
-    /// An edge through both NATs, opened by a coordinated hole-punch.
-    Punched,
-    /// An end-to-end edge carried by a volunteer relay.
-    Relayed,
-}
-
-impl Path {
-    /// The path's name as the control API reports it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Direct => "direct",
-            Self::Punched => "punched",
-            Self::Relayed => "relayed",
-        }
-    }
-}
-
-/// The step of `connect` that failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Step {
-    /// Learning the target's keys and addresses over the overlay.
-    Rendezvous,
-    /// A strategy of the cascade.
-    Strategy(Strategy),
-}
-
-impl std::fmt::Display for Step {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Rendezvous => f.write_str("rendezvous"),
-            Self::Strategy(Strategy::Direct) => f.write_str("direct dial"),
-            Self::Strategy(Strategy::Punch) => f.write_str("hole-punch"),
-            Self::Strategy(Strategy::Relay) => f.write_str("relay"),
-        }
-    }
-}
 
 /// Why a step failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -234,23 +159,39 @@ impl Node {
             lock(&self.0.core).cancel_rendezvous(&nonce);
         });
         let wait = self.0.rendezvous_timeout;
-        let deadline = tokio::time::Instant::now() + wait;
+        let mut clock = RendezvousClock::new(self.now().mono, wait);
         let mut rx = std::pin::pin!(rx);
-        let mut retry = RENDEZVOUS_RETRY;
         loop {
-            let next = (tokio::time::Instant::now() + retry).min(deadline);
-            match tokio::time::timeout_at(next, &mut rx).await {
+            match tokio::time::timeout_at(self.instant_at(clock.next()), &mut rx).await {
                 Ok(Ok(c)) => return Ok(c),
                 Ok(Err(_)) => return Err(fail(StepError::Timeout(wait))),
-                Err(_) if next >= deadline => return Err(fail(StepError::Timeout(wait))),
-                Err(_) => {
-                    let now = self.now();
-                    let mut core = lock(&self.0.core);
-                    let _ = core.resend_rendezvous(now, &nonce);
-                    self.drain(&mut core, now);
-                    retry *= 2;
-                }
+                Err(_) => match clock.tick(self.now().mono) {
+                    RendezvousTick::Wait => {}
+                    RendezvousTick::Resend => self.resend_rendezvous(&nonce),
+                    RendezvousTick::Expired => return Err(fail(StepError::Timeout(wait))),
+                },
             }
+        }
+    }
+
+    fn resend_rendezvous(&self, nonce: &[u8; nodenet_rendezvous::NONCE_LEN]) {
+        let now = self.now();
+        let mut core = lock(&self.0.core);
+        let _ = core.resend_rendezvous(now, nonce);
+        self.drain(&mut core, now);
+    }
+
+    /// The tokio instant of a time of the core's clock.
+    pub(crate) fn instant_at(&self, t: Time) -> tokio::time::Instant {
+        self.0.start + Duration::from_nanos(t.0)
+    }
+
+    /// The edge we hold to `target` now, as the cascade sees it.
+    fn edge_now(&self, target: &NodeId) -> EdgeNow {
+        match self.conn_to(target) {
+            None => EdgeNow::None,
+            Some(c) if self.is_relayed(&c) => EdgeNow::Relayed,
+            Some(_) => EdgeNow::Direct,
         }
     }
 
@@ -280,34 +221,107 @@ impl Node {
         // An address we already know is dialed first: the handshake authenticates the NodeId,
         // so a stale or planted address costs a failed dial, never a wrong peer.
         let known = lock(&self.0.core).known_addrs(&target);
-        if !known.is_empty() {
-            if let Ok(path) = self.dial_direct(target, &known).await {
-                return Ok(self.connection(target, path));
-            }
+        let cascade = Cascade::new(
+            self.now().mono,
+            known,
+            self.nat_type() == crate::NatType::Symmetric,
+            self.cascade_config(),
+        );
+        match self.run_cascade(target, cascade).await {
+            Ok(path) => Ok(self.connection(target, path)),
+            Err((step, error)) => Err(ConnectError::Failed {
+                target,
+                step,
+                error,
+            }),
         }
-        let coords = self.rendezvous(target).await?;
-        let mut last = None;
-        for &strategy in Strategy::CASCADE {
-            let result = match strategy {
-                Strategy::Direct => self.dial_direct(target, &coords.addrs).await,
-                Strategy::Punch => self.punch(target, &coords.addrs).await,
-                Strategy::Relay => self.relay_to(target).await,
-            };
-            match result {
-                Ok(path) => return Ok(self.connection(target, path)),
-                Err(e) => last = Some((strategy, e)),
-            }
-            // Both sides may have dialed at once; the other side's edge serves as well.
-            if self.conn_to(&target).is_some() {
-                return Ok(self.connection(target, Path::Direct));
-            }
+    }
+
+    fn cascade_config(&self) -> CascadeConfig {
+        CascadeConfig {
+            direct_dial_timeout: self.0.direct_dial_timeout,
+            rendezvous_timeout: self.0.rendezvous_timeout,
         }
-        let (strategy, error) = last.unwrap_or((Strategy::Direct, StepError::NoAddresses));
-        Err(ConnectError::Failed {
+    }
+
+    /// Carries out `cascade`'s commands and feeds it their answers and its deadlines until it
+    /// ends; then does what its outcome asks of the driver (bookkeeping of a punched or
+    /// relayed edge).
+    async fn run_cascade(
+        &self,
+        target: NodeId,
+        mut cascade: Cascade<StepError>,
+    ) -> Result<Path, (Step, StepError)> {
+        let mut run = Run {
+            node: self,
             target,
-            step: Step::Strategy(strategy),
-            error,
-        })
+            pending: None,
+            rendezvous: None,
+            rendezvous_addrs: Vec::new(),
+            punch: None,
+            grant: None,
+        };
+        let outcome = loop {
+            while let Some(command) = cascade.poll_command() {
+                run.carry_out(&mut cascade, command);
+            }
+            if let Some(outcome) = cascade.outcome() {
+                break outcome.clone();
+            }
+            let deadline = cascade.poll_timeout().map(|t| self.instant_at(t));
+            if run.pending.is_none() && deadline.is_none() {
+                // Waiting on nothing would hang the caller: end with what we have.
+                cascade.abandon();
+                continue;
+            }
+            let answer = async {
+                match run.pending.as_mut() {
+                    Some(p) => p.await,
+                    None => std::future::pending().await,
+                }
+            };
+            let timer = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                answer = answer => {
+                    run.pending = None;
+                    run.feed(&mut cascade, answer);
+                }
+                () = timer => cascade.handle_timeout(self.now().mono, self.edge_now(&target)),
+            }
+        };
+        match outcome {
+            Outcome::Connected { path, how } => {
+                match (path, how) {
+                    (Path::Punched, How::Dialed) => {
+                        lock(&self.0.core).count_punch_success();
+                        self.mark_punched(&target);
+                    }
+                    (Path::Punched, How::Crossed) => self.mark_punched(&target),
+                    (Path::Relayed, How::Relay { relay, addr }) => {
+                        self.relayed_edge_up(target, relay, &addr, run.grant.take().flatten());
+                    }
+                    _ => {}
+                }
+                Ok(path)
+            }
+            Outcome::Failed { step, error } => Err((
+                step,
+                match error {
+                    Failure::Timeout(d) => StepError::Timeout(d),
+                    Failure::Unroutable => StepError::Unroutable,
+                    Failure::Busy => StepError::Busy,
+                    Failure::NoAddresses => StepError::NoAddresses,
+                    Failure::SymmetricNat => StepError::SymmetricNat,
+                    Failure::NoRelay => StepError::NoRelay,
+                    Failure::Driver(e) => e,
+                },
+            )),
+        }
     }
 
     /// Sends `payload` to `target` over our edge to it, connecting first if needed
@@ -407,85 +421,6 @@ impl Node {
         }
     }
 
-    /// The hole-punch: a Connect routed to `target` with our coordinates; the target answers
-    /// with its own and punches toward ours at once; we punch toward its candidates (the
-    /// addresses we learned by rendezvous first, which the peer's answer cannot push out,
-    /// then the answer's) and dial them until one authenticates or [`PUNCH_TIMEOUT`] passes.
-    async fn punch(&self, target: NodeId, hints: &[Addr]) -> Result<Path, StepError> {
-        if self.nat_type() == crate::NatType::Symmetric {
-            return Err(StepError::SymmetricNat);
-        }
-        let (tx, rx) = oneshot::channel();
-        let started = tokio::time::Instant::now();
-        let nonce = {
-            let now = self.now();
-            let mut core = lock(&self.0.core);
-            let nonce = core.start_punch(now, target).map_err(|e| match e {
-                crate::OriginateError::Busy => StepError::Busy,
-                _ => StepError::Unroutable,
-            })?;
-            lock(&self.0.punch_waiters).insert(nonce, tx);
-            self.drain(&mut core, now);
-            nonce
-        };
-        let _guard = OnDrop(|| {
-            lock(&self.0.punch_waiters).remove(&nonce);
-            lock(&self.0.core).cancel_punch(&nonce);
-        });
-        let deadline = tokio::time::Instant::now() + PUNCH_TIMEOUT;
-        let answered = tokio::time::timeout_at(deadline, rx).await;
-        let Ok(Ok(answer)) = answered else {
-            return Err(StepError::Timeout(PUNCH_TIMEOUT));
-        };
-        let (theirs, timed) = (answer.addrs, answer.flags & nodenet_nat::FLAG_TIMED != 0);
-        let rtt = started.elapsed();
-        let candidates = {
-            let core = lock(&self.0.core);
-            core.punch_candidates(hints.iter().chain(&theirs).map(Addr::as_ref))
-        };
-        // A peer that offers nothing beyond what the direct dial already tried has no mapping
-        // to punch toward (behind a symmetric NAT, say): go on to a relay now.
-        if candidates.is_empty() || theirs.iter().all(|a| hints.contains(a)) {
-            return Err(StepError::NoAddresses);
-        }
-        if timed {
-            // The peer holds its punch until our Sync reaches it, about half a round trip
-            // from now: we punch then too.
-            {
-                let now = self.now();
-                let mut core = lock(&self.0.core);
-                if core.punch_sync(now, target, &nonce).is_ok() {
-                    self.drain(&mut core, now);
-                }
-            }
-            tokio::time::sleep(rtt / 2).await;
-        }
-        self.punch_burst(Some(target), candidates.clone());
-        // The peer's first datagrams may still be on their way: a dial refused at once is
-        // tried again, until the deadline.
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self
-                .dial_any(target, &candidates, left, Path::Punched)
-                .await
-            {
-                Ok(path) => {
-                    lock(&self.0.core).count_punch_success();
-                    self.mark_punched(&target);
-                    return Ok(path);
-                }
-                Err(e) if left <= crate::driver::PUNCH_INTERVAL * 2 => return Err(e),
-                // A crossed dial may have brought the edge up from the other side (but a
-                // relayed edge being upgraded does not count).
-                Err(_) if self.conn_to(&target).is_some_and(|c| !self.is_relayed(&c)) => {
-                    self.mark_punched(&target);
-                    return Ok(Path::Punched);
-                }
-                Err(_) => tokio::time::sleep(crate::driver::PUNCH_INTERVAL).await,
-            }
-        }
-    }
-
     /// Remembers that our edge to `target` came from a hole-punch.
     pub(crate) fn mark_punched(&self, target: &NodeId) {
         if let Some(c) = self.conn_to(target) {
@@ -493,69 +428,47 @@ impl Node {
         }
     }
 
-    /// Through a volunteer relay: up to [`RELAYS_TRIED`] of our edges that advertise the
-    /// relay capability are asked in turn; the first grant is dialed (the target's NodeId at
-    /// the relay's caller-side address, the handshake end to end).
-    async fn relay_to(&self, target: NodeId) -> Result<Path, StepError> {
-        let relays = lock(&self.0.core).relay_candidates(&target, RELAYS_TRIED);
-        if relays.is_empty() {
-            return Err(StepError::NoRelay);
-        }
-        let mut last = StepError::NoRelay;
-        for relay in relays {
-            let (addr, attest) = match self.ask_relay(relay, target).await {
-                Ok(grant) => grant,
-                Err(e) => {
-                    last = e;
-                    continue;
-                }
-            };
-            match self
-                .dial_any(
-                    target,
-                    std::slice::from_ref(&addr),
-                    RELAY_DIAL_TIMEOUT,
-                    Path::Relayed,
-                )
-                .await
-            {
-                Ok(path) => {
-                    // Only the connection this dial made (a crossed dial may have kept the
-                    // peer's own, through a relay it chose): it comes from the grant's address.
-                    if let Some(c) = self.conn_to(&target).filter(|c| c.remote_addr() == addr) {
-                        lock(&self.0.relayed).insert(c.id(), relay);
-                        {
-                            // The core drops the peer's reports of our address (it sees the
-                            // relay), unless a direct edge replaced this one meanwhile.
-                            let mut core = lock(&self.0.core);
-                            if self.conn_to(&target).as_ref() == Some(&c) {
-                                core.set_edge_relayed(&target, true);
-                            }
-                        }
-                        // The relay's word on the target's host: one voice toward a birthday
-                        // punch ([`Node::trusted_host`] wants a second).
-                        if let Some(a) = attest.filter(|a| a.peer == target) {
-                            lock(&self.0.attested).insert(c.id(), a.host);
-                        }
-                        // Closed meanwhile: on_closed may have run before these inserts.
-                        if c.is_closed() {
-                            lock(&self.0.relayed).remove(&c.id());
-                            lock(&self.0.attested).remove(&c.id());
-                        }
-                        self.upgrade_later(target);
-                        // A symmetric NAT on one side: try the birthday punch at once, in the
-                        // background (the relayed edge serves meanwhile).
-                        let node = self.clone();
-                        self.spawn_owned(async move {
-                            node.birthday(target).await;
-                        });
-                    }
-                    return Ok(path);
-                }
-                Err(e) => last = e,
+    /// Bookkeeping of an edge the cascade opened through `relay` (granted at `addr`): the
+    /// relay that carries it, the core told to ignore the peer's reports of our address, the
+    /// relay's word on the peer's host, the background upgrade and, at once, a birthday punch.
+    fn relayed_edge_up(
+        &self,
+        target: NodeId,
+        relay: NodeId,
+        addr: &Addr,
+        attest: Option<crate::core::Attested>,
+    ) {
+        // Only the connection this dial made (a crossed dial may have kept the peer's own,
+        // through a relay it chose): it comes from the grant's address.
+        let Some(c) = self.conn_to(&target).filter(|c| c.remote_addr() == *addr) else {
+            return;
+        };
+        lock(&self.0.relayed).insert(c.id(), relay);
+        {
+            // The core drops the peer's reports of our address (it sees the relay), unless a
+            // direct edge replaced this one meanwhile.
+            let mut core = lock(&self.0.core);
+            if self.conn_to(&target).as_ref() == Some(&c) {
+                core.set_edge_relayed(&target, true);
             }
         }
-        Err(last)
+        // The relay's word on the target's host: one voice toward a birthday punch
+        // ([`Node::trusted_host`] wants a second).
+        if let Some(a) = attest.filter(|a| a.peer == target) {
+            lock(&self.0.attested).insert(c.id(), a.host);
+        }
+        // Closed meanwhile: on_closed may have run before these inserts.
+        if c.is_closed() {
+            lock(&self.0.relayed).remove(&c.id());
+            lock(&self.0.attested).remove(&c.id());
+        }
+        self.upgrade_later(target);
+        // A symmetric NAT on one side: try the birthday punch at once, in the background
+        // (the relayed edge serves meanwhile).
+        let node = self.clone();
+        self.spawn_owned(async move {
+            node.birthday(target).await;
+        });
     }
 
     /// Asks `relay` (one of our edges) for a relay session to `target`: its grant, the
@@ -672,7 +585,12 @@ impl Node {
                 // A hole-punch, or (a symmetric NAT on one side) a birthday punch: the one
                 // tried at connect time may have been declined while the peer's relays had
                 // not answered yet.
-                if node.punch(target, &[]).await.is_ok() || node.birthday(target).await {
+                let punch = Cascade::upgrade(
+                    node.now().mono,
+                    node.nat_type() == crate::NatType::Symmetric,
+                    node.cascade_config(),
+                );
+                if node.run_cascade(target, punch).await.is_ok() || node.birthday(target).await {
                     lock(&node.0.core).count_upgrade();
                     return;
                 }
@@ -680,21 +598,14 @@ impl Node {
         });
     }
 
-    /// Dials every address at once; the first to authenticate as the target and pass our
-    /// admission becomes an edge, and the others are closed.
-    async fn dial_direct(&self, target: NodeId, addrs: &[Addr]) -> Result<Path, StepError> {
-        self.dial_any(target, addrs, self.0.direct_dial_timeout, Path::Direct)
-            .await
-    }
-
-    /// Dials every address at once with `timeout` each; the winner is reported as `path`.
+    /// Dials every address at once with `timeout` each; the first to authenticate as the
+    /// target and pass our admission becomes the edge, and the others are closed.
     async fn dial_any(
         &self,
         target: NodeId,
         addrs: &[Addr],
         timeout: Duration,
-        path: Path,
-    ) -> Result<Path, StepError> {
+    ) -> Result<(), StepError> {
         if addrs.is_empty() {
             return Err(StepError::NoAddresses);
         }
@@ -723,7 +634,7 @@ impl Node {
                                 }
                             }
                         }
-                        return Ok(path);
+                        return Ok(());
                     }
                     Err(e) => last = e,
                 },
@@ -762,6 +673,159 @@ impl Node {
         conn.send_bulk(&frame[..n])
             .await
             .map_err(|_| DirectSendError::EdgeClosed(peer))
+    }
+}
+
+/// What a command in flight answers with.
+enum Answer {
+    Dialed(Result<(), StepError>),
+    Rendezvous(Option<Coordinates>),
+    Punch(Option<PunchAnswer>),
+    Relay(Result<(Addr, Option<crate::core::Attested>), StepError>),
+}
+
+type Pending<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
+/// A request's nonce and the guard that withdraws its waiter.
+type Open<'a, N> = Option<(N, OnDrop<Box<dyn FnMut() + Send + 'a>>)>;
+
+/// One cascade being carried out: the command in flight and what its answers need.
+struct Run<'a> {
+    node: &'a Node,
+    target: NodeId,
+    /// The one command that waits for an answer.
+    pending: Option<Pending<'a>>,
+    /// The open rendezvous request's nonce; its waiter goes when the guard drops.
+    rendezvous: Open<'a, [u8; nodenet_rendezvous::NONCE_LEN]>,
+    /// The addresses the rendezvous returned (a punch's first candidates).
+    rendezvous_addrs: Vec<Addr>,
+    /// The open punch request's nonce, and its guard.
+    punch: Open<'a, crate::driver::Nonce>,
+    /// The last relay grant's attestation.
+    grant: Option<Option<crate::core::Attested>>,
+}
+
+impl<'a> Run<'a> {
+    fn carry_out(&mut self, cascade: &mut Cascade<StepError>, command: Command) {
+        let (node, target) = (self.node, self.target);
+        let now = node.now();
+        match command {
+            Command::Dial { addrs, timeout } => {
+                self.pending = Some(Box::pin(async move {
+                    Answer::Dialed(node.dial_any(target, &addrs, timeout).await)
+                }));
+            }
+            Command::StartRendezvous => {
+                let (tx, rx) = oneshot::channel();
+                let mut core = lock(&node.0.core);
+                match core.start_rendezvous(now, target) {
+                    Ok(nonce) => {
+                        // Registered before the core lock is released: the answer is handled
+                        // under it.
+                        lock(&node.0.waiters).insert(nonce, tx);
+                        node.drain(&mut core, now);
+                        let guard: OnDrop<Box<dyn FnMut() + Send + 'a>> =
+                            OnDrop(Box::new(move || {
+                                lock(&node.0.waiters).remove(&nonce);
+                                lock(&node.0.core).cancel_rendezvous(&nonce);
+                            }));
+                        self.rendezvous = Some((nonce, guard));
+                        self.pending =
+                            Some(Box::pin(async move { Answer::Rendezvous(rx.await.ok()) }));
+                    }
+                    Err(e) => cascade.handle_rendezvous_refused(originate_failure(e)),
+                }
+            }
+            Command::ResendRendezvous => {
+                if let Some((nonce, _)) = &self.rendezvous {
+                    node.resend_rendezvous(nonce);
+                }
+            }
+            Command::StartPunch => {
+                let (tx, rx) = oneshot::channel();
+                let mut core = lock(&node.0.core);
+                match core.start_punch(now, target) {
+                    Ok(nonce) => {
+                        lock(&node.0.punch_waiters).insert(nonce, tx);
+                        node.drain(&mut core, now);
+                        let guard: OnDrop<Box<dyn FnMut() + Send + 'a>> =
+                            OnDrop(Box::new(move || {
+                                lock(&node.0.punch_waiters).remove(&nonce);
+                                lock(&node.0.core).cancel_punch(&nonce);
+                            }));
+                        self.punch = Some((nonce, guard));
+                        self.pending = Some(Box::pin(async move { Answer::Punch(rx.await.ok()) }));
+                    }
+                    Err(e) => {
+                        drop(core);
+                        let edge = node.edge_now(&target);
+                        cascade.handle_punch_refused(now.mono, originate_failure(e), edge);
+                    }
+                }
+            }
+            Command::PunchSync => {
+                if let Some((nonce, _)) = &self.punch {
+                    let mut core = lock(&node.0.core);
+                    if core.punch_sync(now, target, nonce).is_ok() {
+                        node.drain(&mut core, now);
+                    }
+                }
+            }
+            Command::PunchBurst { addrs } => node.punch_burst(Some(target), addrs),
+            Command::FindRelays { n } => {
+                let relays = lock(&node.0.core).relay_candidates(&target, n);
+                cascade.handle_relays(now.mono, relays, node.edge_now(&target));
+            }
+            Command::AskRelay { relay } => {
+                self.pending = Some(Box::pin(async move {
+                    Answer::Relay(node.ask_relay(relay, target).await)
+                }));
+            }
+        }
+    }
+
+    fn feed(&mut self, cascade: &mut Cascade<StepError>, answer: Answer) {
+        let (node, target) = (self.node, self.target);
+        let now = node.now().mono;
+        let edge = node.edge_now(&target);
+        match answer {
+            Answer::Dialed(result) => cascade.handle_dialed(now, result, edge),
+            Answer::Rendezvous(Some(coords)) => {
+                self.rendezvous = None;
+                self.rendezvous_addrs.clone_from(&coords.addrs);
+                cascade.handle_rendezvous(now, coords.addrs);
+            }
+            Answer::Rendezvous(None) => {
+                // The waiter was dropped without an answer: none can come now.
+                cascade.handle_rendezvous_refused(Failure::Timeout(node.0.rendezvous_timeout));
+            }
+            Answer::Punch(Some(answer)) => {
+                let timed = answer.flags & nodenet_nat::FLAG_TIMED != 0;
+                let candidates = lock(&node.0.core).punch_candidates(
+                    self.rendezvous_addrs
+                        .iter()
+                        .chain(&answer.addrs)
+                        .map(Addr::as_ref),
+                );
+                cascade.handle_punch_answer(now, &answer.addrs, timed, candidates, edge);
+            }
+            Answer::Punch(None) => {
+                cascade.handle_punch_refused(now, Failure::Timeout(PUNCH_TIMEOUT), edge);
+            }
+            Answer::Relay(Ok((addr, attest))) => {
+                self.grant = Some(attest);
+                cascade.handle_relay_answer(now, Ok(addr), edge);
+            }
+            Answer::Relay(Err(e)) => {
+                cascade.handle_relay_answer(now, Err(Failure::Driver(e)), edge);
+            }
+        }
+    }
+}
+
+fn originate_failure(e: crate::OriginateError) -> Failure<StepError> {
+    match e {
+        crate::OriginateError::Busy => Failure::Busy,
+        _ => Failure::Unroutable,
     }
 }
 

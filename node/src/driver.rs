@@ -489,7 +489,7 @@ pub(crate) type RelayWaiting = (NodeId, oneshot::Sender<(Addr, Option<Attested>)
 /// Volleys in a punch burst.
 pub(crate) const PUNCH_VOLLEYS: usize = 5;
 /// Time between two volleys.
-pub(crate) const PUNCH_INTERVAL: Duration = Duration::from_millis(50);
+pub(crate) use nodenet_proto::connect::PUNCH_INTERVAL;
 /// Punch bursts running at once at most.
 const MAX_PUNCH_BURSTS: usize = 32;
 /// How long a timed punch waits for the peer's Sync before it goes anyway.

@@ -7,7 +7,8 @@
 //! the same core runs under the `nodenet` crate's tokio driver and under [`sim`], which runs
 //! 10,000-node overlays on two cores.
 //!
-//! [`admission`] decides what a peer may open beside the overlay (media, streams).
+//! [`admission`] decides what a peer may open beside the overlay (media, streams);
+//! [`connect::Cascade`] runs one connect attempt (rendezvous, direct, punch, relay).
 //!
 //! Applications use the `nodenet` crate, which re-exports what they need from here.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@
 )]
 
 pub mod admission;
+pub mod connect;
 /// The decision core. Its extra `pub` items (hidden from the docs) are the driver's.
 #[doc(hidden)]
 pub mod core;
