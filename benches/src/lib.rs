@@ -74,6 +74,15 @@ impl JsonLine {
         self
     }
 
+    /// Adds ready-made JSON fields (`"key":value,...`, no braces).
+    pub fn raw(mut self, fields: &str) -> Self {
+        if !fields.is_empty() {
+            self.0.push(',');
+            self.0.push_str(fields);
+        }
+        self
+    }
+
     /// Prints the line to stdout.
     pub fn print(mut self) {
         self.0.push('}');

@@ -44,3 +44,63 @@ fn two_hundred_cores_converge_and_deliver_deterministically() {
         "the same seed, the same run"
     );
 }
+
+fn nat_run(seed: u64) -> (String, Vec<nodenet::sim::ConnectRecord>) {
+    use nodenet::sim::NatKind;
+    let kinds = [
+        NatKind::Public,
+        NatKind::Public,
+        NatKind::PortRestricted,
+        NatKind::Symmetric,
+        NatKind::Double,
+        NatKind::FullCone,
+    ];
+    let ids: Vec<Identity> = (0..120u32)
+        .map(|i| {
+            let mut s = [0u8; 32];
+            s[..4].copy_from_slice(&i.to_be_bytes());
+            Identity::from_seed(&s)
+        })
+        .collect();
+    let nat: Vec<NatKind> = (0..120).map(|i| kinds[i % kinds.len()]).collect();
+    let mut sim = Sim::with_nats(
+        ids,
+        &CoreConfig::default(),
+        Duration::from_millis(10),
+        seed,
+        &nat,
+    );
+    sim.run_for(Duration::from_secs(60));
+    for k in 0..24usize {
+        sim.connect((k * 7 + 2) % 120, (k * 13 + 1) % 120);
+        sim.run_for(Duration::from_millis(50));
+    }
+    sim.run_for(Duration::from_secs(60));
+    let r = sim.report();
+    (r.connect_summary().json_fields(), r.connects.clone())
+}
+
+#[test]
+fn a_natted_network_runs_the_cascade_deterministically() {
+    use nodenet::Path;
+    use nodenet::sim::NatKind;
+    let (report, connects) = nat_run(5);
+    assert_eq!(connects.len(), 24, "every connect ends");
+    for c in &connects {
+        if c.to == NatKind::Public {
+            assert_eq!(c.path, Some(Path::Direct), "{c:?}");
+        }
+        if c.from != NatKind::Public && c.to != NatKind::Public {
+            assert_ne!(
+                c.path,
+                Some(Path::Direct),
+                "two NATs never meet directly: {c:?}"
+            );
+        }
+    }
+    assert!(
+        connects.iter().any(|c| c.path == Some(Path::Punched)),
+        "{report}"
+    );
+    assert_eq!(nat_run(5).0, report, "the same seed, the same report");
+}

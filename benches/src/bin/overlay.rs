@@ -1,16 +1,23 @@
 //! `overlay`: delivery, hops and cost of `send` in a simulated N-node overlay.
 //!
-//! `cargo run --release -p nodenet-benches --bin overlay -- --nodes N --sends M --dead-fraction F`
+//! `cargo run --release -p nodenet-benches --bin overlay -- --nodes N --sends M --dead-fraction F
+//!   [--nat-mix public=40,port_restricted=25,full_cone=5,addr_restricted=5,symmetric=15,double=10]
+//!   [--connects C] [--seed S]`
 //!
 //! N decision cores run in the discrete-event simulator (`nodenet::sim`): 10 ms links, the
-//! reference's maintenance timers. The overlay converges for `--converge` simulated seconds
-//! (default 300); then a fraction F of the nodes dies without a word and maintenance runs for
-//! `--repair` seconds (default 180) before M sends between random live pairs.
+//! reference's maintenance timers, each node behind a NAT drawn from `--nat-mix` (percentages
+//! by kind: public, full_cone, addr_restricted, port_restricted, masquerade, symmetric,
+//! double; `--nat-mix public=100` is the all-public overlay). The overlay converges for
+//! `--converge` simulated seconds (default 300); then a fraction F of the nodes dies without a
+//! word and maintenance runs for `--repair` seconds (default 180); then C connects between
+//! random live pairs (one every 50 ms, each the full cascade), then M sends between random
+//! live pairs. Connect figures: success, the path mix overall and by NAT pair, connect time
+//! in simulated time, and relayed connects per relay.
 
 use std::time::{Duration, Instant};
 
 use nodenet::CoreConfig;
-use nodenet::sim::Sim;
+use nodenet::sim::{NatKind, Sim};
 use nodenet_benches::{JsonLine, XorShift};
 use nodenet_identity::Identity;
 
@@ -20,6 +27,11 @@ fn main() {
     let mut dead = 0.0f64;
     let mut converge = 300u64;
     let mut repair = 180u64;
+    let mut connects = 0usize;
+    let mut seed = 7u64;
+    let mut mix = String::from(
+        "public=40,port_restricted=25,full_cone=5,addr_restricted=5,symmetric=15,double=10",
+    );
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next().unwrap_or_default();
@@ -29,9 +41,12 @@ fn main() {
             "--dead-fraction" => dead = v.parse().unwrap_or(dead),
             "--converge" => converge = v.parse().unwrap_or(converge),
             "--repair" => repair = v.parse().unwrap_or(repair),
+            "--connects" => connects = v.parse().unwrap_or(connects),
+            "--seed" => seed = v.parse().unwrap_or(seed),
+            "--nat-mix" => mix = v,
             _ => {
                 eprintln!(
-                    "usage: overlay [--nodes N] [--sends M] [--dead-fraction F] [--converge S] [--repair S]"
+                    "usage: overlay [--nodes N] [--sends M] [--dead-fraction F] [--converge S] [--repair S] [--nat-mix kind=pct,...] [--connects C] [--seed S]"
                 );
                 std::process::exit(2);
             }
@@ -42,7 +57,33 @@ fn main() {
     let ids: Vec<Identity> = (0..nodes)
         .map(|_| Identity::from_seed(&rng.bytes32()))
         .collect();
-    let mut sim = Sim::new(ids, &CoreConfig::default(), Duration::from_millis(10), 7);
+    let Some(weights) = parse_mix(&mix) else {
+        eprintln!(
+            "--nat-mix: kind=percent pairs, kinds {:?}",
+            NatKind::ALL.map(NatKind::name)
+        );
+        std::process::exit(2);
+    };
+    let total: u64 = weights.iter().map(|(_, w)| w).sum();
+    let kinds: Vec<NatKind> = (0..nodes)
+        .map(|_| {
+            let mut x = rng.next_u64() % total.max(1);
+            for &(k, w) in &weights {
+                if x < w {
+                    return k;
+                }
+                x -= w;
+            }
+            NatKind::Public
+        })
+        .collect();
+    let mut sim = Sim::with_nats(
+        ids,
+        &CoreConfig::default(),
+        Duration::from_millis(10),
+        seed,
+        &kinds,
+    );
     sim.run_for(Duration::from_secs(converge));
 
     let mut killed = 0usize;
@@ -56,6 +97,17 @@ fn main() {
         sim.run_for(Duration::from_secs(repair));
     }
     let live: Vec<usize> = (0..nodes).filter(|&i| sim.is_alive(i)).collect();
+    for _ in 0..connects {
+        let from = live[(rng.next_u64() % live.len() as u64) as usize];
+        let mut to = live[(rng.next_u64() % live.len() as u64) as usize];
+        while to == from {
+            to = live[(rng.next_u64() % live.len() as u64) as usize];
+        }
+        sim.connect(from, to);
+        sim.run_for(Duration::from_millis(50));
+    }
+    // Every cascade ends within its timeouts (10 s rendezvous, 5 s punch, 3 x 7 s relays).
+    sim.run_for(Duration::from_secs(if connects > 0 { 60 } else { 0 }));
     let mut launched = 0u64;
     let mut expected: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
     for k in 0..sends {
@@ -128,8 +180,12 @@ fn main() {
             .unwrap_or(0)
     };
     let delivered = report.delivered as f64;
+    let summary = sim.report().connect_summary();
+    let public = kinds.iter().filter(|k| **k == NatKind::Public).count();
     JsonLine::new("overlay")
         .num("nodes", nodes as f64)
+        .str("nat_mix", &mix)
+        .num("public_fraction", public as f64 / nodes as f64)
         .num("sends", sends as f64)
         .num("dead_fraction", dead)
         .num("killed", killed as f64)
@@ -146,9 +202,25 @@ fn main() {
         .num("drops_ttl", ttl as f64)
         .num("drops_rate_limited", rate_limited as f64)
         .num("drops_stale", stale as f64)
+        .raw(&if connects > 0 {
+            summary.json_fields()
+        } else {
+            String::new()
+        })
         .num("wall_s", started.elapsed().as_secs_f64())
         .num("peak_rss_mib", peak_rss_mib())
         .print();
+}
+
+/// `kind=percent,...` → weights by kind.
+fn parse_mix(mix: &str) -> Option<Vec<(NatKind, u64)>> {
+    mix.split(',')
+        .map(|part| {
+            let (name, pct) = part.trim().split_once('=')?;
+            let kind = NatKind::ALL.into_iter().find(|k| k.name() == name)?;
+            Some((kind, pct.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Peak resident memory of this process (Linux), in MiB.
