@@ -772,6 +772,8 @@ impl<'a> Run<'a> {
             }
             Command::PunchBurst { addrs } => node.punch_burst(Some(target), addrs),
             Command::FindRelays { n } => {
+                // The punch step is over: withdraw its request.
+                self.punch = None;
                 let relays = lock(&node.0.core).relay_candidates(&target, n);
                 cascade.handle_relays(now.mono, relays, node.edge_now(&target));
             }

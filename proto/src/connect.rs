@@ -458,13 +458,13 @@ impl<D: Clone> Cascade<D> {
                 Ok(()) => self.connected(Path::Punched, How::Dialed),
                 Err(e) => {
                     let left = deadline.since(now);
-                    if left <= PUNCH_INTERVAL * 2 {
-                        self.state = State::PunchDialing { deadline };
-                        self.strategy_failed(now, Failure::Driver(e), edge);
-                    } else if edge == EdgeNow::Direct {
+                    if edge == EdgeNow::Direct {
                         // The peer's dial through the hole won: as good (a relayed edge being
                         // upgraded does not count).
                         self.connected(Path::Punched, How::Crossed);
+                    } else if left <= PUNCH_INTERVAL * 2 {
+                        self.state = State::PunchDialing { deadline };
+                        self.strategy_failed(now, Failure::Driver(e), edge);
                     } else {
                         // Its first datagrams may still be on their way: again shortly.
                         self.state = State::PunchWait {
@@ -653,8 +653,9 @@ impl<D: Clone> Cascade<D> {
     fn crossed(&mut self, edge: EdgeNow) -> bool {
         let path = match edge {
             EdgeNow::None => return false,
-            // The relayed edge an upgrade means to replace is no answer to it.
-            EdgeNow::Relayed if !self.relay_fallback => return false,
+            // An upgrade is answered only by its own punch (or a dial through its hole, taken
+            // in `handle_dialed`): the relayed edge it means to replace is no answer.
+            _ if !self.relay_fallback => return false,
             EdgeNow::Direct => Path::Direct,
             EdgeNow::Relayed => Path::Relayed,
         };
