@@ -66,7 +66,7 @@ pub enum StepError {
     #[error("our NAT is symmetric")]
     SymmetricNat,
     /// None of our edges volunteers as a relay.
-    #[error("no relay among our edges")]
+    #[error("no relay volunteer known")]
     NoRelay,
 }
 
@@ -682,6 +682,7 @@ enum Answer {
     Rendezvous(Option<Coordinates>),
     Punch(Option<PunchAnswer>),
     Relay(Result<(Addr, Option<crate::core::Attested>), StepError>),
+    Linked(Result<(), StepError>),
 }
 
 type Pending<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
@@ -774,8 +775,26 @@ impl<'a> Run<'a> {
             Command::FindRelays { n } => {
                 // The punch step is over: withdraw its request.
                 self.punch = None;
-                let relays = lock(&node.0.core).relay_candidates(&target, n);
+                let relays = lock(&node.0.core).relays_near(now, &target, n);
                 cascade.handle_relays(now.mono, relays, node.edge_now(&target));
+            }
+            Command::LookupRelays => {
+                let mut core = lock(&node.0.core);
+                core.lookup_relays(now, target);
+                node.drain(&mut core, now);
+            }
+            Command::LinkRelay {
+                relay,
+                addrs,
+                timeout,
+            } => {
+                if node.conn_to(&relay).is_some() {
+                    cascade.handle_relay_linked(now.mono, Ok(()), node.edge_now(&target));
+                } else {
+                    self.pending = Some(Box::pin(async move {
+                        Answer::Linked(node.dial_any(relay, &addrs, timeout).await)
+                    }));
+                }
             }
             Command::AskRelay { relay } => {
                 self.pending = Some(Box::pin(async move {
@@ -820,6 +839,7 @@ impl<'a> Run<'a> {
             Answer::Relay(Err(e)) => {
                 cascade.handle_relay_answer(now, Err(Failure::Driver(e)), edge);
             }
+            Answer::Linked(result) => cascade.handle_relay_linked(now, result, edge),
         }
     }
 }

@@ -64,6 +64,20 @@ fn cluster_tuned(
     birthday: BirthdayConfig,
     attest: bool,
 ) -> Vec<(Node, nodenet::Deliveries)> {
+    let relay_at = |i: u32| relays && i < public;
+    cluster_where(hub, public, nats, &relay_at, timed, birthday, attest)
+}
+
+/// [`cluster_tuned`], with node `i` volunteering as a relay where `relay_at(i)`.
+fn cluster_where(
+    hub: &Hub,
+    public: u32,
+    nats: &[(&str, NatModel)],
+    relay_at: &dyn Fn(u32) -> bool,
+    timed: bool,
+    birthday: BirthdayConfig,
+    attest: bool,
+) -> Vec<(Node, nodenet::Deliveries)> {
     let mut out = Vec::new();
     let total = public + u32::try_from(nats.len()).unwrap();
     let mut boot = None;
@@ -78,7 +92,7 @@ fn cluster_tuned(
         let node = Node::builder(id)
             .transport(Arc::new(t))
             .maintenance(Maintenance::scaled(5))
-            .relay(relays && i < public)
+            .relay(relay_at(i))
             .relay_attestation(attest)
             .rendezvous_timeout(Duration::from_secs(3))
             .timed_punch(timed)
@@ -246,7 +260,41 @@ async fn symmetric_nats_connect_through_a_relay() {
     assert!(granted >= 3, "{granted}");
 }
 
-/// Without a volunteer among our edges, a symmetric NAT's connect fails and says where.
+/// A relay serves only a target it holds an edge to, and the caller's own edges need not
+/// include one: the relay step looks the target up, learns the volunteer beside it, dials it,
+/// and connects through it.
+#[tokio::test(start_paused = true)]
+async fn a_relay_beside_the_target_that_is_no_edge_of_ours_is_dialed_and_used() {
+    const SYM: [(&str, NatModel); 2] = [
+        ("natsym1", NatModel::SYMMETRIC),
+        ("natsym2", NatModel::SYMMETRIC),
+    ];
+    let hub = Hub::new();
+    let (relay, a, b) = (5usize, 8usize, 9usize);
+    let ids: Vec<_> = (0..10).map(|i| identity(i).node_id()).collect();
+    // The caller joins without ever reaching the one relay, or the target.
+    hub.partition(ids[a], ids[relay]);
+    hub.partition(ids[a], ids[b]);
+    let mut members = cluster_where(
+        &hub,
+        8,
+        &SYM,
+        &|i| i == 5,
+        true,
+        BirthdayConfig::default(),
+        true,
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    hub.heal(ids[a], ids[relay]);
+    hub.heal(ids[a], ids[b]);
+    assert!(!members[a].0.edges().contains(&ids[relay]));
+    assert!(members[b].0.edges().contains(&ids[relay]));
+    connect_and_prove(&mut members, a, b, Path::Relayed).await;
+    assert_eq!(members[relay].0.stats().relays_granted, 1);
+    assert!(members[a].0.edges().contains(&ids[relay]), "dialed for it");
+}
+
+/// Without a relay volunteer anywhere, a symmetric NAT's connect fails and says where.
 #[tokio::test(start_paused = true)]
 async fn without_relays_a_symmetric_nat_says_where_it_failed() {
     let hub = Hub::new();

@@ -22,9 +22,13 @@
 //!    answer names the candidates; a timed punch waits half the request's round trip after
 //!    our Sync so both sides punch together; the dial is retried every punch interval until
 //!    [`PUNCH_TIMEOUT`];
-//! 5. [`Strategy::Relay`]: up to [`RELAYS_TRIED`] relays asked one after the other, each
-//!    given [`RELAY_GRANT_TIMEOUT`] to grant and [`RELAY_DIAL_TIMEOUT`] for the dial through
-//!    it.
+//! 5. [`Strategy::Relay`]: up to [`RELAYS_TRIED`] relays asked one after the other, the
+//!    ones closest to the target first (a relay serves only a target it holds an edge to,
+//!    and those are the target's siblings: a lookup of the target, sent when the direct step
+//!    fails, names them, and the relays are chosen no earlier than [`RELAY_LOOKUP_WAIT`]
+//!    after it). A relay that is not yet an edge is dialed first, within
+//!    [`RELAY_LINK_TIMEOUT`]; each is given [`RELAY_GRANT_TIMEOUT`] to grant and
+//!    [`RELAY_DIAL_TIMEOUT`] for the dial through it.
 //!
 //! After each failed strategy, an edge the target opened to us meanwhile (both sides dialed at
 //! once) ends the cascade as connected.
@@ -51,6 +55,11 @@ pub const RELAYS_TRIED: usize = 3;
 pub const RELAY_GRANT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the dial through a granted relay may take.
 pub const RELAY_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the dial of a relay that is not yet an edge may take.
+pub const RELAY_LINK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long after the relay lookup (sent when the direct step fails) the relays are chosen
+/// at the earliest, so its answers are in.
+pub const RELAY_LOOKUP_WAIT: Duration = Duration::from_millis(500);
 
 /// A way to reach a peer, in the order a connect tries them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,7 +70,7 @@ pub enum Strategy {
     /// A hole-punch coordinated over the overlay: both sides send punch datagrams toward
     /// each other's addresses at once, then we dial. Skipped when our own NAT is symmetric.
     Punch,
-    /// Through a volunteer relay among our edges: it splices datagrams it cannot read, and
+    /// Through a volunteer relay near the target (dialed first if it is not an edge): it splices datagrams it cannot read, and
     /// the handshake stays end to end with the target.
     Relay,
 }
@@ -128,7 +137,7 @@ pub enum Failure<D> {
     NoAddresses,
     /// Our own NAT maps every destination to a fresh port: a punch cannot work.
     SymmetricNat,
-    /// No relay among our edges.
+    /// No relay volunteer known.
     NoRelay,
     /// A failure the driver reported (a dial's, a relay request's).
     Driver(D),
@@ -189,6 +198,15 @@ pub enum How {
     },
 }
 
+/// A relay the driver names for [`Command::FindRelays`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayCandidate {
+    /// The relay.
+    pub relay: NodeId,
+    /// Where to dial it if it is not an edge (empty if it is one).
+    pub addrs: Vec<Addr>,
+}
+
 /// What the cascade needs done.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -215,12 +233,26 @@ pub enum Command {
         /// The candidates.
         addrs: Vec<Addr>,
     },
-    /// Name up to `n` relays among our edges. Answer: [`Cascade::handle_relays`].
+    /// Look the target up, to learn the relays near it; no answer (the driver's core keeps
+    /// what comes back, and names it at [`Command::FindRelays`]).
+    LookupRelays,
+    /// Name up to `n` relays, closest to the target first. Answer: [`Cascade::handle_relays`].
     FindRelays {
         /// How many at most.
         n: usize,
     },
-    /// Ask `relay` for a session to the target. Answer: [`Cascade::handle_relay_answer`].
+    /// Make sure `relay` is an edge: nothing to do if it is one, else dial `addrs` within
+    /// `timeout`. Answer: [`Cascade::handle_relay_linked`].
+    LinkRelay {
+        /// The relay.
+        relay: NodeId,
+        /// Where to dial it (empty when it is an edge already).
+        addrs: Vec<Addr>,
+        /// The dial's limit.
+        timeout: Duration,
+    },
+    /// Ask `relay` (an edge now) for a session to the target. Answer:
+    /// [`Cascade::handle_relay_answer`].
     AskRelay {
         /// The relay.
         relay: NodeId,
@@ -245,7 +277,12 @@ enum State {
     PunchDialing {
         deadline: Time,
     },
+    /// Waiting for the relay lookup's answers until `at`.
+    RelayWait {
+        at: Time,
+    },
     Relays,
+    RelayLinking,
     RelayAsking {
         deadline: Time,
     },
@@ -322,7 +359,9 @@ pub struct Cascade<D> {
     /// The addresses the rendezvous returned (the punch's first candidates).
     hints: Vec<Addr>,
     /// The relays still to ask.
-    relays: VecDeque<NodeId>,
+    relays: VecDeque<RelayCandidate>,
+    /// When the relay lookup went out.
+    lookup_at: Option<Time>,
     relay: Option<NodeId>,
     commands: VecDeque<Command>,
     /// The last failure of a strategy.
@@ -355,6 +394,7 @@ impl<D: Clone> Cascade<D> {
             state: State::Done,
             hints: Vec::new(),
             relays: VecDeque::new(),
+            lookup_at: None,
             relay: None,
             commands: VecDeque::new(),
             last: None,
@@ -385,6 +425,7 @@ impl<D: Clone> Cascade<D> {
             State::PunchAsked { deadline, .. } => Some(*deadline),
             State::PunchWait { at, .. } => Some(*at),
             State::RelayAsking { deadline } => Some(*deadline),
+            State::RelayWait { at } => Some(*at),
             _ => None,
         }
     }
@@ -432,8 +473,9 @@ impl<D: Clone> Cascade<D> {
             }
             State::RelayAsking { deadline } if now >= *deadline => {
                 self.last = Some((Strategy::Relay, Failure::Timeout(RELAY_GRANT_TIMEOUT)));
-                self.next_relay(now, edge);
+                self.next_relay(edge);
             }
+            State::RelayWait { at } if now >= *at => self.lookup_waited(now, edge),
             _ => {}
         }
     }
@@ -485,7 +527,7 @@ impl<D: Clone> Cascade<D> {
                 }
                 Err(e) => {
                     self.last = Some((Strategy::Relay, Failure::Driver(e)));
-                    self.next_relay(now, edge);
+                    self.next_relay(edge);
                 }
             },
             other => self.state = other,
@@ -559,19 +601,39 @@ impl<D: Clone> Cascade<D> {
     }
 
     /// The relays to ask, best first (answer to [`Command::FindRelays`]).
-    pub fn handle_relays(&mut self, now: Time, relays: Vec<NodeId>, edge: EdgeNow) {
+    pub fn handle_relays(&mut self, _now: Time, relays: Vec<RelayCandidate>, edge: EdgeNow) {
         if !matches!(self.state, State::Relays) {
             return;
         }
         self.last = Some((Strategy::Relay, Failure::NoRelay));
         self.relays = relays.into_iter().take(RELAYS_TRIED).collect();
-        self.next_relay(now, edge);
+        self.next_relay(edge);
+    }
+
+    /// The answer to [`Command::LinkRelay`]: `Ok` once the relay is an edge.
+    pub fn handle_relay_linked(&mut self, now: Time, result: Result<(), D>, edge: EdgeNow) {
+        if !matches!(self.state, State::RelayLinking) {
+            return;
+        }
+        match (result, self.relay) {
+            (Ok(()), Some(relay)) => {
+                self.state = State::RelayAsking {
+                    deadline: now.after(RELAY_GRANT_TIMEOUT),
+                };
+                self.commands.push_back(Command::AskRelay { relay });
+            }
+            (Ok(()), None) => self.next_relay(edge),
+            (Err(e), _) => {
+                self.last = Some((Strategy::Relay, Failure::Driver(e)));
+                self.next_relay(edge);
+            }
+        }
     }
 
     /// The relay asked last answered: its caller-side address, or why not.
     pub fn handle_relay_answer(
         &mut self,
-        now: Time,
+        _now: Time,
         answer: Result<Addr, Failure<D>>,
         edge: EdgeNow,
     ) {
@@ -588,7 +650,7 @@ impl<D: Clone> Cascade<D> {
             }
             Err(e) => {
                 self.last = Some((Strategy::Relay, e));
-                self.next_relay(now, edge);
+                self.next_relay(edge);
             }
         }
     }
@@ -628,10 +690,15 @@ impl<D: Clone> Cascade<D> {
         }
         match current {
             Strategy::Direct => {
+                if self.relay_fallback {
+                    // The relays near the target, learned while the punch runs.
+                    self.lookup_at = Some(now);
+                    self.commands.push_back(Command::LookupRelays);
+                }
                 if self.symmetric {
                     self.last = Some((Strategy::Punch, Failure::SymmetricNat));
                     if self.relay_fallback {
-                        self.find_relays();
+                        self.find_relays(now);
                     } else {
                         self.give_up();
                     }
@@ -643,7 +710,7 @@ impl<D: Clone> Cascade<D> {
                     self.commands.push_back(Command::StartPunch);
                 }
             }
-            Strategy::Punch if self.relay_fallback => self.find_relays(),
+            Strategy::Punch if self.relay_fallback => self.find_relays(now),
             Strategy::Punch => self.give_up(),
             Strategy::Relay => self.give_up(),
         }
@@ -663,23 +730,38 @@ impl<D: Clone> Cascade<D> {
         true
     }
 
-    fn find_relays(&mut self) {
+    /// The relay lookup has had its time: on to the relays, unless an edge crossed meanwhile.
+    fn lookup_waited(&mut self, now: Time, edge: EdgeNow) {
+        if !self.crossed(edge) {
+            self.find_relays(now);
+        }
+    }
+
+    /// On to the relays, once the lookup has had its time.
+    fn find_relays(&mut self, now: Time) {
+        let at = self.lookup_at.map_or(now, |t| t.after(RELAY_LOOKUP_WAIT));
+        if now < at {
+            self.state = State::RelayWait { at };
+            return;
+        }
         self.state = State::Relays;
         self.commands
             .push_back(Command::FindRelays { n: RELAYS_TRIED });
     }
 
-    fn next_relay(&mut self, now: Time, edge: EdgeNow) {
+    fn next_relay(&mut self, edge: EdgeNow) {
         if self.crossed(edge) {
             return;
         }
         match self.relays.pop_front() {
-            Some(relay) => {
+            Some(RelayCandidate { relay, addrs }) => {
                 self.relay = Some(relay);
-                self.state = State::RelayAsking {
-                    deadline: now.after(RELAY_GRANT_TIMEOUT),
-                };
-                self.commands.push_back(Command::AskRelay { relay });
+                self.state = State::RelayLinking;
+                self.commands.push_back(Command::LinkRelay {
+                    relay,
+                    addrs,
+                    timeout: RELAY_LINK_TIMEOUT,
+                });
             }
             None => self.give_up(),
         }
@@ -740,6 +822,32 @@ mod tests {
         }
     }
 
+    /// A relay that is an edge already.
+    fn edge_relay(n: u8) -> RelayCandidate {
+        RelayCandidate {
+            relay: id(n),
+            addrs: vec![],
+        }
+    }
+
+    fn link(n: u8, addrs: &[&str]) -> Command {
+        Command::LinkRelay {
+            relay: id(n),
+            addrs: addrs.iter().map(|a| addr(a)).collect(),
+            timeout: RELAY_LINK_TIMEOUT,
+        }
+    }
+
+    /// A symmetric cascade past its relay lookup's wait (the lookup went out at 600 ms).
+    fn at_relays() -> C {
+        let mut c = at_punch(true);
+        assert_eq!(drain(&mut c), [Command::LookupRelays]);
+        assert_eq!(c.poll_timeout(), Some(ms(1100)));
+        c.handle_timeout(ms(1100), EdgeNow::None);
+        assert_eq!(drain(&mut c), [Command::FindRelays { n: RELAYS_TRIED }]);
+        c
+    }
+
     /// A cascade past the rendezvous at 100 ms, whose direct dial failed at 600 ms.
     fn at_punch(symmetric: bool) -> C {
         let mut c = C::new(ms(0), vec![], symmetric, CONFIG);
@@ -797,16 +905,26 @@ mod tests {
     #[test]
     fn a_failed_direct_dial_punches_and_a_silent_punch_goes_to_the_relays() {
         let mut c = at_punch(false);
-        assert_eq!(drain(&mut c), [Command::StartPunch]);
+        assert_eq!(
+            drain(&mut c),
+            [Command::LookupRelays, Command::StartPunch],
+            "the relays near the target are looked up while the punch runs"
+        );
         assert_eq!(c.poll_timeout(), Some(ms(600).after(PUNCH_TIMEOUT)));
         c.handle_timeout(ms(3000), EdgeNow::None);
         assert!(drain(&mut c).is_empty(), "early: nothing");
         c.handle_timeout(ms(5600), EdgeNow::None);
         assert_eq!(drain(&mut c), [Command::FindRelays { n: RELAYS_TRIED }]);
-        c.handle_relays(ms(5600), vec![id(1), id(2), id(3), id(4)], EdgeNow::None);
+        let four = (1..=4).map(edge_relay).collect();
+        c.handle_relays(ms(5600), four, EdgeNow::None);
+        assert_eq!(drain(&mut c), [link(1, &[])]);
+        c.handle_relay_linked(ms(5600), Ok(()), EdgeNow::None);
         assert_eq!(drain(&mut c), [Command::AskRelay { relay: id(1) }]);
+        assert_eq!(c.poll_timeout(), Some(ms(7600)));
         // The first relay never answers: the second is asked after the grant timeout.
         c.handle_timeout(ms(7600), EdgeNow::None);
+        assert_eq!(drain(&mut c), [link(2, &[])]);
+        c.handle_relay_linked(ms(7600), Ok(()), EdgeNow::None);
         assert_eq!(drain(&mut c), [Command::AskRelay { relay: id(2) }]);
         c.handle_relay_answer(ms(7700), Ok(addr("via2")), EdgeNow::None);
         assert_eq!(drain(&mut c), [dial(&["via2"], RELAY_DIAL_TIMEOUT)]);
@@ -873,6 +991,7 @@ mod tests {
         assert_eq!(drain(&mut c).len(), 2, "a burst and a dial");
         c.handle_dialed(ms(5550), Err("timeout"), EdgeNow::None);
         assert_eq!(drain(&mut c), [Command::FindRelays { n: RELAYS_TRIED }]);
+        assert_eq!(c.poll_timeout(), None);
         c.handle_relays(ms(5550), vec![], EdgeNow::None);
         assert_eq!(
             c.outcome(),
@@ -887,18 +1006,76 @@ mod tests {
     fn a_punch_answer_with_nothing_new_skips_to_the_relays() {
         let mut c = at_punch(false);
         drain(&mut c);
-        // Only the address the direct dial already tried: no mapping to punch toward.
+        // Only the address the direct dial already tried: no mapping to punch toward. The
+        // relays wait for the lookup's answers (sent at 600 ms) first.
         c.handle_punch_answer(ms(700), &[addr("a")], false, vec![addr("a")], EdgeNow::None);
+        assert!(drain(&mut c).is_empty());
+        assert_eq!(c.poll_timeout(), Some(ms(1100)));
+        c.handle_timeout(ms(1000), EdgeNow::None);
+        assert!(drain(&mut c).is_empty(), "early: nothing");
+        c.handle_timeout(ms(1100), EdgeNow::None);
         assert_eq!(drain(&mut c), [Command::FindRelays { n: RELAYS_TRIED }]);
     }
 
     #[test]
-    fn behind_a_symmetric_nat_the_punch_is_skipped() {
+    fn a_relay_that_is_not_an_edge_is_dialed_first_and_a_failed_link_moves_on() {
+        let mut c = at_relays();
+        let far = RelayCandidate {
+            relay: id(1),
+            addrs: vec![addr("r1")],
+        };
+        let near = RelayCandidate {
+            relay: id(2),
+            addrs: vec![addr("r2")],
+        };
+        c.handle_relays(ms(1100), vec![far, near], EdgeNow::None);
+        assert_eq!(drain(&mut c), [link(1, &["r1"])]);
+        assert_eq!(c.poll_timeout(), None, "the link dial has its own limit");
+        c.handle_relay_linked(ms(3100), Err("timeout"), EdgeNow::None);
+        assert_eq!(drain(&mut c), [link(2, &["r2"])]);
+        // A stale link answer, or a relay answer while linking, is no answer.
+        c.handle_relay_answer(ms(3150), Ok(addr("bogus")), EdgeNow::None);
+        assert!(drain(&mut c).is_empty());
+        c.handle_relay_linked(ms(3200), Ok(()), EdgeNow::None);
+        assert_eq!(drain(&mut c), [Command::AskRelay { relay: id(2) }]);
+        c.handle_relay_linked(ms(3250), Ok(()), EdgeNow::None);
+        assert!(drain(&mut c).is_empty(), "linked once");
+        c.handle_relay_answer(ms(3300), Ok(addr("via2")), EdgeNow::None);
+        assert_eq!(drain(&mut c), [dial(&["via2"], RELAY_DIAL_TIMEOUT)]);
+        c.handle_dialed(ms(3400), Err("refused"), EdgeNow::None);
+        assert_eq!(
+            c.outcome(),
+            Some(&Outcome::Failed {
+                step: Step::Strategy(Strategy::Relay),
+                error: Failure::Driver("refused")
+            })
+        );
+    }
+
+    #[test]
+    fn an_edge_the_target_opened_during_the_lookup_wait_ends_it() {
         let mut c = at_punch(true);
-        assert_eq!(drain(&mut c), [Command::FindRelays { n: RELAYS_TRIED }]);
-        c.handle_relays(ms(600), vec![id(1)], EdgeNow::None);
         drain(&mut c);
-        c.handle_relay_answer(ms(700), Err(Failure::Busy), EdgeNow::None);
+        c.handle_timeout(ms(1100), EdgeNow::Relayed);
+        assert_eq!(
+            c.outcome(),
+            Some(&Outcome::Connected {
+                path: Path::Relayed,
+                how: How::Crossed
+            }),
+            "a crossed relayed edge is reported as relayed"
+        );
+        assert!(drain(&mut c).is_empty());
+    }
+
+    #[test]
+    fn behind_a_symmetric_nat_the_punch_is_skipped() {
+        let mut c = at_relays();
+        c.handle_relays(ms(1100), vec![edge_relay(1)], EdgeNow::None);
+        assert_eq!(drain(&mut c), [link(1, &[])]);
+        c.handle_relay_linked(ms(1100), Ok(()), EdgeNow::None);
+        assert_eq!(drain(&mut c), [Command::AskRelay { relay: id(1) }]);
+        c.handle_relay_answer(ms(1200), Err(Failure::Busy), EdgeNow::None);
         assert_eq!(
             c.outcome(),
             Some(&Outcome::Failed {
@@ -910,13 +1087,16 @@ mod tests {
 
     #[test]
     fn every_relay_failing_reports_the_last_failure_unless_an_edge_crossed() {
-        let mut c = at_punch(true);
+        let mut c = at_relays();
+        c.handle_relays(ms(1100), vec![edge_relay(1), edge_relay(2)], EdgeNow::None);
         drain(&mut c);
-        c.handle_relays(ms(600), vec![id(1), id(2)], EdgeNow::None);
+        c.handle_relay_linked(ms(1100), Ok(()), EdgeNow::None);
         drain(&mut c);
-        c.handle_relay_answer(ms(700), Ok(addr("via1")), EdgeNow::None);
+        c.handle_relay_answer(ms(1200), Ok(addr("via1")), EdgeNow::None);
         drain(&mut c);
-        c.handle_dialed(ms(800), Err("refused"), EdgeNow::None);
+        c.handle_dialed(ms(1300), Err("refused"), EdgeNow::None);
+        assert_eq!(drain(&mut c), [link(2, &[])]);
+        c.handle_relay_linked(ms(1300), Ok(()), EdgeNow::None);
         assert_eq!(drain(&mut c), [Command::AskRelay { relay: id(2) }]);
         c.handle_relay_answer(
             ms(900),

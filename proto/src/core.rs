@@ -26,6 +26,8 @@ use nodenet_routing::{
 use nodenet_wire::{Addr, Frame, FrameType, MAX_PACKET_LEN, Writer};
 
 use crate::Stats;
+use crate::connect::RelayCandidate;
+use crate::relays::RelayHints;
 use crate::rng::CoreRng;
 
 /// The time, as the core sees it: the driver's monotonic clock and the wall clock (for the
@@ -580,6 +582,8 @@ pub struct Core {
     relayed_edges: HashSet<NodeId>,
     /// Our open Connect requests: nonce → (peer, expiry).
     punches: HashMap<[u8; nodenet_nat::NONCE_LEN], (NodeId, Time)>,
+    /// Our relay lookups and the relays near their targets they found.
+    relay_hints: RelayHints,
 }
 
 impl std::fmt::Debug for Core {
@@ -626,6 +630,7 @@ impl Core {
             confirmed: None,
             relayed_edges: HashSet::new(),
             punches: HashMap::new(),
+            relay_hints: RelayHints::default(),
         }
     }
 
@@ -1219,6 +1224,13 @@ impl Core {
                     self.stats.dropped_rate_limited += 1;
                     return Handled::Done;
                 }
+                self.relay_hints.answered(
+                    now.mono,
+                    &nonce,
+                    &list,
+                    &self.id,
+                    self.config.difficulty,
+                );
                 let report =
                     handlers::fold_neighbors(&mut self.knowledge, &list, &originator, now.mono);
                 for probe in report.probes {
@@ -1450,6 +1462,35 @@ impl Core {
                     .is_some_and(|c| c.caps.contains(Caps::CAN_RELAY))
             })
             .take(n)
+            .collect()
+    }
+
+    /// Up to `n` relays for a connect to `target`, closest to it first: the volunteers a
+    /// relay lookup found near it ([`Core::lookup_relays`]) and those we know ourselves
+    /// (edges or not). Each comes with the addresses to dial it at when it is not an edge
+    /// (filtered like punch candidates); an edge's are left empty.
+    pub fn relays_near(&self, now: Now, target: &NodeId, n: usize) -> Vec<RelayCandidate> {
+        let known = self
+            .knowledge
+            .iter()
+            .filter(|c| c.caps.contains(Caps::CAN_RELAY) && c.id != *target && c.id != self.id);
+        let mut all: Vec<&Contact> = self.relay_hints.near(now.mono, target).iter().collect();
+        for c in known {
+            if !all.iter().any(|a| a.id == c.id) {
+                all.push(c);
+            }
+        }
+        all.sort_by_key(|c| c.id.distance(target));
+        all.into_iter()
+            .take(n)
+            .map(|c| RelayCandidate {
+                relay: c.id,
+                addrs: if self.edges.contains(&c.id) {
+                    Vec::new()
+                } else {
+                    self.punch_candidates(c.addrs.iter().map(Addr::as_ref))
+                },
+            })
             .collect()
     }
 
@@ -1926,6 +1967,7 @@ impl Core {
         self.backoff
             .retain(|_, b| b.until > now.mono || b.delay >= BACKOFF_MAX);
         self.pending.retain(|_, exp| *exp > now.mono);
+        self.relay_hints.purge(now.mono);
         let want = self.edges.phase().fill_per_tick();
         self.fill(now, want);
         if self.edges.is_empty() {
@@ -2009,10 +2051,19 @@ impl Core {
         self.lookup_via(now, target, hops.hops());
     }
 
-    /// Sends one signed Lookup of `target` to each of `hops`.
-    fn lookup_via(&mut self, now: Now, target: NodeId, hops: &[NodeId]) {
+    /// Looks `target` up to learn the relay volunteers near it, for a connect's relay step
+    /// ([`Core::relays_near`] names them once the answers are in).
+    pub fn lookup_relays(&mut self, now: Now, target: NodeId) {
+        let hops = first_hops(&self.edges, &target);
+        if let Some(nonce) = self.lookup_via(now, target, hops.hops()) {
+            self.relay_hints.asked(now.mono, nonce, target);
+        }
+    }
+
+    /// Sends one signed Lookup of `target` to each of `hops`; its nonce, if sent.
+    fn lookup_via(&mut self, now: Now, target: NodeId, hops: &[NodeId]) -> Option<[u8; NONCE_LEN]> {
         if hops.is_empty() {
-            return;
+            return None;
         }
         let nonce = self.nonce(now);
         let ed = self.identity.ed_public();
@@ -2035,7 +2086,7 @@ impl Core {
         };
         let mut frame = vec![0u8; 256];
         let Ok(n) = fields.encode_frame(FrameType::LOOKUP, &mut frame) else {
-            return;
+            return None;
         };
         frame.truncate(n);
         for hop in hops {
@@ -2044,6 +2095,7 @@ impl Core {
                 frame: frame.clone(),
             });
         }
+        Some(nonce)
     }
 
     /// A fresh nonce, remembered as solicited for the answer it invites.

@@ -23,6 +23,7 @@ pub mod connect;
 #[doc(hidden)]
 pub mod core;
 mod error;
+pub mod relays;
 mod rng;
 pub mod sim;
 mod stats;

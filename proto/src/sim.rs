@@ -77,6 +77,8 @@ enum Ev {
 enum Purpose {
     Overlay,
     Connect(usize),
+    /// Connect `c`'s dial of a relay that is not yet an edge.
+    Link(usize),
 }
 
 struct Dial {
@@ -615,6 +617,14 @@ impl Sim {
                 self.runs[c].cascade.handle_dialed(self.now, result, edge);
                 self.step(c);
             }
+            Purpose::Link(c) => {
+                let edge = self.edge_now(from, self.runs[c].to);
+                let result = if ok { Ok(()) } else { Err("no handshake") };
+                self.runs[c]
+                    .cascade
+                    .handle_relay_linked(self.now, result, edge);
+                self.step(c);
+            }
         }
     }
 
@@ -730,10 +740,37 @@ impl Sim {
                     }
                 }
                 Command::PunchBurst { addrs } => self.volleys(from, eps(&addrs)),
+                Command::LookupRelays => self.cores[from].lookup_relays(now, target),
                 Command::FindRelays { n } => {
-                    let relays = self.cores[from].relay_candidates(&target, n);
+                    let relays = self.cores[from].relays_near(now, &target, n);
                     let edge = self.edge_now(from, to);
                     self.runs[c].cascade.handle_relays(self.now, relays, edge);
+                }
+                Command::LinkRelay {
+                    relay,
+                    addrs,
+                    timeout,
+                } => {
+                    let r = self.index.get(&relay).copied();
+                    match r {
+                        Some(r) if self.edges.contains(&(from, r)) => {
+                            let edge = self.edge_now(from, to);
+                            self.runs[c]
+                                .cascade
+                                .handle_relay_linked(self.now, Ok(()), edge);
+                        }
+                        Some(r) if !addrs.is_empty() => {
+                            self.start_dial(from, r, eps(&addrs), timeout, Purpose::Link(c));
+                        }
+                        _ => {
+                            let edge = self.edge_now(from, to);
+                            self.runs[c].cascade.handle_relay_linked(
+                                self.now,
+                                Err("no address"),
+                                edge,
+                            );
+                        }
+                    }
                 }
                 Command::AskRelay { relay } => {
                     let r = self.index.get(&relay).copied();
