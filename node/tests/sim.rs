@@ -102,5 +102,22 @@ fn a_natted_network_runs_the_cascade_deterministically() {
         connects.iter().any(|c| c.path == Some(Path::Punched)),
         "{report}"
     );
+    // A symmetric NAT and an easy one end relayed, and the birthday punch that follows
+    // replaces the relayed edge; two symmetric NATs stay relayed.
+    let pairs: Vec<_> = connects
+        .iter()
+        .filter(|c| (c.from == NatKind::Symmetric) != (c.to == NatKind::Symmetric))
+        .filter(|c| c.path == Some(Path::Relayed))
+        .collect();
+    assert!(!pairs.is_empty(), "{report}");
+    for c in &pairs {
+        assert_eq!(c.birthday, Some(true), "{c:?}");
+    }
+    for c in connects
+        .iter()
+        .filter(|c| c.from == NatKind::Symmetric && c.to == NatKind::Symmetric)
+    {
+        assert_eq!(c.birthday, None, "{c:?}");
+    }
     assert_eq!(nat_run(5).0, report, "the same seed, the same report");
 }

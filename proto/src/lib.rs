@@ -18,6 +18,7 @@
 )]
 
 pub mod admission;
+pub mod birthday;
 pub mod connect;
 /// The decision core. Its extra `pub` items (hidden from the docs) are the driver's.
 #[doc(hidden)]

@@ -11,9 +11,13 @@
 //! per node. Everything is seeded, and nothing iterates a hash map: the same seed gives the
 //! same run.
 //!
-//! Not modelled yet: birthday punches (a symmetric NAT's peer is relayed instead), relay
-//! caps, mapping expiry and packet loss.
+//! A connect that ends relayed between a symmetric NAT and an easy one is followed by a
+//! birthday punch ([`crate::birthday::Attempt`], played packet by packet on the network;
+//! see `sim/birthday.rs`), which replaces the relayed edge when it gets through.
+//!
+//! Not modelled yet: relay caps, mapping expiry and packet loss.
 
+mod birthday;
 pub mod net;
 mod report;
 
@@ -70,6 +74,8 @@ enum Ev {
     Release(usize, Nonce),
     /// A connect's deadline.
     Wake(usize),
+    /// A birthday attempt's next step.
+    Birthday(usize, birthday::Step),
 }
 
 /// Why a dial was made.
@@ -122,6 +128,15 @@ pub struct Sim {
     punch_waiters: HashMap<(usize, Nonce), usize>,
     relay_waiters: HashMap<(usize, Nonce), (usize, usize)>,
     held: HashMap<(usize, Nonce), (NodeId, Vec<Ep>)>,
+    /// Birthday attempts after relayed connects.
+    upgrades: Vec<birthday::Upgrade>,
+    /// (caller, nonce) → its attempt.
+    birthday_waiters: HashMap<(usize, Nonce), usize>,
+    /// (responder, nonce) → the role it agreed to play.
+    responding: HashMap<(usize, Nonce), crate::birthday::Role>,
+    /// Each node's birthday limits (made on first use).
+    limits: HashMap<usize, crate::birthday::Limits>,
+    birthday: crate::birthday::BirthdayConfig,
     queue: BinaryHeap<Reverse<(Time, u64)>>,
     events: HashMap<u64, Ev>,
     seq: u64,
@@ -189,6 +204,11 @@ impl Sim {
             punch_waiters: HashMap::new(),
             relay_waiters: HashMap::new(),
             held: HashMap::new(),
+            upgrades: Vec::new(),
+            birthday_waiters: HashMap::new(),
+            responding: HashMap::new(),
+            limits: HashMap::new(),
+            birthday: crate::birthday::BirthdayConfig::default(),
             queue: BinaryHeap::new(),
             events: HashMap::new(),
             seq: 0,
@@ -372,6 +392,7 @@ impl Sim {
                 self.runs[c].cascade.handle_timeout(self.now, edge);
                 self.step(c);
             }
+            Ev::Birthday(u, step) => self.on_birthday(u, step),
         }
     }
 
@@ -430,9 +451,16 @@ impl Sim {
                 nonce,
                 addrs,
                 flags,
-                ..
+                public,
             } => {
-                if let Some(c) = self.punch_waiters.remove(&(to, nonce)) {
+                if let Some(u) = self.birthday_waiters.remove(&(to, nonce)) {
+                    let answer = crate::birthday::Answer {
+                        agreed: flags & nodenet_nat::FLAG_BIRTHDAY != 0,
+                        addrs,
+                        public,
+                    };
+                    self.on_birthday_answer(u, answer);
+                } else if let Some(c) = self.punch_waiters.remove(&(to, nonce)) {
                     let run = &self.runs[c];
                     let timed = flags & nodenet_nat::FLAG_TIMED != 0;
                     let candidates = self.cores[to].punch_candidates(
@@ -469,8 +497,12 @@ impl Sim {
                 }
             }
             Handled::RelayBind { addr } => self.volleys(to, eps(&[addr])),
-            // Birthday punches are not modelled: the relayed edge stays.
-            Handled::BirthdayRequested { .. } => {}
+            Handled::BirthdayRequested {
+                peer,
+                nonce,
+                addrs,
+                public,
+            } => self.on_birthday_request(to, peer, nonce, &addrs, public.as_ref()),
             Handled::Done => {
                 if let Some(t) = route_target.filter(|t| *t != self.cores[to].id()) {
                     self.report.stuck.push((to, t));
@@ -834,15 +866,20 @@ impl Sim {
         if let Some(nonce) = run.punch.take() {
             self.punch_waiters.remove(&(run.from, nonce));
         }
+        let (from, to) = (run.from, run.to);
         let record = ConnectRecord {
-            from: self.net.kind(run.from),
-            to: self.net.kind(run.to),
+            from: self.net.kind(from),
+            to: self.net.kind(to),
             path,
             relay,
             time: self.now.since(run.started),
             failure,
+            birthday: None,
         };
         self.report.connects.push(record);
+        if path == Some(Path::Relayed) {
+            self.start_birthday(from, to, self.report.connects.len() - 1);
+        }
     }
 
     /// Records hops of a Route frame arriving at its target (first copy only).

@@ -226,6 +226,8 @@ pub struct Arrival {
     pub node: usize,
     /// The source as that node sees it.
     pub from: Ep,
+    /// The node's socket it arrived at.
+    pub at: Ep,
 }
 
 /// The network.
@@ -239,6 +241,10 @@ pub struct Net {
     sessions: Vec<Session>,
     relay_ports: HashMap<Ep, (usize, bool)>,
     next_relay_port: HashMap<usize, u16>,
+    /// Extra sockets nodes opened (a birthday punch's hard side), beside their own.
+    extra: HashSet<Ep>,
+    /// The next extra socket's port, per node.
+    next_extra_port: HashMap<usize, u16>,
     rng: u64,
 }
 
@@ -254,6 +260,8 @@ impl Net {
             sessions: Vec::new(),
             relay_ports: HashMap::new(),
             next_relay_port: HashMap::new(),
+            extra: HashSet::new(),
+            next_extra_port: HashMap::new(),
             rng: seed | 1,
         };
         for (i, &kind) in kinds.iter().enumerate() {
@@ -314,10 +322,43 @@ impl Net {
         self.sockets[i]
     }
 
+    /// Where a node's traffic leaves the last NAT in front of it: the host a relay sees it
+    /// come from (its own address when public).
+    pub fn public_host(&self, i: usize) -> u32 {
+        self.chains[i]
+            .last()
+            .map_or(self.sockets[i].ip, |&d| self.devices[d].ip)
+    }
+
+    /// Opens `n` more sockets on node `i`'s host (ports from 30,000 up).
+    pub fn open_sockets(&mut self, i: usize, n: usize) -> Vec<Ep> {
+        let ip = self.sockets[i].ip;
+        let next = self.next_extra_port.entry(i).or_insert(30_000);
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let ep = Ep { ip, port: *next };
+            *next = next.wrapping_add(1);
+            self.extra.insert(ep);
+            out.push(ep);
+        }
+        out
+    }
+
+    /// A random number from the network's generator (deterministic per seed).
+    pub fn random(&mut self) -> u64 {
+        next(&mut self.rng)
+    }
+
     /// Sends one packet from node `i`'s socket to `dst`; where it arrived, if it did. Relay
     /// sessions forward what reaches their ports.
     pub fn send(&mut self, i: usize, dst: Ep) -> Option<Arrival> {
-        let mut src = self.sockets[i];
+        let own = self.sockets[i];
+        self.send_from(i, own, dst)
+    }
+
+    /// [`Net::send`] from `local`, one of node `i`'s sockets.
+    pub fn send_from(&mut self, i: usize, local: Ep, dst: Ep) -> Option<Arrival> {
+        let mut src = local;
         for k in 0..self.chains[i].len() {
             let d = self.chains[i][k];
             src = self.devices[d].outbound(src, dst, &mut self.rng);
@@ -334,8 +375,12 @@ impl Net {
         loop {
             match self.hosts.get(&at.ip)?.owner {
                 Owner::Device(d) => at = self.devices[d].inbound(at.port, src)?,
-                Owner::Node(n) if at.port == SOCKET_PORT => {
-                    return Some(Arrival { node: n, from: src });
+                Owner::Node(n) if at.port == SOCKET_PORT || self.extra.contains(&at) => {
+                    return Some(Arrival {
+                        node: n,
+                        from: src,
+                        at,
+                    });
                 }
                 Owner::Node(_) => {
                     let &(s, caller_side) = self.relay_ports.get(&at)?;
@@ -387,12 +432,25 @@ impl Net {
     /// A handshake from node `i` to `dst`: the first packet must arrive at node `want`, and
     /// its answer come back. Returns where each side sees the other (`i`'s view first).
     pub fn handshake(&mut self, i: usize, dst: Ep, want: usize) -> Option<(Ep, Ep)> {
-        let there = self.send(i, dst)?;
+        let own = self.sockets[i];
+        self.handshake_from(i, own, dst, want)
+    }
+
+    /// [`Net::handshake`] from `local`, one of node `i`'s sockets; `want` answers from the
+    /// socket it was reached at.
+    pub fn handshake_from(
+        &mut self,
+        i: usize,
+        local: Ep,
+        dst: Ep,
+        want: usize,
+    ) -> Option<(Ep, Ep)> {
+        let there = self.send_from(i, local, dst)?;
         if there.node != want {
             return None;
         }
-        let back = self.send(want, there.from)?;
-        (back.node == i).then_some((dst, there.from))
+        let back = self.send_from(want, there.at, there.from)?;
+        (back.node == i && back.at == local).then_some((dst, there.from))
     }
 }
 

@@ -24,6 +24,10 @@ pub struct ConnectRecord {
     pub time: Duration,
     /// The failed step and why, if it failed.
     pub failure: Option<String>,
+    /// For a relayed connect between a symmetric NAT and an easy one: whether the birthday
+    /// punch that followed replaced the relayed edge (`None`: none was tried, or it has not
+    /// ended yet).
+    pub birthday: Option<bool>,
 }
 
 /// What the simulator measured about routed messages.
@@ -52,7 +56,9 @@ pub struct PathMix {
     pub direct: u64,
     /// Punched.
     pub punched: u64,
-    /// Relayed.
+    /// Relayed, then replaced by a birthday-punched edge.
+    pub birthday: u64,
+    /// Relayed (and still).
     pub relayed: u64,
     /// Failed.
     pub failed: u64,
@@ -81,6 +87,8 @@ pub struct ConnectSummary {
     pub relays_used: u64,
     /// Failures by reason (step and error).
     pub failures: BTreeMap<String, u64>,
+    /// Relayed connects that a birthday punch was tried on (and ended).
+    pub birthday_tried: u64,
 }
 
 impl SimReport {
@@ -91,18 +99,23 @@ impl SimReport {
         let mut times = Vec::new();
         let mut per_relay: BTreeMap<usize, u64> = BTreeMap::new();
         let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+        let mut birthday_tried = 0;
         for c in &self.connects {
             let mix = by_pair.entry((c.from, c.to)).or_default();
             for m in [&mut total, mix] {
                 match c.path {
                     Some(Path::Direct) => m.direct += 1,
                     Some(Path::Punched) => m.punched += 1,
+                    Some(Path::Relayed) if c.birthday == Some(true) => m.birthday += 1,
                     Some(Path::Relayed) => m.relayed += 1,
                     None => m.failed += 1,
                 }
             }
             if c.path.is_some() {
                 times.push(c.time);
+            }
+            if c.birthday.is_some() {
+                birthday_tried += 1;
             }
             if let Some(r) = c.relay {
                 *per_relay.entry(r).or_default() += 1;
@@ -126,6 +139,7 @@ impl SimReport {
             relay_p99: percentile(&loads, 0.99).unwrap_or(0),
             relays_used: loads.len() as u64,
             failures,
+            birthday_tried,
         }
     }
 }
@@ -153,12 +167,14 @@ impl ConnectSummary {
         };
         let _ = write!(
             out,
-            "\"connects\":{},\"connect_success\":{:.4},\"path_direct\":{},\"path_punched\":{},\"path_relayed\":{},\"connect_failed\":{},\"connect_ms_p50\":{},\"connect_ms_p99\":{},\"relay_load_max\":{},\"relay_load_p99\":{},\"relays_used\":{}",
+            "\"connects\":{},\"connect_success\":{:.4},\"path_direct\":{},\"path_punched\":{},\"path_birthday\":{},\"path_relayed\":{},\"birthday_tried\":{},\"connect_failed\":{},\"connect_ms_p50\":{},\"connect_ms_p99\":{},\"relay_load_max\":{},\"relay_load_p99\":{},\"relays_used\":{}",
             self.connects,
             rate,
             self.total.direct,
             self.total.punched,
+            self.total.birthday,
             self.total.relayed,
+            self.birthday_tried,
             self.total.failed,
             self.time_p50.as_millis(),
             self.time_p99.as_millis(),
@@ -173,11 +189,12 @@ impl ConnectSummary {
             }
             let _ = write!(
                 out,
-                "\"{}>{}\":{{\"direct\":{},\"punched\":{},\"relayed\":{},\"failed\":{}}}",
+                "\"{}>{}\":{{\"direct\":{},\"punched\":{},\"birthday\":{},\"relayed\":{},\"failed\":{}}}",
                 a.name(),
                 b.name(),
                 m.direct,
                 m.punched,
+                m.birthday,
                 m.relayed,
                 m.failed
             );
