@@ -13,6 +13,10 @@
 //! random live pairs (one every 50 ms, each the full cascade), then M sends between random
 //! live pairs. Connect figures: success, the path mix overall and by NAT pair, connect time
 //! in simulated time, and relayed connects per relay.
+//!
+//! On stderr: every target that missed a message, with its nearest nodes, its closest
+//! edges, its nearest public nodes and where its messages got stuck (who knows whom, and by
+//! how many leading bits); `DEBUG_NODE=i,j` adds those nodes' counters.
 
 use std::time::{Duration, Instant};
 
@@ -142,18 +146,86 @@ fn main() {
         .map(|i| sim.core(i).edges().len())
         .sum();
     let report = sim.report();
+    if let Ok(v) = std::env::var("DEBUG_NODE") {
+        for i in v.split(',').filter_map(|x| x.parse::<usize>().ok()) {
+            eprintln!(
+                "node {i} ({}): {:?}",
+                sim.nat(i).name(),
+                sim.core(i).stats()
+            );
+            eprintln!(
+                "  knowledge {:?} edges {:?}",
+                sim.core(i).knowledge().stats(),
+                sim.core(i).edges().len()
+            );
+        }
+    }
     // Diagnostics on stderr: the targets that missed messages, and how connected they are.
     for (&to, &want) in &expected {
         let got = report.delivered_at.get(&to).copied().unwrap_or(0);
         if got < want {
             let core = sim.core(to);
             eprintln!(
-                "missed: node {to} got {got}/{want}, edges {} (outbound {}), knows {}",
+                "missed: node {to} ({}) got {got}/{want}, edges {} (outbound {}), knows {}",
+                sim.nat(to).name(),
                 core.edges().len(),
                 core.edges().outbound(),
                 core.knowledge().len()
             );
             let target = core.id();
+            let mut near: Vec<usize> = (0..nodes).filter(|&j| j != to).collect();
+            near.sort_by_key(|&j| sim.core(j).id().distance(&target));
+            for &j in near.iter().take(4) {
+                let o = sim.core(j);
+                eprintln!(
+                    "  near {j} ({}): prefix {}, target knows it {:?}, it knows target {:?}, edge {}",
+                    sim.nat(j).name(),
+                    o.id().common_prefix_len(&target),
+                    core.knowledge().get(&o.id()).map(|c| c.addrs.len()),
+                    o.knowledge().get(&target).map(|c| c.addrs.len()),
+                    core.edges().contains(&o.id()),
+                );
+            }
+            let mut tedges: Vec<_> = core.edges().iter().map(|e| e.id).collect();
+            tedges.sort_by_key(|e| e.distance(&target));
+            eprintln!(
+                "  target's closest edges: {:?}",
+                tedges
+                    .iter()
+                    .take(4)
+                    .map(|e| e.common_prefix_len(&target))
+                    .collect::<Vec<_>>()
+            );
+            let publics: Vec<usize> = near
+                .iter()
+                .copied()
+                .filter(|&j| sim.nat(j) == NatKind::Public)
+                .take(4)
+                .collect();
+            eprintln!(
+                "  closest public nodes: {:?}",
+                publics
+                    .iter()
+                    .map(|&j| (
+                        j,
+                        sim.core(j).id().common_prefix_len(&target),
+                        core.edges().contains(&sim.core(j).id()),
+                        core.knowledge().get(&sim.core(j).id()).is_some()
+                    ))
+                    .collect::<Vec<_>>()
+            );
+            for (at, _) in report.stuck.iter().filter(|(_, t)| *t == target).take(1) {
+                let x = sim.core(*at);
+                let mut xe: Vec<_> = x.edges().iter().map(|e| e.id).collect();
+                xe.sort_by_key(|e| e.distance(&target));
+                eprintln!(
+                    "  stuck's closest edges to target: {:?}",
+                    xe.iter()
+                        .take(4)
+                        .map(|e| (e.common_prefix_len(&target), core.edges().contains(e)))
+                        .collect::<Vec<_>>()
+                );
+            }
             for (at, _) in report.stuck.iter().filter(|(_, t)| *t == target).take(3) {
                 let x = sim.core(*at);
                 let cpl = x.id().common_prefix_len(&target);
@@ -162,8 +234,10 @@ fn main() {
                     .iter()
                     .filter(|e| x.id().common_prefix_len(&e.id) == cpl)
                     .count();
+                let known_by_target = core.knowledge().get(&x.id()).map(|c| c.addrs.len());
                 eprintln!(
-                    "  stuck at node {at}: prefix {cpl} with the target, knows target {}, edges {} ({in_bucket} in that bucket), knows {} ({} in that bucket)",
+                    "  stuck at node {at} ({}): prefix {cpl} with the target, knows target {}, known to it {known_by_target:?}, edges {} ({in_bucket} in that bucket), knows {} ({} in that bucket)",
+                    sim.nat(*at).name(),
                     x.knowledge().get(&target).is_some(),
                     x.edges().len(),
                     x.knowledge().len(),
