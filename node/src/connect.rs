@@ -808,6 +808,7 @@ impl<'a> Run<'a> {
         let (node, target) = (self.node, self.target);
         let now = node.now().mono;
         let edge = node.edge_now(&target);
+        cascade.set_symmetric(node.nat_type() == crate::NatType::Symmetric);
         match answer {
             Answer::Dialed(result) => cascade.handle_dialed(now, result, edge),
             Answer::Rendezvous(Some(coords)) => {

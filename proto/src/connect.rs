@@ -413,6 +413,13 @@ impl<D: Clone> Cascade<D> {
         c
     }
 
+    /// Whether our own NAT is symmetric, as known now (the driver learns it from its
+    /// neighbours' reports while the attempt runs): read when the direct step fails, to skip
+    /// the punch.
+    pub fn set_symmetric(&mut self, symmetric: bool) {
+        self.symmetric = symmetric;
+    }
+
     /// The next thing to do, if any.
     pub fn poll_command(&mut self) -> Option<Command> {
         self.commands.pop_front()
@@ -1143,6 +1150,18 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_nat_found_symmetric_during_the_rendezvous_skips_the_punch() {
+        let mut c = C::new(ms(0), vec![], false, CONFIG);
+        drain(&mut c);
+        c.handle_rendezvous(ms(100), vec![addr("a")]);
+        drain(&mut c);
+        c.set_symmetric(true);
+        c.handle_dialed(ms(600), Err("refused"), EdgeNow::None);
+        assert_eq!(drain(&mut c), [Command::LookupRelays], "no punch");
+        assert_eq!(c.poll_timeout(), Some(ms(1100)));
     }
 
     #[test]

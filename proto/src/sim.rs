@@ -646,6 +646,8 @@ impl Sim {
             Purpose::Connect(c) => {
                 let edge = self.edge_now(from, to);
                 let result = if ok { Ok(()) } else { Err("no handshake") };
+                let symmetric = self.cores[from].nat_type() == nodenet_nat::NatType::Symmetric;
+                self.runs[c].cascade.set_symmetric(symmetric);
                 self.runs[c].cascade.handle_dialed(self.now, result, edge);
                 self.step(c);
             }
