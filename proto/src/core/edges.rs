@@ -1,0 +1,173 @@
+//! Edges coming and going: bootstrap, admission of a new edge, dial results, losses.
+
+use super::*;
+
+impl Core {
+    /// Forgets what our edge to `peer` told us (it went down, or was reaped as dead): its
+    /// report of our address, and whether it ran through a relay.
+    pub(super) fn forget_edge(&mut self, peer: &NodeId) {
+        self.relayed_edges.remove(peer);
+        self.forget_reporter(peer);
+    }
+
+    /// Keeps `contact`, one the application dialed and reached, as a bootstrap contact (one
+    /// entry per NodeId, its latest addresses; at most [`MAX_BOOTSTRAP`]; its capabilities
+    /// are not taken on trust).
+    pub fn remember_bootstrap(&mut self, contact: &Contact) {
+        if contact.id == self.id {
+            return;
+        }
+        let mut contact = contact.clone();
+        contact.caps = Caps::default();
+        if let Some(held) = self.bootstrap.iter_mut().find(|b| b.id == contact.id) {
+            *held = contact;
+        } else if self.bootstrap.len() < MAX_BOOTSTRAP {
+            self.bootstrap.push(contact);
+        }
+    }
+
+    /// Entry points into the overlay, known by NodeId and address only: their keys are learned
+    /// from the authenticated handshake when the edge comes up, so bootstrapping works at any
+    /// difficulty. Dials them at once.
+    pub fn bootstrap(&mut self, contacts: Vec<Contact>) {
+        self.bootstrap
+            .extend(contacts.iter().filter(|c| c.id != self.id).cloned());
+        for c in contacts {
+            self.dial(c, DialKind::Bootstrap);
+        }
+    }
+
+    /// An edge came up (dialed by us when `outbound`). Applies admission: PoW on the
+    /// authenticated NodeId, the application's hook, the inbound cap, one edge per peer.
+    pub fn on_edge_up(
+        &mut self,
+        now: Now,
+        peer: NodeId,
+        key: Option<[u8; 32]>,
+        outbound: bool,
+        addr: &Addr,
+    ) -> Result<(), EdgeRefusal> {
+        self.dialing.remove(&peer);
+        if self.config.difficulty > 0 && !nodenet_pow::verify(&peer, self.config.difficulty) {
+            self.stats.dropped_sub_pow += 1;
+            return Err(EdgeRefusal::PowUnmet);
+        }
+        if self.admission.as_ref().is_some_and(|allow| !allow(&peer)) {
+            self.stats.dropped_edge_refused += 1;
+            return Err(EdgeRefusal::Refused);
+        }
+        if self.edges.contains(&peer) {
+            self.stats.dropped_dup_inbound += 1;
+            return Err(EdgeRefusal::Duplicate);
+        }
+        let inbound = self.edges.len() - self.edges.outbound();
+        if !outbound && inbound >= self.config.max_inbound_edges {
+            self.stats.dropped_inbound_full += 1;
+            return Err(EdgeRefusal::InboundFull);
+        }
+        let subnet = self
+            .config
+            .subnets
+            .then(|| SubnetKey::of_addr(addr.as_ref()))
+            .flatten();
+        self.edges.add(peer, outbound, subnet, now.mono);
+        self.backoff.remove(&peer);
+        self.stats.edges_up += 1;
+        self.actions
+            .push_back(Action::Notify(NodeEvent::EdgeUp { peer, outbound }));
+        // The key comes from the handshake, so a bootstrap contact (NodeId and address only)
+        // is bound here, and passes knowledge admission at any difficulty.
+        let caps = self.bootstrap_caps(&peer);
+        let contact = Contact {
+            id: peer,
+            ed_pub: key.filter(|k| derive_id(k) == peer),
+            x_pub: None,
+            caps,
+            // A dialed peer is where we dialed it. An inbound peer's address is authenticated
+            // by the transport, and on the in-memory transport it is where the peer listens:
+            // keeping it spreads dialable contacts faster than the peer's own advertisement
+            // (tier 3 policy). On IP it is kept only for dialed peers, as in the reference:
+            // for a peer behind NAT it is a mapping that filters everyone the peer has not
+            // sent to, and spread as a contact address it draws dials that fail, or, crossing
+            // the peer's own, open its NAT by accident.
+            addrs: if outbound || !self.config.ip {
+                vec![addr.clone()]
+            } else {
+                Vec::new()
+            },
+        };
+        self.observe(&contact, now);
+        if outbound {
+            // Our first frame lets the acceptor see the edge (there is no accept call).
+            let frame = small_frame(FrameType::PING, &[]);
+            self.actions.push_back(Action::Send { to: peer, frame });
+        }
+        if self.edges.len() == 1 {
+            // First contact with the overlay: find our neighbourhood and the far keyspace now.
+            self.next_self_lookup = now.mono;
+            self.next_refresh = now.mono;
+        }
+        Ok(())
+    }
+
+    pub(super) fn bootstrap_caps(&self, peer: &NodeId) -> Caps {
+        self.bootstrap
+            .iter()
+            .find(|c| c.id == *peer)
+            .map_or_else(Caps::default, |c| c.caps)
+    }
+
+    /// A dial to `peer` finished, either way: it may be dialed again later.
+    pub fn on_dial_finished(&mut self, peer: &NodeId) {
+        self.dialing.remove(peer);
+    }
+
+    /// An edge went down. A lost edge is replaced at once when the floor needs it, by another
+    /// contact: the lost peer itself waits out the base backoff, so a peer that keeps closing
+    /// on us cannot spin us in a redial loop.
+    pub fn on_edge_down(&mut self, now: Now, peer: &NodeId) {
+        if self.edges.remove(peer).is_some() {
+            self.stats.edges_down += 1;
+            self.forget_edge(peer);
+            self.actions
+                .push_back(Action::Notify(NodeEvent::EdgeDown { peer: *peer }));
+            self.backoff.entry(*peer).or_insert_with(|| Backoff {
+                until: now.mono.after(BACKOFF_BASE),
+                delay: BACKOFF_BASE / 2,
+                failures: 0,
+            });
+            if self.edges.phase() < Phase::Normal {
+                self.fill(now, 1);
+            }
+        }
+    }
+
+    /// A send to `peer` failed: the edge is dead (the driver closes it).
+    pub fn on_send_failed(&mut self, now: Now, peer: &NodeId) {
+        self.stats.forward_repairs += 1;
+        self.actions.push_back(Action::Close(*peer));
+        self.on_edge_down(now, peer);
+    }
+
+    /// A dial failed: back off from that contact, and forget it once it keeps failing at the
+    /// longest backoff.
+    pub fn on_dial_failed(&mut self, now: Now, peer: &NodeId) {
+        self.dialing.remove(peer);
+        self.stats.dials_failed += 1;
+        let b = self.backoff.entry(*peer).or_insert(Backoff {
+            until: now.mono,
+            delay: BACKOFF_BASE / 2,
+            failures: 0,
+        });
+        b.failures += 1;
+        let at_ceiling = b.delay >= BACKOFF_MAX;
+        b.delay = (b.delay * 2).min(BACKOFF_MAX);
+        b.until = now.mono.after(b.delay);
+        if at_ceiling && b.failures >= 3 {
+            self.knowledge.remove(peer);
+            self.backoff.remove(peer);
+        }
+        // An incumbent that could not be reached loses its slot to a stashed newcomer.
+        self.knowledge.confirm(peer, false, now.mono);
+    }
+}

@@ -1,0 +1,336 @@
+//! Maintenance: the tick (reaping, keepalives, fill), lookups and their answers,
+//! knowledge upkeep and maintenance dials.
+
+use super::*;
+
+impl Core {
+    /// Runs maintenance: reaps dead edges, pings idle ones, fills the floor, looks up our
+    /// neighbourhood, exchanges siblings and refreshes stale buckets.
+    pub fn on_tick(&mut self, now: Now) {
+        let m = self.config.maintenance.clone();
+        let mut dead: Vec<NodeId> = self.edges.idle(now.mono, m.dead_sibling, true).collect();
+        dead.extend(self.edges.idle(now.mono, m.dead_finger, false));
+        for id in dead {
+            self.actions.push_back(Action::Close(id));
+            if self.edges.remove(&id).is_some() {
+                self.stats.edges_down += 1;
+                self.forget_edge(&id);
+                self.actions
+                    .push_back(Action::Notify(NodeEvent::EdgeDown { peer: id }));
+            }
+        }
+        let mut idle: Vec<NodeId> = self
+            .edges
+            .idle(now.mono, m.keepalive_sibling, true)
+            .collect();
+        idle.extend(self.edges.idle(now.mono, m.keepalive_finger, false));
+        for id in idle {
+            self.actions.push_back(Action::Send {
+                to: id,
+                frame: small_frame(FrameType::PING, &[]),
+            });
+        }
+        self.backoff
+            .retain(|_, b| b.until > now.mono || b.delay >= BACKOFF_MAX);
+        self.pending.retain(|_, exp| *exp > now.mono);
+        self.relay_hints.purge(now.mono);
+        let want = self.edges.phase().fill_per_tick();
+        self.fill(now, want);
+        if self.edges.is_empty() {
+            for c in self.bootstrap.clone() {
+                self.dial(c, DialKind::Bootstrap);
+            }
+        }
+        if now.mono >= self.next_self_lookup && !self.edges.is_empty() {
+            self.next_self_lookup = now.mono.after(m.self_lookup);
+            self.lookup(now, self.id);
+        }
+        if now.mono >= self.next_sibling_exchange && !self.edges.is_empty() {
+            self.next_sibling_exchange = now.mono.after(m.sibling_exchange);
+            let siblings: Vec<NodeId> = self
+                .edges
+                .iter()
+                .filter(|e| e.sibling)
+                .map(|e| e.id)
+                .collect();
+            for s in siblings {
+                let nonce = self.nonce(now);
+                self.actions.push_back(Action::Send {
+                    to: s,
+                    frame: small_frame(FrameType::SIBLINGS, &nonce),
+                });
+            }
+        }
+        if now.mono >= self.next_refresh && !self.edges.is_empty() {
+            self.next_refresh = now.mono.after(m.refresh_check);
+            let random = self.random32();
+            let stale = self
+                .knowledge
+                .refresh_target(now.mono, m.bucket_stale, random);
+            if let Some(target) = stale {
+                self.lookup(now, target);
+            }
+            self.coverage_lookups(now);
+        }
+    }
+
+    /// Looks up a random id in each of the (up to [`COVERAGE_LOOKUPS`]) farthest buckets that
+    /// have no live edge, so the table learns the far parts of the keyspace and maintenance can
+    /// dial a finger there: greedy routing needs one in every populated direction. The
+    /// reference refreshes only populated stale buckets, which leaves a joining node blind to
+    /// the far keyspace for a whole staleness period (tier 3 policy).
+    pub(super) fn coverage_lookups(&mut self, now: Now) {
+        let mut covered = [false; 256];
+        for e in self.edges.iter() {
+            if let Some(b) = self.id.bucket_index(&e.id) {
+                covered[b] = true;
+            }
+        }
+        let targets: Vec<usize> = (0..COVERAGE_DEPTH)
+            .filter(|&b| !covered[b])
+            .take(COVERAGE_LOOKUPS)
+            .collect();
+        for b in targets {
+            let random = self.random32();
+            let target = id_in_bucket(&self.id, b, random);
+            // Launched through edges outside the region, not the closest ones: our edges that
+            // share b or more bits with us are nearer any target there than we are, yet they
+            // are the nodes least likely to know it (a neighbourhood that formed in two halves
+            // stays split when every lookup for the other half starts inside ours). A finger
+            // from a shallower bucket enters the region from outside.
+            let mut hops = [NodeId::ZERO; KMIN];
+            let me = self.id;
+            let n = self.edges.closest_into(&target, &mut hops, |e| {
+                me.bucket_index(e).is_some_and(|eb| eb < b)
+            });
+            if n == 0 {
+                self.lookup(now, target);
+            } else {
+                self.lookup_via(now, target, &hops[..n]);
+            }
+        }
+    }
+
+    /// Starts a lookup of `target`: one signed Lookup, fanned out to the three closest edges.
+    pub fn lookup(&mut self, now: Now, target: NodeId) {
+        let hops = first_hops(&self.edges, &target);
+        self.lookup_via(now, target, hops.hops());
+    }
+
+    /// Looks `target` up to learn the relay volunteers near it, for a connect's relay step
+    /// ([`Core::relays_near`] names them once the answers are in).
+    pub fn lookup_relays(&mut self, now: Now, target: NodeId) {
+        let hops = first_hops(&self.edges, &target);
+        if let Some(nonce) = self.lookup_via(now, target, hops.hops()) {
+            self.relay_hints.asked(now.mono, nonce, target);
+        }
+    }
+
+    /// Sends one signed Lookup of `target` to each of `hops`; its nonce, if sent.
+    pub(super) fn lookup_via(
+        &mut self,
+        now: Now,
+        target: NodeId,
+        hops: &[NodeId],
+    ) -> Option<[u8; NONCE_LEN]> {
+        if hops.is_empty() {
+            return None;
+        }
+        let nonce = self.nonce(now);
+        let ed = self.identity.ed_public();
+        let sig = msg::sign(
+            &self.identity,
+            FrameType::LOOKUP,
+            &target,
+            now.unix_ns,
+            &nonce,
+        );
+        let avoid = [self.id];
+        let fields = MsgFields {
+            target,
+            ttl: MAX_HOPS,
+            ed_pub: &ed,
+            sent: now.unix_ns,
+            avoid: &avoid,
+            payload: &nonce,
+            sig: &sig,
+        };
+        let mut frame = vec![0u8; 256];
+        let Ok(n) = fields.encode_frame(FrameType::LOOKUP, &mut frame) else {
+            return None;
+        };
+        frame.truncate(n);
+        for hop in hops {
+            self.actions.push_back(Action::Send {
+                to: *hop,
+                frame: frame.clone(),
+            });
+        }
+        Some(nonce)
+    }
+
+    /// A fresh nonce, remembered as solicited for the answer it invites.
+    pub(super) fn nonce(&mut self, now: Now) -> [u8; NONCE_LEN] {
+        let nonce: [u8; NONCE_LEN] = self.random();
+        if self.pending.len() >= PENDING_MAX {
+            self.pending.retain(|_, exp| *exp > now.mono);
+        }
+        if self.pending.len() < PENDING_MAX {
+            self.pending.insert(nonce, now.mono.after(NONCE_TTL));
+        }
+        nonce
+    }
+
+    pub(super) fn answer_neighbors(
+        &mut self,
+        now: Now,
+        to: NodeId,
+        about: &NodeId,
+        nonce: [u8; NONCE_LEN],
+        ttl: u8,
+        direct: bool,
+    ) {
+        let me = Contact {
+            id: self.id,
+            ed_pub: Some(self.identity.ed_public()),
+            x_pub: None,
+            caps: self.own_caps(),
+            addrs: self.coordinates(),
+        };
+        let contacts = handlers::neighbors_answer(&self.knowledge, about, &me);
+        let mut payload = vec![0u8; NONCE_LEN + control::contacts_len(&contacts)];
+        if control::encode_neighbors(&mut Writer::new(&mut payload), &nonce, &contacts).is_err() {
+            return;
+        }
+        let ed = self.identity.ed_public();
+        let sig = msg::sign(
+            &self.identity,
+            FrameType::NEIGHBORS,
+            &to,
+            now.unix_ns,
+            &payload,
+        );
+        let fields = MsgFields {
+            target: to,
+            ttl,
+            ed_pub: &ed,
+            sent: now.unix_ns,
+            avoid: &[],
+            payload: &payload,
+            sig: &sig,
+        };
+        let mut frame = vec![0u8; fields.encoded_len() + 8];
+        let Ok(n) = fields.encode_frame(FrameType::NEIGHBORS, &mut frame) else {
+            return;
+        };
+        frame.truncate(n);
+        if direct {
+            self.actions.push_back(Action::Send { to, frame });
+        } else {
+            // Not multi-path: back the way the lookup came, else the first closest edge that
+            // takes it.
+            let mut c = Candidates::new();
+            let mut hops: Vec<NodeId> =
+                match decide(&self.id, &self.edges, &to, MAX_HOPS, |_| false, &mut c) {
+                    Decision::Forward { .. } => c.as_slice().to_vec(),
+                    _ => first_hops(&self.edges, &to).hops().to_vec(),
+                };
+            if let Some(back) = self
+                .crumbs
+                .get(&(to, nonce), now.mono)
+                .filter(|c| self.edges.contains(c))
+            {
+                hops.retain(|h| *h != back);
+                hops.insert(0, back);
+            }
+            if !hops.is_empty() {
+                self.actions.push_back(Action::SendAny { to: hops, frame });
+            }
+        }
+    }
+
+    pub(super) fn learn(&mut self, now: Now, id: NodeId, ed_pub: [u8; 32]) {
+        let contact = Contact {
+            id,
+            ed_pub: Some(ed_pub),
+            x_pub: None,
+            caps: Caps::default(),
+            addrs: Vec::new(),
+        };
+        self.observe(&contact, now);
+    }
+
+    pub(super) fn observe(&mut self, contact: &Contact, now: Now) {
+        if let Observed::Stashed { probe } = self.knowledge.observe(contact, now.mono) {
+            self.probe(now, probe);
+        }
+    }
+
+    /// Checks an incumbent whose bucket is full: a live edge is proof enough; otherwise dial.
+    pub(super) fn probe(&mut self, now: Now, id: NodeId) {
+        if self.edges.contains(&id) {
+            self.knowledge.confirm(&id, true, now.mono);
+        } else if let Some(c) = self.knowledge.get(&id).cloned() {
+            self.dial(c, DialKind::Probe);
+        }
+    }
+
+    pub(super) fn fill(&mut self, now: Now, want: usize) {
+        if want == 0 {
+            return;
+        }
+        let want = want.min(MAX_DIALS_IN_FLIGHT.saturating_sub(self.dialing.len()));
+        if want == 0 {
+            return;
+        }
+        let picks: Vec<Contact> = self
+            .edges
+            .replacement_candidates(&self.knowledge, want + self.dialing.len())
+            .into_iter()
+            .filter(|c| !self.dialing.contains(&c.id))
+            .filter(|c| self.backoff.get(&c.id).is_none_or(|b| b.until <= now.mono))
+            .take(want)
+            .cloned()
+            .collect();
+        for c in picks {
+            self.stats.dials += 1;
+            self.dial(c, DialKind::Fill);
+        }
+    }
+
+    /// Dials `contact`, within the bounds a peer's answer cannot push us past: at most
+    /// [`MAX_DIALS_IN_FLIGHT`] dials at once (bootstrap contacts excepted) and
+    /// [`MAX_DIAL_ADDRS`] addresses each (the rest are cut and counted), and the full dial
+    /// timeout only for bootstrap contacts and probes of our own table's incumbents; anyone
+    /// else gets [`NON_ANCHOR_DIAL_TIMEOUT`], as in the reference.
+    pub(super) fn dial(&mut self, mut contact: Contact, kind: DialKind) {
+        if contact.id == self.id
+            || contact.addrs.is_empty()
+            || self.edges.contains(&contact.id)
+            || self.dialing.contains(&contact.id)
+        {
+            return;
+        }
+        // Bootstrap contacts are the operator's: never cut. Everything else came from peers.
+        if kind != DialKind::Bootstrap && self.dialing.len() >= MAX_DIALS_IN_FLIGHT {
+            self.stats.dials_cut += 1;
+            return;
+        }
+        if contact.addrs.len() > MAX_DIAL_ADDRS {
+            self.stats.dials_cut += (contact.addrs.len() - MAX_DIAL_ADDRS) as u64;
+            contact.addrs.truncate(MAX_DIAL_ADDRS);
+        }
+        // The long timeout only for contacts we have reason to wait for: the operator's
+        // bootstrap list, and an incumbent of our table being probed (failing it evicts an
+        // entry that may well be honest and far away). A contact a peer told us of (even one
+        // it says is a public anchor: that claim is unverified) gets the short one.
+        let patient = kind == DialKind::Probe || self.bootstrap.iter().any(|b| b.id == contact.id);
+        let timeout = if patient {
+            self.config.maintenance.dial_timeout
+        } else {
+            NON_ANCHOR_DIAL_TIMEOUT
+        };
+        self.dialing.insert(contact.id);
+        self.actions.push_back(Action::Dial { contact, timeout });
+    }
+}

@@ -1,0 +1,117 @@
+//! Relay frames (request, grant, bind) and the choice of relays for a connect.
+
+use super::*;
+
+impl Core {
+    /// RelayRequest, RelayGrant and RelayBind: per-edge frames under the control budget.
+    pub(super) fn on_relay_frame(
+        &mut self,
+        now: Now,
+        from: NodeId,
+        from_addr: &Addr,
+        ty: FrameType,
+        payload: &[u8],
+    ) -> Handled {
+        if !self.edges.allow_control(&from, now.mono) {
+            self.stats.dropped_rate_limited += 1;
+            return Handled::Done;
+        }
+        match ty {
+            FrameType::RELAY_REQUEST => {
+                let Ok(req) = nodenet_nat::RelayRequest::decode(payload) else {
+                    self.stats.dropped_malformed += 1;
+                    return Handled::Done;
+                };
+                if !self.config.relay || req.target == from || !self.edges.contains(&req.target) {
+                    self.stats.relay_requests_refused += 1;
+                    return Handled::Done;
+                }
+                Handled::RelayRequested {
+                    from,
+                    nonce: req.nonce,
+                    target: req.target,
+                }
+            }
+            FrameType::RELAY_GRANT => match nodenet_nat::RelayGrant::decode(payload) {
+                Ok(g) => Handled::RelayGranted {
+                    from,
+                    nonce: g.nonce,
+                    addr: g.addr.to_owned_addr(),
+                    attest: g.attest.map(Attested::from),
+                },
+                Err(_) => {
+                    self.stats.dropped_malformed += 1;
+                    Handled::Done
+                }
+            },
+            _ => match nodenet_nat::RelayBind::decode(payload) {
+                // We did not ask for this bind: any edge peer can send one. Its callee side
+                // is a socket of the relay's own, so it must be on the host our edge to the
+                // relay comes from; anything else would aim our punch at a bystander. The
+                // relay's attestation of the caller is not taken either: this relay was
+                // chosen by the caller, and a caller with a relay of its own choosing could
+                // vouch for any host (a birthday punch asks a relay of ours instead).
+                Ok(b) if b.addr.net != from_addr.net || !on_host_of(b.addr.endpoint, from_addr) => {
+                    self.stats.relay_binds_refused += 1;
+                    Handled::Done
+                }
+                Ok(b) => match self.punch_candidates([b.addr]).pop() {
+                    Some(addr) => Handled::RelayBind { addr },
+                    None => {
+                        self.stats.dropped_bad_reflexive += 1;
+                        Handled::Done
+                    }
+                },
+                Err(_) => {
+                    self.stats.dropped_malformed += 1;
+                    Handled::Done
+                }
+            },
+        }
+    }
+
+    /// Edges that volunteer as relays (by the capabilities they advertise), `target`
+    /// excluded, at most `n`.
+    pub fn relay_candidates(&self, target: &NodeId, n: usize) -> Vec<NodeId> {
+        self.edges
+            .iter()
+            .map(|e| e.id)
+            .filter(|id| id != target)
+            .filter(|id| {
+                self.knowledge
+                    .get(id)
+                    .is_some_and(|c| c.caps.contains(Caps::CAN_RELAY))
+            })
+            .take(n)
+            .collect()
+    }
+
+    /// Up to `n` relays for a connect to `target`, closest to it first: the volunteers a
+    /// relay lookup found near it ([`Core::lookup_relays`]) and those we know ourselves
+    /// (edges or not). Each comes with the addresses to dial it at when it is not an edge
+    /// (filtered like punch candidates); an edge's are left empty.
+    pub fn relays_near(&self, now: Now, target: &NodeId, n: usize) -> Vec<RelayCandidate> {
+        let known = self
+            .knowledge
+            .iter()
+            .filter(|c| c.caps.contains(Caps::CAN_RELAY) && c.id != *target && c.id != self.id);
+        let mut all: Vec<&Contact> = self.relay_hints.near(now.mono, target).iter().collect();
+        for c in known {
+            if !all.iter().any(|a| a.id == c.id) {
+                all.push(c);
+            }
+        }
+        all.sort_by_key(|c| c.id.distance(target));
+        all.into_iter()
+            .take(n)
+            .map(|c| RelayCandidate {
+                relay: c.id,
+                addrs: if self.edges.contains(&c.id) {
+                    Vec::new()
+                } else {
+                    self.punch_candidates(c.addrs.iter().map(Addr::as_ref))
+                },
+            })
+            .collect()
+    }
+}
