@@ -164,6 +164,30 @@ impl Core {
             // request would be dropped where it ends anyway; it is dropped here, at the
             // first honest hop.
             let ttl = m.ttl.min(MAX_HOPS);
+            // A local optimum that is not the target detours the message to its closest
+            // other edge (never back to the sender or to the originator) while the TTL lasts
+            // (tier 3 policy: the reference drops it). Behind NAT a node holds edges only to
+            // the public nodes it dialed, so a NAT'd node near a target is often closer to it
+            // than all of its edges while a public neighbour one hop away holds the edge to
+            // the target: in a simulated 1,000-node network with the default NAT mix, 1 to 3%
+            // of messages died at such nodes. A message to a node that does not exist now
+            // travels until its TTL runs out instead of stopping early: at most MAX_HOPS
+            // frames per copy, each paid from the per-edge forward budget.
+            if ty != FrameType::LOOKUP
+                && decision == Decision::Drop(DropReason::LocalOptimum)
+                && m.target != self.id
+                && ttl > 1
+            {
+                let originator = m.originator();
+                let mut next = [NodeId::ZERO; 1];
+                let n = self
+                    .edges
+                    .closest_into(&m.target, &mut next, |id| *id != from && *id != originator);
+                if n > 0 {
+                    candidates.prefer(next[0]);
+                    decision = Decision::Forward { ttl: ttl - 1 };
+                }
+            }
             match crumb_of(ty, m.payload) {
                 Some((true, nonce)) => {
                     if m.verify(ty).is_err() {

@@ -546,3 +546,111 @@ fn a_report_over_a_relayed_edge_does_not_move_our_public_host() {
     assert_eq!(core.stats().dropped_relayed_reflexive - before, 5);
     assert_eq!(core.public_host(), ours);
 }
+
+/// Behind a NAT, the private addresses we advertise are not gossiped (nobody outside can
+/// dial them), but a public one an operator advertises is; a public node gossips all.
+#[test]
+fn behind_a_nat_private_addresses_are_not_gossiped() {
+    let me = identity(1);
+    let private = Addr::new("quic", "10.1.2.3:4000");
+    let forwarded = Addr::new("quic", "203.0.113.9:4000");
+    let seen = Addr::new("quic", "198.51.100.7:4242");
+    let config = CoreConfig {
+        ip: true,
+        advertise: vec![private.clone(), forwarded.clone()],
+        ..CoreConfig::default()
+    };
+    let mut core = Core::new(me, config, CoreRng::deterministic(1));
+    let t = now(1);
+    assert_eq!(
+        core.gossiped_coordinates(),
+        [private.clone(), forwarded.clone()],
+        "nothing known yet"
+    );
+    for p in (2..7).map(identity) {
+        edge(&mut core, &p, t);
+        let mut buf = [0u8; 64];
+        let mut w = Writer::new(&mut buf);
+        seen.as_ref().encode(&mut w).unwrap();
+        let mut frame = small_frame(FrameType::PONG, w.written());
+        let _ = core.on_frame(t, p.node_id(), &mem_addr("x"), &mut frame);
+        while core.poll_action().is_some() {}
+    }
+    core.on_own_ip(&seen, false);
+    assert_eq!(core.gossiped_coordinates(), std::slice::from_ref(&forwarded));
+    assert!(
+        core.coordinates().contains(&private),
+        "a rendezvous still names it"
+    );
+    core.on_own_ip(&seen, true);
+    assert_eq!(core.gossiped_coordinates(), [private, forwarded, seen]);
+}
+
+/// A routed message that reaches a node closer to its target than every edge of that node
+/// (a local optimum that is not the target: behind NAT, a node with few edges often is)
+/// goes on to the node's closest other edge, never back to where it came from or to its
+/// originator, while its TTL lasts; a lookup is still answered there.
+#[test]
+fn a_local_optimum_detours_a_message_while_its_ttl_lasts() {
+    let me = identity(1);
+    let my_id = me.node_id();
+    let target = NodeId::from_bytes(my_id.to_bytes().map(|b| b ^ 0x01));
+    // Edges all farther from the target than we are.
+    let far: Vec<Identity> = (100..10_000)
+        .map(identity)
+        .filter(|e| e.node_id().distance(&target) > my_id.distance(&target))
+        .take(3)
+        .collect();
+    let origin = identity(20_000);
+    let mut core = Core::new(me, CoreConfig::default(), CoreRng::deterministic(1));
+    let t = now(1);
+    for e in &far {
+        edge(&mut core, e, t);
+    }
+    let from = far[0].node_id();
+    let mut others: Vec<NodeId> = far[1..].iter().map(Identity::node_id).collect();
+    others.sort_by_key(|id| id.distance(&target));
+    let mut msg = routed(
+        &origin,
+        origin.ed_public(),
+        FrameType::ROUTE,
+        target,
+        MAX_HOPS,
+        t,
+        b"x",
+    );
+    let h = core.on_frame(t, from, &mem_addr("from"), &mut msg);
+    assert_eq!(
+        first_hop(&h),
+        Some(others[0]),
+        "the closest edge but the sender"
+    );
+    let (f, _) = Frame::parse(&msg).unwrap();
+    assert_eq!(MsgRef::parse(f.payload()).unwrap().ttl, MAX_HOPS - 1);
+    // On its last hop, it stops here.
+    let mut last = routed(
+        &origin,
+        origin.ed_public(),
+        FrameType::ROUTE,
+        target,
+        1,
+        t,
+        b"y",
+    );
+    let h = core.on_frame(t, from, &mem_addr("from"), &mut last);
+    assert_eq!(first_hop(&h), None);
+    assert_eq!(core.stats().dropped_local_optimum, 1);
+    // A lookup's local optimum answers it.
+    let mut lookup = routed(
+        &origin,
+        origin.ed_public(),
+        FrameType::LOOKUP,
+        target,
+        MAX_HOPS,
+        t,
+        &[0x42; NONCE_LEN],
+    );
+    let h = core.on_frame(t, from, &mem_addr("from"), &mut lookup);
+    assert_eq!(first_hop(&h), None);
+    assert_eq!(core.stats().lookups_answered, 1);
+}
