@@ -1,0 +1,191 @@
+//! Connects: the proto `Cascade` carried out command by command, and their records.
+
+use super::*;
+
+impl Sim {
+    /// Starts a connect from node `from` to node `to` (by its NodeId alone, as
+    /// `nodenet::Node::connect` does); its record lands in [`SimReport::connects`].
+    pub fn connect(&mut self, from: usize, to: usize) {
+        let target = self.cores[to].id();
+        let known = self.cores[from].known_addrs(&target);
+        let symmetric = self.cores[from].nat_type() == nodenet_nat::NatType::Symmetric;
+        let config = CascadeConfig {
+            direct_dial_timeout: crate::connect::DIRECT_DIAL_TIMEOUT,
+            rendezvous_timeout: Duration::from_secs(10),
+        };
+        let c = self.runs.len();
+        self.runs.push(Run {
+            from,
+            to,
+            started: self.now,
+            cascade: Cascade::new(self.now, known, symmetric, config),
+            rendezvous: None,
+            rendezvous_addrs: Vec::new(),
+            punch: None,
+            done: false,
+        });
+        if self.edges.contains(&(from, to)) {
+            // An edge we already hold: nothing to do.
+            self.finish(c, Some(Path::Direct), None, None);
+            return;
+        }
+        self.step(c);
+    }
+
+    /// Carries out connect `c`'s commands; records its end.
+    pub(super) fn step(&mut self, c: usize) {
+        if self.runs[c].done {
+            return;
+        }
+        let (from, to) = (self.runs[c].from, self.runs[c].to);
+        let target = self.cores[to].id();
+        let now = self.wall(self.now);
+        while let Some(command) = self.runs[c].cascade.poll_command() {
+            match command {
+                Command::Dial { addrs, timeout } => {
+                    self.start_dial(from, to, eps(&addrs), timeout, Purpose::Connect(c));
+                }
+                Command::StartRendezvous => match self.cores[from].start_rendezvous(now, target) {
+                    Ok(nonce) => {
+                        self.runs[c].rendezvous = Some(nonce);
+                        self.rendezvous_waiters.insert((from, nonce), c);
+                    }
+                    Err(_) => self.runs[c]
+                        .cascade
+                        .handle_rendezvous_refused(crate::connect::Failure::Unroutable),
+                },
+                Command::ResendRendezvous => {
+                    if let Some(nonce) = self.runs[c].rendezvous {
+                        let _ = self.cores[from].resend_rendezvous(now, &nonce);
+                    }
+                }
+                Command::StartPunch => match self.cores[from].start_punch(now, target) {
+                    Ok(nonce) => {
+                        self.runs[c].punch = Some(nonce);
+                        self.punch_waiters.insert((from, nonce), c);
+                    }
+                    Err(_) => {
+                        let edge = self.edge_now(from, to);
+                        self.runs[c].cascade.handle_punch_refused(
+                            self.now,
+                            crate::connect::Failure::Unroutable,
+                            edge,
+                        );
+                    }
+                },
+                Command::PunchSync => {
+                    if let Some(nonce) = self.runs[c].punch {
+                        let _ = self.cores[from].punch_sync(now, target, &nonce);
+                    }
+                }
+                Command::PunchBurst { addrs } => self.volleys(from, eps(&addrs)),
+                Command::LookupRelays => self.cores[from].lookup_relays(now, target),
+                Command::FindRelays { n } => {
+                    let relays = self.cores[from].relays_near(now, &target, n);
+                    let edge = self.edge_now(from, to);
+                    self.runs[c].cascade.handle_relays(self.now, relays, edge);
+                }
+                Command::LinkRelay {
+                    relay,
+                    addrs,
+                    timeout,
+                } => {
+                    let r = self.index.get(&relay).copied();
+                    match r {
+                        Some(r) if self.edges.contains(&(from, r)) => {
+                            let edge = self.edge_now(from, to);
+                            self.runs[c]
+                                .cascade
+                                .handle_relay_linked(self.now, Ok(()), edge);
+                        }
+                        Some(r) if !addrs.is_empty() => {
+                            self.start_dial(from, r, eps(&addrs), timeout, Purpose::Link(c));
+                        }
+                        _ => {
+                            let edge = self.edge_now(from, to);
+                            self.runs[c].cascade.handle_relay_linked(
+                                self.now,
+                                Err("no address"),
+                                edge,
+                            );
+                        }
+                    }
+                }
+                Command::AskRelay { relay } => {
+                    let r = self.index.get(&relay).copied();
+                    match r.filter(|&r| self.edges.contains(&(from, r))) {
+                        Some(r) => {
+                            let mut nonce = [0u8; nodenet_nat::NONCE_LEN];
+                            for chunk in nonce.chunks_mut(8) {
+                                let n = self.next().to_le_bytes();
+                                chunk.copy_from_slice(&n[..chunk.len()]);
+                            }
+                            self.relay_waiters.insert((from, nonce), (r, c));
+                            let req = nodenet_nat::RelayRequest { nonce, target }.encode();
+                            self.transmit(from, r, small_frame(FrameType::RELAY_REQUEST, &req));
+                        }
+                        None => {
+                            let edge = self.edge_now(from, to);
+                            self.runs[c].cascade.handle_relay_answer(
+                                self.now,
+                                Err(crate::connect::Failure::NoRelay),
+                                edge,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        self.drain(from, now);
+        match self.runs[c].cascade.outcome().cloned() {
+            Some(Outcome::Connected { path, how }) => {
+                let relay = match how {
+                    How::Relay { addr, .. } => {
+                        Ep::parse(&addr.endpoint).and_then(|ep| self.net.relay_of(ep))
+                    }
+                    _ => None,
+                };
+                self.finish(c, Some(path), relay, None);
+            }
+            Some(Outcome::Failed { step, error }) => {
+                self.finish(c, None, None, Some(format!("{step}: {error:?}")));
+            }
+            None => {
+                if let Some(t) = self.runs[c].cascade.poll_timeout() {
+                    self.push(t.max(self.now), Ev::Wake(c));
+                }
+            }
+        }
+    }
+
+    pub(super) fn finish(
+        &mut self,
+        c: usize,
+        path: Option<Path>,
+        relay: Option<usize>,
+        failure: Option<String>,
+    ) {
+        let run = &mut self.runs[c];
+        run.done = true;
+        if let Some(nonce) = run.rendezvous.take() {
+            self.rendezvous_waiters.remove(&(run.from, nonce));
+        }
+        if let Some(nonce) = run.punch.take() {
+            self.punch_waiters.remove(&(run.from, nonce));
+        }
+        let (from, to) = (run.from, run.to);
+        let record = ConnectRecord {
+            from: self.net.kind(from),
+            to: self.net.kind(to),
+            path,
+            relay,
+            time: self.now.since(run.started),
+            failure,
+            birthday: None,
+        };
+        self.report.connects.push(record);
+        if path == Some(Path::Relayed) {
+            self.start_birthday(from, to, self.report.connects.len() - 1);
+        }
+    }
+}
