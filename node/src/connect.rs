@@ -260,6 +260,7 @@ impl Node {
             rendezvous_addrs: Vec::new(),
             punch: None,
             grant: None,
+            linked: Vec::new(),
         };
         let outcome = loop {
             while let Some(command) = cascade.poll_command() {
@@ -303,7 +304,10 @@ impl Node {
                     }
                     (Path::Punched, How::Crossed) => self.mark_punched(&target),
                     (Path::Relayed, How::Relay { relay, addr }) => {
-                        self.relayed_edge_up(target, relay, &addr, run.grant.take().flatten());
+                        // A relay the target named vouches for nothing about it.
+                        let attest = run.grant.take().flatten();
+                        let attest = attest.filter(|_| !run.linked.contains(&relay));
+                        self.relayed_edge_up(target, relay, &addr, attest);
                     }
                     _ => {}
                 }
@@ -682,7 +686,7 @@ enum Answer {
     Rendezvous(Option<Coordinates>),
     Punch(Option<PunchAnswer>),
     Relay(Result<(Addr, Option<crate::core::Attested>), StepError>),
-    Linked(Result<(), StepError>),
+    Linked(NodeId, Result<(), StepError>),
 }
 
 type Pending<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
@@ -703,6 +707,19 @@ struct Run<'a> {
     punch: Open<'a, crate::driver::Nonce>,
     /// The last relay grant's attestation.
     grant: Option<Option<crate::core::Attested>>,
+    /// Relays dialed for this connect (no edges of ours before it): closed when it ends,
+    /// and never a voice on the target's host (the target named them).
+    linked: Vec<NodeId>,
+}
+
+impl Drop for Run<'_> {
+    /// The relays dialed for this connect are closed however it ends (the relayed
+    /// connection, if one came up through one, does not need our edge to it).
+    fn drop(&mut self) {
+        for relay in std::mem::take(&mut self.linked) {
+            self.node.close_edge(&relay);
+        }
+    }
 }
 
 impl<'a> Run<'a> {
@@ -792,7 +809,7 @@ impl<'a> Run<'a> {
                     cascade.handle_relay_linked(now.mono, Ok(()), node.edge_now(&target));
                 } else {
                     self.pending = Some(Box::pin(async move {
-                        Answer::Linked(node.dial_any(relay, &addrs, timeout).await)
+                        Answer::Linked(relay, node.dial_any(relay, &addrs, timeout).await)
                     }));
                 }
             }
@@ -840,7 +857,12 @@ impl<'a> Run<'a> {
             Answer::Relay(Err(e)) => {
                 cascade.handle_relay_answer(now, Err(Failure::Driver(e)), edge);
             }
-            Answer::Linked(result) => cascade.handle_relay_linked(now, result, edge),
+            Answer::Linked(relay, result) => {
+                if result.is_ok() {
+                    self.linked.push(relay);
+                }
+                cascade.handle_relay_linked(now, result, edge);
+            }
         }
     }
 }

@@ -157,3 +157,72 @@ async fn default_nodes_draw_nonces_nobody_can_predict() {
     let (c, d) = (build("c", Some(7)), build("d", Some(7)));
     assert_eq!(lookup_frames(&c, &peer), lookup_frames(&d, &peer));
 }
+
+/// Six nodes: four public, relay volunteers where `relays(i)`, then two behind symmetric
+/// NATs (4 and 5) that can only meet relayed. Node 4 joins cut off from node 5 and from the
+/// nodes in `cut`, which are healed after the join.
+async fn relayed_pair(hub: &Hub, relays: impl Fn(u32) -> bool, cut: &[usize]) -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut boot: Option<Contact> = None;
+    let ids: Vec<_> = (0..6u32).map(|i| identity(i).node_id()).collect();
+    hub.partition(ids[4], ids[5]);
+    for &c in cut {
+        hub.partition(ids[4], ids[c]);
+    }
+    for i in 0..6u32 {
+        let id = identity(i);
+        let t = hub.transport_for(&id, &format!("n{i}")).unwrap();
+        if i >= 4 {
+            hub.set_nat(id.node_id(), &format!("natsym{i}"), NatModel::SYMMETRIC);
+        }
+        let addr = t.local_addr();
+        let node = Node::builder(id)
+            .transport(Arc::new(t))
+            .maintenance(Maintenance::scaled(5))
+            .relay(relays(i))
+            .deterministic_seed(u64::from(i) + 1)
+            .build()
+            .unwrap();
+        node.spawn();
+        match &boot {
+            None => boot = Some(Contact::new(node.id(), vec![addr])),
+            Some(b) => node.bootstrap(vec![b.clone()]),
+        }
+        nodes.push(node);
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    hub.heal(ids[4], ids[5]);
+    for &c in cut {
+        hub.heal(ids[4], ids[c]);
+    }
+    nodes
+}
+
+/// Review finding: a relay the target named (dialed for the connect, no edge of ours
+/// before) must not become a voice on the target's host, or the target and two relays of
+/// its own could aim our birthday probes at a bystander. It is closed when the connect
+/// ends, and its grant's attestation is not kept; a relay that was our edge already keeps
+/// its word.
+#[tokio::test(start_paused = true)]
+async fn a_relay_the_target_named_vouches_for_nothing() {
+    // Only node 3 relays. Node 4 never reached it while joining: the connect dials it.
+    let hub = Hub::new();
+    let nodes = relayed_pair(&hub, |i| i == 3, &[3]).await;
+    let relay = nodes[3].id();
+    assert!(nodes[4].conn_to(&relay).is_none());
+    let conn = nodes[4].connect(nodes[5].id()).await.unwrap();
+    assert_eq!(conn.path(), Path::Relayed);
+    assert!(
+        nodes[4].conn_to(&relay).is_none(),
+        "closed after the connect"
+    );
+    assert_eq!(nodes[4].attested_host(&nodes[5].id()), None);
+
+    // The same relay, an edge of ours from the start: its word is kept.
+    let hub = Hub::new();
+    let nodes = relayed_pair(&hub, |i| i == 3, &[]).await;
+    assert!(nodes[4].conn_to(&nodes[3].id()).is_some());
+    let conn = nodes[4].connect(nodes[5].id()).await.unwrap();
+    assert_eq!(conn.path(), Path::Relayed);
+    assert!(nodes[4].attested_host(&nodes[5].id()).is_some());
+}

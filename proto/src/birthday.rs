@@ -303,8 +303,10 @@ impl Attempt {
                 self.state = State::Playing;
                 self.commands.push_back(Command::Play(role));
             }
-            // The peer names a host our relays did not: it backs off like a failure.
+            // The peer names a host our relays did not: it backs off like a failure, but
+            // nothing was sent, so the probes come back.
             Part::Unverified => {
+                limits.refund(self.probes);
                 limits.finish(self.peer, since_origin(now), false);
                 self.end(Outcome::Unverified);
             }
@@ -463,6 +465,29 @@ mod tests {
         a.handle_answer(ms(100), answer, &mut limits);
         assert!(drain(&mut a).is_empty(), "nothing aimed at the named host");
         assert_eq!(a.outcome(), Some(Outcome::Unverified));
+    }
+
+    #[test]
+    fn peers_naming_other_hosts_do_not_drain_the_probe_budget() {
+        let config = BirthdayConfig::default();
+        let mut limits = Limits::new(config);
+        // More unverified answers than the hourly budget has room for attempts (10,000
+        // probes, 1,750 reserved by each): nothing was sent, so each gives its probes back.
+        for i in 0..8u8 {
+            let t = Time(0)
+                .after(config.min_interval * u32::from(i) + Duration::from_nanos(u64::from(i)));
+            let mut a = Attempt::new(NatType::Cone, NodeId::from_bytes([i; 32]), &config);
+            drain(&mut a);
+            a.handle_attested(t, Some(addr("203.0.113.7:0")), &mut limits);
+            assert_eq!(drain(&mut a), [Command::Ask { hard: false }], "attempt {i}");
+            let answer = Answer {
+                agreed: true,
+                addrs: vec![],
+                public: Some(addr("198.51.100.66:0")),
+            };
+            a.handle_answer(t, answer, &mut limits);
+            assert_eq!(a.outcome(), Some(Outcome::Unverified));
+        }
     }
 
     #[test]

@@ -622,6 +622,9 @@ impl<D: Clone> Cascade<D> {
         if !matches!(self.state, State::RelayLinking) {
             return;
         }
+        if self.crossed(edge) {
+            return;
+        }
         match (result, self.relay) {
             (Ok(()), Some(relay)) => {
                 self.state = State::RelayAsking {

@@ -324,6 +324,9 @@ pub const NON_ANCHOR_DIAL_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a rendezvous request waits for its answer.
 const RENDEZVOUS_TTL: Duration = Duration::from_secs(30);
 const PENDING_MAX: usize = 1024;
+/// The hops a message has left at most once a local optimum detoured it: enough to reach
+/// the target from the neighbour that holds its edge, too few to circle.
+pub const DETOUR_TTL: u8 = 3;
 
 /// The application's edge admission hook: true admits the peer.
 pub type AdmissionHook = Box<dyn Fn(&NodeId) -> bool + Send>;

@@ -3,16 +3,20 @@
 //! A relay serves only a target it holds an edge to, and the nodes that hold edges to a
 //! target are its siblings: the nodes closest to it by XOR distance. A caller's own edges
 //! rarely include them, so before its relay step a connect looks the target up (the lookup's
-//! answers come from the target's neighbourhood, usually from the target itself) and keeps
-//! the relay volunteers among the answers here, closest to the target first. The relay step
-//! then asks those, dialing one first when it is not yet an edge.
+//! target itself answers it, naming its own neighbours) and keeps the relay volunteers that
+//! answer names here, closest to the target first. The relay step then asks those, dialing
+//! one first when it is not yet an edge.
 //!
-//! Everything here came from peers, so it is bounded and checked like the rest: only answers
-//! to our own relay lookups count, a contact must carry the key its NodeId is the hash of and
-//! meet our proof-of-work difficulty, at most [`PER_TARGET`] contacts are kept per target,
-//! [`MAX_TARGETS`] targets at once, each for [`HINT_TTL`]. A hint's addresses are still only
-//! dialed authenticated as its NodeId, so a lie costs one failed dial of a relay step that
-//! tries [`crate::connect::RELAYS_TRIED`] relays at most.
+//! Everything here came from a peer, so it is bounded and checked like the rest: only the
+//! target's own answer to our own relay lookup counts (any node on the lookup's path saw its
+//! nonce, but only the target signs as the target), a contact must carry the key its NodeId
+//! is the hash of and meet our proof-of-work difficulty, at most [`PER_TARGET`] contacts are
+//! kept per target, [`MAX_TARGETS`] targets at once, each for [`HINT_TTL`]. What the target
+//! names is the target's word: it may name relays of its own or addresses of a bystander.
+//! So a hint's addresses are capped and public ones only (`Core::relays_near`), dialed only
+//! authenticated as its NodeId, [`crate::connect::RELAYS_TRIED`] relays per connect at most,
+//! and a relay dialed for a connect is closed when the connect ends: it never becomes one of
+//! the relays whose word a birthday punch trusts.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -42,22 +46,29 @@ impl RelayHints {
     /// We sent a relay lookup of `target` with `nonce` at `now`. False (and nothing kept)
     /// when [`MAX_TARGETS`] lookups are open and none has expired.
     pub(crate) fn asked(&mut self, now: Time, nonce: [u8; NONCE_LEN], target: NodeId) -> bool {
-        if self.lookups.len() >= MAX_TARGETS {
-            self.lookups.retain(|_, (_, exp)| *exp > now);
-        }
-        if self.lookups.len() >= MAX_TARGETS {
+        if !self.has_room(now) {
             return false;
         }
         self.lookups.insert(nonce, (target, now.after(HINT_TTL)));
         true
     }
 
-    /// A Neighbors answer with `nonce` came in: if it answers an open relay lookup, keep the
-    /// relay volunteers it names (neither us nor the target; keyed and at `difficulty`).
+    /// Whether another relay lookup may open now (expired ones make room).
+    pub(crate) fn has_room(&mut self, now: Time) -> bool {
+        if self.lookups.len() >= MAX_TARGETS {
+            self.lookups.retain(|_, (_, exp)| *exp > now);
+        }
+        self.lookups.len() < MAX_TARGETS
+    }
+
+    /// A Neighbors answer with `nonce`, signed by `answerer`, came in: if it is the target's
+    /// own answer to an open relay lookup, keep the relay volunteers it names (neither us nor
+    /// the target; keyed and at `difficulty`).
     pub(crate) fn answered(
         &mut self,
         now: Time,
         nonce: &[u8; NONCE_LEN],
+        answerer: &NodeId,
         list: &ContactList<'_>,
         own: &NodeId,
         difficulty: u32,
@@ -69,14 +80,16 @@ impl RelayHints {
             self.lookups.remove(nonce);
             return;
         }
+        if *answerer != target {
+            return;
+        }
         if !self.near.contains_key(&target) && self.near.len() >= MAX_TARGETS {
             self.near.retain(|_, (_, exp)| *exp > now);
             if self.near.len() >= MAX_TARGETS {
                 return;
             }
         }
-        let (kept, kept_exp) = self.near.entry(target).or_default();
-        *kept_exp = now.after(HINT_TTL);
+        let mut fresh: Vec<Contact> = Vec::new();
         for c in list.iter() {
             let contact = c.to_contact();
             let Some(key) = &contact.ed_pub else { continue };
@@ -84,10 +97,19 @@ impl RelayHints {
                 && contact.id != target
                 && contact.id != *own
                 && derive_id(key) == contact.id
-                && nodenet_pow::verify(&contact.id, difficulty)
-                && !kept.iter().any(|k| k.id == contact.id);
+                && nodenet_pow::verify(&contact.id, difficulty);
             if usable {
-                kept.push(contact);
+                fresh.push(contact);
+            }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        let (kept, kept_exp) = self.near.entry(target).or_default();
+        *kept_exp = now.after(HINT_TTL);
+        for c in fresh {
+            if !kept.iter().any(|k| k.id == c.id) {
+                kept.push(c);
             }
         }
         kept.sort_by_key(|c| c.id.distance(&target));
@@ -141,10 +163,30 @@ mod tests {
         buf
     }
 
-    fn keep(h: &mut RelayHints, now: Time, nonce: [u8; NONCE_LEN], contacts: &[Contact]) {
+    /// `contacts` arrive in an answer to `nonce` signed by `answerer`.
+    fn keep_from(
+        h: &mut RelayHints,
+        now: Time,
+        nonce: [u8; NONCE_LEN],
+        answerer: &NodeId,
+        contacts: &[Contact],
+    ) {
         let bytes = answer(contacts);
         let (_, list) = nodenet_routing::control::parse_neighbors(&bytes).unwrap();
-        h.answered(now, &nonce, &list, &NodeId::from_bytes([0xee; 32]), 0);
+        h.answered(
+            now,
+            &nonce,
+            answerer,
+            &list,
+            &NodeId::from_bytes([0xee; 32]),
+            0,
+        );
+    }
+
+    /// `contacts` arrive in the target's own answer to `nonce` (the target being
+    /// `contact(1, ..)`, as in every test here).
+    fn keep(h: &mut RelayHints, now: Time, nonce: [u8; NONCE_LEN], contacts: &[Contact]) {
+        keep_from(h, now, nonce, &contact(1, Caps::CAN_RELAY).id, contacts);
     }
 
     const T0: Time = Time(1_000_000_000);
@@ -172,6 +214,20 @@ mod tests {
         let got: Vec<NodeId> = near.iter().map(|c| c.id).collect();
         assert_eq!(got, want[..PER_TARGET]);
 
+        // Another node on the lookup's path saw the nonce, but only the target's word counts.
+        let other = contact(30, Caps::CAN_RELAY);
+        keep_from(
+            &mut h,
+            T0,
+            [1; NONCE_LEN],
+            &other.id,
+            &[contact(31, Caps::CAN_RELAY)],
+        );
+        assert!(
+            h.near(T0, &target.id)
+                .iter()
+                .all(|c| c.id != contact(31, Caps::CAN_RELAY).id)
+        );
         // A second answer to the same lookup merges without duplicates.
         keep(&mut h, T0, [1; NONCE_LEN], &relays[..3]);
         assert_eq!(h.near(T0, &target.id).len(), PER_TARGET);
@@ -204,8 +260,9 @@ mod tests {
             nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
             let mut t = [0u8; 32];
             t[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            assert!(h.asked(T0, nonce, NodeId::from_bytes(t)));
-            keep(&mut h, T0, nonce, &[contact(5, Caps::CAN_RELAY)]);
+            let target = NodeId::from_bytes(t);
+            assert!(h.asked(T0, nonce, target));
+            keep_from(&mut h, T0, nonce, &target, &[contact(5, Caps::CAN_RELAY)]);
         }
         assert!(!h.asked(T0, [0xff; NONCE_LEN], NodeId::from_bytes([0xff; 32])));
         assert_eq!(h.len(), (MAX_TARGETS, MAX_TARGETS));

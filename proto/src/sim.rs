@@ -79,6 +79,8 @@ enum Ev {
     Wake(usize),
     /// A birthday attempt's next step.
     Birthday(usize, birthday::Step),
+    /// A responder's birthday agreement lapses (if still unplayed).
+    BirthdayLapse(usize, Nonce),
 }
 
 /// Why a dial was made.
@@ -110,6 +112,8 @@ struct Run {
     rendezvous_addrs: Vec<Addr>,
     punch: Option<Nonce>,
     done: bool,
+    /// Relays dialed for this connect: closed when it ends, as the node does.
+    linked: Vec<usize>,
 }
 
 /// The simulator.
@@ -396,6 +400,7 @@ impl Sim {
                 self.step(c);
             }
             Ev::Birthday(u, step) => self.on_birthday(u, step),
+            Ev::BirthdayLapse(at, nonce) => self.on_birthday_lapse(at, nonce),
         }
     }
 }

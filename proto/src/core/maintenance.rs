@@ -120,6 +120,9 @@ impl Core {
     /// Looks `target` up to learn the relay volunteers near it, for a connect's relay step
     /// ([`Core::relays_near`] names them once the answers are in).
     pub fn lookup_relays(&mut self, now: Now, target: NodeId) {
+        if !self.relay_hints.has_room(now.mono) {
+            return;
+        }
         let hops = first_hops(&self.edges, &target);
         if let Some(nonce) = self.lookup_via(now, target, hops.hops()) {
             self.relay_hints.asked(now.mono, nonce, target);

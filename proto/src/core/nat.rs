@@ -373,13 +373,13 @@ impl Core {
     }
 }
 
-/// Whether `addr` is a private IP endpoint: RFC 1918 or carrier-grade NAT space (IPv4),
-/// unique local (IPv6).
-fn is_private(addr: &Addr) -> bool {
+/// Whether `addr` is a private IP endpoint: RFC 1918 or carrier-grade NAT space (IPv4, also
+/// written IPv4-mapped), unique local (IPv6).
+pub(super) fn is_private(addr: &Addr) -> bool {
     match addr
         .endpoint
         .parse::<std::net::SocketAddr>()
-        .map(|s| s.ip())
+        .map(|s| s.ip().to_canonical())
     {
         Ok(std::net::IpAddr::V4(ip)) => {
             let [a, b, ..] = ip.octets();

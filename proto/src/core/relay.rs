@@ -1,5 +1,6 @@
 //! Relay frames (request, grant, bind) and the choice of relays for a connect.
 
+use super::nat;
 use super::*;
 
 impl Core {
@@ -87,14 +88,20 @@ impl Core {
     }
 
     /// Up to `n` relays for a connect to `target`, closest to it first: the volunteers a
-    /// relay lookup found near it ([`Core::lookup_relays`]) and those we know ourselves
-    /// (edges or not). Each comes with the addresses to dial it at when it is not an edge
-    /// (filtered like punch candidates); an edge's are left empty.
+    /// relay lookup found near it ([`Core::lookup_relays`]: the target's own answer) and our
+    /// edges that volunteer, each with the addresses to dial it at should it not be an edge when
+    /// its turn comes: filtered like punch candidates, on IP public ones only, at most
+    /// [`MAX_DIAL_ADDRS`] (a hint is the target's word). One that is no edge and has no such
+    /// address is left out.
     pub fn relays_near(&self, now: Now, target: &NodeId, n: usize) -> Vec<RelayCandidate> {
+        // Besides the target's own word, only relays that are our edges already: a contact
+        // any peer gossiped is no better a relay than the target's word, and ranked by its
+        // distance to the target, made-up ones would win.
         let known = self
-            .knowledge
+            .edges
             .iter()
-            .filter(|c| c.caps.contains(Caps::CAN_RELAY) && c.id != *target && c.id != self.id);
+            .filter_map(|e| self.knowledge.get(&e.id))
+            .filter(|c| c.caps.contains(Caps::CAN_RELAY) && c.id != *target);
         let mut all: Vec<&Contact> = self.relay_hints.near(now.mono, target).iter().collect();
         for c in known {
             if !all.iter().any(|a| a.id == c.id) {
@@ -103,15 +110,16 @@ impl Core {
         }
         all.sort_by_key(|c| c.id.distance(target));
         all.into_iter()
-            .take(n)
-            .map(|c| RelayCandidate {
-                relay: c.id,
-                addrs: if self.edges.contains(&c.id) {
-                    Vec::new()
-                } else {
-                    self.punch_candidates(c.addrs.iter().map(Addr::as_ref))
-                },
+            .map(|c| {
+                let mut addrs = self.punch_candidates(c.addrs.iter().map(Addr::as_ref));
+                if self.config.ip {
+                    addrs.retain(|a| !nat::is_private(a));
+                }
+                addrs.truncate(MAX_DIAL_ADDRS);
+                RelayCandidate { relay: c.id, addrs }
             })
+            .filter(|r| !r.addrs.is_empty() || self.edges.contains(&r.relay))
+            .take(n)
             .collect()
     }
 }

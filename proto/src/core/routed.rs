@@ -170,9 +170,9 @@ impl Core {
             // the public nodes it dialed, so a NAT'd node near a target is often closer to it
             // than all of its edges while a public neighbour one hop away holds the edge to
             // the target: in a simulated 1,000-node network with the default NAT mix, 1 to 3%
-            // of messages died at such nodes. A message to a node that does not exist now
-            // travels until its TTL runs out instead of stopping early: at most MAX_HOPS
-            // frames per copy, each paid from the per-edge forward budget.
+            // of messages died at such nodes. A detoured message keeps at most
+            // [`DETOUR_TTL`] hops, so it cannot circle for long, and a message for a NodeId
+            // nobody holds costs at most that many frames more per copy.
             if ty != FrameType::LOOKUP
                 && decision == Decision::Drop(DropReason::LocalOptimum)
                 && m.target != self.id
@@ -185,7 +185,9 @@ impl Core {
                     .closest_into(&m.target, &mut next, |id| *id != from && *id != originator);
                 if n > 0 {
                     candidates.prefer(next[0]);
-                    decision = Decision::Forward { ttl: ttl - 1 };
+                    decision = Decision::Forward {
+                        ttl: (ttl - 1).min(DETOUR_TTL),
+                    };
                 }
             }
             match crumb_of(ty, m.payload) {
@@ -304,6 +306,7 @@ impl Core {
                 self.relay_hints.answered(
                     now.mono,
                     &nonce,
+                    &originator,
                     &list,
                     &self.id,
                     self.config.difficulty,

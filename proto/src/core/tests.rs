@@ -577,7 +577,10 @@ fn behind_a_nat_private_addresses_are_not_gossiped() {
         while core.poll_action().is_some() {}
     }
     core.on_own_ip(&seen, false);
-    assert_eq!(core.gossiped_coordinates(), std::slice::from_ref(&forwarded));
+    assert_eq!(
+        core.gossiped_coordinates(),
+        std::slice::from_ref(&forwarded)
+    );
     assert!(
         core.coordinates().contains(&private),
         "a rendezvous still names it"
@@ -626,7 +629,7 @@ fn a_local_optimum_detours_a_message_while_its_ttl_lasts() {
         "the closest edge but the sender"
     );
     let (f, _) = Frame::parse(&msg).unwrap();
-    assert_eq!(MsgRef::parse(f.payload()).unwrap().ttl, MAX_HOPS - 1);
+    assert_eq!(MsgRef::parse(f.payload()).unwrap().ttl, DETOUR_TTL);
     // On its last hop, it stops here.
     let mut last = routed(
         &origin,

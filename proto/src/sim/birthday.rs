@@ -6,13 +6,14 @@
 //! ports on the hard side's host at the configured rate until one lands, and the hard side
 //! dials back from the socket it landed on. The direct edge replaces the relayed one.
 //!
-//! Relays are honest here: a side's relays attest the peer's true outside host when it holds
-//! at least two direct edges to relay volunteers (a node asks two of its own).
+//! Relays are honest here, and generous: a side's relays attest the peer's true outside host
+//! whenever it holds at least two direct edges to relay volunteers. A real relay attests only
+//! a peer it holds an edge to itself, and the one that carried the connect counts only if
+//! it was an edge of ours before; so the birthday figures here are an upper bound on what a
+//! network that size gets.
 
 use std::collections::HashMap;
 
-use nodenet_nat::NatType;
-use nodenet_nat::birthday::{Plan, plan};
 use nodenet_routing::Caps;
 use nodenet_wire::Addr;
 
@@ -44,8 +45,8 @@ pub(super) enum Step {
         through: Option<Ep>,
         probes: u32,
         hard_is_caller: bool,
-        /// The responder's role, to book.
-        theirs: Role,
+        /// The responder's role, to book (none if it never agreed).
+        theirs: Option<Role>,
     },
 }
 
@@ -124,11 +125,9 @@ impl Sim {
     /// After connect `record` from `caller` to `target` ended relayed: a birthday attempt if
     /// the pair is one.
     pub(super) fn start_birthday(&mut self, caller: usize, target: usize, record: usize) {
+        // As a node does: every relayed pair is asked (the peer's NAT is its own to know),
+        // and a pair that is no birthday pair is declined by the peer.
         let ours = self.cores[caller].nat_type();
-        let peer_hard = self.cores[target].nat_type() == NatType::Symmetric;
-        if !matches!(plan(ours, peer_hard), Plan::Birthday { .. }) {
-            return;
-        }
         let attempt = Attempt::new(ours, self.cores[target].id(), &self.birthday);
         self.upgrades.push(Upgrade {
             caller,
@@ -177,6 +176,12 @@ impl Sim {
             }
             let record = self.upgrades[u].record;
             self.report.connects[record].birthday = Some(outcome == Outcome::Punched);
+            if let Some(nonce) = self.upgrades[u].nonce {
+                // The target agreed but we never played: it is released.
+                if let Some(role) = self.responding.remove(&(target, nonce)) {
+                    unplayed(limits_in(&mut self.limits, self.birthday, target), &role);
+                }
+            }
         } else if let Some(t) = self.upgrades[u].attempt.poll_timeout() {
             self.push(t, Ev::Birthday(u, Step::Wake));
         }
@@ -209,6 +214,12 @@ impl Sim {
         match (role, answered) {
             (Some(role), Ok(())) => {
                 self.responding.insert((at, nonce), role);
+                // If the caller never plays (its answer was lost or came too late), the
+                // agreement lapses once the caller could no longer be playing.
+                let lapse = self
+                    .now
+                    .after(crate::birthday::ANSWER_TIMEOUT + self.birthday.timeout);
+                self.push(lapse, Ev::BirthdayLapse(at, nonce));
             }
             (Some(role), Err(_)) => {
                 unplayed(limits_in(&mut self.limits, self.birthday, at), &role);
@@ -263,7 +274,6 @@ impl Sim {
             }
             None => config.timeout,
         };
-        let theirs = theirs.unwrap_or(role);
         self.push(
             self.now.after(took),
             Ev::Birthday(
@@ -276,6 +286,13 @@ impl Sim {
                 },
             ),
         );
+    }
+
+    /// A responder's agreement lapsed: released if the caller never played it.
+    pub(super) fn on_birthday_lapse(&mut self, at: usize, nonce: super::Nonce) {
+        if let Some(role) = self.responding.remove(&(at, nonce)) {
+            unplayed(limits_in(&mut self.limits, self.birthday, at), &role);
+        }
     }
 
     /// An event of attempt `u`.
@@ -307,8 +324,10 @@ impl Sim {
                 };
                 let now = self.now;
                 let peer = self.cores[caller].id();
-                let limits = limits_in(&mut self.limits, self.birthday, target);
-                played(limits, now, peer, &theirs, theirs_sent, ok);
+                if let Some(theirs) = &theirs {
+                    let limits = limits_in(&mut self.limits, self.birthday, target);
+                    played(limits, now, peer, theirs, theirs_sent, ok);
+                }
                 let limits = limits_in(&mut self.limits, self.birthday, caller);
                 self.upgrades[u]
                     .attempt

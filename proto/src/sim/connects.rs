@@ -23,6 +23,7 @@ impl Sim {
             rendezvous_addrs: Vec::new(),
             punch: None,
             done: false,
+            linked: Vec::new(),
         });
         if self.edges.contains(&(from, to)) {
             // An edge we already hold: nothing to do.
@@ -167,6 +168,18 @@ impl Sim {
     ) {
         let run = &mut self.runs[c];
         run.done = true;
+        let (from, linked) = (run.from, std::mem::take(&mut run.linked));
+        for r in linked {
+            if self.edges.remove(&(from, r)) {
+                let now = self.wall(self.now);
+                let id = self.cores[r].id();
+                self.cores[from].on_edge_down(now, &id);
+                self.drain(from, now);
+                let at = self.now.after(self.latency);
+                self.push(at, Ev::Closed { at: r, peer: from });
+            }
+        }
+        let run = &mut self.runs[c];
         if let Some(nonce) = run.rendezvous.take() {
             self.rendezvous_waiters.remove(&(run.from, nonce));
         }

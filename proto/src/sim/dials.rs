@@ -94,6 +94,9 @@ impl Sim {
                 self.step(c);
             }
             Purpose::Link(c) => {
+                if ok {
+                    self.runs[c].linked.push(to);
+                }
                 let edge = self.edge_now(from, self.runs[c].to);
                 let result = if ok { Ok(()) } else { Err("no handshake") };
                 self.runs[c]
