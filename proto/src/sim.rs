@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use nodenet_identity::Identity;
 use nodenet_kad::NodeId;
-use nodenet_routing::msg::{MAX_HOPS, MsgRef};
+use nodenet_routing::msg::MsgRef;
 use nodenet_routing::{Contact, Time};
 use nodenet_wire::{Addr, Frame, FrameType};
 
@@ -153,6 +153,8 @@ pub struct Sim {
     rng: u64,
     report: SimReport,
     first_hops: HashMap<(usize, [u8; 16]), u8>,
+    /// Edges a Route copy crossed to reach a node, by (message, node).
+    route_hops: HashMap<([u8; 16], usize), u8>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -228,6 +230,7 @@ impl Sim {
                 ..SimReport::default()
             },
             first_hops: HashMap::new(),
+            route_hops: HashMap::new(),
         };
         for (i, id) in identities.into_iter().enumerate() {
             let mut cfg = config.clone();

@@ -192,17 +192,24 @@ impl Sim {
         }
         let mut key = [0u8; 16];
         key.copy_from_slice(&m.sig[..16]);
-        // The originator sends with TTL 16 and every forwarder decrements before sending on, so
-        // a copy that arrives with TTL t has crossed 16 - t + 1 edges.
-        let hops = MAX_HOPS.saturating_sub(m.clamped_ttl()) + 1;
+        // Counted edge by edge (a detour clamps the TTL, so it no longer tells the hops).
+        let hops = self.route_hops.get(&(key, at)).copied().unwrap_or(0);
         if self.first_hops.insert((at, key), hops).is_none() {
             self.report.hops.push(hops);
         }
     }
 
     pub(super) fn transmit(&mut self, from: usize, to: usize, frame: Vec<u8>) {
-        if matches!(Frame::parse(&frame), Ok((f, _)) if f.frame_type() == FrameType::ROUTE) {
-            self.report.route_frames += 1;
+        if let Ok((f, _)) = Frame::parse(&frame) {
+            if f.frame_type() == FrameType::ROUTE {
+                self.report.route_frames += 1;
+                if let Ok(m) = MsgRef::parse(f.payload()) {
+                    let mut key = [0u8; 16];
+                    key.copy_from_slice(&m.sig[..16]);
+                    let h = self.route_hops.get(&(key, from)).copied().unwrap_or(0);
+                    self.route_hops.insert((key, to), h.saturating_add(1));
+                }
+            }
         }
         let at = self.now.after(self.latency);
         self.push(at, Ev::Frame { to, from, frame });
