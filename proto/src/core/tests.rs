@@ -657,3 +657,58 @@ fn a_local_optimum_detours_a_message_while_its_ttl_lasts() {
     assert_eq!(first_hop(&h), None);
     assert_eq!(core.stats().lookups_answered, 1);
 }
+
+/// Behind a NAT, a node at a lookup's local optimum passes the lookup on (while its TTL
+/// lasts) instead of answering it: its view of its neighbourhood is the thinnest in the
+/// network (it holds edges only to the public nodes it dialed), and its answers kept its
+/// neighbours from ever learning of each other. A public node answers.
+#[test]
+fn behind_a_nat_a_local_optimum_passes_a_lookup_on() {
+    let me = identity(1);
+    let my_id = me.node_id();
+    let target = NodeId::from_bytes(my_id.to_bytes().map(|b| b ^ 0x01));
+    let far: Vec<Identity> = (100..10_000)
+        .map(identity)
+        .filter(|e| e.node_id().distance(&target) > my_id.distance(&target))
+        .take(5)
+        .collect();
+    let config = CoreConfig {
+        ip: true,
+        ..CoreConfig::default()
+    };
+    let mut core = Core::new(me, config, CoreRng::deterministic(1));
+    let t = now(1);
+    let seen = Addr::new("quic", "198.51.100.7:4242");
+    for p in &far {
+        edge(&mut core, p, t);
+        let mut buf = [0u8; 64];
+        let mut w = Writer::new(&mut buf);
+        seen.as_ref().encode(&mut w).unwrap();
+        let mut frame = small_frame(FrameType::PONG, w.written());
+        let _ = core.on_frame(t, p.node_id(), &mem_addr("x"), &mut frame);
+        while core.poll_action().is_some() {}
+    }
+    let origin = identity(20_000);
+    let lookup = |nonce: u8| {
+        routed(
+            &origin,
+            origin.ed_public(),
+            FrameType::LOOKUP,
+            target,
+            MAX_HOPS,
+            t,
+            &[nonce; NONCE_LEN],
+        )
+    };
+    let from = far[0].node_id();
+    // Public (the host says the reflexive address is its own): answered here.
+    core.on_own_ip(&seen, true);
+    let h = core.on_frame(t, from, &mem_addr("from"), &mut lookup(1));
+    assert_eq!(first_hop(&h), None);
+    assert_eq!(core.stats().lookups_answered, 1);
+    // Behind NAT: passed on, not answered.
+    core.on_own_ip(&seen, false);
+    let h = core.on_frame(t, from, &mem_addr("from"), &mut lookup(2));
+    assert!(first_hop(&h).is_some_and(|n| n != from));
+    assert_eq!(core.stats().lookups_answered, 1);
+}
