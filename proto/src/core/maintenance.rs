@@ -198,7 +198,7 @@ impl Core {
             ed_pub: Some(self.identity.ed_public()),
             x_pub: None,
             caps: self.own_caps(),
-            addrs: self.gossiped_coordinates(),
+            addrs: self.coordinates(),
         };
         let contacts = handlers::neighbors_answer(&self.knowledge, about, &me);
         let mut payload = vec![0u8; NONCE_LEN + control::contacts_len(&contacts)];

@@ -82,24 +82,6 @@ impl Core {
         out
     }
 
-    /// The addresses we hand out about ourselves in Neighbors answers: our coordinates,
-    /// but behind a NAT (neighbours agree on a reflexive address that is not our own) none
-    /// that is private. Nobody outside can dial those: spread by gossip, they drew
-    /// maintenance dials that failed and evicted us from the tables of the very neighbours
-    /// whose lookups should find us (in a simulated 1,000-node network with the default NAT
-    /// mix this alone held routed delivery near 99%). We are found by NodeId instead, and
-    /// a rendezvous still carries them, for a peer on our own network.
-    ///
-    /// Only private addresses are held back (RFC 1918, carrier-grade NAT, IPv6 unique
-    /// local): an operator who forwards a port and advertises the public address keeps it.
-    pub fn gossiped_coordinates(&self) -> Vec<Addr> {
-        let mut out = self.coordinates();
-        if matches!(self.confirmed, Some((_, false))) {
-            out.retain(|a| !is_private(a));
-        }
-        out
-    }
-
     /// The addresses we give a peer that punches toward us (Connect, ConnectAck): what we
     /// advertise, then our confirmed reflexive address.
     pub fn punch_coordinates(&self) -> Vec<Addr> {

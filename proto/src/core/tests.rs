@@ -547,48 +547,6 @@ fn a_report_over_a_relayed_edge_does_not_move_our_public_host() {
     assert_eq!(core.public_host(), ours);
 }
 
-/// Behind a NAT, the private addresses we advertise are not gossiped (nobody outside can
-/// dial them), but a public one an operator advertises is; a public node gossips all.
-#[test]
-fn behind_a_nat_private_addresses_are_not_gossiped() {
-    let me = identity(1);
-    let private = Addr::new("quic", "10.1.2.3:4000");
-    let forwarded = Addr::new("quic", "203.0.113.9:4000");
-    let seen = Addr::new("quic", "198.51.100.7:4242");
-    let config = CoreConfig {
-        ip: true,
-        advertise: vec![private.clone(), forwarded.clone()],
-        ..CoreConfig::default()
-    };
-    let mut core = Core::new(me, config, CoreRng::deterministic(1));
-    let t = now(1);
-    assert_eq!(
-        core.gossiped_coordinates(),
-        [private.clone(), forwarded.clone()],
-        "nothing known yet"
-    );
-    for p in (2..7).map(identity) {
-        edge(&mut core, &p, t);
-        let mut buf = [0u8; 64];
-        let mut w = Writer::new(&mut buf);
-        seen.as_ref().encode(&mut w).unwrap();
-        let mut frame = small_frame(FrameType::PONG, w.written());
-        let _ = core.on_frame(t, p.node_id(), &mem_addr("x"), &mut frame);
-        while core.poll_action().is_some() {}
-    }
-    core.on_own_ip(&seen, false);
-    assert_eq!(
-        core.gossiped_coordinates(),
-        std::slice::from_ref(&forwarded)
-    );
-    assert!(
-        core.coordinates().contains(&private),
-        "a rendezvous still names it"
-    );
-    core.on_own_ip(&seen, true);
-    assert_eq!(core.gossiped_coordinates(), [private, forwarded, seen]);
-}
-
 /// A routed message that reaches a node closer to its target than every edge of that node
 /// (a local optimum that is not the target: behind NAT, a node with few edges often is)
 /// goes on to the node's closest other edge, never back to where it came from or to its
