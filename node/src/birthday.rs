@@ -220,11 +220,7 @@ impl Node {
             match answer {
                 Ok(Ok(a)) => {
                     lock(&self.0.punch_waiters).remove(&*nonce);
-                    let answer = Answer {
-                        agreed: a.flags & nodenet_nat::FLAG_BIRTHDAY != 0,
-                        addrs: a.addrs,
-                        public: a.public,
-                    };
+                    let answer = Answer::from_ack(a.flags, a.addrs, a.public);
                     attempt.handle_answer(now, answer, &mut lock(&self.0.birthday));
                 }
                 _ => {

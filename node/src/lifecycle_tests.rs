@@ -20,35 +20,10 @@ fn identity(i: u32) -> Identity {
 /// once the application drops its handles, the node's state must be gone within a second.
 #[tokio::test(start_paused = true)]
 async fn after_shutdown_nothing_keeps_the_node_alive() {
-    let hub = Hub::new();
-    let mut nodes = Vec::new();
-    let mut boot: Option<Contact> = None;
     // Four public relays, then two nodes behind symmetric NATs: they can only meet relayed.
-    for i in 0..6u32 {
-        let id = identity(i);
-        let t = hub.transport_for(&id, &format!("n{i}")).unwrap();
-        if i >= 4 {
-            hub.set_nat(id.node_id(), &format!("natsym{i}"), NatModel::SYMMETRIC);
-        }
-        let addr = t.local_addr();
-        let node = Node::builder(id)
-            .transport(Arc::new(t))
-            .maintenance(Maintenance::scaled(5))
-            .relay(i < 4)
-            .deterministic_seed(u64::from(i) + 1)
-            .build()
-            .unwrap();
-        node.spawn();
-        match &boot {
-            None => boot = Some(Contact::new(node.id(), vec![addr])),
-            Some(b) => node.bootstrap(vec![b.clone()]),
-        }
-        nodes.push(node);
-    }
-    let (a, b) = (nodes[4].id(), nodes[5].id());
-    hub.partition(a, b);
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    hub.heal(a, b);
+    let hub = Hub::new();
+    let mut nodes = relayed_pair(&hub, |i| i < 4, &[]).await;
+    let b = nodes[5].id();
     let conn = nodes[4].connect(b).await.unwrap();
     assert_eq!(conn.path(), Path::Relayed);
     drop(conn);

@@ -175,6 +175,17 @@ pub struct Answer {
     pub public: Option<Addr>,
 }
 
+impl Answer {
+    /// The answer a ConnectAck with `flags`, `addrs` and `public` gives.
+    pub fn from_ack(flags: u8, addrs: Vec<Addr>, public: Option<Addr>) -> Self {
+        Self {
+            agreed: flags & nodenet_nat::FLAG_BIRTHDAY != 0,
+            addrs,
+            public,
+        }
+    }
+}
+
 /// How an attempt ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

@@ -179,11 +179,10 @@ impl Core {
             // kept its neighbours from learning of each other (3,000 simulated nodes, default
             // NAT mix: delivery 94.1% with NAT'd nodes answering, 99.5% passing lookups on).
             // On its last hop a lookup is answered wherever it is.
-            let behind_nat = matches!(self.confirmed, Some((_, false)));
-            if (ty != FrameType::LOOKUP || behind_nat)
-                && decision == Decision::Drop(DropReason::LocalOptimum)
-                && m.target != self.id
+            if decision == Decision::Drop(DropReason::LocalOptimum)
                 && ttl > 1
+                && m.target != self.id
+                && (ty != FrameType::LOOKUP || matches!(self.confirmed, Some((_, false))))
             {
                 let originator = m.originator();
                 let mut next = [NodeId::ZERO; 1];

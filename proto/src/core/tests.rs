@@ -41,6 +41,28 @@ fn edge(core: &mut Core, peer: &Identity, at: Now) {
     while core.poll_action().is_some() {}
 }
 
+/// `peer` reports, in a Pong, that it sees us at `seen`.
+fn pong(core: &mut Core, peer: &Identity, seen: &Addr, at: Now) {
+    let mut buf = [0u8; 64];
+    let mut w = Writer::new(&mut buf);
+    seen.as_ref().encode(&mut w).unwrap();
+    let mut frame = small_frame(FrameType::PONG, w.written());
+    let _ = core.on_frame(at, peer.node_id(), &mem_addr("x"), &mut frame);
+}
+
+/// A target next to `me` (its NodeId with the last bit of every byte flipped) and `n` peers
+/// all farther from it than `me`: made edges, they leave `me` a local optimum toward it.
+fn near_target_far_edges(me: &Identity, n: usize) -> (NodeId, Vec<Identity>) {
+    let my_id = me.node_id();
+    let target = NodeId::from_bytes(my_id.to_bytes().map(|b| b ^ 0x01));
+    let far = (100..10_000)
+        .map(identity)
+        .filter(|e| e.node_id().distance(&target) > my_id.distance(&target))
+        .take(n)
+        .collect();
+    (target, far)
+}
+
 /// The nonce of every Lookup the core queued.
 fn lookup_nonces(core: &mut Core) -> Vec<[u8; NONCE_LEN]> {
     let mut out = Vec::new();
@@ -419,11 +441,7 @@ fn whether_an_ip_is_ours_is_an_input_not_a_socket_the_core_binds() {
     }
     let mut asked = Vec::new();
     for p in &peers {
-        let mut buf = [0u8; 64];
-        let mut w = Writer::new(&mut buf);
-        seen.as_ref().encode(&mut w).unwrap();
-        let mut frame = small_frame(FrameType::PONG, w.written());
-        let _ = core.on_frame(t, p.node_id(), &mem_addr("x"), &mut frame);
+        pong(&mut core, p, &seen, t);
         while let Some(a) = core.poll_action() {
             if let Action::CheckOwnIp { addr } = a {
                 asked.push(addr);
@@ -554,14 +572,7 @@ fn a_report_over_a_relayed_edge_does_not_move_our_public_host() {
 #[test]
 fn a_local_optimum_detours_a_message_while_its_ttl_lasts() {
     let me = identity(1);
-    let my_id = me.node_id();
-    let target = NodeId::from_bytes(my_id.to_bytes().map(|b| b ^ 0x01));
-    // Edges all farther from the target than we are.
-    let far: Vec<Identity> = (100..10_000)
-        .map(identity)
-        .filter(|e| e.node_id().distance(&target) > my_id.distance(&target))
-        .take(3)
-        .collect();
+    let (target, far) = near_target_far_edges(&me, 3);
     let origin = identity(20_000);
     let mut core = Core::new(me, CoreConfig::default(), CoreRng::deterministic(1));
     let t = now(1);
@@ -623,13 +634,7 @@ fn a_local_optimum_detours_a_message_while_its_ttl_lasts() {
 #[test]
 fn behind_a_nat_a_local_optimum_passes_a_lookup_on() {
     let me = identity(1);
-    let my_id = me.node_id();
-    let target = NodeId::from_bytes(my_id.to_bytes().map(|b| b ^ 0x01));
-    let far: Vec<Identity> = (100..10_000)
-        .map(identity)
-        .filter(|e| e.node_id().distance(&target) > my_id.distance(&target))
-        .take(5)
-        .collect();
+    let (target, far) = near_target_far_edges(&me, 5);
     let config = CoreConfig {
         ip: true,
         ..CoreConfig::default()
@@ -639,11 +644,7 @@ fn behind_a_nat_a_local_optimum_passes_a_lookup_on() {
     let seen = Addr::new("quic", "198.51.100.7:4242");
     for p in &far {
         edge(&mut core, p, t);
-        let mut buf = [0u8; 64];
-        let mut w = Writer::new(&mut buf);
-        seen.as_ref().encode(&mut w).unwrap();
-        let mut frame = small_frame(FrameType::PONG, w.written());
-        let _ = core.on_frame(t, p.node_id(), &mem_addr("x"), &mut frame);
+        pong(&mut core, p, &seen, t);
         while core.poll_action().is_some() {}
     }
     let origin = identity(20_000);

@@ -89,10 +89,6 @@ pub(super) fn play(
     (u32::try_from(max).unwrap_or(u32::MAX), None)
 }
 
-fn host_addr(ip: u32) -> Addr {
-    Addr::new("sim", Ep { ip, port: 0 }.to_text())
-}
-
 /// The address of a host named without a port.
 fn host_ip(host: &str) -> Option<u32> {
     Ep::parse(&format!("{host}:0")).map(|e| e.ip)
@@ -119,7 +115,12 @@ impl Sim {
             .filter_map(|e| self.index.get(&e.id))
             .filter(|&&j| !self.relayed.contains(&(at, j)))
             .count();
-        (relays >= 2).then(|| host_addr(self.net.public_host(peer)))
+        (relays >= 2).then(|| {
+            ep_addr(Ep {
+                ip: self.net.public_host(peer),
+                port: 0,
+            })
+        })
     }
 
     /// After connect `record` from `caller` to `target` ended relayed: a birthday attempt if

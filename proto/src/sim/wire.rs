@@ -62,11 +62,7 @@ impl Sim {
                 public,
             } => {
                 if let Some(u) = self.birthday_waiters.remove(&(to, nonce)) {
-                    let answer = crate::birthday::Answer {
-                        agreed: flags & nodenet_nat::FLAG_BIRTHDAY != 0,
-                        addrs,
-                        public,
-                    };
+                    let answer = crate::birthday::Answer::from_ack(flags, addrs, public);
                     self.on_birthday_answer(u, answer);
                 } else if let Some(c) = self.punch_waiters.remove(&(to, nonce)) {
                     let run = &self.runs[c];
