@@ -28,13 +28,10 @@ use nodenet_wire::Addr;
 use tokio::sync::oneshot;
 
 use crate::core::{Core, Now};
-use crate::driver::{Node, lock};
+use crate::driver::{Node, link, lock};
 
 /// How often the easy side looks for the edge the hard side dials.
 const WATCH_EVERY: Duration = Duration::from_millis(50);
-/// Peers whose host we ask relays about at once, for birthday requests made of us.
-pub(crate) const MAX_ATTESTATION_LOOKUPS: usize = 4;
-
 /// A peer's birthday request, as the core decoded it.
 struct Request {
     peer: NodeId,
@@ -45,9 +42,39 @@ struct Request {
     public: Option<Addr>,
 }
 
+/// An attempt that gives back what it booked if it is dropped before its outcome: its task
+/// aborted at shutdown, or a panic.
+struct Unfinished<'a> {
+    node: &'a Node,
+    attempt: Attempt,
+}
+
+impl std::ops::Deref for Unfinished<'_> {
+    type Target = Attempt;
+    fn deref(&self) -> &Attempt {
+        &self.attempt
+    }
+}
+
+impl std::ops::DerefMut for Unfinished<'_> {
+    fn deref_mut(&mut self) -> &mut Attempt {
+        &mut self.attempt
+    }
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if self.attempt.outcome().is_none() {
+            let now = self.node.now().mono;
+            let mut core = lock(&self.node.0.core);
+            self.attempt.abort(now, core.birthday_limits_mut());
+        }
+    }
+}
+
 impl Node {
     fn birthday_params(&self) -> BirthdayParams {
-        let c = *lock(&self.0.birthday).config();
+        let c = *lock(&self.0.core).birthday_limits().config();
         BirthdayParams {
             sockets: c.sockets,
             ttl: c.ttl,
@@ -64,7 +91,7 @@ impl Node {
     ///
     /// The relays are asked in the background (the peer waits up to its answer timeout for
     /// us), and only for a birthday pair we hold a relayed edge with, at most
-    /// [`MAX_ATTESTATION_LOOKUPS`] peers at once.
+    /// [`nodenet_proto::links::MAX_ATTESTATION_ROUNDS`] peers at once.
     pub(crate) fn on_birthday_request(
         &self,
         core: &mut Core,
@@ -83,10 +110,10 @@ impl Node {
         // Asking relays costs them a session each: only for a birthday pair we hold a relayed
         // edge with, one lookup per peer, a few at once. Anything else is answered now.
         let pair = worth_attesting(core.nat_type(), &request.addrs, request.public.as_ref());
-        let admitted = pair && self.carrier_of(&peer).is_some() && {
-            let mut lookups = lock(&self.0.attestation_lookups);
-            lookups.len() < MAX_ATTESTATION_LOOKUPS && lookups.insert(peer)
-        };
+        let relayed = self
+            .conn_to(&peer)
+            .is_some_and(|c| core.links().is_relayed(link(&c)));
+        let admitted = pair && relayed && core.links_mut().begin_attestation(peer);
         if !admitted {
             self.answer_request(core, now, request, None);
             return;
@@ -96,7 +123,7 @@ impl Node {
             // Released however the task ends (a panic, or an abort at shutdown).
             let release = node.clone();
             let _lookup = crate::connect::OnDrop(move || {
-                lock(&release.0.attestation_lookups).remove(&peer);
+                lock(&release.0.core).links_mut().attested_round_done(&peer);
             });
             let attested = node.trusted_host(peer).await;
             let now = node.now();
@@ -122,7 +149,7 @@ impl Node {
             &addrs,
             public.as_ref(),
             attested.as_ref(),
-            &mut lock(&self.0.birthday),
+            core.birthday_limits_mut(),
         );
         let role = match &verdict {
             Verdict::Play(role) => Some(role.clone()),
@@ -147,11 +174,18 @@ impl Node {
                 self.spawn_owned(async move {
                     let (ok, sent) = node.play(peer, nonce, role.clone()).await;
                     let now = node.now().mono;
-                    played(&mut lock(&node.0.birthday), now, peer, &role, sent, ok);
+                    played(
+                        lock(&node.0.core).birthday_limits_mut(),
+                        now,
+                        peer,
+                        &role,
+                        sent,
+                        ok,
+                    );
                 });
             }
             // Agreed but the answer was not sent: nothing was played.
-            (Verdict::Play(role), Err(_)) => unplayed(&mut lock(&self.0.birthday), &role),
+            (Verdict::Play(role), Err(_)) => unplayed(core.birthday_limits_mut(), &role),
             (Verdict::Unverified, _) => core.stats_mut().birthday_unverified += 1,
             (Verdict::Refused, _) => core.stats_mut().birthday_refused += 1,
         }
@@ -161,8 +195,11 @@ impl Node {
     /// commands of a [`nodenet_proto::birthday::Attempt`]. True when a direct edge replaced
     /// the relayed one.
     pub(crate) async fn birthday(&self, target: NodeId) -> bool {
-        let config = *lock(&self.0.birthday).config();
-        let mut attempt = Attempt::new(self.nat_type(), target, &config);
+        let config = *lock(&self.0.core).birthday_limits().config();
+        let mut attempt = Unfinished {
+            node: self,
+            attempt: Attempt::new(self.nat_type(), target, &config),
+        };
         let mut asked: Option<([u8; nodenet_nat::NONCE_LEN], oneshot::Receiver<_>)> = None;
         loop {
             while let Some(command) = attempt.poll_command() {
@@ -172,7 +209,11 @@ impl Node {
                         // nothing we may aim at.
                         let attested = self.trusted_host(target).await;
                         let now = self.now().mono;
-                        attempt.handle_attested(now, attested, &mut lock(&self.0.birthday));
+                        attempt.handle_attested(
+                            now,
+                            attested,
+                            lock(&self.0.core).birthday_limits_mut(),
+                        );
                     }
                     Command::Ask { hard } => {
                         let (tx, rx) = oneshot::channel();
@@ -187,7 +228,7 @@ impl Node {
                             Err(e) => {
                                 drop(core);
                                 tracing::info!(event = "birthday_unsent", peer = %target.short(), error = %e, "birthday punch not asked");
-                                attempt.handle_unsent(&mut lock(&self.0.birthday));
+                                attempt.handle_unsent(lock(&self.0.core).birthday_limits_mut());
                             }
                         }
                     }
@@ -200,7 +241,12 @@ impl Node {
                             None => (false, 0),
                         };
                         let now = self.now().mono;
-                        attempt.handle_played(now, ok, sent, &mut lock(&self.0.birthday));
+                        attempt.handle_played(
+                            now,
+                            ok,
+                            sent,
+                            lock(&self.0.core).birthday_limits_mut(),
+                        );
                     }
                 }
             }
@@ -211,7 +257,7 @@ impl Node {
             let (Some((nonce, rx)), Some(deadline)) = (asked.as_mut(), attempt.poll_timeout())
             else {
                 // Nothing to wait for (which no state leads to): nothing was played.
-                attempt.handle_unsent(&mut lock(&self.0.birthday));
+                attempt.handle_unsent(lock(&self.0.core).birthday_limits_mut());
                 return self.booked(target, attempt.outcome().unwrap_or(Outcome::Declined));
             };
             let wait = deadline.since(self.now().mono);
@@ -221,12 +267,12 @@ impl Node {
                 Ok(Ok(a)) => {
                     lock(&self.0.punch_waiters).remove(&*nonce);
                     let answer = Answer::from_ack(a.flags, a.addrs, a.public);
-                    attempt.handle_answer(now, answer, &mut lock(&self.0.birthday));
+                    attempt.handle_answer(now, answer, lock(&self.0.core).birthday_limits_mut());
                 }
                 _ => {
                     lock(&self.0.punch_waiters).remove(&*nonce);
                     asked = None;
-                    attempt.handle_timeout(deadline, &mut lock(&self.0.birthday));
+                    attempt.handle_timeout(deadline, lock(&self.0.core).birthday_limits_mut());
                 }
             }
         }

@@ -25,19 +25,13 @@ use nodenet_wire::{Addr, Frame, FrameType};
 use tokio::sync::oneshot;
 
 use crate::core::EdgeRefusal;
-use crate::driver::{PunchAnswer, lock};
+use crate::driver::{PunchAnswer, link, lock};
 use crate::{ConnectError, Delivery, DirectSendError, Node, SealError};
+use nodenet_proto::links::{LinkPath, Voice, agreed};
+pub use nodenet_proto::upgrade::UPGRADE_AFTER;
+use nodenet_proto::upgrade::{Upgrade, UpgradeStep};
 
-/// When a relayed edge tries to upgrade to a punched one: these long after it came up.
-pub const UPGRADE_AFTER: [Duration; 3] = [
-    Duration::from_secs(10),
-    Duration::from_secs(60),
-    Duration::from_secs(300),
-];
-
-/// Relays that must name the same host for a peer before a birthday punch aims at it (any
-/// edge can claim to be a relay; one claim is not enough).
-pub const ATTESTATIONS_NEEDED: usize = 2;
+pub use nodenet_proto::links::ATTESTATIONS_NEEDED;
 
 /// Why a step failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -209,12 +203,10 @@ impl Node {
             return Err(ConnectError::Closed);
         }
         if let Some(c) = self.conn_to(&target) {
-            let path = if self.is_relayed(&c) {
-                Path::Relayed
-            } else if lock(&self.0.punched).contains(&c.id()) {
-                Path::Punched
-            } else {
-                Path::Direct
+            let path = match self.path_of(&c) {
+                LinkPath::Relayed { .. } => Path::Relayed,
+                LinkPath::Punched => Path::Punched,
+                LinkPath::Direct => Path::Direct,
             };
             return Ok(self.connection(target, path));
         }
@@ -400,9 +392,8 @@ impl Node {
     pub fn open_sealed(&self, delivery: &Delivery) -> Result<Opened, OpenError> {
         let now = self.now();
         let result = {
-            let core = lock(&self.0.core);
-            let mut cache = lock(&self.0.boxes);
-            core.open(&delivery.payload, now.unix_ns, &mut cache)
+            let mut core = lock(&self.0.core);
+            core.open(&delivery.payload, now.unix_ns)
         };
         match result {
             Ok(o) if o.sender == delivery.originator => Ok(o),
@@ -428,7 +419,7 @@ impl Node {
     /// Remembers that our edge to `target` came from a hole-punch.
     pub(crate) fn mark_punched(&self, target: &NodeId) {
         if let Some(c) = self.conn_to(target) {
-            lock(&self.0.punched).insert(c.id());
+            lock(&self.0.core).links_mut().punched(link(&c));
         }
     }
 
@@ -447,24 +438,21 @@ impl Node {
         let Some(c) = self.conn_to(&target).filter(|c| c.remote_addr() == *addr) else {
             return;
         };
-        lock(&self.0.relayed).insert(c.id(), relay);
         {
+            let mut core = lock(&self.0.core);
+            // Closed meanwhile (on_closed may have run already): nothing is recorded.
+            if c.is_closed() {
+                return;
+            }
+            // The relay's word on the target's host: one voice toward a birthday punch
+            // ([`Node::trusted_host`] wants a second).
+            let host = attest.filter(|a| a.peer == target).map(|a| a.host);
+            core.links_mut().relayed(link(&c), relay, host);
             // The core drops the peer's reports of our address (it sees the relay), unless a
             // direct edge replaced this one meanwhile.
-            let mut core = lock(&self.0.core);
             if self.conn_to(&target).as_ref() == Some(&c) {
                 core.set_edge_relayed(&target, true);
             }
-        }
-        // The relay's word on the target's host: one voice toward a birthday punch
-        // ([`Node::trusted_host`] wants a second).
-        if let Some(a) = attest.filter(|a| a.peer == target) {
-            lock(&self.0.attested).insert(c.id(), a.host);
-        }
-        // Closed meanwhile: on_closed may have run before these inserts.
-        if c.is_closed() {
-            lock(&self.0.relayed).remove(&c.id());
-            lock(&self.0.attested).remove(&c.id());
         }
         self.upgrade_later(target);
         // A symmetric NAT on one side: try the birthday punch at once, in the background
@@ -512,10 +500,15 @@ impl Node {
     pub(crate) async fn trusted_host(&self, peer: NodeId) -> Option<Addr> {
         use nodenet_routing::SubnetKey;
         let conn = self.conn_to(&peer)?;
-        let carrier = lock(&self.0.relayed).get(&conn.id()).copied()?;
-        if let Some(known) = lock(&self.0.trusted).get(&conn.id()) {
-            return known.clone();
-        }
+        let carrier = {
+            let core = lock(&self.0.core);
+            let links = core.links();
+            // Asked once per edge: an agreement is kept while the edge lives.
+            if let Some(host) = links.trusted(link(&conn)) {
+                return Some(host.clone());
+            }
+            links.carrier(link(&conn))?
+        };
         let ip = self.0.transport.is_ip();
         // Where a relay sits, fixed when it is asked: only a direct edge of ours (a relayed
         // one shows its relay's address, not its own) and, on IP, one with a subnet.
@@ -536,8 +529,9 @@ impl Node {
                 host,
             });
         }
-        let relays: Vec<(NodeId, Option<SubnetKey>)> = lock(&self.0.core)
-            .relay_candidates(&peer, RELAYS_TRIED + 4)
+        // Collected first: `seat` takes the core's lock.
+        let candidates = lock(&self.0.core).relay_candidates(&peer, RELAYS_TRIED + 4);
+        let relays: Vec<(NodeId, Option<SubnetKey>)> = candidates
             .into_iter()
             .filter(|r| *r != carrier)
             .filter_map(|r| seat(&r).map(|net| (r, net)))
@@ -565,10 +559,11 @@ impl Node {
         // Only an agreement is kept: a vote that fell short (a relay not yet holding an edge
         // to the peer, an answer lost) may succeed on the next attempt, which the birthday
         // limits space out.
-        if verdict.is_some() {
-            lock(&self.0.trusted).insert(conn.id(), verdict.clone());
-            if conn.is_closed() {
-                lock(&self.0.trusted).remove(&conn.id());
+        if let Some(host) = &verdict {
+            // Kept only for a link still relayed and open (on_closed may have run already).
+            let mut core = lock(&self.0.core);
+            if !conn.is_closed() {
+                core.links_mut().trust(link(&conn), host.clone());
             }
         }
         verdict
@@ -580,11 +575,14 @@ impl Node {
     fn upgrade_later(&self, target: NodeId) {
         let node = self.clone();
         self.spawn_owned(async move {
-            for delay in UPGRADE_AFTER {
-                tokio::time::sleep(delay).await;
-                match node.conn_to(&target) {
-                    Some(c) if node.is_relayed(&c) => {}
-                    _ => return,
+            let mut schedule = Upgrade::new(node.now().mono);
+            while let Some(at) = schedule.poll_timeout() {
+                tokio::time::sleep_until(node.instant_at(at)).await;
+                let relayed = node.conn_to(&target).is_some_and(|c| node.is_relayed(&c));
+                match schedule.handle_timeout(node.now().mono, relayed) {
+                    UpgradeStep::Wait => continue,
+                    UpgradeStep::Done => return,
+                    UpgradeStep::Try => {}
                 }
                 // A hole-punch, or (a symmetric NAT on one side) a birthday punch: the one
                 // tried at connect time may have been declined while the peer's relays had
@@ -594,10 +592,12 @@ impl Node {
                     node.nat_type() == crate::NatType::Symmetric,
                     node.cascade_config(),
                 );
-                if node.run_cascade(target, punch).await.is_ok() || node.birthday(target).await {
+                let upgraded =
+                    node.run_cascade(target, punch).await.is_ok() || node.birthday(target).await;
+                if upgraded {
                     lock(&node.0.core).count_upgrade();
-                    return;
                 }
+                schedule.handle_tried(node.now().mono, upgraded);
             }
         });
     }
@@ -882,37 +882,4 @@ fn check_app_len(len: usize) -> Result<(), DirectSendError> {
         });
     }
     Ok(())
-}
-
-/// One relay's word on where it sees a peer.
-struct Voice {
-    relay: NodeId,
-    net: Option<nodenet_routing::SubnetKey>,
-    host: Addr,
-}
-
-/// The host every voice names, if they all agree and come from at least
-/// [`ATTESTATIONS_NEEDED`] distinct relays on distinct subnets (where their edges have one);
-/// `None` on any disagreement: one honest relay vetoes a lie.
-fn agreed(voices: &[Voice]) -> Option<Addr> {
-    use nodenet_nat::birthday::{host_of, same_host};
-    let host_part = |e: &str| host_of(e).unwrap_or(e).to_owned();
-    let first = voices.first()?;
-    let h = host_part(&first.host.endpoint);
-    if !voices
-        .iter()
-        .all(|v| same_host(&h, &host_part(&v.host.endpoint)))
-    {
-        return None;
-    }
-    let mut backers: Vec<&Voice> = Vec::new();
-    for v in voices {
-        let distinct = backers
-            .iter()
-            .all(|b| b.relay != v.relay && (b.net.is_none() || b.net != v.net));
-        if distinct {
-            backers.push(v);
-        }
-    }
-    (backers.len() >= ATTESTATIONS_NEEDED).then(|| first.host.clone())
 }

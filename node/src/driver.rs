@@ -1,18 +1,16 @@
 //! The tokio driver: owns the transport, the timers and the application's channels, and feeds
 //! the [`Core`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nodenet_identity::Identity;
 use nodenet_kad::NodeId;
 use nodenet_nat::NatType;
-use nodenet_rendezvous::{Coordinates, NONCE_LEN as RDV_NONCE_LEN, ReplayCache};
+use nodenet_rendezvous::{Coordinates, NONCE_LEN as RDV_NONCE_LEN};
 use nodenet_routing::{Contact, Time};
-use nodenet_transport::{
-    Conn, ConnId, Event, Packet, SendError as ConnSendError, Transport, next_event,
-};
+use nodenet_transport::{Conn, Event, Packet, SendError as ConnSendError, Transport, next_event};
 use nodenet_wire::{Addr, FrameType};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -23,6 +21,7 @@ use crate::core::{
 };
 use crate::{AlreadyTaken, DialNodeError, JoinError, SendError, Stats};
 use nodenet_proto::CoreRng;
+use nodenet_proto::links::{Crossed, LinkId, LinkPath, keep_new};
 
 mod builder;
 mod edges;
@@ -35,8 +34,6 @@ pub const DEFAULT_DELIVERY_BUFFER: usize = 64;
 
 /// How long the losing connection of a crossed dial keeps delivering before we close it.
 const DUPLICATE_GRACE: Duration = Duration::from_secs(5);
-/// Losing connections draining at once, at most (more are closed at once).
-const MAX_DRAINING: usize = 64;
 
 /// Time [`Node::dial`] gives each address of a contact.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -124,12 +121,8 @@ pub(crate) struct Shared {
     tick: Duration,
     /// Open rendezvous requests: nonce → the caller waiting for the answer.
     pub(crate) waiters: Mutex<HashMap<[u8; RDV_NONCE_LEN], oneshot::Sender<Coordinates>>>,
-    /// Sealed boxes opened recently (replay protection).
-    pub(crate) boxes: Mutex<ReplayCache>,
     pub(crate) rendezvous_timeout: Duration,
     pub(crate) direct_dial_timeout: Duration,
-    /// Losing connections of crossed dials, still delivering for a grace period.
-    draining: Mutex<HashSet<ConnId>>,
     /// Watchers of [`Node::events`].
     events: broadcast::Sender<NodeEvent>,
     /// Open hole-punch requests: nonce → the caller waiting for the ConnectAck (the peer's
@@ -141,29 +134,10 @@ pub(crate) struct Shared {
     held_punches: Mutex<HashMap<Nonce, (NodeId, oneshot::Sender<()>)>>,
     /// Open relay requests: nonce → (the relay asked, the caller waiting for its grant).
     pub(crate) relay_waiters: Mutex<HashMap<[u8; nodenet_nat::NONCE_LEN], RelayWaiting>>,
-    /// Our connections that run through a relay (a direct one replaces them).
-    /// Our edges that run through a relay, and the relay carrying each (the one we asked,
-    /// or the one that bound the peer to us).
-    pub(crate) relayed: Mutex<HashMap<ConnId, NodeId>>,
-    /// Our connections that a hole-punch of ours opened (reported as punched, not direct).
-    pub(crate) punched: Mutex<HashSet<ConnId>>,
     /// Inbound media admission.
     pub(crate) media: crate::media::Media,
     /// Stream listeners and inbound stream admission.
     pub(crate) streams: crate::streams::Streams,
-    /// Birthday punching's limits.
-    pub(crate) birthday: Mutex<nodenet_nat::birthday::Limits>,
-    /// Relay sessions bound to us (RelayBind): the relay's callee-side address, and until
-    /// when a caller may come in from it.
-    relay_binds: Mutex<Vec<(Addr, NodeId, Instant)>>,
-    /// Where a relay that *we* asked (a RelayGrant of ours) sees the peer at the other end of
-    /// our connection: the host (port 0). A birthday punch probes only that host. An entry
-    /// lives as long as its connection.
-    pub(crate) attested: Mutex<HashMap<ConnId, Addr>>,
-    /// Peers whose host we are asking relays about now (one lookup per peer, a few at once).
-    pub(crate) attestation_lookups: Mutex<HashSet<NodeId>>,
-    /// What the relays' vote decided for a relayed edge (asked once per edge).
-    pub(crate) trusted: Mutex<HashMap<ConnId, Option<Addr>>>,
     /// Whether, as a relay, we attest each side's host to the other.
     attest: bool,
     /// Every task the node starts (dials, punch bursts, held punches, drains, upgrades,
@@ -171,11 +145,6 @@ pub(crate) struct Shared {
     /// outlives the node or keeps its state alive.
     tasks: Mutex<tokio::task::JoinSet<()>>,
 }
-
-/// How long after a RelayBind an inbound edge from its address counts as relayed.
-const RELAY_BIND_TTL: Duration = Duration::from_secs(30);
-/// RelayBinds remembered at once.
-const MAX_RELAY_BINDS: usize = 64;
 
 /// A hole-punch or relay request's nonce.
 pub(crate) type Nonce = [u8; nodenet_nat::NONCE_LEN];
@@ -217,6 +186,11 @@ impl std::fmt::Debug for Node {
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The core's name for a connection.
+pub(crate) fn link(c: &Conn) -> LinkId {
+    LinkId(c.id().0)
 }
 
 impl Node {
@@ -292,9 +266,8 @@ impl Node {
 
     /// Live edges that run through a volunteer relay (a punch may still replace them).
     pub fn relayed_edges(&self) -> usize {
-        let ids: Vec<ConnId> = lock(&self.0.conns).values().map(Conn::id).collect();
-        let relayed = lock(&self.0.relayed);
-        ids.iter().filter(|id| relayed.contains_key(id)).count()
+        let ids: Vec<LinkId> = lock(&self.0.conns).values().map(link).collect();
+        lock(&self.0.core).links().count_relayed(ids)
     }
 
     /// Contacts in the knowledge table.

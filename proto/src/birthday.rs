@@ -351,6 +351,19 @@ impl Attempt {
         });
     }
 
+    /// The attempt is dropped before its outcome (its task was aborted, or panicked): what
+    /// it booked goes back. A request in flight is abandoned; a role being played counts as
+    /// failed with every reserved probe spent (we cannot know how many went out). Without a
+    /// booking (not started, or ended), does nothing.
+    pub fn abort(&mut self, now: Time, limits: &mut Limits) {
+        match self.state {
+            State::Asked { .. } => limits.abandon(self.probes),
+            State::Playing => limits.finish(self.peer, since_origin(now), false),
+            State::Attesting | State::Done => return,
+        }
+        self.end(Outcome::Declined);
+    }
+
     fn end(&mut self, outcome: Outcome) {
         self.state = State::Done;
         self.commands.clear();
@@ -527,6 +540,51 @@ mod tests {
 
         let a = Attempt::new(NatType::Unknown, peer(), &config);
         assert_eq!(a.outcome(), Some(Outcome::NotBirthday));
+    }
+
+    #[test]
+    fn an_aborted_attempt_gives_back_what_it_booked() {
+        let config = BirthdayConfig::default();
+        let mut limits = Limits::new(config);
+        // Dropped while asking: the next attempt may start at once.
+        let mut a = Attempt::new(NatType::Cone, peer(), &config);
+        drain(&mut a);
+        a.handle_attested(ms(0), Some(addr("203.0.113.7:0")), &mut limits);
+        drain(&mut a);
+        a.abort(ms(10), &mut limits);
+        a.abort(ms(10), &mut limits);
+        let mut b = Attempt::new(NatType::Cone, peer(), &config);
+        drain(&mut b);
+        b.handle_attested(ms(20), Some(addr("203.0.113.7:0")), &mut limits);
+        assert_eq!(
+            drain(&mut b),
+            [Command::Ask { hard: false }],
+            "not stuck running"
+        );
+        // Dropped while playing: counted as a failure, so the same peer backs off, but
+        // nothing stays running.
+        let answer = Answer {
+            agreed: true,
+            addrs: vec![],
+            public: Some(addr("203.0.113.7:0")),
+        };
+        b.handle_answer(ms(30), answer, &mut limits);
+        assert!(matches!(drain(&mut b)[..], [Command::Play(_)]));
+        b.abort(ms(40), &mut limits);
+        assert_eq!(b.outcome(), Some(Outcome::Declined));
+        let mut c = Attempt::new(NatType::Cone, peer(), &config);
+        drain(&mut c);
+        let later = ms(40).after(config.min_interval);
+        c.handle_attested(later, Some(addr("203.0.113.7:0")), &mut limits);
+        assert_eq!(c.outcome(), Some(Outcome::Refused(Refusal::Backoff)));
+        let mut d = Attempt::new(NatType::Cone, NodeId::from_bytes([9; 32]), &config);
+        drain(&mut d);
+        d.handle_attested(later, Some(addr("203.0.113.7:0")), &mut limits);
+        assert_eq!(
+            drain(&mut d),
+            [Command::Ask { hard: false }],
+            "another peer may go"
+        );
     }
 
     #[test]

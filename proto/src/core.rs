@@ -27,6 +27,7 @@ use nodenet_wire::{Addr, Frame, FrameType, MAX_PACKET_LEN, Writer};
 
 use crate::Stats;
 use crate::connect::RelayCandidate;
+use crate::links::Links;
 use crate::relays::RelayHints;
 use crate::rng::CoreRng;
 
@@ -367,6 +368,12 @@ pub struct Core {
     punches: HashMap<[u8; nodenet_nat::NONCE_LEN], (NodeId, Time)>,
     /// Our relay lookups and the relays near their targets they found.
     relay_hints: RelayHints,
+    /// What we know of each live connection: how it was opened, what relays said of it.
+    links: Links,
+    /// Birthday punching's limits and backoff.
+    birthday: nodenet_nat::birthday::Limits,
+    /// Sealed boxes opened recently (replay protection).
+    boxes: nodenet_rendezvous::ReplayCache,
 }
 
 impl std::fmt::Debug for Core {
@@ -414,7 +421,35 @@ impl Core {
             relayed_edges: HashSet::new(),
             punches: HashMap::new(),
             relay_hints: RelayHints::default(),
+            links: Links::default(),
+            birthday: nodenet_nat::birthday::Limits::new(Default::default()),
+            boxes: nodenet_rendezvous::ReplayCache::new(),
         }
+    }
+
+    /// What we know of each live connection (see [`Links`]).
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
+    /// The driver reports connections opening and closing here.
+    pub fn links_mut(&mut self) -> &mut Links {
+        &mut self.links
+    }
+
+    /// Birthday punching's limits and backoff (see [`crate::birthday`]).
+    pub fn birthday_limits(&self) -> &nodenet_nat::birthday::Limits {
+        &self.birthday
+    }
+
+    /// Birthday punching's limits, for the steps of a [`crate::birthday::Attempt`].
+    pub fn birthday_limits_mut(&mut self) -> &mut nodenet_nat::birthday::Limits {
+        &mut self.birthday
+    }
+
+    /// Sets birthday punching's limits (the node's configuration).
+    pub fn set_birthday_config(&mut self, config: nodenet_nat::birthday::BirthdayConfig) {
+        self.birthday = nodenet_nat::birthday::Limits::new(config);
     }
 
     /// Installs the application's edge admission hook (local policy, not a security boundary).

@@ -24,10 +24,12 @@ pub mod connect;
 #[doc(hidden)]
 pub mod core;
 mod error;
+pub mod links;
 pub mod relays;
 mod rng;
 pub mod sim;
 mod stats;
+pub mod upgrade;
 
 pub use crate::core::{
     Action, AdmissionHook, Core, CoreConfig, Delivery, EdgeRefusal, Handled, MAX_BOOTSTRAP,

@@ -256,6 +256,7 @@ impl Builder {
             .seed
             .map_or_else(CoreRng::from_os, CoreRng::deterministic);
         let mut core = Core::new(self.identity, config, rng);
+        core.set_birthday_config(self.birthday);
         if let Some(a) = self.admission {
             core.set_admission(a);
         }
@@ -275,24 +276,15 @@ impl Builder {
             start: Instant::now(),
             tick: maintenance_tick,
             waiters: Mutex::new(HashMap::new()),
-            boxes: Mutex::new(ReplayCache::new()),
             rendezvous_timeout: self.rendezvous_timeout,
             direct_dial_timeout: self.direct_dial_timeout,
-            draining: Mutex::new(HashSet::new()),
             events,
             punch_waiters: Mutex::new(HashMap::new()),
             punch_bursts: std::sync::atomic::AtomicUsize::new(0),
             held_punches: Mutex::new(HashMap::new()),
             relay_waiters: Mutex::new(HashMap::new()),
-            relayed: Mutex::new(HashMap::new()),
-            punched: Mutex::new(HashSet::new()),
             media: crate::media::Media::new(self.media_consent),
             streams: crate::streams::Streams::new(self.stream_admission),
-            birthday: Mutex::new(nodenet_nat::birthday::Limits::new(self.birthday)),
-            relay_binds: Mutex::new(Vec::new()),
-            attested: Mutex::new(HashMap::new()),
-            attestation_lookups: Mutex::new(HashSet::new()),
-            trusted: Mutex::new(HashMap::new()),
             attest: self.attest,
             tasks: Mutex::new(tokio::task::JoinSet::new()),
         })))

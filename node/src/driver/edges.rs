@@ -4,27 +4,24 @@
 use super::*;
 
 impl Node {
-    pub(super) fn is_draining(&self, conn: &Conn) -> bool {
-        lock(&self.0.draining).contains(&conn.id())
+    pub(super) fn is_draining(&self, core: &Core, conn: &Conn) -> bool {
+        core.links().is_draining(link(conn))
     }
 
     /// The loser of a crossed dial: its dialer switches to the winner and closes it, and what
     /// it queued on it before that must still arrive, so it stays readable; it is closed after
     /// a grace period in case its dialer never does.
-    pub(super) fn drain_duplicate(&self, conn: &Conn) {
-        let mut draining = lock(&self.0.draining);
-        if draining.len() >= MAX_DRAINING {
+    pub(super) fn drain_duplicate(&self, core: &mut Core, conn: &Conn) {
+        if !core.links_mut().drain(link(conn)) {
             conn.close();
             return;
         }
-        draining.insert(conn.id());
-        drop(draining);
         let node = self.clone();
         let conn = conn.clone();
         self.spawn_owned(async move {
             let _ = tokio::time::timeout(DUPLICATE_GRACE, conn.closed()).await;
             conn.close();
-            lock(&node.0.draining).remove(&conn.id());
+            lock(&node.0.core).links_mut().drained(link(&conn));
         });
     }
 
@@ -80,39 +77,29 @@ impl Node {
         }
         let peer = conn.remote_id();
         if conn.direction() == nodenet_transport::Direction::Inbound {
-            let from = conn.remote_addr();
-            let t = Instant::now();
-            let bound = lock(&self.0.relay_binds)
-                .iter()
-                .find(|(a, _, until)| *a == from && *until > t)
-                .map(|(_, relay, _)| *relay);
-            if let Some(relay) = bound {
-                lock(&self.0.relayed).insert(conn.id(), relay);
-            }
+            core.links_mut()
+                .inbound(now.mono, link(conn), &conn.remote_addr());
         }
         let existing = lock(&self.0.conns).get(&peer).cloned();
         if let Some(old) = existing {
-            let dialer = |c: &Conn| match c.direction() {
-                nodenet_transport::Direction::Outbound => core.id(),
-                _ => c.remote_id(),
+            let me = core.id();
+            let seen = |c: &Conn| Crossed {
+                dialer: match c.direction() {
+                    nodenet_transport::Direction::Outbound => me,
+                    _ => c.remote_id(),
+                },
+                relayed: core.links().is_relayed(link(c)),
             };
-            let (new_dialer, old_dialer) = (dialer(conn), dialer(&old));
-            // A direct connection beats one through a relay, whoever dialed.
-            let (new_relayed, old_relayed) = (self.is_relayed(conn), self.is_relayed(&old));
-            let wins = if new_relayed == old_relayed {
-                new_dialer <= old_dialer
-            } else {
-                old_relayed
-            };
-            if old.is_closed() || wins {
+            let (new, prior) = (seen(conn), seen(&old));
+            if old.is_closed() || keep_new(new, prior) {
                 lock(&self.0.conns).insert(peer, conn.clone());
-                core.set_edge_relayed(&peer, self.is_relayed(conn));
+                core.set_edge_relayed(&peer, new.relayed);
                 if !old.is_closed() {
-                    self.drain_duplicate(&old);
+                    self.drain_duplicate(core, &old);
                 }
                 return Ok(());
             }
-            self.drain_duplicate(conn);
+            self.drain_duplicate(core, conn);
             return Err(EdgeRefusal::Duplicate);
         }
         match core.on_edge_up(
@@ -124,7 +111,8 @@ impl Node {
         ) {
             Ok(()) => {
                 lock(&self.0.conns).insert(peer, conn.clone());
-                core.set_edge_relayed(&peer, self.is_relayed(conn));
+                let relayed = core.links().is_relayed(link(conn));
+                core.set_edge_relayed(&peer, relayed);
                 Ok(())
             }
             Err(e) => {
@@ -138,25 +126,21 @@ impl Node {
     /// the relay did.
     pub(crate) fn attested_host(&self, peer: &NodeId) -> Option<Addr> {
         let conn = self.conn_to(peer)?;
-        lock(&self.0.attested).get(&conn.id()).cloned()
+        lock(&self.0.core).links().attested(link(&conn)).cloned()
+    }
+
+    /// How our connection `conn` was opened.
+    pub(crate) fn path_of(&self, conn: &Conn) -> LinkPath {
+        lock(&self.0.core).links().path(link(conn))
     }
 
     /// True for a connection of ours that runs through a relay.
     pub(crate) fn is_relayed(&self, conn: &Conn) -> bool {
-        lock(&self.0.relayed).contains_key(&conn.id())
-    }
-
-    /// The relay carrying our edge to `peer`, if that edge is relayed.
-    pub(crate) fn carrier_of(&self, peer: &NodeId) -> Option<NodeId> {
-        let conn = self.conn_to(peer)?;
-        lock(&self.0.relayed).get(&conn.id()).copied()
+        lock(&self.0.core).links().is_relayed(link(conn))
     }
 
     pub(super) fn on_closed(&self, conn: &Conn) {
-        lock(&self.0.relayed).remove(&conn.id());
-        lock(&self.0.attested).remove(&conn.id());
-        lock(&self.0.trusted).remove(&conn.id());
-        lock(&self.0.punched).remove(&conn.id());
+        lock(&self.0.core).links_mut().closed(link(conn));
         let peer = conn.remote_id();
         let mut conns = lock(&self.0.conns);
         if conns.get(&peer).is_some_and(|c| c == conn) {

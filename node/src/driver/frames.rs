@@ -8,7 +8,7 @@ impl Node {
         let now = self.now();
         let peer = conn.remote_id();
         let mut core = lock(&self.0.core);
-        if !self.is_registered(conn) && !self.is_draining(conn) {
+        if !self.is_registered(conn) && !self.is_draining(&core, conn) {
             match self.admit(&mut core, now, conn) {
                 Ok(()) => {}
                 // The loser of a crossed dial (now draining): its frames are the authenticated
@@ -69,14 +69,7 @@ impl Node {
             Handled::RelayBind { addr } => {
                 // The caller will come in from this address: that edge runs through the
                 // relay, though we did not ask for it.
-                {
-                    let mut binds = lock(&self.0.relay_binds);
-                    let t = Instant::now();
-                    binds.retain(|(_, _, until)| *until > t);
-                    if binds.len() < MAX_RELAY_BINDS {
-                        binds.push((addr.clone(), peer, t + RELAY_BIND_TTL));
-                    }
-                }
+                core.links_mut().bind(now.mono, addr.clone(), peer);
                 self.punch_burst(None, vec![addr]);
             }
             Handled::RelayRequested {
@@ -137,7 +130,7 @@ impl Node {
         let (caller, callee) = (self.dialable(caller, core), self.dialable(callee, core));
         // Where our own edges see each side: each learns the other's host from us.
         let (seen_target, seen_from) = if self.0.attest {
-            (self.seen_host(&target), self.seen_host(&from))
+            (self.seen_host(core, &target), self.seen_host(core, &from))
         } else {
             (None, None)
         };
@@ -168,8 +161,10 @@ impl Node {
 
     /// The host (as an address with port 0) our edge to `peer` comes from, unless that edge
     /// runs through a relay itself (we would vouch for the relay's host).
-    pub(super) fn seen_host(&self, peer: &NodeId) -> Option<Addr> {
-        let conn = self.conn_to(peer).filter(|c| !self.is_relayed(c))?;
+    pub(super) fn seen_host(&self, core: &Core, peer: &NodeId) -> Option<Addr> {
+        let conn = self
+            .conn_to(peer)
+            .filter(|c| !core.links().is_relayed(link(c)))?;
         conn.with_remote_addr(|a| {
             nodenet_nat::birthday::host_of(&a.endpoint)
                 .map(|host| Addr::new(a.net.clone(), format!("{host}:0")))

@@ -14,14 +14,14 @@ impl Core {
         nodenet_rendezvous::seal(&self.identity, x, plaintext, &[], now_ns, rng)
     }
 
-    /// Opens a box sealed to us.
+    /// Opens a box sealed to us: it must be fresh and never opened before (the core keeps
+    /// the replay cache).
     pub fn open(
-        &self,
+        &mut self,
         data: &[u8],
         now_ns: i64,
-        cache: &mut nodenet_rendezvous::ReplayCache,
     ) -> Result<nodenet_rendezvous::Opened, nodenet_rendezvous::OpenError> {
-        nodenet_rendezvous::open(&self.identity, data, &[], now_ns, cache)
+        nodenet_rendezvous::open(&self.identity, data, &[], now_ns, &mut self.boxes)
     }
 
     /// The addresses our knowledge table holds for `id`.

@@ -1,0 +1,418 @@
+//! What we know of each live connection beyond its peer: how it was opened (direct,
+//! hole-punched, or through a relay, and which), what relays said of the peer's host, and
+//! the rules that read it: which of two crossed connections to one peer stays, which
+//! inbound connection is a relay's, and how many attestation rounds may run at once.
+//!
+//! A *link* is one transport connection, named by the driver's [`LinkId`]. The driver
+//! reports links opening ([`Links::inbound`], [`Links::relayed`], [`Links::punched`]) and
+//! closing ([`Links::closed`]); every table here is bounded by the number of live links or
+//! by a constant, and every entry with a lifetime carries its own deadline on the core's
+//! clock, so the rules run under a fake clock in tests and in the simulator.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use nodenet_kad::NodeId;
+use nodenet_routing::SubnetKey;
+use nodenet_wire::Addr;
+
+use nodenet_routing::Time;
+
+/// The driver's name for one transport connection (its connection id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkId(pub u64);
+
+/// How a link was opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkPath {
+    /// Dialed or accepted on the peer's own address.
+    Direct,
+    /// Opened by a hole-punch (ours or the peer's).
+    Punched,
+    /// Carried by a volunteer relay.
+    Relayed {
+        /// The relay that carries it.
+        carrier: NodeId,
+    },
+}
+
+/// How long a relay's bind (a caller will come in from this address) stays valid.
+pub const RELAY_BIND_TTL: Duration = Duration::from_secs(30);
+/// At most this many relay binds are remembered; later ones are not (the caller's edge is
+/// then taken as direct, which costs it only the relayed edge's special care).
+pub const MAX_RELAY_BINDS: usize = 64;
+/// At most this many attestation rounds (asking relays where they see a peer) at once.
+pub const MAX_ATTESTATION_ROUNDS: usize = 4;
+/// Losing connections of crossed dials kept readable at once, at most (more are closed
+/// at once).
+pub const MAX_DRAINING: usize = 64;
+/// Relays that must name the same host for a peer before a birthday punch aims at it (any
+/// edge can claim to be a relay; one claim is not enough).
+pub const ATTESTATIONS_NEEDED: usize = 2;
+
+#[derive(Clone, Debug, Default)]
+struct Link {
+    carrier: Option<NodeId>,
+    punched: bool,
+    /// The host the carrying relay named for the peer in its grant.
+    attested: Option<Addr>,
+    /// An agreement of relays on the peer's host, once reached (kept while the link lives).
+    trusted: Option<Addr>,
+}
+
+/// The per-link facts and the rules on them. See the module docs.
+#[derive(Debug, Default)]
+pub struct Links {
+    /// Only links with something to say: a direct link nobody marked has no entry.
+    links: HashMap<LinkId, Link>,
+    /// Addresses relays told us a caller will come in from: (address, relay, deadline).
+    binds: Vec<(Addr, NodeId, Time)>,
+    /// Peers an attestation round is running for.
+    attesting: HashSet<NodeId>,
+    /// Losers of crossed dials, still readable for a grace period.
+    draining: HashSet<LinkId>,
+}
+
+impl Links {
+    /// A relay we hold an edge to says a caller will reach us from `addr` through it.
+    /// Remembered until [`RELAY_BIND_TTL`] passes, within [`MAX_RELAY_BINDS`]; false if full.
+    pub fn bind(&mut self, now: Time, addr: Addr, relay: NodeId) -> bool {
+        self.binds.retain(|(_, _, until)| *until > now);
+        if self.binds.len() >= MAX_RELAY_BINDS {
+            return false;
+        }
+        self.binds.push((addr, relay, now.after(RELAY_BIND_TTL)));
+        true
+    }
+
+    /// An inbound link from `from` opened: if a live relay bind names that address, the
+    /// link is the relay's and is marked relayed. Returns the carrier, if any.
+    pub fn inbound(&mut self, now: Time, link: LinkId, from: &Addr) -> Option<NodeId> {
+        let relay = self
+            .binds
+            .iter()
+            .find(|(a, _, until)| a == from && *until > now)
+            .map(|(_, relay, _)| *relay)?;
+        self.links.entry(link).or_default().carrier = Some(relay);
+        Some(relay)
+    }
+
+    /// Our dial through `carrier` opened `link`; `attested` is the host the relay's grant
+    /// named for the peer, if it named one for that peer.
+    pub fn relayed(&mut self, link: LinkId, carrier: NodeId, attested: Option<Addr>) {
+        let l = self.links.entry(link).or_default();
+        l.carrier = Some(carrier);
+        l.attested = attested;
+    }
+
+    /// `link` came from a hole-punch.
+    pub fn punched(&mut self, link: LinkId) {
+        self.links.entry(link).or_default().punched = true;
+    }
+
+    /// `link` closed: everything said of it goes.
+    pub fn closed(&mut self, link: LinkId) {
+        self.links.remove(&link);
+        self.draining.remove(&link);
+    }
+
+    /// `link` lost a crossed dial: its frames are still the authenticated peer's and are
+    /// read for a grace period, so what the peer queued on it before switching arrives.
+    /// False when [`MAX_DRAINING`] drain already: close it at once.
+    pub fn drain(&mut self, link: LinkId) -> bool {
+        if self.draining.len() >= MAX_DRAINING {
+            return false;
+        }
+        self.draining.insert(link);
+        true
+    }
+
+    /// True while `link` drains.
+    pub fn is_draining(&self, link: LinkId) -> bool {
+        self.draining.contains(&link)
+    }
+
+    /// `link`'s grace period ended.
+    pub fn drained(&mut self, link: LinkId) {
+        self.draining.remove(&link);
+    }
+
+    /// How `link` was opened.
+    pub fn path(&self, link: LinkId) -> LinkPath {
+        match self.links.get(&link) {
+            Some(Link {
+                carrier: Some(carrier),
+                ..
+            }) => LinkPath::Relayed { carrier: *carrier },
+            Some(l) if l.punched => LinkPath::Punched,
+            _ => LinkPath::Direct,
+        }
+    }
+
+    /// The relay carrying `link`, if it is relayed.
+    pub fn carrier(&self, link: LinkId) -> Option<NodeId> {
+        self.links.get(&link).and_then(|l| l.carrier)
+    }
+
+    /// True for a relayed link.
+    pub fn is_relayed(&self, link: LinkId) -> bool {
+        self.carrier(link).is_some()
+    }
+
+    /// The host the carrying relay's grant named for the peer of `link`.
+    pub fn attested(&self, link: LinkId) -> Option<&Addr> {
+        self.links.get(&link).and_then(|l| l.attested.as_ref())
+    }
+
+    /// The relays' agreed host for the peer of a relayed `link`, once reached.
+    pub fn trusted(&self, link: LinkId) -> Option<&Addr> {
+        self.links.get(&link).and_then(|l| l.trusted.as_ref())
+    }
+
+    /// Keeps an agreement of relays on the peer's host while the relayed `link` lives. Only
+    /// for a relayed link: false (and nothing kept) otherwise, e.g. once it has closed.
+    pub fn trust(&mut self, link: LinkId, host: Addr) -> bool {
+        match self.links.get_mut(&link) {
+            Some(l) if l.carrier.is_some() => {
+                l.trusted = Some(host);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Live relayed links among `links`.
+    pub fn count_relayed(&self, links: impl IntoIterator<Item = LinkId>) -> usize {
+        links.into_iter().filter(|l| self.is_relayed(*l)).count()
+    }
+
+    /// Starts an attestation round for `peer`: false if one runs for it already or
+    /// [`MAX_ATTESTATION_ROUNDS`] run. End it with [`Links::attested_round_done`].
+    pub fn begin_attestation(&mut self, peer: NodeId) -> bool {
+        self.attesting.len() < MAX_ATTESTATION_ROUNDS && self.attesting.insert(peer)
+    }
+
+    /// The attestation round for `peer` ended, however it ended.
+    pub fn attested_round_done(&mut self, peer: &NodeId) {
+        self.attesting.remove(peer);
+    }
+
+    /// Entries held (links with something said of them, binds, rounds, draining links).
+    pub fn len(&self) -> usize {
+        self.links.len() + self.binds.len() + self.attesting.len() + self.draining.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One relay's word on where it sees a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Voice {
+    /// The relay that spoke.
+    pub relay: NodeId,
+    /// The subnet our direct edge to it comes from (`None` off IP).
+    pub net: Option<SubnetKey>,
+    /// The host it names (an address with port 0).
+    pub host: Addr,
+}
+
+/// The host every voice names, if they all agree and come from at least
+/// [`ATTESTATIONS_NEEDED`] distinct relays on distinct subnets (where their edges have one);
+/// `None` on any disagreement: one honest relay vetoes a lie, and one relay (or several
+/// from one subnet, which one operator may run) cannot vouch alone.
+pub fn agreed(voices: &[Voice]) -> Option<Addr> {
+    use nodenet_nat::birthday::{host_of, same_host};
+    let host_part = |e: &str| host_of(e).unwrap_or(e).to_owned();
+    let first = voices.first()?;
+    let h = host_part(&first.host.endpoint);
+    if !voices
+        .iter()
+        .all(|v| same_host(&h, &host_part(&v.host.endpoint)))
+    {
+        return None;
+    }
+    let mut backers: Vec<&Voice> = Vec::new();
+    for v in voices {
+        let distinct = backers
+            .iter()
+            .all(|b| b.relay != v.relay && (b.net.is_none() || b.net != v.net));
+        if distinct {
+            backers.push(v);
+        }
+    }
+    (backers.len() >= ATTESTATIONS_NEEDED).then(|| first.host.clone())
+}
+
+/// One of two connections to the same peer, as the crossed-dial tie-break sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Crossed {
+    /// The NodeId of the side that dialed it.
+    pub dialer: NodeId,
+    /// It runs through a relay.
+    pub relayed: bool,
+}
+
+/// Two connections to one peer (both sides dialed at once, or a punch or relay beside an
+/// edge): true if `new` replaces `old`. A direct connection beats a relayed one, whoever
+/// dialed; between two of a kind, both sides keep the one dialed by the smaller NodeId,
+/// and the same side's later dial replaces its earlier one. Both ends compute the same
+/// answer from the same facts, so they keep the same connection without a word.
+pub fn keep_new(new: Crossed, old: Crossed) -> bool {
+    if new.relayed == old.relayed {
+        new.dialer <= old.dialer
+    } else {
+        old.relayed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(b: u8) -> NodeId {
+        NodeId::from_bytes([b; 32])
+    }
+
+    fn addr(s: &str) -> Addr {
+        Addr::new("udp", s)
+    }
+
+    #[test]
+    fn a_bind_marks_the_inbound_link_from_its_address_until_it_expires() {
+        let mut l = Links::default();
+        let t0 = Time(0);
+        assert!(l.bind(t0, addr("10.0.0.1:5"), id(7)));
+        // Another address is not the relay's.
+        assert_eq!(l.inbound(t0, LinkId(1), &addr("10.0.0.1:6")), None);
+        assert_eq!(l.path(LinkId(1)), LinkPath::Direct);
+        assert_eq!(l.inbound(t0, LinkId(2), &addr("10.0.0.1:5")), Some(id(7)));
+        assert_eq!(l.path(LinkId(2)), LinkPath::Relayed { carrier: id(7) });
+        // Past its TTL the bind no longer speaks.
+        let late = t0.after(RELAY_BIND_TTL);
+        assert_eq!(l.inbound(late, LinkId(3), &addr("10.0.0.1:5")), None);
+    }
+
+    #[test]
+    fn binds_are_bounded_and_expired_ones_make_room() {
+        let mut l = Links::default();
+        let t0 = Time(0);
+        for i in 0..MAX_RELAY_BINDS {
+            assert!(l.bind(t0, addr(&format!("10.0.0.1:{i}")), id(1)));
+        }
+        assert!(!l.bind(t0, addr("10.0.0.2:1"), id(1)), "full");
+        assert_eq!(l.len(), MAX_RELAY_BINDS);
+        assert!(l.bind(t0.after(RELAY_BIND_TTL), addr("10.0.0.2:1"), id(1)));
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn a_closed_link_forgets_everything() {
+        let mut l = Links::default();
+        l.relayed(LinkId(1), id(3), Some(addr("1.2.3.4:5")));
+        assert!(l.trust(LinkId(1), addr("1.2.3.4:0")));
+        assert_eq!(l.attested(LinkId(1)), Some(&addr("1.2.3.4:5")));
+        assert_eq!(l.trusted(LinkId(1)), Some(&addr("1.2.3.4:0")));
+        l.punched(LinkId(2));
+        assert_eq!(l.path(LinkId(2)), LinkPath::Punched);
+        assert_eq!(l.count_relayed([LinkId(1), LinkId(2), LinkId(9)]), 1);
+        l.closed(LinkId(1));
+        l.closed(LinkId(2));
+        assert!(l.is_empty());
+        // An agreement for a link that is gone (or never relayed) is not kept.
+        assert!(!l.trust(LinkId(1), addr("1.2.3.4:0")));
+        l.punched(LinkId(4));
+        assert!(!l.trust(LinkId(4), addr("1.2.3.4:0")));
+        assert_eq!(l.trusted(LinkId(4)), None);
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn draining_is_bounded_and_ends_with_the_link() {
+        let mut l = Links::default();
+        for i in 0..MAX_DRAINING as u64 {
+            assert!(l.drain(LinkId(i)));
+        }
+        assert!(!l.drain(LinkId(1000)), "full: close at once");
+        assert!(l.is_draining(LinkId(3)));
+        l.closed(LinkId(3));
+        l.drained(LinkId(4));
+        assert!(!l.is_draining(LinkId(3)) && !l.is_draining(LinkId(4)));
+        assert!(l.drain(LinkId(1000)));
+        assert_eq!(l.len(), MAX_DRAINING - 1);
+    }
+
+    #[test]
+    fn attestation_rounds_are_one_per_peer_and_bounded() {
+        let mut l = Links::default();
+        assert!(l.begin_attestation(id(1)));
+        assert!(!l.begin_attestation(id(1)), "one round per peer");
+        assert_eq!(MAX_ATTESTATION_ROUNDS, 4);
+        for b in 2..=4u8 {
+            assert!(l.begin_attestation(id(b)));
+        }
+        assert!(!l.begin_attestation(id(100)), "bounded");
+        l.attested_round_done(&id(1));
+        assert!(l.begin_attestation(id(100)));
+    }
+
+    #[test]
+    fn relays_must_agree_from_distinct_relays_and_subnets() {
+        let net = |s: &str| SubnetKey::of_endpoint(s);
+        let voice = |relay: u8, from: &str, host: &str| Voice {
+            relay: id(relay),
+            net: net(from),
+            host: addr(host),
+        };
+        assert_eq!(agreed(&[]), None);
+        // One relay cannot vouch alone, nor twice.
+        let one = voice(1, "198.51.100.1:1", "203.0.113.7:0");
+        assert_eq!(agreed(std::slice::from_ref(&one)), None);
+        assert_eq!(agreed(&[one.clone(), one.clone()]), None);
+        // Two relays on one subnet count once.
+        let same_net = voice(2, "198.51.100.2:1", "203.0.113.7:0");
+        assert_eq!(agreed(&[one.clone(), same_net]), None);
+        // Two relays on two subnets agree.
+        let other = voice(3, "192.0.2.1:1", "203.0.113.7:0");
+        assert_eq!(
+            agreed(&[one.clone(), other.clone()]),
+            Some(addr("203.0.113.7:0"))
+        );
+        // One dissenting voice vetoes.
+        let liar = voice(4, "233.252.0.1:1", "203.0.113.66:0");
+        assert_eq!(agreed(&[one, other, liar]), None);
+        // Off IP (no subnets), distinct relays are enough.
+        let a = Voice {
+            net: None,
+            ..voice(5, "x", "203.0.113.7:0")
+        };
+        let b = Voice {
+            net: None,
+            ..voice(6, "x", "203.0.113.7:0")
+        };
+        assert_eq!(agreed(&[a, b]), Some(addr("203.0.113.7:0")));
+    }
+
+    #[test]
+    fn crossed_dials_keep_the_same_connection_on_both_sides() {
+        let (small, big) = (id(1), id(2));
+        let direct = |dialer| Crossed {
+            dialer,
+            relayed: false,
+        };
+        let relayed = |dialer| Crossed {
+            dialer,
+            relayed: true,
+        };
+        // The smaller dialer's connection stays, whichever arrived first.
+        assert!(keep_new(direct(small), direct(big)));
+        assert!(!keep_new(direct(big), direct(small)));
+        // The same side's later dial replaces its earlier one.
+        assert!(keep_new(direct(big), direct(big)));
+        // Direct beats relayed whoever dialed.
+        assert!(keep_new(direct(big), relayed(small)));
+        assert!(!keep_new(relayed(small), direct(big)));
+    }
+}
