@@ -72,6 +72,32 @@ impl Drop for Unfinished<'_> {
     }
 }
 
+/// A responder's play, reported to the limits however it ends (a panic, an abort at
+/// shutdown): a booking left running would refuse every later attempt until restart. An end
+/// without a result keeps every probe booked (none refunded) and counts as a failure.
+struct Played {
+    node: Node,
+    peer: NodeId,
+    role: Role,
+    /// Whether it worked, and the probes it sent.
+    result: Option<(bool, u32)>,
+}
+
+impl Drop for Played {
+    fn drop(&mut self) {
+        let (ok, sent) = self.result.unwrap_or((false, u32::MAX));
+        let now = self.node.now().mono;
+        played(
+            lock(&self.node.0.core).birthday_limits_mut(),
+            now,
+            self.peer,
+            &self.role,
+            sent,
+            ok,
+        );
+    }
+}
+
 impl Node {
     fn birthday_params(&self) -> BirthdayParams {
         let c = *lock(&self.0.core).birthday_limits().config();
@@ -172,16 +198,16 @@ impl Node {
                 core.stats_mut().birthday_attempts += 1;
                 let node = self.clone();
                 self.spawn_owned(async move {
-                    let (ok, sent) = node.play(peer, nonce, role.clone()).await;
-                    let now = node.now().mono;
-                    played(
-                        lock(&node.0.core).birthday_limits_mut(),
-                        now,
+                    // Made inside the task: dropped by a refused spawn, it would lock the
+                    // core our caller holds. (A task aborted before its first poll is one
+                    // of a node that is shutting down.)
+                    let mut report = Played {
+                        node: node.clone(),
                         peer,
-                        &role,
-                        sent,
-                        ok,
-                    );
+                        role,
+                        result: None,
+                    };
+                    report.result = Some(node.play(peer, nonce, report.role.clone()).await);
                 });
             }
             // Agreed but the answer was not sent: nothing was played.

@@ -419,7 +419,12 @@ impl Node {
     /// Remembers that our edge to `target` came from a hole-punch.
     pub(crate) fn mark_punched(&self, target: &NodeId) {
         if let Some(c) = self.conn_to(target) {
-            lock(&self.0.core).links_mut().punched(link(&c));
+            let mut core = lock(&self.0.core);
+            // Checked under the core's lock, which `on_closed` takes to forget the link:
+            // a mark after that would never be removed.
+            if !c.is_closed() {
+                core.links_mut().punched(link(&c));
+            }
         }
     }
 
@@ -500,14 +505,18 @@ impl Node {
     pub(crate) async fn trusted_host(&self, peer: NodeId) -> Option<Addr> {
         use nodenet_routing::SubnetKey;
         let conn = self.conn_to(&peer)?;
-        let carrier = {
+        // The carrier and its word read from the one link, in one look.
+        let (carrier, carrier_word) = {
             let core = lock(&self.0.core);
             let links = core.links();
             // Asked once per edge: an agreement is kept while the edge lives.
             if let Some(host) = links.trusted(link(&conn)) {
                 return Some(host.clone());
             }
-            links.carrier(link(&conn))?
+            (
+                links.carrier(link(&conn))?,
+                links.attested(link(&conn)).cloned(),
+            )
         };
         let ip = self.0.transport.is_ip();
         // Where a relay sits, fixed when it is asked: only a direct edge of ours (a relayed
@@ -522,7 +531,7 @@ impl Node {
         };
         let mut voices: Vec<Voice> = Vec::new();
         // Our own grant's word, from the relay we chose and dialed through.
-        if let (Some(host), Some(net)) = (self.attested_host(&peer), seat(&carrier)) {
+        if let (Some(host), Some(net)) = (carrier_word, seat(&carrier)) {
             voices.push(Voice {
                 relay: carrier,
                 net,

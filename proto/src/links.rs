@@ -7,7 +7,8 @@
 //! reports links opening ([`Links::inbound`], [`Links::relayed`], [`Links::punched`]) and
 //! closing ([`Links::closed`]); every table here is bounded by the number of live links or
 //! by a constant, and every entry with a lifetime carries its own deadline on the core's
-//! clock, so the rules run under a fake clock in tests and in the simulator.
+//! clock, so the rules run under a fake clock in tests. (The simulator does not use them
+//! yet: its connects model relays and punches without per-link facts.)
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -41,6 +42,9 @@ pub const RELAY_BIND_TTL: Duration = Duration::from_secs(30);
 /// At most this many relay binds are remembered; later ones are not (the caller's edge is
 /// then taken as direct, which costs it only the relayed edge's special care).
 pub const MAX_RELAY_BINDS: usize = 64;
+/// At most this many of them from one relay, so one edge claiming to relay cannot take every
+/// slot and make honest relayed callers look direct.
+pub const MAX_RELAY_BINDS_PER_RELAY: usize = 8;
 /// At most this many attestation rounds (asking relays where they see a peer) at once.
 pub const MAX_ATTESTATION_ROUNDS: usize = 4;
 /// Losing connections of crossed dials kept readable at once, at most (more are closed
@@ -75,24 +79,44 @@ pub struct Links {
 
 impl Links {
     /// A relay we hold an edge to says a caller will reach us from `addr` through it.
-    /// Remembered until [`RELAY_BIND_TTL`] passes, within [`MAX_RELAY_BINDS`]; false if full.
+    /// Remembered until [`RELAY_BIND_TTL`] passes, within [`MAX_RELAY_BINDS`] in all and
+    /// [`MAX_RELAY_BINDS_PER_RELAY`] from one relay; false if full. The same bind again
+    /// only renews its deadline.
     pub fn bind(&mut self, now: Time, addr: Addr, relay: NodeId) -> bool {
         self.binds.retain(|(_, _, until)| *until > now);
-        if self.binds.len() >= MAX_RELAY_BINDS {
+        let until = now.after(RELAY_BIND_TTL);
+        if let Some(b) = self
+            .binds
+            .iter_mut()
+            .find(|(a, r, _)| *a == addr && *r == relay)
+        {
+            b.2 = until;
+            return true;
+        }
+        let from_relay = self.binds.iter().filter(|(_, r, _)| *r == relay).count();
+        if self.binds.len() >= MAX_RELAY_BINDS || from_relay >= MAX_RELAY_BINDS_PER_RELAY {
             return false;
         }
-        self.binds.push((addr, relay, now.after(RELAY_BIND_TTL)));
+        self.binds.push((addr, relay, until));
         true
     }
 
-    /// An inbound link from `from` opened: if a live relay bind names that address, the
-    /// link is the relay's and is marked relayed. Returns the carrier, if any.
-    pub fn inbound(&mut self, now: Time, link: LinkId, from: &Addr) -> Option<NodeId> {
-        let relay = self
+    /// An inbound link from `peer` at `from` opened: if a live relay bind names that
+    /// address, the link is the relay's and is marked relayed, and the bind is spent.
+    /// A bind never marks the relay's own link (a peer cannot make its direct connection
+    /// look relayed by binding its own address). Returns the carrier, if any.
+    pub fn inbound(
+        &mut self,
+        now: Time,
+        link: LinkId,
+        peer: &NodeId,
+        from: &Addr,
+    ) -> Option<NodeId> {
+        let i = self
             .binds
             .iter()
-            .find(|(a, _, until)| a == from && *until > now)
-            .map(|(_, relay, _)| *relay)?;
+            .position(|(a, r, until)| a == from && r != peer && *until > now)?;
+        let (_, relay, _) = self.binds.swap_remove(i);
         self.links.entry(link).or_default().carrier = Some(relay);
         Some(relay)
     }
@@ -286,13 +310,65 @@ mod tests {
         let t0 = Time(0);
         assert!(l.bind(t0, addr("10.0.0.1:5"), id(7)));
         // Another address is not the relay's.
-        assert_eq!(l.inbound(t0, LinkId(1), &addr("10.0.0.1:6")), None);
+        assert_eq!(l.inbound(t0, LinkId(1), &id(2), &addr("10.0.0.1:6")), None);
         assert_eq!(l.path(LinkId(1)), LinkPath::Direct);
-        assert_eq!(l.inbound(t0, LinkId(2), &addr("10.0.0.1:5")), Some(id(7)));
+        assert_eq!(
+            l.inbound(t0, LinkId(2), &id(2), &addr("10.0.0.1:5")),
+            Some(id(7))
+        );
         assert_eq!(l.path(LinkId(2)), LinkPath::Relayed { carrier: id(7) });
-        // Past its TTL the bind no longer speaks.
+        // The bind is spent: a second link from that address is direct.
+        assert_eq!(l.inbound(t0, LinkId(4), &id(3), &addr("10.0.0.1:5")), None);
+        // Past its TTL a bind no longer speaks.
+        assert!(l.bind(t0, addr("10.0.0.1:5"), id(7)));
         let late = t0.after(RELAY_BIND_TTL);
-        assert_eq!(l.inbound(late, LinkId(3), &addr("10.0.0.1:5")), None);
+        assert_eq!(
+            l.inbound(late, LinkId(3), &id(2), &addr("10.0.0.1:5")),
+            None
+        );
+    }
+
+    /// Attack: a peer binds its own address as its own relay, then connects directly, so
+    /// its link counts as relayed (its birthday requests would then start attestation
+    /// rounds, and a tie-break would go its way). A bind never marks its relay's own link.
+    #[test]
+    fn a_peer_cannot_make_its_own_direct_link_look_relayed() {
+        let mut l = Links::default();
+        let t0 = Time(0);
+        assert!(l.bind(t0, addr("10.0.0.9:5"), id(9)));
+        assert_eq!(l.inbound(t0, LinkId(1), &id(9), &addr("10.0.0.9:5")), None);
+        assert_eq!(l.path(LinkId(1)), LinkPath::Direct);
+        // The bind still serves the caller it was meant for.
+        assert_eq!(
+            l.inbound(t0, LinkId(2), &id(4), &addr("10.0.0.9:5")),
+            Some(id(9))
+        );
+    }
+
+    /// Attack: one edge sends bind after bind to take every slot, so that honest relayed
+    /// callers come in looking direct (their reports of our address would then count).
+    #[test]
+    fn one_relay_cannot_take_every_bind() {
+        let mut l = Links::default();
+        let t0 = Time(0);
+        for i in 0..MAX_RELAY_BINDS_PER_RELAY {
+            assert!(l.bind(t0, addr(&format!("10.0.0.1:{i}")), id(1)));
+        }
+        assert!(
+            !l.bind(t0, addr("10.0.0.1:999"), id(1)),
+            "its share is full"
+        );
+        // Repeating a bind renews it and takes no slot.
+        assert!(l.bind(t0.after(Duration::from_secs(20)), addr("10.0.0.1:0"), id(1)));
+        assert_eq!(l.binds.len(), MAX_RELAY_BINDS_PER_RELAY);
+        let later = t0.after(RELAY_BIND_TTL);
+        assert_eq!(
+            l.inbound(later, LinkId(1), &id(5), &addr("10.0.0.1:0")),
+            Some(id(1)),
+            "renewed"
+        );
+        // Another relay still binds.
+        assert!(l.bind(t0, addr("10.0.0.2:1"), id(2)));
     }
 
     #[test]
@@ -300,11 +376,12 @@ mod tests {
         let mut l = Links::default();
         let t0 = Time(0);
         for i in 0..MAX_RELAY_BINDS {
-            assert!(l.bind(t0, addr(&format!("10.0.0.1:{i}")), id(1)));
+            let relay = id(u8::try_from(i / MAX_RELAY_BINDS_PER_RELAY).unwrap());
+            assert!(l.bind(t0, addr(&format!("10.0.0.1:{i}")), relay));
         }
-        assert!(!l.bind(t0, addr("10.0.0.2:1"), id(1)), "full");
+        assert!(!l.bind(t0, addr("10.0.0.2:1"), id(200)), "full");
         assert_eq!(l.len(), MAX_RELAY_BINDS);
-        assert!(l.bind(t0.after(RELAY_BIND_TTL), addr("10.0.0.2:1"), id(1)));
+        assert!(l.bind(t0.after(RELAY_BIND_TTL), addr("10.0.0.2:1"), id(200)));
         assert_eq!(l.len(), 1);
     }
 

@@ -117,7 +117,8 @@ pub struct Stats {
     /// Birthday punches not tried because the relay carrying the pair did not attest the
     /// peer's host (a reference relay), or contradicted the peer's claim.
     pub birthday_unverified: u64,
-    /// RelayBinds refused: the callee side they name is not on the host of the relay that sent them.
+    /// RelayBinds refused: the callee side they name is not on the host of the relay that sent
+    /// them, or the bind limits (per relay, in all) were reached.
     pub relay_binds_refused: u64,
     /// Addresses or dials that maintenance left out: past the per-contact address cap or the dials allowed in flight.
     pub dials_cut: u64,

@@ -78,7 +78,7 @@ impl Node {
         let peer = conn.remote_id();
         if conn.direction() == nodenet_transport::Direction::Inbound {
             core.links_mut()
-                .inbound(now.mono, link(conn), &conn.remote_addr());
+                .inbound(now.mono, link(conn), &peer, &conn.remote_addr());
         }
         let existing = lock(&self.0.conns).get(&peer).cloned();
         if let Some(old) = existing {
@@ -123,7 +123,8 @@ impl Node {
     }
 
     /// The host the relay carrying our edge to `peer` attested, if that edge is relayed and
-    /// the relay did.
+    /// the relay did. (For tests: the driver reads it with the carrier, in one look.)
+    #[cfg(test)]
     pub(crate) fn attested_host(&self, peer: &NodeId) -> Option<Addr> {
         let conn = self.conn_to(peer)?;
         lock(&self.0.core).links().attested(link(&conn)).cloned()

@@ -69,7 +69,9 @@ impl Node {
             Handled::RelayBind { addr } => {
                 // The caller will come in from this address: that edge runs through the
                 // relay, though we did not ask for it.
-                core.links_mut().bind(now.mono, addr.clone(), peer);
+                if !core.links_mut().bind(now.mono, addr.clone(), peer) {
+                    core.stats_mut().relay_binds_refused += 1;
+                }
                 self.punch_burst(None, vec![addr]);
             }
             Handled::RelayRequested {
