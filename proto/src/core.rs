@@ -20,8 +20,8 @@ use nodenet_rendezvous::{Coordinates, Hello, NONCE_LEN as RDV_NONCE_LEN, Reply};
 use nodenet_routing::control::{self, Contact, NONCE_LEN};
 use nodenet_routing::msg::{self, MAX_HOPS, MsgFields, MsgRef};
 use nodenet_routing::{
-    Candidates, Caps, Decision, DropReason, Edges, KMIN, Knowledge, Observed, Phase, SubnetKey,
-    Time, TokenBucket, decide, first_hops, handlers, id_in_bucket,
+    Candidates, Caps, Decision, DropReason, Edges, KMIN, Knowledge, Observed, Phase, SIBLINGS,
+    SubnetKey, Time, TokenBucket, decide, first_hops, handlers, id_in_bucket,
 };
 use nodenet_wire::{Addr, Frame, FrameType, MAX_PACKET_LEN, Writer};
 
@@ -328,6 +328,12 @@ const PENDING_MAX: usize = 1024;
 /// The hops a message has left at most once a local optimum detoured it: enough to reach
 /// the target from the neighbour that holds its edge, too few to circle.
 pub const DETOUR_TTL: u8 = 3;
+/// A self-lookup whose answer names a node closer to us than any we knew is followed by
+/// another this soon, at most [`SELF_LOOKUP_FOLLOW_UPS`] times in a row.
+const SELF_LOOKUP_FOLLOW_UP: Duration = Duration::from_secs(2);
+const SELF_LOOKUP_FOLLOW_UPS: u8 = 6;
+/// Edges from outside our neighbourhood a self-lookup also goes through.
+const SELF_LOOKUP_OUTSIDERS: usize = 4;
 
 /// The application's edge admission hook: true admits the peer.
 pub type AdmissionHook = Box<dyn Fn(&NodeId) -> bool + Send>;
@@ -355,6 +361,10 @@ pub struct Core {
     backoff: HashMap<NodeId, Backoff>,
     admission: Option<AdmissionHook>,
     next_self_lookup: Time,
+    /// The nonce of our latest self-lookup.
+    self_lookup: Option<[u8; NONCE_LEN]>,
+    /// Quick follow-ups since the last periodic self-lookup, and whether one is due.
+    self_lookup_streak: (u8, bool),
     next_sibling_exchange: Time,
     next_refresh: Time,
     /// What our neighbours report of our address.
@@ -414,6 +424,8 @@ impl Core {
             backoff: HashMap::new(),
             admission: None,
             next_self_lookup: Time(0),
+            self_lookup: None,
+            self_lookup_streak: (0, false),
             next_sibling_exchange: Time(0),
             next_refresh: Time(0),
             reflexive: Reflexive::new(),

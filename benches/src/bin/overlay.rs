@@ -214,6 +214,32 @@ fn main() {
                     ))
                     .collect::<Vec<_>>()
             );
+            // Who could have told the target of its closest public node, had it asked?
+            if let Some(&p) = publics.first() {
+                let pid = sim.core(p).id();
+                let tedge_ids: Vec<_> = core.edges().iter().map(|e| e.id).collect();
+                let knowers = tedge_ids
+                    .iter()
+                    .filter_map(|e| (0..nodes).find(|&j| sim.core(j).id() == *e))
+                    .filter(|&j| sim.core(j).knowledge().get(&pid).is_some())
+                    .count();
+                let pc = sim.core(p);
+                let mut pe: Vec<_> = pc.edges().iter().map(|e| e.id).collect();
+                pe.sort_by_key(|e| e.distance(&target));
+                eprintln!(
+                    "  closest public {p}: known to {knowers} of the target's {} edges, knows {} ({} at prefix >= 10 with the target), its closest edges to target {:?}",
+                    tedge_ids.len(),
+                    pc.knowledge().len(),
+                    near.iter()
+                        .filter(|&&j| sim.core(j).id().common_prefix_len(&target) >= 10
+                            && pc.knowledge().get(&sim.core(j).id()).is_some())
+                        .count(),
+                    pe.iter()
+                        .take(4)
+                        .map(|e| e.common_prefix_len(&target))
+                        .collect::<Vec<_>>()
+                );
+            }
             for (at, _) in report.stuck.iter().filter(|(_, t)| *t == target).take(1) {
                 let x = sim.core(*at);
                 let mut xe: Vec<_> = x.edges().iter().map(|e| e.id).collect();

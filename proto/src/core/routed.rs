@@ -317,10 +317,16 @@ impl Core {
                     &self.id,
                     self.config.difficulty,
                 );
+                let me = self.id;
+                let closest = |k: &Knowledge| k.closest(&me, 1).first().map(|c| c.id.distance(&me));
+                let before = closest(&self.knowledge);
                 let report =
                     handlers::fold_neighbors(&mut self.knowledge, &list, &originator, now.mono);
                 for probe in report.probes {
                     self.probe(now, probe);
+                }
+                if self.self_lookup == Some(nonce) {
+                    self.self_lookup_progress(now, before, closest(&self.knowledge));
                 }
                 Handled::Done
             }

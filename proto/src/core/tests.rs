@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use nodenet_identity::Identity;
 use nodenet_kad::NodeId;
-use nodenet_routing::Time;
 use nodenet_routing::msg::{self, MsgFields, MsgRef};
+use nodenet_routing::{TARGET_EDGES, Time};
 use nodenet_wire::{Addr, Frame, FrameType};
 
 use super::*;
@@ -670,4 +670,231 @@ fn behind_a_nat_a_local_optimum_passes_a_lookup_on() {
     let h = core.on_frame(t, from, &mem_addr("from"), &mut lookup(2));
     assert!(first_hop(&h).is_some_and(|n| n != from));
     assert_eq!(core.stats().lookups_answered, 1);
+}
+
+/// The targets and nonces of every Lookup the core queued, and the contacts it dialed.
+fn lookups_and_dials(core: &mut Core) -> (Vec<(NodeId, [u8; NONCE_LEN])>, Vec<NodeId>) {
+    let (mut lookups, mut dials) = (Vec::new(), Vec::new());
+    while let Some(a) = core.poll_action() {
+        match a {
+            Action::Send { frame, .. } => {
+                let (f, _) = Frame::parse(&frame).unwrap();
+                if f.frame_type() == FrameType::LOOKUP {
+                    let m = MsgRef::parse(f.payload()).unwrap();
+                    lookups.push((m.target, control::parse_nonce(m.payload).unwrap()));
+                }
+            }
+            Action::Dial { contact, .. } => dials.push(contact.id),
+            _ => {}
+        }
+    }
+    (lookups, dials)
+}
+
+/// A self-lookup answered with a node closer to us than any we knew was followed by the
+/// next only a whole period (60 s) later: at 10,000 simulated nodes behind the default NAT
+/// mix, nodes did not know their own neighbourhood and 12% of routed messages were lost.
+/// Now such an answer dials the closer node and looks us up again 2 s later, at most
+/// `SELF_LOOKUP_FOLLOW_UPS` times in a row; an answer with nothing closer changes nothing.
+#[test]
+fn a_self_lookup_that_finds_a_closer_node_is_followed_up_soon() {
+    let me = identity(1);
+    let my_id = me.node_id();
+    let mut pool: Vec<Identity> = (1000..1400).map(identity).collect();
+    pool.sort_by_key(|i| i.node_id().distance(&my_id));
+    // Our edges are the far end of the pool; the answers name ever closer nodes.
+    // Silent edges stay up for the test's two minutes.
+    let mut config = CoreConfig::default();
+    config.maintenance.dead_sibling = Duration::from_secs(3600);
+    config.maintenance.dead_finger = Duration::from_secs(3600);
+    let mut core = Core::new(me, config, CoreRng::deterministic(3));
+    let far: Vec<&Identity> = pool.iter().rev().take(4).collect();
+    for p in &far {
+        edge(&mut core, p, now(1));
+    }
+    let answer = |core: &mut Core, nonce, named: &Identity, t: Now| {
+        let c = Contact {
+            id: named.node_id(),
+            ed_pub: Some(named.ed_public()),
+            x_pub: None,
+            caps: Caps::default(),
+            addrs: vec![mem_addr(&named.node_id().short().to_string())],
+        };
+        let mut payload = vec![0u8; NONCE_LEN + control::contacts_len(std::slice::from_ref(&c))];
+        control::encode_neighbors(&mut Writer::new(&mut payload), &nonce, &[c]).unwrap();
+        let mut frame = routed(
+            far[0],
+            far[0].ed_public(),
+            FrameType::NEIGHBORS,
+            my_id,
+            MAX_HOPS,
+            t,
+            &payload,
+        );
+        let _ = core.on_frame(t, far[0].node_id(), &mem_addr("a"), &mut frame);
+    };
+    let self_lookup =
+        |l: &[(NodeId, [u8; NONCE_LEN])]| l.iter().find(|(t, _)| *t == my_id).map(|(_, n)| *n);
+    let mut t = 1;
+    core.on_tick(now(t));
+    let (l, _) = lookups_and_dials(&mut core);
+    let mut nonce = self_lookup(&l).expect("the first self-lookup");
+    // Each answer names a node closer than the last: dialed at once, and followed up.
+    for step in 0..usize::from(SELF_LOOKUP_FOLLOW_UPS) {
+        let closer = &pool[100 - 10 * step];
+        answer(&mut core, nonce, closer, now(t));
+        let (_, dials) = lookups_and_dials(&mut core);
+        assert_eq!(
+            dials,
+            [closer.node_id()],
+            "step {step}: the closer node dialed"
+        );
+        t += 2;
+        core.on_tick(now(t));
+        let (l, _) = lookups_and_dials(&mut core);
+        nonce = self_lookup(&l).unwrap_or_else(|| panic!("step {step}: no follow-up"));
+    }
+    // The streak is spent: the next closer answer waits for the period.
+    answer(&mut core, nonce, &pool[0], now(t));
+    let _ = lookups_and_dials(&mut core);
+    core.on_tick(now(t + 2));
+    assert_eq!(
+        self_lookup(&lookups_and_dials(&mut core).0),
+        None,
+        "streak bounded"
+    );
+    // A fresh period; an answer that names nothing closer than we know is not followed up.
+    t += 61;
+    core.on_tick(now(t));
+    let nonce = self_lookup(&lookups_and_dials(&mut core).0).expect("periodic self-lookup");
+    answer(&mut core, nonce, far[1], now(t));
+    let (_, dials) = lookups_and_dials(&mut core);
+    assert!(dials.is_empty());
+    core.on_tick(now(t + 2));
+    assert_eq!(
+        self_lookup(&lookups_and_dials(&mut core).0),
+        None,
+        "nothing closer"
+    );
+}
+
+/// The recipients of every self-lookup the core queued.
+fn self_lookup_hops(core: &mut Core) -> Vec<NodeId> {
+    let me = core.id();
+    let mut to_all = Vec::new();
+    while let Some(a) = core.poll_action() {
+        if let Action::Send { to, frame } = a {
+            let (f, _) = Frame::parse(&frame).unwrap();
+            if f.frame_type() == FrameType::LOOKUP
+                && MsgRef::parse(f.payload()).unwrap().target == me
+            {
+                to_all.push(to);
+            }
+        }
+    }
+    to_all
+}
+
+/// At 10,000 simulated nodes behind the default NAT mix, neighbourhoods formed in two
+/// halves that never learned of each other: every self-lookup started inside one half.
+/// Now each also leaves through [`SELF_LOOKUP_OUTSIDERS`] edges from outside our
+/// neighbourhood, drawn afresh each period.
+#[test]
+fn a_self_lookup_also_leaves_through_edges_outside_our_neighbourhood() {
+    let me = identity(1);
+    let my_id = me.node_id();
+    let mut config = CoreConfig::default();
+    config.maintenance.dead_sibling = Duration::from_secs(3600);
+    config.maintenance.dead_finger = Duration::from_secs(3600);
+    let mut core = Core::new(me, config, CoreRng::deterministic(5));
+    let peers: Vec<Identity> = (2000..2012).map(identity).collect();
+    for p in &peers {
+        edge(&mut core, p, now(1));
+    }
+    let closest = first_hops(&core.edges, &my_id).hops().to_vec();
+    assert_eq!(closest.len(), KMIN);
+    let mut outsider_sets = HashSet::new();
+    for period in 0..6u64 {
+        core.on_tick(now(1 + period * 61));
+        let hops = self_lookup_hops(&mut core);
+        let distinct: HashSet<NodeId> = hops.iter().copied().collect();
+        assert_eq!(hops.len(), distinct.len(), "no edge gets two copies");
+        assert_eq!(hops.len(), KMIN + SELF_LOOKUP_OUTSIDERS, "period {period}");
+        assert!(closest.iter().all(|c| distinct.contains(c)));
+        let mut outsiders: Vec<NodeId> =
+            hops.into_iter().filter(|h| !closest.contains(h)).collect();
+        outsiders.sort();
+        outsider_sets.insert(outsiders);
+    }
+    assert!(outsider_sets.len() > 1, "the outsiders are drawn afresh");
+}
+
+/// A node past the edge floor dialed nothing, so a neighbour it learned of later stayed
+/// unconnected and messages for it ended at nodes holding no edge to it. Now a known node
+/// closer to us than our `SIBLINGS`-th closest edge is dialed, one per tick, whatever the
+/// floor says; nodes farther than that are not.
+#[test]
+fn a_node_closer_than_our_siblings_is_dialed_past_the_floor() {
+    let me = identity(1);
+    let my_id = me.node_id();
+    let mut pool: Vec<Identity> = (3000..3400).map(identity).collect();
+    pool.sort_by_key(|i| i.node_id().distance(&my_id));
+    let mut config = CoreConfig::default();
+    config.maintenance.dead_sibling = Duration::from_secs(3600);
+    config.maintenance.dead_finger = Duration::from_secs(3600);
+    let mut core = Core::new(me, config, CoreRng::deterministic(9));
+    // The floor is met with the far end of the pool, all but its farthest node.
+    let (edges, outsider) = (&pool[399 - TARGET_EDGES..399], &pool[399]);
+    for p in edges {
+        edge(&mut core, p, now(1));
+    }
+    assert_eq!(core.edges.phase(), Phase::Normal);
+    core.on_tick(now(1));
+    while core.poll_action().is_some() {}
+    // A lookup's answer names two close nodes and one farther than all our edges.
+    let named = [&pool[0], &pool[1], outsider];
+    let far = &pool[398];
+    core.lookup(now(2), NodeId::from_bytes([0x55; 32]));
+    let nonce = lookup_nonces(&mut core)[0];
+    let contacts: Vec<Contact> = named
+        .iter()
+        .map(|n| Contact {
+            id: n.node_id(),
+            ed_pub: Some(n.ed_public()),
+            x_pub: None,
+            caps: Caps::default(),
+            addrs: vec![mem_addr(&n.node_id().short().to_string())],
+        })
+        .collect();
+    let mut payload = vec![0u8; NONCE_LEN + control::contacts_len(&contacts)];
+    control::encode_neighbors(&mut Writer::new(&mut payload), &nonce, &contacts).unwrap();
+    let mut frame = routed(
+        far,
+        far.ed_public(),
+        FrameType::NEIGHBORS,
+        my_id,
+        MAX_HOPS,
+        now(2),
+        &payload,
+    );
+    let _ = core.on_frame(now(2), far.node_id(), &mem_addr("a"), &mut frame);
+    let (_, dials) = lookups_and_dials(&mut core);
+    assert!(
+        dials.is_empty(),
+        "nothing dialed on the answer itself: {dials:?}"
+    );
+    let mut dialed = Vec::new();
+    for t in 3..6 {
+        core.on_tick(now(t));
+        let (_, d) = lookups_and_dials(&mut core);
+        assert!(d.len() <= 1, "one per tick");
+        dialed.extend(d);
+    }
+    dialed.sort();
+    let mut want = vec![pool[0].node_id(), pool[1].node_id()];
+    want.sort();
+    assert_eq!(
+        dialed, want,
+        "the two close nodes, once each; not the far one"
+    );
 }
