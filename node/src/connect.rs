@@ -612,12 +612,14 @@ impl Node {
     }
 
     /// Dials every address at once with `timeout` each; the first to authenticate as the
-    /// target and pass our admission becomes the edge, and the others are closed.
+    /// target and pass our admission becomes the edge, and the others are closed. `via`
+    /// names the relay that carries these dials, if one does.
     async fn dial_any(
         &self,
         target: NodeId,
         addrs: &[Addr],
         timeout: Duration,
+        via: Option<NodeId>,
     ) -> Result<(), StepError> {
         if addrs.is_empty() {
             return Err(StepError::NoAddresses);
@@ -634,7 +636,7 @@ impl Node {
         let mut last = StepError::NoAddresses;
         while let Some(joined) = dials.join_next().await {
             match joined {
-                Ok(Ok(conn)) => match self.adopt(&conn) {
+                Ok(Ok(conn)) => match self.adopt_via(&conn, via) {
                     Ok(()) => {
                         // The losers are aborted at once (a dial of an address that does not
                         // answer would otherwise hold us until its timeout); one that won
@@ -660,8 +662,20 @@ impl Node {
 
     /// Registers a connection we dialed as an edge (admission included).
     pub(crate) fn adopt(&self, conn: &Conn) -> Result<(), StepError> {
+        self.adopt_via(conn, None)
+    }
+
+    /// [`Node::adopt`] for a connection `via` carries, if a relay does: the carrier is
+    /// recorded before admission, so a crossed dial's tie-break sees it relayed, as the
+    /// callee does (its relay's bind says so).
+    pub(crate) fn adopt_via(&self, conn: &Conn, via: Option<NodeId>) -> Result<(), StepError> {
         let now = self.now();
         let mut core = lock(&self.0.core);
+        if let Some(relay) = via {
+            if !conn.is_closed() {
+                core.links_mut().relayed(link(conn), relay, None);
+            }
+        }
         let result = self.admit(&mut core, now, conn);
         self.drain(&mut core, now);
         match result {
@@ -736,9 +750,13 @@ impl<'a> Run<'a> {
         let (node, target) = (self.node, self.target);
         let now = node.now();
         match command {
-            Command::Dial { addrs, timeout } => {
+            Command::Dial {
+                addrs,
+                timeout,
+                via,
+            } => {
                 self.pending = Some(Box::pin(async move {
-                    Answer::Dialed(node.dial_any(target, &addrs, timeout).await)
+                    Answer::Dialed(node.dial_any(target, &addrs, timeout, via).await)
                 }));
             }
             Command::StartRendezvous => {
@@ -818,7 +836,7 @@ impl<'a> Run<'a> {
                     cascade.handle_relay_linked(now.mono, Ok(()), node.edge_now(&target));
                 } else {
                     self.pending = Some(Box::pin(async move {
-                        Answer::Linked(relay, node.dial_any(relay, &addrs, timeout).await)
+                        Answer::Linked(relay, node.dial_any(relay, &addrs, timeout, None).await)
                     }));
                 }
             }

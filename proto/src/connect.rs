@@ -217,6 +217,10 @@ pub enum Command {
         addrs: Vec<Addr>,
         /// Each dial's limit.
         timeout: Duration,
+        /// The relay these dials run through (a relay's granted address), so the driver
+        /// records the carrier before the edge is admitted: the crossed-dial tie-break reads
+        /// it, and the callee already counts the connection relayed.
+        via: Option<NodeId>,
     },
     /// Start a rendezvous and wait for its answer. Answers: [`Cascade::handle_rendezvous`],
     /// or [`Cascade::handle_rendezvous_refused`] if it could not start.
@@ -381,6 +385,7 @@ impl<D: Clone> Cascade<D> {
             c.commands.push_back(Command::Dial {
                 addrs: known,
                 timeout: config.direct_dial_timeout,
+                via: None,
             });
         }
         c
@@ -554,6 +559,7 @@ impl<D: Clone> Cascade<D> {
             self.commands.push_back(Command::Dial {
                 addrs: self.hints.clone(),
                 timeout: self.config.direct_dial_timeout,
+                via: None,
             });
         }
     }
@@ -656,6 +662,7 @@ impl<D: Clone> Cascade<D> {
                 self.commands.push_back(Command::Dial {
                     addrs: vec![addr],
                     timeout: RELAY_DIAL_TIMEOUT,
+                    via: self.relay,
                 });
             }
             Err(e) => {
@@ -681,6 +688,7 @@ impl<D: Clone> Cascade<D> {
         self.commands.push_back(Command::Dial {
             addrs: self.hints.clone(),
             timeout: deadline.since(now),
+            via: None,
         });
     }
 
@@ -829,6 +837,15 @@ mod tests {
         Command::Dial {
             addrs: addrs.iter().map(|a| addr(a)).collect(),
             timeout,
+            via: None,
+        }
+    }
+
+    fn relay_dial(granted: &str, relay: u8) -> Command {
+        Command::Dial {
+            addrs: vec![addr(granted)],
+            timeout: RELAY_DIAL_TIMEOUT,
+            via: Some(id(relay)),
         }
     }
 
@@ -937,7 +954,7 @@ mod tests {
         c.handle_relay_linked(ms(7600), Ok(()), EdgeNow::None);
         assert_eq!(drain(&mut c), [Command::AskRelay { relay: id(2) }]);
         c.handle_relay_answer(ms(7700), Ok(addr("via2")), EdgeNow::None);
-        assert_eq!(drain(&mut c), [dial(&["via2"], RELAY_DIAL_TIMEOUT)]);
+        assert_eq!(drain(&mut c), [relay_dial("via2", 2)]);
         c.handle_dialed(ms(7800), Ok(()), EdgeNow::Relayed);
         assert_eq!(
             c.outcome(),
@@ -1051,7 +1068,7 @@ mod tests {
         c.handle_relay_linked(ms(3250), Ok(()), EdgeNow::None);
         assert!(drain(&mut c).is_empty(), "linked once");
         c.handle_relay_answer(ms(3300), Ok(addr("via2")), EdgeNow::None);
-        assert_eq!(drain(&mut c), [dial(&["via2"], RELAY_DIAL_TIMEOUT)]);
+        assert_eq!(drain(&mut c), [relay_dial("via2", 2)]);
         c.handle_dialed(ms(3400), Err("refused"), EdgeNow::None);
         assert_eq!(
             c.outcome(),

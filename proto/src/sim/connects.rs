@@ -43,7 +43,7 @@ impl Sim {
         let now = self.wall(self.now);
         while let Some(command) = self.runs[c].cascade.poll_command() {
             match command {
-                Command::Dial { addrs, timeout } => {
+                Command::Dial { addrs, timeout, .. } => {
                     self.start_dial(from, to, eps(&addrs), timeout, Purpose::Connect(c));
                 }
                 Command::StartRendezvous => match self.cores[from].start_rendezvous(now, target) {
