@@ -42,8 +42,9 @@ pub const RELAY_BIND_TTL: Duration = Duration::from_secs(30);
 /// At most this many relay binds are remembered; later ones are not (the caller's edge is
 /// then taken as direct, which costs it only the relayed edge's special care).
 pub const MAX_RELAY_BINDS: usize = 64;
-/// At most this many of them from one relay, so one edge claiming to relay cannot take every
-/// slot and make honest relayed callers look direct.
+/// At most this many of them from one relay, and as many naming one host, so one edge
+/// claiming to relay (or a handful of identities on one machine) cannot take every slot and
+/// make honest relayed callers look direct.
 pub const MAX_RELAY_BINDS_PER_RELAY: usize = 8;
 /// At most this many attestation rounds (asking relays where they see a peer) at once.
 pub const MAX_ATTESTATION_ROUNDS: usize = 4;
@@ -80,8 +81,9 @@ pub struct Links {
 impl Links {
     /// A relay we hold an edge to says a caller will reach us from `addr` through it.
     /// Remembered until [`RELAY_BIND_TTL`] passes, within [`MAX_RELAY_BINDS`] in all and
-    /// [`MAX_RELAY_BINDS_PER_RELAY`] from one relay; false if full. The same bind again
-    /// only renews its deadline.
+    /// [`MAX_RELAY_BINDS_PER_RELAY`] from one relay or naming one host (a bind names an
+    /// address on its relay's host); false if full. The same bind again only renews its
+    /// deadline.
     pub fn bind(&mut self, now: Time, addr: Addr, relay: NodeId) -> bool {
         self.binds.retain(|(_, _, until)| *until > now);
         let until = now.after(RELAY_BIND_TTL);
@@ -94,7 +96,15 @@ impl Links {
             return true;
         }
         let from_relay = self.binds.iter().filter(|(_, r, _)| *r == relay).count();
-        if self.binds.len() >= MAX_RELAY_BINDS || from_relay >= MAX_RELAY_BINDS_PER_RELAY {
+        let on_host = self
+            .binds
+            .iter()
+            .filter(|(a, _, _)| same_host(a, &addr))
+            .count();
+        if self.binds.len() >= MAX_RELAY_BINDS
+            || from_relay >= MAX_RELAY_BINDS_PER_RELAY
+            || on_host >= MAX_RELAY_BINDS_PER_RELAY
+        {
             return false;
         }
         self.binds.push((addr, relay, until));
@@ -292,6 +302,13 @@ pub fn keep_new(new: Crossed, old: Crossed) -> bool {
     }
 }
 
+/// Both addresses on one host (one IP, any port), on the same network.
+fn same_host(a: &Addr, b: &Addr) -> bool {
+    use nodenet_nat::birthday::host_of;
+    let host = |e: &str| host_of(e).unwrap_or(e).to_owned();
+    a.net == b.net && nodenet_nat::birthday::same_host(&host(&a.endpoint), &host(&b.endpoint))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,16 +389,34 @@ mod tests {
     }
 
     #[test]
+    fn identities_on_one_host_cannot_take_every_bind() {
+        let mut l = Links::default();
+        let t0 = Time(0);
+        // One relay identity per bind, all on one machine.
+        for i in 0..MAX_RELAY_BINDS_PER_RELAY {
+            let relay = id(u8::try_from(i + 1).unwrap());
+            assert!(l.bind(t0, addr(&format!("10.0.0.1:{i}")), relay));
+        }
+        assert!(
+            !l.bind(t0, addr("10.0.0.1:999"), id(100)),
+            "the host's share is full, whoever claims to relay"
+        );
+        // A relay on another host still binds.
+        assert!(l.bind(t0, addr("10.0.0.2:1"), id(101)));
+    }
+
+    #[test]
     fn binds_are_bounded_and_expired_ones_make_room() {
         let mut l = Links::default();
         let t0 = Time(0);
         for i in 0..MAX_RELAY_BINDS {
             let relay = id(u8::try_from(i / MAX_RELAY_BINDS_PER_RELAY).unwrap());
-            assert!(l.bind(t0, addr(&format!("10.0.0.1:{i}")), relay));
+            let host = i / MAX_RELAY_BINDS_PER_RELAY;
+            assert!(l.bind(t0, addr(&format!("10.0.{host}.1:{i}")), relay));
         }
-        assert!(!l.bind(t0, addr("10.0.0.2:1"), id(200)), "full");
+        assert!(!l.bind(t0, addr("10.0.200.2:1"), id(200)), "full");
         assert_eq!(l.len(), MAX_RELAY_BINDS);
-        assert!(l.bind(t0.after(RELAY_BIND_TTL), addr("10.0.0.2:1"), id(200)));
+        assert!(l.bind(t0.after(RELAY_BIND_TTL), addr("10.0.200.2:1"), id(200)));
         assert_eq!(l.len(), 1);
     }
 
@@ -426,8 +461,7 @@ mod tests {
         let mut l = Links::default();
         assert!(l.begin_attestation(id(1)));
         assert!(!l.begin_attestation(id(1)), "one round per peer");
-        assert_eq!(MAX_ATTESTATION_ROUNDS, 4);
-        for b in 2..=4u8 {
+        for b in 2..=u8::try_from(MAX_ATTESTATION_ROUNDS).unwrap() {
             assert!(l.begin_attestation(id(b)));
         }
         assert!(!l.begin_attestation(id(100)), "bounded");
