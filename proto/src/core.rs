@@ -235,6 +235,9 @@ const COVERAGE_DEPTH: usize = 24;
 
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// A backoff that ended is remembered at least this long (or one more delay): a failure or
+/// a quick drop meanwhile doubles it. Longer than any maintenance tick.
+const BACKOFF_MEMORY: Duration = Duration::from_secs(60);
 const NONCE_TTL: Duration = Duration::from_secs(30);
 /// How long a lookup's breadcrumb lasts (its answer arrives well within this).
 const CRUMB_TTL: Duration = Duration::from_secs(10);

@@ -39,7 +39,24 @@ impl Core {
 
     /// An edge came up (dialed by us when `outbound`). Applies admission: PoW on the
     /// authenticated NodeId, the application's hook, the inbound cap, one edge per peer.
+    /// A peer we dialed and then refused is backed off as a failed dial is (without being
+    /// forgotten for it), so maintenance does not dial it again every tick.
     pub fn on_edge_up(
+        &mut self,
+        now: Now,
+        peer: NodeId,
+        key: Option<[u8; 32]>,
+        outbound: bool,
+        addr: &Addr,
+    ) -> Result<(), EdgeRefusal> {
+        let result = self.admit_edge(now, peer, key, outbound, addr);
+        if outbound && matches!(result, Err(e) if e != EdgeRefusal::Duplicate) {
+            self.back_off(now, &peer);
+        }
+        result
+    }
+
+    fn admit_edge(
         &mut self,
         now: Now,
         peer: NodeId,
@@ -71,7 +88,9 @@ impl Core {
             .then(|| SubnetKey::of_addr(addr.as_ref()))
             .flatten();
         self.edges.add(peer, outbound, subnet, now.mono);
-        self.backoff.remove(&peer);
+        // A backoff outlives the edge that follows it (the tick forgets it one delay after
+        // it ends): an edge that comes up and goes down at once doubles it, as a failed
+        // dial does.
         self.stats.edges_up += 1;
         self.actions
             .push_back(Action::Notify(NodeEvent::EdgeUp { peer, outbound }));
@@ -123,19 +142,17 @@ impl Core {
     }
 
     /// An edge went down. A lost edge is replaced at once when the floor needs it, by another
-    /// contact: the lost peer itself waits out the base backoff, so a peer that keeps closing
-    /// on us cannot spin us in a redial loop.
+    /// contact: the lost peer itself waits out a backoff, the base one after a long-lived
+    /// edge and a doubled one after an edge that went down soon after its last backoff
+    /// ended, so a peer that keeps accepting and closing on us cannot spin us in a redial
+    /// loop.
     pub fn on_edge_down(&mut self, now: Now, peer: &NodeId) {
         if self.edges.remove(peer).is_some() {
             self.stats.edges_down += 1;
             self.forget_edge(peer);
             self.actions
                 .push_back(Action::Notify(NodeEvent::EdgeDown { peer: *peer }));
-            self.backoff.entry(*peer).or_insert_with(|| Backoff {
-                until: now.mono.after(BACKOFF_BASE),
-                delay: BACKOFF_BASE / 2,
-                failures: 0,
-            });
+            self.back_off(now, peer);
             if self.edges.phase() < Phase::Normal {
                 self.fill(now, 1);
             }
@@ -154,20 +171,30 @@ impl Core {
     pub fn on_dial_failed(&mut self, now: Now, peer: &NodeId) {
         self.dialing.remove(peer);
         self.stats.dials_failed += 1;
-        let b = self.backoff.entry(*peer).or_insert(Backoff {
-            until: now.mono,
-            delay: BACKOFF_BASE / 2,
-            failures: 0,
-        });
+        let at_ceiling = self
+            .backoff
+            .get(peer)
+            .is_some_and(|b| b.delay >= BACKOFF_MAX);
+        let b = self.back_off(now, peer);
         b.failures += 1;
-        let at_ceiling = b.delay >= BACKOFF_MAX;
-        b.delay = (b.delay * 2).min(BACKOFF_MAX);
-        b.until = now.mono.after(b.delay);
         if at_ceiling && b.failures >= 3 {
             self.knowledge.remove(peer);
             self.backoff.remove(peer);
         }
         // An incumbent that could not be reached loses its slot to a stashed newcomer.
         self.knowledge.confirm(peer, false, now.mono);
+    }
+
+    /// Starts or doubles `peer`'s backoff: [`BACKOFF_BASE`] if none is remembered, else
+    /// twice the last delay, up to [`BACKOFF_MAX`].
+    fn back_off(&mut self, now: Now, peer: &NodeId) -> &mut Backoff {
+        let b = self.backoff.entry(*peer).or_insert(Backoff {
+            until: now.mono,
+            delay: BACKOFF_BASE / 2,
+            failures: 0,
+        });
+        b.delay = (b.delay * 2).min(BACKOFF_MAX);
+        b.until = now.mono.after(b.delay);
+        b
     }
 }

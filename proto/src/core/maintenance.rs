@@ -30,8 +30,11 @@ impl Core {
                 frame: small_frame(FrameType::PING, &[]),
             });
         }
+        // A backoff is remembered for a while after it ends (one more delay, at least
+        // BACKOFF_MEMORY, longer than a tick), so a peer that fails (or drops us) again
+        // meanwhile doubles it rather than starting over.
         self.backoff
-            .retain(|_, b| b.until > now.mono || b.delay >= BACKOFF_MAX);
+            .retain(|_, b| b.until.after(b.delay.max(BACKOFF_MEMORY)) > now.mono);
         self.pending.retain(|_, exp| *exp > now.mono);
         self.relay_hints.purge(now.mono);
         // A node closer to us than our closest edges comes first, in one of the tick's
@@ -168,11 +171,11 @@ impl Core {
             .knowledge
             .closest(&me, KMIN)
             .into_iter()
-            .find(|c| !c.addrs.is_empty() && !self.edges.contains(&c.id))
-            .filter(|c| self.backoff.get(&c.id).is_none_or(|b| b.until <= now.mono))
+            .filter(|c| !c.addrs.is_empty() && !self.edges.contains(&c.id))
+            .filter(|c| !self.dialing.contains(&c.id))
+            .find(|c| self.backoff.get(&c.id).is_none_or(|b| b.until <= now.mono))
             .cloned();
         if let Some(c) = pick {
-            self.stats.dials += 1;
             self.dial(c, DialKind::Fill);
         }
     }
@@ -198,9 +201,7 @@ impl Core {
             .find(|c| self.backoff.get(&c.id).is_none_or(|b| b.until <= now.mono))
             .cloned();
         let Some(c) = pick else { return false };
-        self.stats.dials += 1;
-        self.dial(c, DialKind::Fill);
-        true
+        self.dial(c, DialKind::Fill)
     }
 
     /// Starts a lookup of `target`: one signed Lookup, fanned out to the three closest edges.
@@ -388,7 +389,6 @@ impl Core {
             .cloned()
             .collect();
         for c in picks {
-            self.stats.dials += 1;
             self.dial(c, DialKind::Fill);
         }
     }
@@ -398,18 +398,23 @@ impl Core {
     /// [`MAX_DIAL_ADDRS`] addresses each (the rest are cut and counted), and the full dial
     /// timeout only for bootstrap contacts and probes of our own table's incumbents; anyone
     /// else gets [`NON_ANCHOR_DIAL_TIMEOUT`], as in the reference.
-    pub(super) fn dial(&mut self, mut contact: Contact, kind: DialKind) {
+    /// True if a dial started; maintenance dials (fill, upkeep, follow-ups) count in
+    /// `dials` only then.
+    pub(super) fn dial(&mut self, mut contact: Contact, kind: DialKind) -> bool {
         if contact.id == self.id
             || contact.addrs.is_empty()
             || self.edges.contains(&contact.id)
             || self.dialing.contains(&contact.id)
         {
-            return;
+            return false;
         }
         // Bootstrap contacts are the operator's: never cut. Everything else came from peers.
         if kind != DialKind::Bootstrap && self.dialing.len() >= MAX_DIALS_IN_FLIGHT {
             self.stats.dials_cut += 1;
-            return;
+            return false;
+        }
+        if kind == DialKind::Fill {
+            self.stats.dials += 1;
         }
         if contact.addrs.len() > MAX_DIAL_ADDRS {
             self.stats.dials_cut += (contact.addrs.len() - MAX_DIAL_ADDRS) as u64;
@@ -427,5 +432,6 @@ impl Core {
         };
         self.dialing.insert(contact.id);
         self.actions.push_back(Action::Dial { contact, timeout });
+        true
     }
 }

@@ -829,33 +829,14 @@ fn a_self_lookup_also_leaves_through_edges_outside_our_neighbourhood() {
     assert!(outsider_sets.len() > 1, "the outsiders are drawn afresh");
 }
 
-/// A node past the edge floor dialed nothing, so a neighbour it learned of later stayed
-/// unconnected and messages for it ended at nodes holding no edge to it. Now a known node
-/// closer to us than our `SIBLINGS`-th closest edge is dialed, one per tick, whatever the
-/// floor says; nodes farther than that are not.
-#[test]
-fn a_node_closer_than_our_siblings_is_dialed_past_the_floor() {
-    let me = identity(1);
-    let my_id = me.node_id();
-    let mut pool: Vec<Identity> = (3000..3400).map(identity).collect();
-    pool.sort_by_key(|i| i.node_id().distance(&my_id));
-    let mut config = CoreConfig::default();
-    config.maintenance.dead_sibling = Duration::from_secs(3600);
-    config.maintenance.dead_finger = Duration::from_secs(3600);
-    let mut core = Core::new(me, config, CoreRng::deterministic(9));
-    // The floor is met with the far end of the pool, all but its farthest node.
-    let (edges, outsider) = (&pool[399 - TARGET_EDGES..399], &pool[399]);
-    for p in edges {
-        edge(&mut core, p, now(1));
-    }
-    assert_eq!(core.edges.phase(), Phase::Normal);
-    core.on_tick(now(1));
-    while core.poll_action().is_some() {}
-    // A lookup's answer names two close nodes and one farther than all our edges.
-    let named = [&pool[0], &pool[1], outsider];
-    let far = &pool[398];
-    core.lookup(now(2), NodeId::from_bytes([0x55; 32]));
-    let nonce = lookup_nonces(&mut core)[0];
+/// `from` (one of our edges) answers our lookup `nonce`, naming `named`.
+fn answer_naming(
+    core: &mut Core,
+    from: &Identity,
+    nonce: [u8; NONCE_LEN],
+    named: &[&Identity],
+    t: Now,
+) {
     let contacts: Vec<Contact> = named
         .iter()
         .map(|n| Contact {
@@ -869,22 +850,76 @@ fn a_node_closer_than_our_siblings_is_dialed_past_the_floor() {
     let mut payload = vec![0u8; NONCE_LEN + control::contacts_len(&contacts)];
     control::encode_neighbors(&mut Writer::new(&mut payload), &nonce, &contacts).unwrap();
     let mut frame = routed(
-        far,
-        far.ed_public(),
+        from,
+        from.ed_public(),
         FrameType::NEIGHBORS,
-        my_id,
+        core.id(),
         MAX_HOPS,
-        now(2),
+        t,
         &payload,
     );
-    let _ = core.on_frame(now(2), far.node_id(), &mem_addr("a"), &mut frame);
+    let _ = core.on_frame(t, from.node_id(), &mem_addr("a"), &mut frame);
+}
+
+/// 400 identities, closest to `me` first.
+fn pool_by_distance(me: &Identity) -> Vec<Identity> {
+    let my_id = me.node_id();
+    let mut pool: Vec<Identity> = (3000..3400).map(identity).collect();
+    pool.sort_by_key(|i| i.node_id().distance(&my_id));
+    pool
+}
+
+/// We look something up and `from` answers, naming `named`.
+fn named_in_an_answer(core: &mut Core, from: &Identity, named: &[&Identity], t: Now) {
+    core.lookup(t, NodeId::from_bytes([0x55; 32]));
+    let nonce = lookup_nonces(core)[0];
+    answer_naming(core, from, nonce, named, t);
+}
+
+/// A core past its edge floor, with edges to the far end of `pool` (sorted by distance to
+/// it) and silent edges kept up for hours; the tick's own lookups and dials drained.
+fn core_past_the_floor(me: Identity, pool: &[Identity], seed: u64) -> Core {
+    let mut config = CoreConfig::default();
+    config.maintenance.dead_sibling = Duration::from_secs(3600);
+    config.maintenance.dead_finger = Duration::from_secs(3600);
+    let mut core = Core::new(me, config, CoreRng::deterministic(seed));
+    let n = pool.len();
+    for p in &pool[n - 1 - TARGET_EDGES..n - 1] {
+        edge(&mut core, p, now(1));
+    }
+    assert_eq!(core.edges.phase(), Phase::Normal);
+    core.on_tick(now(1));
+    while core.poll_action().is_some() {}
+    core
+}
+
+/// A node past the edge floor dialed nothing, so a neighbour it learned of later stayed
+/// unconnected and messages for it ended at nodes holding no edge to it. Now a known node
+/// closer to us than our `SIBLINGS`-th closest edge is dialed, one per tick, whatever the
+/// floor says; nodes farther than that are not.
+#[test]
+fn a_node_closer_than_our_siblings_is_dialed_past_the_floor() {
+    let me = identity(1);
+    let pool = pool_by_distance(&me);
+    // The floor is met with the far end of the pool, all but its farthest node.
+    let mut core = core_past_the_floor(me, &pool, 9);
+    // Our edges are not in our table (as peers that dialed us are not, until their own
+    // gossip names an address): the table's closest contacts are then the named ones,
+    // the outsider included, and only the bound keeps it from being dialed.
+    for p in &pool[399 - TARGET_EDGES..399] {
+        core.knowledge.remove(&p.node_id());
+    }
+    // A lookup's answer names two close nodes and one farther than all our edges.
+    let (far, outsider) = (&pool[398], &pool[399]);
+    named_in_an_answer(&mut core, far, &[&pool[0], &pool[1], outsider], now(2));
+    assert!(core.knowledge.get(&outsider.node_id()).is_some());
     let (_, dials) = lookups_and_dials(&mut core);
     assert!(
         dials.is_empty(),
         "nothing dialed on the answer itself: {dials:?}"
     );
     let mut dialed = Vec::new();
-    for t in 3..6 {
+    for t in 3..7 {
         core.on_tick(now(t));
         let (_, d) = lookups_and_dials(&mut core);
         assert!(d.len() <= 1, "one per tick");
@@ -897,4 +932,83 @@ fn a_node_closer_than_our_siblings_is_dialed_past_the_floor() {
         dialed, want,
         "the two close nodes, once each; not the far one"
     );
+}
+
+/// A close node that accepts our dial and drops the edge at once (or that our own admission
+/// refuses) was dialed again every tick, for ever: its backoff was cleared when the edge came
+/// up and restarted at one second when it went down. Now a drop soon after the last backoff
+/// doubles it, as a failed dial does.
+#[test]
+fn a_peer_that_keeps_dropping_us_is_dialed_ever_more_slowly() {
+    let me = identity(1);
+    let pool = pool_by_distance(&me);
+    let mut core = core_past_the_floor(me, &pool, 11);
+    let (far, churner) = (&pool[398], &pool[0]);
+    named_in_an_answer(&mut core, far, &[churner], now(2));
+    let _ = lookups_and_dials(&mut core);
+    let mut dials = 0;
+    for t in (3..603).step_by(5) {
+        core.on_tick(now(t));
+        for d in lookups_and_dials(&mut core).1 {
+            assert_eq!(d, churner.node_id());
+            dials += 1;
+            edge(&mut core, churner, now(t));
+            core.on_edge_down(now(t), &churner.node_id());
+            while core.poll_action().is_some() {}
+        }
+    }
+    // Doubling from 1 s: about ten dials in ten minutes, not one per 5 s tick (120).
+    assert!((3..=12).contains(&dials), "{dials} dials in 10 minutes");
+    assert!(
+        core.knowledge.get(&churner.node_id()).is_some(),
+        "it answered every dial: not forgotten"
+    );
+}
+
+/// The same for a node our own admission hook refuses each time we reach it.
+#[test]
+fn a_peer_our_admission_refuses_is_dialed_ever_more_slowly() {
+    let me = identity(1);
+    let pool = pool_by_distance(&me);
+    let mut core = core_past_the_floor(me, &pool, 12);
+    let (far, refused) = (&pool[398], pool[0].node_id());
+    core.set_admission(Box::new(move |peer: &NodeId| *peer != refused));
+    named_in_an_answer(&mut core, far, &[&pool[0]], now(2));
+    let _ = lookups_and_dials(&mut core);
+    let mut dials = 0;
+    for t in (3..603).step_by(5) {
+        core.on_tick(now(t));
+        for d in lookups_and_dials(&mut core).1 {
+            assert_eq!(d, refused);
+            dials += 1;
+            let up = core.on_edge_up(now(t), d, Some(pool[0].ed_public()), true, &mem_addr("r"));
+            assert_eq!(up, Err(EdgeRefusal::Refused));
+        }
+    }
+    assert!((3..=12).contains(&dials), "{dials} dials in 10 minutes");
+}
+
+/// A failed dial forgets its contact, but a lookup answer can name it again at once (a
+/// made-up contact close to us, at any address): its backoff was dropped on the next tick,
+/// so every tick dialed that address again, for as long as someone kept naming it. Now the
+/// backoff outlives the forgetting and doubles with each failure.
+#[test]
+fn a_contact_named_again_after_each_failed_dial_is_dialed_ever_more_slowly() {
+    let me = identity(1);
+    let pool = pool_by_distance(&me);
+    let mut core = core_past_the_floor(me, &pool, 13);
+    let (far, ghost) = (&pool[398], &pool[0]);
+    let mut dials = Vec::new();
+    for t in (3..603).step_by(5) {
+        named_in_an_answer(&mut core, far, &[ghost], now(t));
+        core.on_tick(now(t));
+        for d in lookups_and_dials(&mut core).1 {
+            assert_eq!(d, ghost.node_id());
+            dials.push(t);
+            core.on_dial_failed(now(t), &ghost.node_id());
+            assert!(core.knowledge.get(&ghost.node_id()).is_none(), "forgotten");
+        }
+    }
+    // Doubling from 1 s: about ten dials in ten minutes, not one per 5 s tick (120).
+    assert!((3..=12).contains(&dials.len()), "dialed at {dials:?}");
 }
