@@ -302,11 +302,36 @@ pub fn keep_new(new: Crossed, old: Crossed) -> bool {
     }
 }
 
-/// Both addresses on one host (one IP, any port), on the same network.
+/// Both addresses on one host, on the same network: one IPv4 address (an IPv4-mapped IPv6
+/// one counts as it), one IPv6 /64 (what one machine is usually given, as the transport's
+/// per-IP cap counts it), or one name for endpoints that are not IP literals.
 fn same_host(a: &Addr, b: &Addr) -> bool {
-    use nodenet_nat::birthday::host_of;
-    let host = |e: &str| host_of(e).unwrap_or(e).to_owned();
-    a.net == b.net && nodenet_nat::birthday::same_host(&host(&a.endpoint), &host(&b.endpoint))
+    a.net == b.net && host_key(&a.endpoint) == host_key(&b.endpoint)
+}
+
+#[derive(PartialEq, Eq)]
+enum HostKey<'a> {
+    V4(std::net::Ipv4Addr),
+    V6Net([u16; 4]),
+    Name(&'a str),
+}
+
+fn host_key(endpoint: &str) -> HostKey<'_> {
+    use std::net::IpAddr;
+    let host = nodenet_nat::birthday::host_of(endpoint).unwrap_or(endpoint);
+    match host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .map(|ip| ip.to_canonical())
+    {
+        Ok(IpAddr::V4(v4)) => HostKey::V4(v4),
+        Ok(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            HostKey::V6Net([s[0], s[1], s[2], s[3]])
+        }
+        Err(_) => HostKey::Name(host),
+    }
 }
 
 #[cfg(test)]
@@ -403,6 +428,28 @@ mod tests {
         );
         // A relay on another host still binds.
         assert!(l.bind(t0, addr("10.0.0.2:1"), id(101)));
+    }
+
+    #[test]
+    fn one_host_is_one_ipv4_address_or_one_ipv6_64() {
+        let same = |x: &str, y: &str| same_host(&addr(x), &addr(y));
+        assert!(same("10.0.0.1:1", "10.0.0.1:2"));
+        assert!(!same("10.0.0.1:1", "10.0.0.2:1"));
+        assert!(same("[::ffff:10.0.0.1]:1", "10.0.0.1:2"), "IPv4-mapped");
+        assert!(
+            same("[2001:db8:1:2::1]:1", "[2001:db8:1:2:ffff::9]:2"),
+            "one /64"
+        );
+        assert!(!same("[2001:db8:1:2::1]:1", "[2001:db8:1:3::1]:1"));
+        assert!(
+            same("alice:1", "alice:2") && !same("alice:1", "bob:1"),
+            "names"
+        );
+        assert!(!same("garbage", "10.0.0.1:1"));
+        assert!(
+            !same_host(&addr("10.0.0.1:1"), &Addr::new("mem", "10.0.0.1:1")),
+            "net"
+        );
     }
 
     #[test]
