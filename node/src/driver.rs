@@ -118,7 +118,6 @@ pub(crate) struct Shared {
     dials_rx: Mutex<Option<mpsc::Receiver<DialResult>>>,
     shutdown: watch::Sender<bool>,
     pub(crate) start: Instant,
-    tick: Duration,
     /// Open rendezvous requests: nonce → the caller waiting for the answer.
     pub(crate) waiters: Mutex<HashMap<[u8; RDV_NONCE_LEN], oneshot::Sender<Coordinates>>>,
     pub(crate) rendezvous_timeout: Duration,
@@ -487,18 +486,23 @@ impl Node {
             return;
         };
         let mut shutdown = self.0.shutdown.subscribe();
-        let mut tick = tokio::time::interval(self.0.tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One timer, at the core's word: maintenance ticks and self-lookup follow-ups.
+        let timer = tokio::time::sleep_until(self.0.start);
+        tokio::pin!(timer);
         loop {
+            let due = self.0.start + Duration::from_nanos(lock(&self.0.core).poll_timeout().0);
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
             // Biased, with the rare events first: a steady stream of inbound frames must not
             // starve maintenance or finished dials.
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|s| *s) => break,
-                _ = tick.tick() => {
+                () = &mut timer => {
                     let now = self.now();
                     let mut core = lock(&self.0.core);
-                    core.on_tick(now);
+                    core.handle_timeout(now);
                     self.drain(&mut core, now);
                 }
                 Some((contact, result)) = dials.recv() => self.on_dialed(contact, result),

@@ -7,8 +7,9 @@
 //! the same [`Cascade`] the tokio driver runs, with rendezvous, punch and relay requests
 //! answered by the cores; relays are public nodes that splice packets between two ports.
 //! Frames on an edge take a fixed one-way latency; a send to a dead node is silently lost, as
-//! it would be on a real network until the edge is reaped. Maintenance ticks are staggered
-//! per node. Everything is seeded, and nothing iterates a hash map: the same seed gives the
+//! it would be on a real network until the edge is reaped. Nodes' first maintenance ticks are
+//! spread over the first tick period; from then on each keeps one timer on its core's
+//! [`Core::poll_timeout`]. Everything is seeded, and nothing iterates a hash map: the same seed gives the
 //! same run.
 //!
 //! A connect that ends relayed between a symmetric NAT and an easy one is followed by a
@@ -67,6 +68,7 @@ enum Ev {
         at: usize,
         peer: usize,
     },
+    /// Node `i`'s timer ([`Core::poll_timeout`]): maintenance, or a self-lookup.
     Tick(usize),
     Volley {
         from: usize,
@@ -149,7 +151,10 @@ pub struct Sim {
     seq: u64,
     now: Time,
     latency: Duration,
-    tick: Duration,
+    /// When each node's pending timer event fires (`Time(u64::MAX)`: none pending).
+    timers: Vec<Time>,
+    /// Whether each node's first (staggered) tick came; before it, its timer stays there.
+    ticked: Vec<bool>,
     rng: u64,
     report: SimReport,
     first_hops: HashMap<(usize, [u8; 16]), u8>,
@@ -223,7 +228,8 @@ impl Sim {
             seq: 0,
             now: Time(0),
             latency,
-            tick,
+            timers: vec![Time(u64::MAX); kinds.len()],
+            ticked: vec![false; kinds.len()],
             rng: seed | 1,
             report: SimReport {
                 relayed_by: vec![0; kinds.len()],
@@ -250,7 +256,12 @@ impl Sim {
         for i in 0..sim.cores.len() {
             let tick_ns = u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX).max(1);
             let offset = Duration::from_nanos(sim.next() % tick_ns);
-            sim.push(Time(0).after(offset), Ev::Tick(i));
+            // Every node joins at once, and its first maintenance tick comes at a point
+            // spread over the first tick period, as for nodes started one by one: their
+            // timers do not fire in lockstep. From then on the core's deadline rules.
+            let first = Time(0).after(offset);
+            sim.timers[i] = first;
+            sim.push(first, Ev::Tick(i));
             if !public.is_empty() {
                 let pick = usize::try_from(sim.next() % public.len() as u64).unwrap_or(0);
                 let via = public[pick];
@@ -354,10 +365,13 @@ impl Sim {
         let now = self.wall(self.now);
         match ev {
             Ev::Tick(i) => {
-                if self.alive[i] {
-                    self.cores[i].on_tick(now);
+                // Only the node's pending timer: one that an earlier deadline replaced is
+                // stale.
+                if self.alive[i] && self.timers[i] == self.now {
+                    self.timers[i] = Time(u64::MAX);
+                    self.ticked[i] = true;
+                    self.cores[i].handle_timeout(now);
                     self.drain(i, now);
-                    self.push(self.now.after(self.tick), Ev::Tick(i));
                 }
             }
             Ev::Frame { to, from, frame } => self.on_frame(now, to, from, frame),

@@ -251,7 +251,6 @@ impl Builder {
         config.subnets = self
             .subnets
             .unwrap_or_else(|| transport.is_ip() && !loopback);
-        let maintenance_tick = config.maintenance.tick;
         let rng = self
             .seed
             .map_or_else(CoreRng::from_os, CoreRng::deterministic);
@@ -274,7 +273,6 @@ impl Builder {
             dials_rx: Mutex::new(Some(dials_rx)),
             shutdown,
             start: Instant::now(),
-            tick: maintenance_tick,
             waiters: Mutex::new(HashMap::new()),
             rendezvous_timeout: self.rendezvous_timeout,
             direct_dial_timeout: self.direct_dial_timeout,

@@ -152,7 +152,7 @@ impl Core {
             self.forget_edge(peer);
             self.actions
                 .push_back(Action::Notify(NodeEvent::EdgeDown { peer: *peer }));
-            self.back_off(now, peer);
+            self.back_off_known(now, peer);
             if self.edges.phase() < Phase::Normal {
                 self.fill(now, 1);
             }
@@ -167,7 +167,7 @@ impl Core {
     }
 
     /// A dial failed: back off from that contact, and forget it once it keeps failing at the
-    /// longest backoff.
+    /// longest backoff (its backoff stays, so a contact named again does not start over).
     pub fn on_dial_failed(&mut self, now: Now, peer: &NodeId) {
         self.dialing.remove(peer);
         self.stats.dials_failed += 1;
@@ -179,10 +179,17 @@ impl Core {
         b.failures += 1;
         if at_ceiling && b.failures >= 3 {
             self.knowledge.remove(peer);
-            self.backoff.remove(peer);
         }
         // An incumbent that could not be reached loses its slot to a stashed newcomer.
         self.knowledge.confirm(peer, false, now.mono);
+    }
+
+    /// [`Core::back_off`] for a peer we know an address of (one maintenance could dial): a
+    /// peer that only ever dialed us leaves no entry behind.
+    pub(super) fn back_off_known(&mut self, now: Now, peer: &NodeId) {
+        if self.knowledge.get(peer).is_some() {
+            self.back_off(now, peer);
+        }
     }
 
     /// Starts or doubles `peer`'s backoff: [`BACKOFF_BASE`] if none is remembered, else

@@ -4,10 +4,34 @@
 use super::*;
 
 impl Core {
-    /// Runs maintenance: reaps dead edges, pings idle ones, fills the floor, looks up our
-    /// neighbourhood, exchanges siblings and refreshes stale buckets.
+    /// When the core wants [`Core::handle_timeout`] next: the next maintenance tick (at
+    /// once for a new core, then [`Maintenance::tick`] after the last), or a
+    /// self-lookup due before it (a quick follow-up, or the first one once an edge is up).
+    /// Read it again after every input: an input can bring it closer.
+    pub fn poll_timeout(&self) -> Time {
+        if self.edges.is_empty() {
+            self.next_tick
+        } else {
+            self.next_tick.min(self.next_self_lookup)
+        }
+    }
+
+    /// The time [`Core::poll_timeout`] named came (or passed): runs maintenance if it is
+    /// due ([`Core::on_tick`]), else a self-lookup if that is due; early calls do nothing.
+    pub fn handle_timeout(&mut self, now: Now) {
+        if now.mono >= self.next_tick {
+            self.on_tick(now);
+        } else {
+            self.self_lookup_if_due(now);
+        }
+    }
+
+    /// Runs maintenance now, whenever it was due: reaps dead edges, pings idle ones, fills
+    /// the floor, looks up our neighbourhood, exchanges siblings and refreshes stale
+    /// buckets. The next one is due [`Maintenance::tick`] later.
     pub fn on_tick(&mut self, now: Now) {
         let m = self.config.maintenance.clone();
+        self.next_tick = now.mono.after(m.tick);
         let mut dead: Vec<NodeId> = self.edges.idle(now.mono, m.dead_sibling, true).collect();
         dead.extend(self.edges.idle(now.mono, m.dead_finger, false));
         for id in dead {
@@ -15,6 +39,7 @@ impl Core {
             if self.edges.remove(&id).is_some() {
                 self.stats.edges_down += 1;
                 self.forget_edge(&id);
+                self.back_off_known(now, &id);
                 self.actions
                     .push_back(Action::Notify(NodeEvent::EdgeDown { peer: id }));
             }
@@ -49,33 +74,7 @@ impl Core {
                 self.dial(c, DialKind::Bootstrap);
             }
         }
-        if now.mono >= self.next_self_lookup && !self.edges.is_empty() {
-            self.next_self_lookup = now.mono.after(m.self_lookup);
-            // A follow-up keeps its streak; a periodic lookup starts a new one.
-            let (streak, follow_up) = self.self_lookup_streak;
-            self.self_lookup_streak = (if follow_up { streak } else { 0 }, false);
-            // Through our closest edges, and through a few more edges from outside our
-            // neighbourhood, picked at random: a neighbourhood that formed in two halves
-            // stays split when every lookup for it starts inside one half (the coverage
-            // lookups' reason, for our own region).
-            let mut hops: Vec<NodeId> = first_hops(&self.edges, &self.id).hops().to_vec();
-            let mut others: Vec<NodeId> = self
-                .edges
-                .iter()
-                .map(|e| e.id)
-                .filter(|e| !hops.contains(e))
-                .collect();
-            for _ in 0..SELF_LOOKUP_OUTSIDERS {
-                if others.is_empty() {
-                    break;
-                }
-                let r = self.random32();
-                let i = usize::from(u16::from_le_bytes([r[0], r[1]])) % others.len();
-                hops.push(others.swap_remove(i));
-            }
-            let target = self.id;
-            self.self_lookup = self.lookup_via(now, target, &hops);
-        }
+        self.self_lookup_if_due(now);
         if now.mono >= self.next_sibling_exchange && !self.edges.is_empty() {
             self.next_sibling_exchange = now.mono.after(m.sibling_exchange);
             let siblings: Vec<NodeId> = self
@@ -103,6 +102,38 @@ impl Core {
             }
             self.coverage_lookups(now);
         }
+    }
+
+    /// Looks ourselves up if that is due (periodically, or as a quick follow-up).
+    fn self_lookup_if_due(&mut self, now: Now) {
+        if now.mono < self.next_self_lookup || self.edges.is_empty() {
+            return;
+        }
+        self.next_self_lookup = now.mono.after(self.config.maintenance.self_lookup);
+        // A follow-up keeps its streak; a periodic lookup starts a new one.
+        let (streak, follow_up) = self.self_lookup_streak;
+        self.self_lookup_streak = (if follow_up { streak } else { 0 }, false);
+        // Through our closest edges, and through a few more of our edges beyond them,
+        // picked at random: a neighbourhood that formed in two halves
+        // stays split when every lookup for it starts inside one half (the coverage
+        // lookups' reason, for our own region).
+        let mut hops: Vec<NodeId> = first_hops(&self.edges, &self.id).hops().to_vec();
+        let mut others: Vec<NodeId> = self
+            .edges
+            .iter()
+            .map(|e| e.id)
+            .filter(|e| !hops.contains(e))
+            .collect();
+        for _ in 0..SELF_LOOKUP_OUTSIDERS {
+            if others.is_empty() {
+                break;
+            }
+            let r = self.random32();
+            let i = usize::from(u16::from_le_bytes([r[0], r[1]])) % others.len();
+            hops.push(others.swap_remove(i));
+        }
+        let target = self.id;
+        self.self_lookup = self.lookup_via(now, target, &hops);
     }
 
     /// Looks up a random id in each of the (up to [`COVERAGE_LOOKUPS`]) farthest buckets that
@@ -379,6 +410,7 @@ impl Core {
         if want == 0 {
             return;
         }
+        // Contacts being dialed or backed off are passed over, not given a slot.
         let picks: Vec<Contact> = self
             .edges
             .replacement_candidates(&self.knowledge, want + self.dialing.len())

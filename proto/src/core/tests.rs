@@ -694,7 +694,7 @@ fn lookups_and_dials(core: &mut Core) -> (Vec<(NodeId, [u8; NONCE_LEN])>, Vec<No
 /// A self-lookup answered with a node closer to us than any we knew was followed by the
 /// next only a whole period (60 s) later: at 10,000 simulated nodes behind the default NAT
 /// mix, nodes did not know their own neighbourhood and 12% of routed messages were lost.
-/// Now such an answer dials the closer node and looks us up again 2 s later, at most
+/// Now such an answer dials the closer node and looks us up again 5 s later, at most
 /// `SELF_LOOKUP_FOLLOW_UPS` times in a row; an answer with nothing closer changes nothing.
 #[test]
 fn a_self_lookup_that_finds_a_closer_node_is_followed_up_soon() {
@@ -749,7 +749,7 @@ fn a_self_lookup_that_finds_a_closer_node_is_followed_up_soon() {
             [closer.node_id()],
             "step {step}: the closer node dialed"
         );
-        t += 2;
+        t += 5;
         core.on_tick(now(t));
         let (l, _) = lookups_and_dials(&mut core);
         nonce = self_lookup(&l).unwrap_or_else(|| panic!("step {step}: no follow-up"));
@@ -757,7 +757,7 @@ fn a_self_lookup_that_finds_a_closer_node_is_followed_up_soon() {
     // The streak is spent: the next closer answer waits for the period.
     answer(&mut core, nonce, &pool[0], now(t));
     let _ = lookups_and_dials(&mut core);
-    core.on_tick(now(t + 2));
+    core.on_tick(now(t + 5));
     assert_eq!(
         self_lookup(&lookups_and_dials(&mut core).0),
         None,
@@ -770,12 +770,63 @@ fn a_self_lookup_that_finds_a_closer_node_is_followed_up_soon() {
     answer(&mut core, nonce, far[1], now(t));
     let (_, dials) = lookups_and_dials(&mut core);
     assert!(dials.is_empty());
-    core.on_tick(now(t + 2));
+    core.on_tick(now(t + 5));
     assert_eq!(
         self_lookup(&lookups_and_dials(&mut core).0),
         None,
         "nothing closer"
     );
+}
+
+/// The core names its next deadline: the maintenance tick, or a self-lookup follow-up due
+/// before it, which then runs on its own (no maintenance with it) 5 s after its answer,
+/// not at the next tick.
+#[test]
+fn the_core_names_its_next_deadline_and_a_follow_up_keeps_it() {
+    let me = identity(1);
+    let pool = pool_by_distance(&me);
+    let mut config = CoreConfig::default();
+    config.maintenance.tick = Duration::from_secs(30);
+    let tick = config.maintenance.tick;
+    let mut core = Core::new(me, config, CoreRng::deterministic(4));
+    assert_eq!(core.poll_timeout(), Time(0), "a new core ticks at once");
+    let far = &pool[399];
+    edge(&mut core, far, now(1));
+    core.handle_timeout(now(1));
+    let next_tick = now(1).mono.after(tick);
+    assert_eq!(core.poll_timeout(), next_tick);
+    let self_lookup = |core: &mut Core| {
+        let me = core.id();
+        lookups_and_dials(core)
+            .0
+            .into_iter()
+            .find(|(t, _)| *t == me)
+            .map(|(_, n)| n)
+    };
+    let nonce = self_lookup(&mut core).expect("the first self-lookup, with the first tick");
+    // Early: nothing runs.
+    core.handle_timeout(now(2));
+    assert!(core.poll_action().is_none());
+    // An answer naming a closer node brings the deadline to 5 s after it.
+    answer_naming(&mut core, far, nonce, &[&pool[0]], now(2));
+    let _ = lookups_and_dials(&mut core);
+    assert_eq!(core.poll_timeout(), now(7).mono);
+    core.handle_timeout(now(7));
+    let mut sent = Vec::new();
+    while let Some(a) = core.poll_action() {
+        sent.push(a);
+    }
+    assert!(
+        sent.iter().all(|a| matches!(a, Action::Send { .. })),
+        "a self-lookup and no maintenance: {sent:?}"
+    );
+    assert!(!sent.is_empty(), "the follow-up went out");
+    assert_eq!(core.poll_timeout(), next_tick, "then the tick again");
+    core.handle_timeout(Now {
+        mono: next_tick,
+        ..now(31)
+    });
+    assert_eq!(core.poll_timeout(), next_tick.after(tick));
 }
 
 /// The recipients of every self-lookup the core queued.

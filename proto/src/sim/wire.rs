@@ -211,7 +211,21 @@ impl Sim {
         self.push(at, Ev::Frame { to, from, frame });
     }
 
+    /// Carries out node `i`'s actions, then sets its timer to the core's next deadline if
+    /// that came closer.
     pub(super) fn drain(&mut self, i: usize, _now: Now) {
+        self.drain_actions(i);
+        if !self.ticked[i] {
+            return;
+        }
+        let due = self.cores[i].poll_timeout().max(self.now);
+        if due < self.timers[i] {
+            self.timers[i] = due;
+            self.push(due, Ev::Tick(i));
+        }
+    }
+
+    fn drain_actions(&mut self, i: usize) {
         while let Some(action) = self.cores[i].poll_action() {
             match action {
                 Action::Send { to, frame } => {
