@@ -2,6 +2,7 @@
 //! the [`Core`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,7 +13,7 @@ use nodenet_rendezvous::{Coordinates, NONCE_LEN as RDV_NONCE_LEN};
 use nodenet_routing::{Contact, Time};
 use nodenet_transport::{Conn, Event, Packet, SendError as ConnSendError, Transport, next_event};
 use nodenet_wire::{Addr, FrameType};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::core::{
@@ -118,6 +119,10 @@ pub(crate) struct Shared {
     dials_rx: Mutex<Option<mpsc::Receiver<DialResult>>>,
     shutdown: watch::Sender<bool>,
     pub(crate) start: Instant,
+    /// The event loop's timer deadline (ns since `start`), and its wake-up for a core
+    /// deadline that an input outside the loop brought closer (see [`Node::drain`]).
+    deadline: AtomicU64,
+    wake: Notify,
     /// Open rendezvous requests: nonce → the caller waiting for the answer.
     pub(crate) waiters: Mutex<HashMap<[u8; RDV_NONCE_LEN], oneshot::Sender<Coordinates>>>,
     pub(crate) rendezvous_timeout: Duration,
@@ -490,7 +495,9 @@ impl Node {
         let timer = tokio::time::sleep_until(self.0.start);
         tokio::pin!(timer);
         loop {
-            let due = self.0.start + Duration::from_nanos(lock(&self.0.core).poll_timeout().0);
+            let due_ns = lock(&self.0.core).poll_timeout().0;
+            self.0.deadline.store(due_ns, Ordering::Release);
+            let due = self.0.start + Duration::from_nanos(due_ns);
             if timer.deadline() != due {
                 timer.as_mut().reset(due);
             }
@@ -499,6 +506,8 @@ impl Node {
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|s| *s) => break,
+                // A deadline brought closer outside the loop: read it again.
+                () = self.0.wake.notified() => {}
                 () = &mut timer => {
                     let now = self.now();
                     let mut core = lock(&self.0.core);

@@ -236,6 +236,8 @@ const COVERAGE_DEPTH: usize = 24;
 
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// The shortest maintenance tick and self-lookup period taken (shorter ones are raised).
+const MIN_PERIOD: Duration = Duration::from_millis(1);
 /// A backoff that ended is remembered at least this long (or one more delay): a failure or
 /// a quick drop meanwhile doubles it. Longer than any maintenance tick.
 const BACKOFF_MEMORY: Duration = Duration::from_secs(60);
@@ -407,7 +409,11 @@ impl std::fmt::Debug for Core {
 impl Core {
     /// A core for `identity`; `rng` makes its nonces and refresh targets
     /// ([`CoreRng::from_os`] for a real node).
-    pub fn new(identity: Identity, config: CoreConfig, rng: CoreRng) -> Self {
+    pub fn new(identity: Identity, mut config: CoreConfig, rng: CoreRng) -> Self {
+        // A zero period would make the core's deadline always due and spin its driver.
+        let m = &mut config.maintenance;
+        m.tick = m.tick.max(MIN_PERIOD);
+        m.self_lookup = m.self_lookup.max(MIN_PERIOD);
         let id = identity.node_id();
         Self {
             knowledge: {

@@ -273,6 +273,8 @@ impl Builder {
             dials_rx: Mutex::new(Some(dials_rx)),
             shutdown,
             start: Instant::now(),
+            deadline: AtomicU64::new(0),
+            wake: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
             rendezvous_timeout: self.rendezvous_timeout,
             direct_dial_timeout: self.direct_dial_timeout,

@@ -176,6 +176,11 @@ impl Node {
 
     /// Carries out the core's queued actions.
     pub(crate) fn drain(&self, core: &mut Core, now: Now) {
+        // An input handled outside the event loop (a dial of the application's, a
+        // connect's edge) may have brought the core's deadline closer than the loop's timer.
+        if core.poll_timeout().0 < self.0.deadline.load(Ordering::Acquire) {
+            self.0.wake.notify_one();
+        }
         while let Some(action) = core.poll_action() {
             match action {
                 Action::Send { to, frame } => match self.send_to(&to, &frame) {

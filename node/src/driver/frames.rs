@@ -229,8 +229,8 @@ impl Node {
             return;
         }
         let running = &self.0.punch_bursts;
-        if running.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= MAX_PUNCH_BURSTS {
-            running.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        if running.fetch_add(1, Ordering::AcqRel) >= MAX_PUNCH_BURSTS {
+            running.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         let node = self.clone();
@@ -251,9 +251,7 @@ impl Node {
                     let _ = node.0.transport.punch(a);
                 }
             }
-            node.0
-                .punch_bursts
-                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            node.0.punch_bursts.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }

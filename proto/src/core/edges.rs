@@ -187,7 +187,11 @@ impl Core {
     /// [`Core::back_off`] for a peer we know an address of (one maintenance could dial): a
     /// peer that only ever dialed us leaves no entry behind.
     pub(super) fn back_off_known(&mut self, now: Now, peer: &NodeId) {
-        if self.knowledge.get(peer).is_some() {
+        if self
+            .knowledge
+            .get(peer)
+            .is_some_and(|c| !c.addrs.is_empty())
+        {
             self.back_off(now, peer);
         }
     }

@@ -1039,6 +1039,39 @@ fn a_peer_our_admission_refuses_is_dialed_ever_more_slowly() {
     assert!((3..=12).contains(&dials), "{dials} dials in 10 minutes");
 }
 
+/// A peer that only ever dialed us (no address of it known) leaves no backoff entry when
+/// its edge goes down: fresh identities cycling through inbound edges cannot grow the map.
+#[test]
+fn a_peer_we_know_no_address_of_leaves_no_backoff() {
+    let me = identity(1);
+    let pool = pool_by_distance(&me);
+    let mut core = core_past_the_floor(me, &pool, 14);
+    let stranger = identity(9999);
+    core.on_edge_up(
+        now(2),
+        stranger.node_id(),
+        Some(stranger.ed_public()),
+        false,
+        &mem_addr("s"),
+    )
+    .unwrap();
+    while core.poll_action().is_some() {}
+    // Over IP it would be known without an address; here the in-memory name was taken:
+    // take it back.
+    core.knowledge.remove(&stranger.node_id());
+    core.on_edge_down(now(3), &stranger.node_id());
+    assert!(!core.backoff.contains_key(&stranger.node_id()));
+    // A peer we know does get one.
+    let known = &pool[399 - TARGET_EDGES];
+    assert!(
+        core.knowledge
+            .get(&known.node_id())
+            .is_some_and(|c| !c.addrs.is_empty())
+    );
+    core.on_edge_down(now(3), &known.node_id());
+    assert!(core.backoff.contains_key(&known.node_id()));
+}
+
 /// A failed dial forgets its contact, but a lookup answer can name it again at once (a
 /// made-up contact close to us, at any address): its backoff was dropped on the next tick,
 /// so every tick dialed that address again, for as long as someone kept naming it. Now the
