@@ -340,7 +340,7 @@ pub const DETOUR_TTL: u8 = 3;
 /// the dial is up, lost five points of 10,000-node delivery).
 const SELF_LOOKUP_FOLLOW_UP: Duration = Duration::from_secs(5);
 const SELF_LOOKUP_FOLLOW_UPS: u8 = 6;
-/// Edges from outside our neighbourhood a self-lookup also goes through.
+/// Edges beyond our three closest, drawn at random, that a self-lookup also goes through.
 const SELF_LOOKUP_OUTSIDERS: usize = 4;
 
 /// The application's edge admission hook: true admits the peer.

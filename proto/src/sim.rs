@@ -9,8 +9,8 @@
 //! Frames on an edge take a fixed one-way latency; a send to a dead node is silently lost, as
 //! it would be on a real network until the edge is reaped. Nodes' first maintenance ticks are
 //! spread over the first tick period; from then on each keeps one timer on its core's
-//! [`Core::poll_timeout`]. Everything is seeded, and nothing iterates a hash map: the same seed gives the
-//! same run.
+//! [`Core::poll_timeout`]. Everything is seeded, and nothing iterates a hash map: the same
+//! seed gives the same run.
 //!
 //! A connect that ends relayed between a symmetric NAT and an easy one is followed by a
 //! birthday punch ([`crate::birthday::Attempt`], played packet by packet on the network;

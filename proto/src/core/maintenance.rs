@@ -202,9 +202,7 @@ impl Core {
             .knowledge
             .closest(&me, KMIN)
             .into_iter()
-            .filter(|c| !c.addrs.is_empty() && !self.edges.contains(&c.id))
-            .filter(|c| !self.dialing.contains(&c.id))
-            .find(|c| self.backoff.get(&c.id).is_none_or(|b| b.until <= now.mono))
+            .find(|c| self.may_dial(c, now))
             .cloned();
         if let Some(c) = pick {
             self.dial(c, DialKind::Fill);
@@ -227,12 +225,19 @@ impl Core {
             .closest(&me, SIBLINGS)
             .into_iter()
             .filter(|c| bound.is_none_or(|b| c.id.distance(&me) < b))
-            .filter(|c| !c.addrs.is_empty() && !self.edges.contains(&c.id))
-            .filter(|c| !self.dialing.contains(&c.id))
-            .find(|c| self.backoff.get(&c.id).is_none_or(|b| b.until <= now.mono))
+            .find(|c| self.may_dial(c, now))
             .cloned();
         let Some(c) = pick else { return false };
         self.dial(c, DialKind::Fill)
+    }
+
+    /// Whether maintenance may dial `c` now: it has an address, is not an edge or being
+    /// dialed, and is not backed off.
+    fn may_dial(&self, c: &Contact, now: Now) -> bool {
+        !c.addrs.is_empty()
+            && !self.edges.contains(&c.id)
+            && !self.dialing.contains(&c.id)
+            && self.backoff.get(&c.id).is_none_or(|b| b.until <= now.mono)
     }
 
     /// Starts a lookup of `target`: one signed Lookup, fanned out to the three closest edges.
@@ -410,13 +415,13 @@ impl Core {
         if want == 0 {
             return;
         }
-        // Contacts being dialed or backed off are passed over, not given a slot.
+        // A candidate being dialed or backed off keeps its slot (letting the next of its
+        // bucket stand in lost delivery: see ARCHITECTURE's departures).
         let picks: Vec<Contact> = self
             .edges
             .replacement_candidates(&self.knowledge, want + self.dialing.len())
             .into_iter()
-            .filter(|c| !self.dialing.contains(&c.id))
-            .filter(|c| self.backoff.get(&c.id).is_none_or(|b| b.until <= now.mono))
+            .filter(|c| self.may_dial(c, now))
             .take(want)
             .cloned()
             .collect();
