@@ -23,7 +23,7 @@ use nodenet_nat::birthday::encode_probe;
 use nodenet_proto::birthday::{
     Answer, Attempt, Command, Outcome, Role, Verdict, played, respond, unplayed, worth_attesting,
 };
-use nodenet_transport::BirthdayParams;
+use nodenet_transport::{BirthdayError, BirthdayParams};
 use nodenet_wire::Addr;
 use tokio::sync::oneshot;
 
@@ -337,12 +337,11 @@ impl Node {
         let probe = encode_probe(&nonce);
         let (ok, sent) = match role {
             Role::Hard { easy } => {
-                match self
-                    .0
-                    .transport
-                    .birthday_hard(peer, &easy, &probe, params)
-                    .await
-                {
+                let playing = match self.0.transport.as_birthday() {
+                    Some(b) => b.birthday_hard(peer, &easy, &probe, params),
+                    None => Box::pin(std::future::ready(Err(BirthdayError::Unsupported))),
+                };
+                match playing.await {
                     Ok(conn) => {
                         let adopted = self.adopt(&conn).is_ok();
                         if adopted {
@@ -364,7 +363,10 @@ impl Node {
                 // The edge we hold now (relayed: on the callee's side of a relay it is not
                 // marked so) does not count; the hard side's dial brings a new one.
                 let before = self.conn_to(&peer).map(|c| c.id());
-                let probing = self.0.transport.birthday_easy(&host, &probe, params);
+                let probing = match self.0.transport.as_birthday() {
+                    Some(b) => b.birthday_easy(&host, &probe, params),
+                    None => Box::pin(std::future::ready(Err(BirthdayError::Unsupported))),
+                };
                 let arrived = async {
                     loop {
                         tokio::time::sleep(WATCH_EVERY).await;

@@ -10,7 +10,7 @@ use nodenet_identity::Identity;
 use nodenet_kad::NodeId;
 use nodenet_routing::msg::{self, MsgFields};
 use nodenet_transport::mem::{Hub, MemTransport};
-use nodenet_transport::{Conn, Transport};
+use nodenet_transport::{Conn, Relay, Transport};
 use nodenet_wire::{Addr, Frame, FrameType, Writer};
 
 fn identity(i: u32) -> Identity {

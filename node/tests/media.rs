@@ -11,9 +11,9 @@ use nodenet::{
     OpenMediaError, Transport,
 };
 use nodenet_identity::Identity;
-use nodenet_transport::CloseReason;
 use nodenet_transport::mem::{Hub, LinkModel};
 use nodenet_transport::quic::{QuicConfig, QuicTransport};
+use nodenet_transport::{CloseReason, Media};
 use tokio::time::Instant;
 
 fn identity(i: u32) -> Identity {

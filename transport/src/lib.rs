@@ -25,11 +25,14 @@
 //!
 //! # Capabilities
 //!
-//! What only some transports can do has a provided trait method that says so:
-//! [`Transport::relay`] ([`RelayError::Unsupported`]) and [`Transport::open_media`]
-//! ([`MediaError::Unsupported`]) and [`Transport::open_stream`] ([`StreamError::Unsupported`]).
-//! Both shipped transports do all three. Inbound media sessions and streams surface on the
-//! event stream as [`Event::Media`] and [`Event::Stream`].
+//! [`Transport`] is only what every transport does: dial, events, close, counters. What only
+//! some can do is a capability trait of its own, which a transport hands out through an
+//! `as_*` method that returns `None` unless it overrides it: [`Punch`]
+//! ([`Transport::as_punch`]), [`Relay`], [`Birthday`], [`Media`] and [`Streams`]. A
+//! transport with none of them still carries a node: routed frames and direct edges work,
+//! and what it lacks fails with a typed "unsupported" error. Both shipped transports have
+//! all five. Inbound media sessions and streams surface on the event stream as
+//! [`Event::Media`] and [`Event::Stream`].
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -97,45 +100,51 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// True when addresses are IP `host:port` literals, so callers can account by subnet.
     fn is_ip(&self) -> bool;
 
+    /// This transport's punch datagrams, if it has them ([`Punch`]).
+    fn as_punch(&self) -> Option<&dyn Punch> {
+        None
+    }
+
+    /// This transport's volunteer relay sessions, if it has them ([`Relay`]).
+    fn as_relay(&self) -> Option<&dyn Relay> {
+        None
+    }
+
+    /// This transport's birthday sockets, if it has them ([`Birthday`]).
+    fn as_birthday(&self) -> Option<&dyn Birthday> {
+        None
+    }
+
+    /// This transport's media sessions, if it has them ([`Media`]).
+    fn as_media(&self) -> Option<&dyn Media> {
+        None
+    }
+
+    /// This transport's application streams, if it has them ([`Streams`]).
+    fn as_streams(&self) -> Option<&dyn Streams> {
+        None
+    }
+}
+
+/// Hole punching: a datagram from the socket peers see us at.
+pub trait Punch: Send + Sync {
     /// Sends one punch datagram toward `addr` from the socket peers see us at: it opens our
     /// NAT's mapping (and filter) toward that address so the peer's packets can come in. Best
     /// effort, like any UDP datagram; refused for an address no peer can be at.
     fn punch(&self, addr: &Addr) -> Result<(), PunchError>;
+}
 
+/// Volunteer relaying: packets carried unread between two fresh endpoints.
+pub trait Relay: Send + Sync {
     /// Opens a volunteer relay session: a fresh endpoint for the caller and one for the
     /// callee, between which packets are carried unread (end-to-end encryption stays between
     /// the peers). Returns (caller's endpoint, callee's endpoint); the session ends by itself
-    /// when idle. A transport that cannot relay says [`RelayError::Unsupported`].
-    fn relay(&self) -> Result<(Addr, Addr), RelayError> {
-        Err(RelayError::Unsupported)
-    }
+    /// when idle. [`RelayError::Busy`] when every session slot is taken.
+    fn relay(&self) -> Result<(Addr, Addr), RelayError>;
+}
 
-    /// Opens a media session to `remote` at `addr` (the address its live edge runs over, so
-    /// the session rides the same path): a connection of its own, authenticated as `remote`.
-    /// [`MediaError::Unsupported`] if the peer (or this transport) has no media.
-    fn open_media(
-        &self,
-        remote: NodeId,
-        addr: &Addr,
-    ) -> BoxFuture<'static, Result<MediaSession, MediaError>> {
-        let _ = (remote, addr);
-        Box::pin(std::future::ready(Err(MediaError::Unsupported)))
-    }
-
-    /// Opens a stream to `remote` at `addr` (the address its live edge runs over) for the
-    /// application `protocol`, and waits for the peer's answer. Over QUIC it rides a
-    /// connection of its own, authenticated as `remote`. [`StreamError::Unsupported`] if the
-    /// peer (or this transport) has no streams.
-    fn open_stream(
-        &self,
-        remote: NodeId,
-        addr: &Addr,
-        protocol: &str,
-    ) -> BoxFuture<'static, Result<(SendStream, RecvStream), StreamError>> {
-        let _ = (remote, addr, protocol);
-        Box::pin(std::future::ready(Err(StreamError::Unsupported)))
-    }
-
+/// Birthday punching of a symmetric NAT: many sockets on one side, many ports on the other.
+pub trait Birthday: Send + Sync {
     /// The hard side of a birthday punch (we sit behind a symmetric NAT): opens
     /// `params.sockets` fresh sockets, sends `probe` from each toward `easy` (the peer's
     /// confirmed mapping) at `params.ttl`, waits for that same `probe` to come back from
@@ -147,10 +156,7 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         easy: &Addr,
         probe: &[u8],
         params: BirthdayParams,
-    ) -> BoxFuture<'static, Result<Conn, BirthdayError>> {
-        let _ = (remote, easy, probe, params);
-        Box::pin(std::future::ready(Err(BirthdayError::Unsupported)))
-    }
+    ) -> BoxFuture<'static, Result<Conn, BirthdayError>>;
 
     /// The easy side of a birthday punch: sends `probe` from our one socket to distinct
     /// random ports of `host` (the hard side's public IP), `params.probe_rate` a second, at
@@ -160,13 +166,36 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         host: &str,
         probe: &[u8],
         params: BirthdayParams,
-    ) -> BoxFuture<'static, Result<u32, BirthdayError>> {
-        let _ = (host, probe, params);
-        Box::pin(std::future::ready(Err(BirthdayError::Unsupported)))
-    }
+    ) -> BoxFuture<'static, Result<u32, BirthdayError>>;
 }
 
-/// The shape of one birthday attempt (see [`Transport::birthday_hard`]).
+/// Media sessions: unreliable, encrypted datagrams beside the edge.
+pub trait Media: Send + Sync {
+    /// Opens a media session to `remote` at `addr` (the address its live edge runs over, so
+    /// the session rides the same path): a connection of its own, authenticated as `remote`.
+    /// [`MediaError::Unsupported`] if the peer has no media.
+    fn open_media(
+        &self,
+        remote: NodeId,
+        addr: &Addr,
+    ) -> BoxFuture<'static, Result<MediaSession, MediaError>>;
+}
+
+/// Application streams: reliable, flow-controlled byte pipes beside the edge.
+pub trait Streams: Send + Sync {
+    /// Opens a stream to `remote` at `addr` (the address its live edge runs over) for the
+    /// application `protocol`, and waits for the peer's answer. Over QUIC it rides a
+    /// connection of its own, authenticated as `remote`. [`StreamError::Unsupported`] if the
+    /// peer has no streams.
+    fn open_stream(
+        &self,
+        remote: NodeId,
+        addr: &Addr,
+        protocol: &str,
+    ) -> BoxFuture<'static, Result<(SendStream, RecvStream), StreamError>>;
+}
+
+/// The shape of one birthday attempt (see [`Birthday::birthday_hard`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BirthdayParams {
     /// Sockets the hard side opens.
@@ -202,7 +231,7 @@ pub enum BirthdayError {
     Dial(DialError),
 }
 
-/// Why [`Transport::relay`] refused.
+/// Why [`Relay::relay`] refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RelayError {
@@ -217,7 +246,7 @@ pub enum RelayError {
     Io(String),
 }
 
-/// Why [`Transport::punch`] refused.
+/// Why [`Punch::punch`] refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PunchError {

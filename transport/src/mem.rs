@@ -32,8 +32,9 @@ use nat::*;
 pub use nat::{CLAIM_TTL, Filtering, Mapping, NatModel};
 
 use crate::{
-    Addr, BoxFuture, CloseReason, Conn, ConnSet, Counters, DialError, Direction, Event, Events,
-    Packet, PunchError, RelayError, Transport, TransportStats,
+    Addr, Birthday, BoxFuture, CloseReason, Conn, ConnSet, Counters, DialError, Direction, Event,
+    Events, Media, Packet, Punch, PunchError, Relay, RelayError, Streams, Transport,
+    TransportStats,
 };
 
 /// The network name of in-memory addresses.
@@ -130,73 +131,28 @@ impl Transport for MemTransport {
         false
     }
 
-    fn relay(&self) -> Result<(Addr, Addr), RelayError> {
-        let hub = self.0.hub.upgrade().ok_or(RelayError::Unsupported)?;
-        let mut state = lock(&hub.state);
-        state.next_relay += 1;
-        let n = state.next_relay;
-        let host = host_of(&self.0.addr.endpoint).to_owned();
-        let (caller, callee) = (
-            format!("{host}:{}", 40000 + 2 * n),
-            format!("{host}:{}", 40001 + 2 * n),
-        );
-        state.relays.insert(caller.clone(), callee.clone());
-        Ok((Addr::new(NET, caller), Addr::new(NET, callee)))
+    fn as_punch(&self) -> Option<&dyn Punch> {
+        Some(self)
     }
 
-    fn birthday_hard(
-        &self,
-        remote: NodeId,
-        easy: &Addr,
-        probe: &[u8],
-        params: crate::BirthdayParams,
-    ) -> BoxFuture<'static, Result<Conn, crate::BirthdayError>> {
-        let this = self.clone();
-        let (easy, probe) = (easy.clone(), probe.to_vec());
-        Box::pin(async move { this.birthday_hard_now(remote, &easy, probe, params).await })
+    fn as_relay(&self) -> Option<&dyn Relay> {
+        Some(self)
     }
 
-    fn birthday_easy(
-        &self,
-        host: &str,
-        probe: &[u8],
-        params: crate::BirthdayParams,
-    ) -> BoxFuture<'static, Result<u32, crate::BirthdayError>> {
-        let this = self.clone();
-        let (host, probe) = (host.to_owned(), probe.to_vec());
-        Box::pin(async move { this.birthday_easy_now(&host, &probe, params).await })
+    fn as_birthday(&self) -> Option<&dyn Birthday> {
+        Some(self)
     }
 
-    fn open_media(
-        &self,
-        remote: NodeId,
-        addr: &Addr,
-    ) -> BoxFuture<'static, Result<crate::MediaSession, crate::MediaError>> {
-        let result = self
-            .resolve(remote, addr)
-            .map_err(crate::MediaError::Dial)
-            .and_then(|(target, source)| media::open(&self.0, &target, addr, source));
-        Box::pin(std::future::ready(result))
+    fn as_media(&self) -> Option<&dyn Media> {
+        Some(self)
     }
 
-    fn open_stream(
-        &self,
-        remote: NodeId,
-        addr: &Addr,
-        protocol: &str,
-    ) -> BoxFuture<'static, Result<(crate::SendStream, crate::RecvStream), crate::StreamError>>
-    {
-        match self.resolve(remote, addr) {
-            Ok((target, source)) => Box::pin(stream::open(
-                self.0.clone(),
-                target,
-                source,
-                protocol.to_owned(),
-            )),
-            Err(e) => Box::pin(std::future::ready(Err(crate::StreamError::Dial(e)))),
-        }
+    fn as_streams(&self) -> Option<&dyn Streams> {
+        Some(self)
     }
+}
 
+impl Punch for MemTransport {
     fn punch(&self, addr: &Addr) -> Result<(), PunchError> {
         if self.0.events.is_closed() {
             return Err(PunchError::Closed);
@@ -244,6 +200,81 @@ impl Transport for MemTransport {
             });
         }
         Ok(())
+    }
+}
+
+impl Relay for MemTransport {
+    fn relay(&self) -> Result<(Addr, Addr), RelayError> {
+        let hub = self.0.hub.upgrade().ok_or(RelayError::Unsupported)?;
+        let mut state = lock(&hub.state);
+        state.next_relay += 1;
+        let n = state.next_relay;
+        let host = host_of(&self.0.addr.endpoint).to_owned();
+        let (caller, callee) = (
+            format!("{host}:{}", 40000 + 2 * n),
+            format!("{host}:{}", 40001 + 2 * n),
+        );
+        state.relays.insert(caller.clone(), callee.clone());
+        Ok((Addr::new(NET, caller), Addr::new(NET, callee)))
+    }
+}
+
+impl Birthday for MemTransport {
+    fn birthday_hard(
+        &self,
+        remote: NodeId,
+        easy: &Addr,
+        probe: &[u8],
+        params: crate::BirthdayParams,
+    ) -> BoxFuture<'static, Result<Conn, crate::BirthdayError>> {
+        let this = self.clone();
+        let (easy, probe) = (easy.clone(), probe.to_vec());
+        Box::pin(async move { this.birthday_hard_now(remote, &easy, probe, params).await })
+    }
+
+    fn birthday_easy(
+        &self,
+        host: &str,
+        probe: &[u8],
+        params: crate::BirthdayParams,
+    ) -> BoxFuture<'static, Result<u32, crate::BirthdayError>> {
+        let this = self.clone();
+        let (host, probe) = (host.to_owned(), probe.to_vec());
+        Box::pin(async move { this.birthday_easy_now(&host, &probe, params).await })
+    }
+}
+
+impl Media for MemTransport {
+    fn open_media(
+        &self,
+        remote: NodeId,
+        addr: &Addr,
+    ) -> BoxFuture<'static, Result<crate::MediaSession, crate::MediaError>> {
+        let result = self
+            .resolve(remote, addr)
+            .map_err(crate::MediaError::Dial)
+            .and_then(|(target, source)| media::open(&self.0, &target, addr, source));
+        Box::pin(std::future::ready(result))
+    }
+}
+
+impl Streams for MemTransport {
+    fn open_stream(
+        &self,
+        remote: NodeId,
+        addr: &Addr,
+        protocol: &str,
+    ) -> BoxFuture<'static, Result<(crate::SendStream, crate::RecvStream), crate::StreamError>>
+    {
+        match self.resolve(remote, addr) {
+            Ok((target, source)) => Box::pin(stream::open(
+                self.0.clone(),
+                target,
+                source,
+                protocol.to_owned(),
+            )),
+            Err(e) => Box::pin(std::future::ready(Err(crate::StreamError::Dial(e)))),
+        }
     }
 }
 

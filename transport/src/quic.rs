@@ -36,9 +36,9 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use tokio::sync::mpsc;
 
 use crate::{
-    Addr, BoxFuture, CloseReason, Conn, ConnSet, Counters, DialError, Direction, Event, Events,
-    MAX_PACKET_LEN, Packet, PunchError, RecvStream, RelayError, SendStream, SizeClass, StreamError,
-    Transport, TransportStats,
+    Addr, Birthday, BoxFuture, CloseReason, Conn, ConnSet, Counters, DialError, Direction, Event,
+    Events, MAX_PACKET_LEN, Media, Packet, Punch, PunchError, RecvStream, Relay, RelayError,
+    SendStream, SizeClass, StreamError, Streams, Transport, TransportStats,
 };
 
 mod accept;
@@ -253,6 +253,42 @@ impl Transport for QuicTransport {
         true
     }
 
+    fn as_punch(&self) -> Option<&dyn Punch> {
+        Some(self)
+    }
+
+    fn as_relay(&self) -> Option<&dyn Relay> {
+        Some(self)
+    }
+
+    fn as_birthday(&self) -> Option<&dyn Birthday> {
+        Some(self)
+    }
+
+    fn as_media(&self) -> Option<&dyn Media> {
+        Some(self)
+    }
+
+    fn as_streams(&self) -> Option<&dyn Streams> {
+        Some(self)
+    }
+}
+
+impl Punch for QuicTransport {
+    fn punch(&self, addr: &Addr) -> Result<(), PunchError> {
+        // A literal ip:port only: resolving a name a peer handed us would let it aim us.
+        let target = (addr.net == NET)
+            .then(|| addr.endpoint.parse::<SocketAddr>().ok())
+            .flatten()
+            .ok_or_else(|| PunchError::BadAddr {
+                addr: addr.clone(),
+                why: "not a literal quic ip:port",
+            })?;
+        self.punch_to(target)
+    }
+}
+
+impl Relay for QuicTransport {
     fn relay(&self) -> Result<(Addr, Addr), RelayError> {
         let (caller, callee) = relay::open(self.0.local.ip(), &self.0.relays, &self.0.counters)?;
         Ok((
@@ -260,29 +296,9 @@ impl Transport for QuicTransport {
             Addr::new(NET, callee.to_string()),
         ))
     }
+}
 
-    fn open_media(
-        &self,
-        remote: NodeId,
-        addr: &Addr,
-    ) -> BoxFuture<'static, Result<crate::MediaSession, crate::MediaError>> {
-        Box::pin(media::open(self.0.clone(), remote, addr.clone()))
-    }
-
-    fn open_stream(
-        &self,
-        remote: NodeId,
-        addr: &Addr,
-        protocol: &str,
-    ) -> BoxFuture<'static, Result<(SendStream, RecvStream), StreamError>> {
-        Box::pin(stream::open(
-            self.0.clone(),
-            remote,
-            addr.clone(),
-            protocol.to_owned(),
-        ))
-    }
-
+impl Birthday for QuicTransport {
     fn birthday_hard(
         &self,
         remote: NodeId,
@@ -312,17 +328,31 @@ impl Transport for QuicTransport {
             params,
         ))
     }
+}
 
-    fn punch(&self, addr: &Addr) -> Result<(), PunchError> {
-        // A literal ip:port only: resolving a name a peer handed us would let it aim us.
-        let target = (addr.net == NET)
-            .then(|| addr.endpoint.parse::<SocketAddr>().ok())
-            .flatten()
-            .ok_or_else(|| PunchError::BadAddr {
-                addr: addr.clone(),
-                why: "not a literal quic ip:port",
-            })?;
-        self.punch_to(target)
+impl Media for QuicTransport {
+    fn open_media(
+        &self,
+        remote: NodeId,
+        addr: &Addr,
+    ) -> BoxFuture<'static, Result<crate::MediaSession, crate::MediaError>> {
+        Box::pin(media::open(self.0.clone(), remote, addr.clone()))
+    }
+}
+
+impl Streams for QuicTransport {
+    fn open_stream(
+        &self,
+        remote: NodeId,
+        addr: &Addr,
+        protocol: &str,
+    ) -> BoxFuture<'static, Result<(SendStream, RecvStream), StreamError>> {
+        Box::pin(stream::open(
+            self.0.clone(),
+            remote,
+            addr.clone(),
+            protocol.to_owned(),
+        ))
     }
 }
 

@@ -59,3 +59,35 @@ impl Harness for QuicHarness {
 async fn quic_passes_the_contract() {
     run_all(&mut QuicHarness).await;
 }
+
+/// What a transport hands out through its `as_*` methods, as five flags.
+fn capabilities(t: &dyn Transport) -> [bool; 5] {
+    [
+        t.as_punch().is_some(),
+        t.as_relay().is_some(),
+        t.as_birthday().is_some(),
+        t.as_media().is_some(),
+        t.as_streams().is_some(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_bundled_transports_have_every_capability() {
+    let id = Identity::from_seed(&[7; 32]);
+    let mem = MemHarness {
+        hub: Hub::new(),
+        n: 0,
+    }
+    .transport(&id);
+    let quic = QuicHarness.transport(&id);
+    assert_eq!(capabilities(mem.as_ref()), [true; 5]);
+    assert_eq!(capabilities(quic.as_ref()), [true; 5]);
+    // Through the trait object the capability is the transport's own: a punch toward a
+    // hostname is refused by the transport, not by a default.
+    let punch = quic.as_punch().unwrap();
+    assert!(
+        punch
+            .punch(&Addr::new("quic", "example.invalid:1"))
+            .is_err()
+    );
+}

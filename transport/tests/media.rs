@@ -11,7 +11,8 @@ use nodenet_transport::media::{
 use nodenet_transport::mem::{Hub, LinkModel, MemTransport};
 use nodenet_transport::quic::{QuicConfig, QuicTransport};
 use nodenet_transport::{
-    CloseReason, DialError, Event, MediaError, MediaSession, Transport, next_event,
+    CloseReason, DialError, Event, Media, MediaError, MediaSession, Punch, Relay, Transport,
+    next_event,
 };
 use proptest::prelude::*;
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use nodenet_kad::NodeId;
 use nodenet_transport::mem::{Hub, LinkModel, MemTransport};
-use nodenet_transport::{Conn, DialError, Event, Transport, next_event};
+use nodenet_transport::{Conn, DialError, Event, Punch, Transport, next_event};
 use tokio::time::Instant;
 
 fn id(n: u8) -> NodeId {

@@ -20,7 +20,7 @@ use nodenet_benches::JsonLine;
 use nodenet_identity::Identity;
 use nodenet_transport::media::{MAX_DATAGRAM, MAX_MESSAGE, MediaBudget};
 use nodenet_transport::quic::{QuicConfig, QuicTransport};
-use nodenet_transport::{Event, MediaSession, Transport, next_event};
+use nodenet_transport::{Event, Media, MediaSession, Transport, next_event};
 use tokio::time::Instant;
 
 #[global_allocator]

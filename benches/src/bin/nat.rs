@@ -21,7 +21,7 @@ use nodenet_benches::JsonLine;
 use nodenet_identity::Identity;
 use nodenet_transport::mem::{Hub, LinkModel, NatModel};
 use nodenet_transport::quic::{QuicConfig, QuicTransport};
-use nodenet_transport::{Event, Transport, next_event};
+use nodenet_transport::{Event, Punch, Relay, Transport, next_event};
 
 #[global_allocator]
 static ALLOC: nodenet_benches::CountingAlloc = nodenet_benches::CountingAlloc;

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use nodenet_benches::{CountingAlloc, JsonLine};
 use nodenet_identity::Identity;
 use nodenet_transport::quic::{QuicConfig, QuicTransport};
-use nodenet_transport::{Addr, Event, IncomingStream, Transport, next_event};
+use nodenet_transport::{
+    Addr, Event, IncomingStream, Punch, Relay, Streams, Transport, next_event,
+};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;

@@ -126,7 +126,7 @@ impl Node {
         nonce: [u8; nodenet_nat::NONCE_LEN],
         target: NodeId,
     ) {
-        let Ok((caller, callee)) = self.0.transport.relay() else {
+        let Some(Ok((caller, callee))) = self.0.transport.as_relay().map(|r| r.relay()) else {
             return;
         };
         let (caller, callee) = (self.dialable(caller, core), self.dialable(callee, core));
@@ -246,9 +246,12 @@ impl Node {
                 if now.is_some() && now != before {
                     break;
                 }
-                for a in &addrs {
-                    // Best effort: a refused address is simply not punched.
-                    let _ = node.0.transport.punch(a);
+                // Best effort: a refused address is simply not punched, and a transport
+                // without punching sends nothing (its cascade falls through to a relay).
+                if let Some(punch) = node.0.transport.as_punch() {
+                    for a in &addrs {
+                        let _ = punch.punch(a);
+                    }
                 }
             }
             node.0.punch_bursts.fetch_sub(1, Ordering::AcqRel);

@@ -314,7 +314,7 @@ impl Hub {
         self.lock().media_links.insert((from, to), model);
     }
 
-    /// Makes `id` speak media or not (not: its peers' [`Transport::open_media`] fails with
+    /// Makes `id` speak media or not (not: its peers' [`Media::open_media`](crate::Media::open_media) fails with
     /// [`crate::MediaError::Unsupported`], as toward a node that predates media).
     pub fn set_media(&self, id: NodeId, on: bool) {
         let mut state = self.lock();
@@ -325,7 +325,7 @@ impl Hub {
         }
     }
 
-    /// Makes `id` speak streams or not (not: its peers' [`Transport::open_stream`] fails
+    /// Makes `id` speak streams or not (not: its peers' [`Streams::open_stream`](crate::Streams::open_stream) fails
     /// with [`crate::StreamError::Unsupported`], as toward the Go reference).
     pub fn set_streams(&self, id: NodeId, on: bool) {
         let mut state = self.lock();
@@ -342,7 +342,7 @@ impl Hub {
     }
 
     /// Datagrams any node has aimed at `host` so far, whether or not they arrived: hole
-    /// punches ([`Transport::punch`]) and birthday probes, of the easy side and of each hard
+    /// punches ([`Punch::punch`](crate::Punch::punch)) and birthday probes, of the easy side and of each hard
     /// side's socket. What a test counts to show that nobody was made to spray a bystander.
     pub fn datagrams_to(&self, host: &str) -> u64 {
         self.lock().aimed.get(host).copied().unwrap_or(0)
