@@ -815,7 +815,11 @@ impl<'a> Run<'a> {
                     }
                 }
             }
-            Command::PunchBurst { addrs } => node.punch_burst(Some(target), addrs),
+            Command::PunchBurst { addrs } => {
+                let mut core = lock(&node.0.core);
+                core.punch_burst(now, Some(target), addrs);
+                node.drain(&mut core, now);
+            }
             Command::FindRelays { n } => {
                 // The punch step is over: withdraw its request.
                 self.punch = None;

@@ -132,10 +132,6 @@ pub(crate) struct Shared {
     /// Open hole-punch requests: nonce → the caller waiting for the ConnectAck (the peer's
     /// candidates, and whether it holds its punch for our Sync).
     pub(crate) punch_waiters: Mutex<HashMap<Nonce, oneshot::Sender<PunchAnswer>>>,
-    /// Punch bursts running.
-    punch_bursts: std::sync::atomic::AtomicUsize,
-    /// Punches held for a peer's Sync: nonce → (the peer, the release).
-    held_punches: Mutex<HashMap<Nonce, (NodeId, oneshot::Sender<()>)>>,
     /// Open relay requests: nonce → (the relay asked, the caller waiting for its grant).
     pub(crate) relay_waiters: Mutex<HashMap<[u8; nodenet_nat::NONCE_LEN], RelayWaiting>>,
     /// Inbound media admission.
@@ -144,7 +140,7 @@ pub(crate) struct Shared {
     pub(crate) streams: crate::streams::Streams,
     /// Whether, as a relay, we attest each side's host to the other.
     attest: bool,
-    /// Every task the node starts (dials, punch bursts, held punches, drains, upgrades,
+    /// Every task the node starts (dials, drains, upgrades,
     /// birthday attempts, media admission): [`Node::shutdown`] ends them all, so nothing
     /// outlives the node or keeps its state alive.
     tasks: Mutex<tokio::task::JoinSet<()>>,
@@ -167,15 +163,6 @@ pub(crate) struct PunchAnswer {
 /// An open relay request: the relay asked, and the caller waiting for its grant (the
 /// address to dial, and the relay's attestation, if any).
 pub(crate) type RelayWaiting = (NodeId, oneshot::Sender<(Addr, Option<Attested>)>);
-
-/// Volleys in a punch burst.
-pub(crate) const PUNCH_VOLLEYS: usize = 5;
-/// Time between two volleys.
-pub(crate) use nodenet_proto::connect::PUNCH_INTERVAL;
-/// Punch bursts running at once at most.
-const MAX_PUNCH_BURSTS: usize = 32;
-/// How long a timed punch waits for the peer's Sync before it goes anyway.
-pub(crate) const SYNC_WAIT: Duration = Duration::from_secs(2);
 
 /// Events a watcher of [`Node::events`] may fall behind by before it misses some.
 const EVENT_BUFFER: usize = 1024;

@@ -201,3 +201,40 @@ async fn a_relay_the_target_named_vouches_for_nothing() {
     assert_eq!(conn.path(), Path::Relayed);
     assert!(nodes[4].attested_host(&nodes[5].id()).is_some());
 }
+
+/// The driver keeps one timer, on the core's deadline. An input handled outside its event
+/// loop (here a punch burst, as a connect task starts one) brings that deadline from the
+/// next maintenance tick, a minute away, to 50 ms away: the timer must wake for it, or the
+/// burst's later volleys would all wait for the tick.
+#[tokio::test(start_paused = true)]
+async fn a_deadline_brought_closer_outside_the_loop_wakes_the_drivers_timer() {
+    let hub = Hub::new();
+    let me = identity(20);
+    let mut maintenance = Maintenance::default();
+    maintenance.tick = Duration::from_secs(60);
+    let node = Node::builder(me.clone())
+        .transport(Arc::new(hub.transport_for(&me, "me").unwrap()))
+        .maintenance(maintenance)
+        .deterministic_seed(1)
+        .build()
+        .unwrap();
+    node.spawn();
+    // The loop ran its first tick and sleeps toward the next one.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    {
+        let now = node.now();
+        let mut core = crate::driver::lock(&node.0.core);
+        assert!(core.poll_timeout() > now.mono.after(Duration::from_secs(30)));
+        let there = nodenet_wire::Addr::new("mem", "elsewhere:1");
+        core.punch_burst(now, None, vec![there]);
+        node.drain(&mut core, now);
+    }
+    assert_eq!(hub.datagrams_to("elsewhere"), 1, "the first volley at once");
+    tokio::time::sleep(Duration::from_millis(260)).await;
+    assert_eq!(
+        hub.datagrams_to("elsewhere"),
+        u64::from(nodenet_proto::punch::PUNCH_VOLLEYS),
+        "every volley on time"
+    );
+    node.shutdown().await;
+}

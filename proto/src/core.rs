@@ -390,6 +390,8 @@ pub struct Core {
     relay_hints: RelayHints,
     /// What we know of each live connection: how it was opened, what relays said of it.
     links: Links,
+    /// Punch bursts running and timed punches held ([`crate::punch`]).
+    bursts: crate::punch::Bursts,
     /// Birthday punching's limits and backoff.
     birthday: nodenet_nat::birthday::Limits,
     /// Sealed boxes opened recently (replay protection).
@@ -449,6 +451,7 @@ impl Core {
             punches: HashMap::new(),
             relay_hints: RelayHints::default(),
             links: Links::default(),
+            bursts: crate::punch::Bursts::new(),
             birthday: nodenet_nat::birthday::Limits::new(Default::default()),
             boxes: nodenet_rendezvous::ReplayCache::new(),
         }

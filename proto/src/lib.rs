@@ -8,7 +8,8 @@
 //! 10,000-node overlays on two cores.
 //!
 //! [`admission`] decides what a peer may open beside the overlay (media, streams);
-//! [`connect::Cascade`] runs one connect attempt (rendezvous, direct, punch, relay).
+//! [`connect::Cascade`] runs one connect attempt (rendezvous, direct, punch, relay);
+//! [`punch`] times the punch datagrams the core queues.
 //!
 //! Applications use the `nodenet` crate, which re-exports what they need from here.
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod connect;
 pub mod core;
 mod error;
 pub mod links;
+pub mod punch;
 pub mod relays;
 mod rng;
 pub mod sim;

@@ -47,10 +47,6 @@ use crate::core::{Action, Core, CoreConfig, Handled, Now, small_frame};
 const UNIX_ORIGIN_NS: i64 = 1_700_000_000_000_000_000;
 /// A dial's handshake is sent again this often until its timeout.
 const DIAL_RETRY: Duration = Duration::from_millis(250);
-/// A held (timed) punch goes without its Sync after this long.
-const SYNC_WAIT: Duration = Duration::from_secs(2);
-/// Volleys in a punch burst.
-const PUNCH_VOLLEYS: u8 = 5;
 
 type Nonce = [u8; nodenet_nat::NONCE_LEN];
 
@@ -70,13 +66,6 @@ enum Ev {
     },
     /// Node `i`'s timer ([`Core::poll_timeout`]): maintenance, or a self-lookup.
     Tick(usize),
-    Volley {
-        from: usize,
-        to: Vec<Ep>,
-        left: u8,
-    },
-    /// A held punch's Sync did not come.
-    Release(usize, Nonce),
     /// A connect's deadline.
     Wake(usize),
     /// A birthday attempt's next step.
@@ -136,7 +125,6 @@ pub struct Sim {
     rendezvous_waiters: HashMap<(usize, [u8; nodenet_rendezvous::NONCE_LEN]), usize>,
     punch_waiters: HashMap<(usize, Nonce), usize>,
     relay_waiters: HashMap<(usize, Nonce), (usize, usize)>,
-    held: HashMap<(usize, Nonce), (NodeId, Vec<Ep>)>,
     /// Birthday attempts after relayed connects.
     upgrades: Vec<birthday::Upgrade>,
     /// (caller, nonce) → its attempt.
@@ -217,7 +205,6 @@ impl Sim {
             rendezvous_waiters: HashMap::new(),
             punch_waiters: HashMap::new(),
             relay_waiters: HashMap::new(),
-            held: HashMap::new(),
             upgrades: Vec::new(),
             birthday_waiters: HashMap::new(),
             responding: HashMap::new(),
@@ -383,32 +370,6 @@ impl Sim {
                     let id = self.cores[peer].id();
                     self.cores[at].on_edge_down(now, &id);
                     self.drain(at, now);
-                }
-            }
-            Ev::Volley { from, to, left } => {
-                if !self.alive[from] {
-                    return;
-                }
-                for &ep in &to {
-                    // What a punch datagram does is open the sender's NAT; where it lands
-                    // does not matter.
-                    let _ = self.net.send(from, ep);
-                }
-                if left > 1 {
-                    let at = self.now.after(crate::connect::PUNCH_INTERVAL);
-                    self.push(
-                        at,
-                        Ev::Volley {
-                            from,
-                            to,
-                            left: left - 1,
-                        },
-                    );
-                }
-            }
-            Ev::Release(node, nonce) => {
-                if let Some((_, to)) = self.held.remove(&(node, nonce)) {
-                    self.volleys(node, to);
                 }
             }
             Ev::Wake(c) => {

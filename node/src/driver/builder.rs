@@ -280,8 +280,6 @@ impl Builder {
             direct_dial_timeout: self.direct_dial_timeout,
             events,
             punch_waiters: Mutex::new(HashMap::new()),
-            punch_bursts: std::sync::atomic::AtomicUsize::new(0),
-            held_punches: Mutex::new(HashMap::new()),
             relay_waiters: Mutex::new(HashMap::new()),
             media: crate::media::Media::new(self.media_consent),
             streams: crate::streams::Streams::new(self.stream_admission),

@@ -93,7 +93,7 @@ impl Node {
             let (new, prior) = (seen(conn), seen(&old));
             if old.is_closed() || keep_new(new, prior) {
                 lock(&self.0.conns).insert(peer, conn.clone());
-                core.set_edge_relayed(&peer, new.relayed);
+                core.on_edge_replaced(&peer, new.relayed);
                 if !old.is_closed() {
                     self.drain_duplicate(core, &old);
                 }
@@ -200,6 +200,13 @@ impl Node {
                 Action::Notify(event) => {
                     // No watcher is fine.
                     let _ = self.0.events.send(event);
+                }
+                Action::Punch { addr } => {
+                    // Best effort: a refused address is simply not punched, and a transport
+                    // without punching sends nothing (its cascade falls through to a relay).
+                    if let Some(punch) = self.0.transport.as_punch() {
+                        let _ = punch.punch(&addr);
+                    }
                 }
                 Action::Close(peer) => {
                     if let Some(c) = lock(&self.0.conns).remove(&peer) {

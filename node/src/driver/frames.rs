@@ -1,5 +1,5 @@
-//! Frames from edges: into the core, and what its answers set off (relay sessions, held
-//! punches, punch bursts).
+//! Frames from edges: into the core, and what its answers set off (relay sessions,
+//! birthday plays, waiters' answers).
 
 use super::*;
 
@@ -47,32 +47,6 @@ impl Node {
                 if let Some(waiter) = lock(&self.0.waiters).remove(&nonce) {
                     let _ = waiter.send(coordinates);
                 }
-            }
-            Handled::PunchRequested {
-                peer,
-                addrs,
-                hold: None,
-            } => self.punch_burst(Some(peer), addrs),
-            Handled::PunchRequested {
-                peer,
-                addrs,
-                hold: Some(nonce),
-            } => self.hold_punch(peer, nonce, addrs),
-            Handled::PunchSync { peer, nonce } => {
-                let mut held = lock(&self.0.held_punches);
-                if held.get(&nonce).is_some_and(|(p, _)| *p == peer) {
-                    if let Some((_, release)) = held.remove(&nonce) {
-                        let _ = release.send(());
-                    }
-                }
-            }
-            Handled::RelayBind { addr } => {
-                // The caller will come in from this address: that edge runs through the
-                // relay, though we did not ask for it.
-                if !core.links_mut().bind(now.mono, addr.clone(), peer) {
-                    core.stats_mut().relay_binds_refused += 1;
-                }
-                self.punch_burst(None, vec![addr]);
             }
             Handled::RelayRequested {
                 from,
@@ -195,66 +169,5 @@ impl Node {
             ),
             None => addr,
         }
-    }
-
-    /// A timed punch: toward `addrs` when `peer`'s Sync for `nonce` arrives, or after
-    /// [`SYNC_WAIT`] without one. Past [`MAX_PUNCH_BURSTS`] held punches, it goes at once.
-    pub(super) fn hold_punch(
-        &self,
-        peer: NodeId,
-        nonce: [u8; nodenet_nat::NONCE_LEN],
-        addrs: Vec<Addr>,
-    ) {
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut held = lock(&self.0.held_punches);
-            if held.len() >= MAX_PUNCH_BURSTS || held.contains_key(&nonce) {
-                drop(held);
-                return self.punch_burst(Some(peer), addrs);
-            }
-            held.insert(nonce, (peer, tx));
-        }
-        let node = self.clone();
-        self.spawn_owned(async move {
-            let _ = tokio::time::timeout(SYNC_WAIT, rx).await;
-            lock(&node.0.held_punches).remove(&nonce);
-            node.punch_burst(Some(peer), addrs);
-        });
-    }
-
-    /// Punches toward `addrs` in [`PUNCH_VOLLEYS`] volleys [`PUNCH_INTERVAL`] apart, in the
-    /// background; at most [`MAX_PUNCH_BURSTS`] bursts run at once (the rest are dropped).
-    pub(crate) fn punch_burst(&self, peer: Option<NodeId>, addrs: Vec<Addr>) {
-        if addrs.is_empty() {
-            return;
-        }
-        let running = &self.0.punch_bursts;
-        if running.fetch_add(1, Ordering::AcqRel) >= MAX_PUNCH_BURSTS {
-            running.fetch_sub(1, Ordering::AcqRel);
-            return;
-        }
-        let node = self.clone();
-        // An edge that exists already (a relayed one being upgraded) does not end the burst;
-        // a new one does.
-        let before = peer.and_then(|p| self.conn_to(&p)).map(|c| c.id());
-        self.spawn_owned(async move {
-            for volley in 0..PUNCH_VOLLEYS {
-                if volley > 0 {
-                    tokio::time::sleep(PUNCH_INTERVAL).await;
-                }
-                let now = peer.and_then(|p| node.conn_to(&p)).map(|c| c.id());
-                if now.is_some() && now != before {
-                    break;
-                }
-                // Best effort: a refused address is simply not punched, and a transport
-                // without punching sends nothing (its cascade falls through to a relay).
-                if let Some(punch) = node.0.transport.as_punch() {
-                    for a in &addrs {
-                        let _ = punch.punch(a);
-                    }
-                }
-            }
-            node.0.punch_bursts.fetch_sub(1, Ordering::AcqRel);
-        });
     }
 }

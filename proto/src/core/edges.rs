@@ -50,6 +50,9 @@ impl Core {
         addr: &Addr,
     ) -> Result<(), EdgeRefusal> {
         let result = self.admit_edge(now, peer, key, outbound, addr);
+        if result.is_ok() {
+            self.bursts.on_new_edge(&peer);
+        }
         if outbound && matches!(result, Err(e) if e != EdgeRefusal::Duplicate) {
             self.back_off(now, &peer);
         }

@@ -5,20 +5,25 @@ use super::*;
 
 impl Core {
     /// When the core wants [`Core::handle_timeout`] next: the next maintenance tick (at
-    /// once for a new core, then [`Maintenance::tick`] after the last), or a
-    /// self-lookup due before it (a quick follow-up, or the first one once an edge is up).
+    /// once for a new core, then [`Maintenance::tick`] after the last), a self-lookup due
+    /// before it (a quick follow-up, or the first one once an edge is up), or a punch
+    /// volley or held punch due before either ([`crate::punch`]).
     /// Read it again after every input: an input can bring it closer.
     pub fn poll_timeout(&self) -> Time {
-        if self.edges.is_empty() {
+        let due = if self.edges.is_empty() {
             self.next_tick
         } else {
             self.next_tick.min(self.next_self_lookup)
-        }
+        };
+        self.bursts.poll_timeout().map_or(due, |p| due.min(p))
     }
 
-    /// The time [`Core::poll_timeout`] named came (or passed): runs maintenance if it is
-    /// due ([`Core::on_tick`]), else a self-lookup if that is due; early calls do nothing.
+    /// The time [`Core::poll_timeout`] named came (or passed): queues the punch volleys due,
+    /// then runs maintenance if it is due ([`Core::on_tick`]), else a self-lookup if that is
+    /// due; early calls do nothing.
     pub fn handle_timeout(&mut self, now: Now) {
+        self.bursts.handle_timeout(now.mono);
+        self.queue_punches();
         if now.mono >= self.next_tick {
             self.on_tick(now);
         } else {

@@ -50,6 +50,18 @@ impl Core {
     /// peer sees the relay, not us: its reports of our address are dropped, and one it made
     /// before is withdrawn. Forgotten when the edge goes down.
     pub fn set_edge_relayed(&mut self, peer: &NodeId, relayed: bool) {
+        self.mark_edge_relayed(peer, relayed);
+    }
+
+    /// A new connection replaced our edge to `peer` (the winner of a crossed dial, or a
+    /// punched one upgrading a relayed one): `relayed` says whether it runs through a relay.
+    /// A punch burst for `peer` has done its work and stops.
+    pub fn on_edge_replaced(&mut self, peer: &NodeId, relayed: bool) {
+        self.bursts.on_new_edge(peer);
+        self.mark_edge_relayed(peer, relayed);
+    }
+
+    fn mark_edge_relayed(&mut self, peer: &NodeId, relayed: bool) {
         if !self.edges.contains(peer) {
             return;
         }
@@ -118,7 +130,7 @@ impl Core {
     /// A Connect addressed to us: a peer wants to punch through to us. Answer with our
     /// coordinates and punch toward its addresses: at once, as the reference does, or, if it
     /// asks for a timed punch, when its Sync arrives (a Sync is itself a Connect, not
-    /// answered).
+    /// answered). The datagrams are queued as [`Action::Punch`] ([`crate::punch`]).
     pub(super) fn on_connect(&mut self, now: Now, m: &MsgRef<'_>) -> Handled {
         let originator = m.originator();
         if self.is_repeat(m) {
@@ -133,10 +145,9 @@ impl Core {
             return Handled::Done;
         }
         if c.flags & nodenet_nat::FLAG_SYNC != 0 {
-            return Handled::PunchSync {
-                peer: originator,
-                nonce: c.nonce,
-            };
+            self.bursts.sync(now.mono, originator, c.nonce);
+            self.queue_punches();
+            return Handled::Done;
         }
         if c.flags & nodenet_nat::FLAG_BIRTHDAY != 0 {
             self.learn(now, originator, *m.ed_pub);
@@ -162,10 +173,26 @@ impl Core {
             return Handled::Done;
         }
         self.stats.punches_answered += 1;
-        Handled::PunchRequested {
-            peer: originator,
-            addrs,
-            hold: timed.then_some(c.nonce),
+        if timed {
+            self.bursts.hold(now.mono, originator, c.nonce, addrs);
+        } else {
+            self.bursts.burst(now.mono, Some(originator), addrs);
+        }
+        self.queue_punches();
+        Handled::Done
+    }
+
+    /// A punch burst toward `addrs` (a connect's punch step, for `target`): its first
+    /// volley is queued at once as [`Action::Punch`], the rest follow on the core's timer.
+    pub fn punch_burst(&mut self, now: Now, target: Option<NodeId>, addrs: Vec<Addr>) {
+        self.bursts.burst(now.mono, target, addrs);
+        self.queue_punches();
+    }
+
+    /// Moves the punch datagrams due into the action queue.
+    pub(super) fn queue_punches(&mut self) {
+        while let Some(addr) = self.bursts.poll_datagram() {
+            self.actions.push_back(Action::Punch { addr });
         }
     }
 

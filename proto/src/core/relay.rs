@@ -56,8 +56,18 @@ impl Core {
                     self.stats.relay_binds_refused += 1;
                     Handled::Done
                 }
+                // The caller will come in from this address: that edge runs through the
+                // relay, though we did not ask for it. We punch toward it so its packets get
+                // through our NAT.
                 Ok(b) => match self.punch_candidates([b.addr]).pop() {
-                    Some(addr) => Handled::RelayBind { addr },
+                    Some(addr) => {
+                        if !self.links.bind(now.mono, addr.clone(), from) {
+                            self.stats.relay_binds_refused += 1;
+                        }
+                        self.bursts.burst(now.mono, None, vec![addr]);
+                        self.queue_punches();
+                        Handled::Done
+                    }
                     None => {
                         self.stats.dropped_bad_reflexive += 1;
                         Handled::Done

@@ -1096,3 +1096,128 @@ fn a_contact_named_again_after_each_failed_dial_is_dialed_ever_more_slowly() {
     // Doubling from 1 s: about ten dials in ten minutes, not one per 5 s tick (120).
     assert!((3..=12).contains(&dials.len()), "dialed at {dials:?}");
 }
+
+/// A Connect (or its Sync) from `from` to `to`, for `nonce`, with `flags`, punching toward
+/// `addrs`.
+fn connect_frame(
+    from: &Identity,
+    to: NodeId,
+    nonce: [u8; 16],
+    flags: u8,
+    addrs: &[Addr],
+    at: Now,
+) -> Vec<u8> {
+    let payload = nodenet_nat::encode_coordination(&nonce, addrs, flags).unwrap();
+    routed(
+        from,
+        from.ed_public(),
+        FrameType::CONNECT,
+        to,
+        8,
+        at,
+        &payload,
+    )
+}
+
+/// The punch datagrams queued, in order (other actions dropped).
+fn punches(core: &mut Core) -> Vec<Addr> {
+    std::iter::from_fn(|| core.poll_action())
+        .filter_map(|a| match a {
+            Action::Punch { addr } => Some(addr),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ms_after(t: Now, ms: u64) -> Now {
+    Now {
+        mono: t.mono.after(Duration::from_millis(ms)),
+        unix_ns: t.unix_ns + i64::try_from(ms).unwrap() * 1_000_000,
+    }
+}
+
+#[test]
+fn a_timed_punch_waits_for_its_peers_sync_and_then_volleys_on_the_core_timer() {
+    let me = identity(1);
+    let (peer, stranger) = (identity(2), identity(3));
+    let mut core = Core::new(me, CoreConfig::default(), CoreRng::deterministic(9));
+    let t0 = now(10);
+    edge(&mut core, &peer, t0);
+    edge(&mut core, &stranger, t0);
+    core.handle_timeout(t0);
+    while core.poll_action().is_some() {}
+    let tick = core.poll_timeout();
+    let nonce = [7u8; 16];
+    let there = mem_addr("peer-outside");
+    let timed = nodenet_nat::FLAG_TIMED;
+    let mut f = connect_frame(
+        &peer,
+        core.id(),
+        nonce,
+        timed,
+        std::slice::from_ref(&there),
+        t0,
+    );
+    let _ = core.on_frame(t0, peer.node_id(), &mem_addr("p"), &mut f);
+    assert!(punches(&mut core).is_empty(), "held for the Sync");
+    assert_eq!(
+        core.poll_timeout(),
+        t0.mono.after(crate::punch::SYNC_WAIT).min(tick)
+    );
+
+    // A Sync for that nonce from anyone but the peer releases nothing.
+    let t1 = now(11);
+    let sync = nodenet_nat::FLAG_SYNC;
+    let mut f = connect_frame(&stranger, core.id(), nonce, sync, &[], t1);
+    let _ = core.on_frame(t1, stranger.node_id(), &mem_addr("s"), &mut f);
+    assert!(punches(&mut core).is_empty(), "a stranger's Sync");
+
+    // The peer's Sync: the first volley at once, the next on the core's own deadline.
+    let mut f = connect_frame(&peer, core.id(), nonce, sync, &[], t1);
+    let _ = core.on_frame(t1, peer.node_id(), &mem_addr("p"), &mut f);
+    assert_eq!(punches(&mut core), std::slice::from_ref(&there));
+    let volley = ms_after(t1, 50);
+    assert_eq!(core.poll_timeout(), volley.mono);
+    core.handle_timeout(volley);
+    assert_eq!(punches(&mut core), [there]);
+
+    // The punched edge comes up (replacing the one we hold): the burst has done its work.
+    core.on_edge_replaced(&peer.node_id(), false);
+    assert_eq!(core.poll_timeout(), tick, "no volley is due any more");
+    core.handle_timeout(ms_after(t1, 100));
+    assert!(punches(&mut core).is_empty());
+}
+
+#[test]
+fn a_relay_bind_punches_only_toward_the_relays_own_host() {
+    let me = identity(1);
+    let relay = identity(2);
+    let mut core = Core::new(me, CoreConfig::default(), CoreRng::deterministic(9));
+    let t0 = now(10);
+    edge(&mut core, &relay, t0);
+    let relay_at = mem_addr("relayhost:7000");
+    let bind = |addr: &str| {
+        let addr = Addr::new("mem", addr);
+        let b = nodenet_nat::RelayBind {
+            addr: addr.as_ref(),
+            attest: None,
+        };
+        small_frame(FrameType::RELAY_BIND, &b.encode().unwrap())
+    };
+    // Toward a bystander: refused, nothing punched.
+    let mut f = bind("victim:80");
+    let _ = core.on_frame(t0, relay.node_id(), &relay_at, &mut f);
+    assert!(punches(&mut core).is_empty());
+    assert_eq!(core.stats().relay_binds_refused, 1);
+    // On the relay's host: a burst.
+    let mut f = bind("relayhost:7001");
+    let _ = core.on_frame(now(11), relay.node_id(), &relay_at, &mut f);
+    assert_eq!(punches(&mut core), [mem_addr("relayhost:7001")]);
+    let sent: usize = (1..10)
+        .map(|k| {
+            core.handle_timeout(ms_after(now(11), 50 * k));
+            punches(&mut core).len()
+        })
+        .sum();
+    assert_eq!(sent, usize::from(crate::punch::PUNCH_VOLLEYS) - 1);
+}

@@ -30,6 +30,12 @@ pub enum Action {
         /// The time each address gets.
         timeout: Duration,
     },
+    /// Send one punch datagram toward `addr` from the socket peers see us at (best effort;
+    /// the transport refuses an address no peer can be at). Timed by [`crate::punch`].
+    Punch {
+        /// Where it goes.
+        addr: Addr,
+    },
     /// Close the edge to this peer.
     Close(NodeId),
     /// Tell the application (nothing to do on the network).
@@ -100,24 +106,6 @@ pub enum Handled {
         /// What the target told us, verified against its NodeId.
         coordinates: Coordinates,
     },
-    /// A peer asks us to punch toward it (a verified Connect): send it punch datagrams at
-    /// these addresses now; our ConnectAck is already queued.
-    PunchRequested {
-        /// The peer that will dial us.
-        peer: NodeId,
-        /// Where to punch (filtered and capped at [`MAX_PUNCH_CANDIDATES`]).
-        addrs: Vec<Addr>,
-        /// A timed punch: hold it until the peer's Sync with this nonce (or a timeout).
-        hold: Option<[u8; nodenet_nat::NONCE_LEN]>,
-    },
-    /// The Sync of a timed punch: release the held punch with this nonce, if `peer` asked
-    /// for it.
-    PunchSync {
-        /// The peer that sent the Sync.
-        peer: NodeId,
-        /// Its Connect's nonce.
-        nonce: [u8; nodenet_nat::NONCE_LEN],
-    },
     /// The answer to our Connect with this nonce: where the peer may be dialed.
     PunchAck {
         /// Our Connect's nonce.
@@ -162,12 +150,6 @@ pub enum Handled {
         addr: Addr,
         /// The relay's word on where it sees a peer (the target, if it is honest).
         attest: Option<Attested>,
-    },
-    /// A relay bound a caller to us: punch toward its callee-side address so its packets
-    /// get through our NAT. The address is on the relay's own host (checked).
-    RelayBind {
-        /// Where to punch.
-        addr: Addr,
     },
     /// Nothing more to do (answered through actions, absorbed, or dropped and counted).
     Done,

@@ -348,8 +348,8 @@ impl Sim {
         self.relayed.remove(&(a, b));
         self.relayed.remove(&(b, a));
         let (aid, bid) = (self.cores[a].id(), self.cores[b].id());
-        self.cores[a].set_edge_relayed(&bid, false);
-        self.cores[b].set_edge_relayed(&aid, false);
+        self.cores[a].on_edge_replaced(&bid, false);
+        self.cores[b].on_edge_replaced(&aid, false);
         self.seen.insert((easy, hard), ep_addr(seen));
     }
 }

@@ -79,7 +79,9 @@ impl Sim {
                         let _ = self.cores[from].punch_sync(now, target, &nonce);
                     }
                 }
-                Command::PunchBurst { addrs } => self.volleys(from, eps(&addrs)),
+                Command::PunchBurst { addrs } => {
+                    self.cores[from].punch_burst(now, Some(target), addrs);
+                }
                 Command::LookupRelays => self.cores[from].lookup_relays(now, target),
                 Command::FindRelays { n } => {
                     let relays = self.cores[from].relays_near(now, &target, n);

@@ -1,5 +1,5 @@
-//! Frames between the simulated cores: delivery, what each core's answer sets off (punch
-//! volleys, relay sessions), and the actions a core queues.
+//! Frames between the simulated cores: delivery, what each core's answer sets off (relay
+//! sessions, birthday plays), and the actions a core queues (punch datagrams among them).
 
 use super::*;
 
@@ -36,23 +36,6 @@ impl Sim {
                     run.rendezvous_addrs.clone_from(&coordinates.addrs);
                     run.cascade.handle_rendezvous(self.now, coordinates.addrs);
                     self.step(c);
-                }
-            }
-            Handled::PunchRequested { peer, addrs, hold } => {
-                let eps = eps(&addrs);
-                match hold {
-                    Some(nonce) if !self.held.contains_key(&(to, nonce)) => {
-                        self.held.insert((to, nonce), (peer, eps));
-                        self.push(self.now.after(SYNC_WAIT), Ev::Release(to, nonce));
-                    }
-                    _ => self.volleys(to, eps),
-                }
-            }
-            Handled::PunchSync { peer, nonce } => {
-                if self.held.get(&(to, nonce)).is_some_and(|(p, _)| *p == peer) {
-                    if let Some((_, eps)) = self.held.remove(&(to, nonce)) {
-                        self.volleys(to, eps);
-                    }
                 }
             }
             Handled::PunchAck {
@@ -100,7 +83,6 @@ impl Sim {
                     }
                 }
             }
-            Handled::RelayBind { addr } => self.volleys(to, eps(&[addr])),
             Handled::BirthdayRequested {
                 peer,
                 nonce,
@@ -121,20 +103,6 @@ impl Sim {
             .get(&(at, peer))
             .cloned()
             .unwrap_or_else(|| self.socket_addr(peer))
-    }
-
-    /// A punch burst from `from` toward `to`.
-    pub(super) fn volleys(&mut self, from: usize, to: Vec<Ep>) {
-        if !to.is_empty() {
-            self.push(
-                self.now,
-                Ev::Volley {
-                    from,
-                    to,
-                    left: PUNCH_VOLLEYS,
-                },
-            );
-        }
     }
 
     /// A relay volunteer's answer to a request: a session on its host, the grant to the
@@ -258,6 +226,13 @@ impl Sim {
                     self.cores[i].on_own_ip(&addr, own);
                 }
                 Action::Notify(_) => {}
+                Action::Punch { addr } => {
+                    // What a punch datagram does is open the sender's NAT; where it lands
+                    // does not matter.
+                    if let Some(ep) = Ep::parse(&addr.endpoint) {
+                        let _ = self.net.send(i, ep);
+                    }
+                }
                 Action::Close(peer) => {
                     if let Some(&j) = self.index.get(&peer) {
                         if self.edges.remove(&(i, j)) {
