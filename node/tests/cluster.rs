@@ -168,6 +168,34 @@ async fn a_partition_heals() {
     assert_eq!(arrived, 200);
 }
 
+/// A cut long enough that each side's failed dials erase the other side from its
+/// knowledge: once healed, the overlay must still find itself whole again.
+#[tokio::test(start_paused = true)]
+async fn a_long_partition_heals() {
+    let mut c = Cluster::builder(30).build();
+    c.settled(Duration::from_secs(40)).await.unwrap();
+    settle(20).await;
+    let (left, right): (Vec<usize>, Vec<usize>) = (0..30).partition(|i| i % 2 == 0);
+    for &a in &left {
+        for &b in &right {
+            c.partition(a, b);
+        }
+    }
+    settle(1800).await;
+    for &a in &left {
+        for &b in &right {
+            c.heal(a, b);
+        }
+    }
+    settle(600).await;
+    let all: Vec<usize> = (0..30).collect();
+    for i in 0..30 {
+        while c.inbox(i).try_recv().is_some() {}
+    }
+    let arrived = random_sends(&mut c, &all, 200, 3).await;
+    assert_eq!(arrived, 200);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_lookup_flood_is_shed_by_originator_while_traffic_flows() {
     let mut c = Cluster::builder(30).build();
