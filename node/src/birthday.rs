@@ -127,6 +127,12 @@ impl Node {
         addrs: Vec<Addr>,
         public: Option<Addr>,
     ) {
+        // A transport without birthday sockets declines at once: no relay is asked, nothing
+        // is booked against the limits.
+        if self.0.transport.as_birthday().is_none() {
+            let _ = core.answer_birthday(now, peer, &nonce, false, false);
+            return;
+        }
         let request = Request {
             peer,
             nonce,
@@ -221,6 +227,10 @@ impl Node {
     /// commands of a [`nodenet_proto::birthday::Attempt`]. True when a direct edge replaced
     /// the relayed one.
     pub(crate) async fn birthday(&self, target: NodeId) -> bool {
+        // Nothing to play it with: not an attempt, and nothing booked against the limits.
+        if self.0.transport.as_birthday().is_none() {
+            return false;
+        }
         let config = *lock(&self.0.core).birthday_limits().config();
         let mut attempt = Unfinished {
             node: self,

@@ -478,12 +478,20 @@ impl Node {
             return;
         };
         let mut shutdown = self.0.shutdown.subscribe();
-        // One timer, at the core's word: maintenance ticks and self-lookup follow-ups.
+        // One timer, at the core's word: maintenance ticks, self-lookup follow-ups, punch
+        // volleys and held punches.
         let timer = tokio::time::sleep_until(self.0.start);
         tokio::pin!(timer);
         loop {
-            let due_ns = lock(&self.0.core).poll_timeout().0;
-            self.0.deadline.store(due_ns, Ordering::Release);
+            // Stored under the core's lock, which `drain` holds when it compares: an input
+            // outside the loop that brings the deadline closer sees this value, never an
+            // older one, and wakes us.
+            let due_ns = {
+                let core = lock(&self.0.core);
+                let due = core.poll_timeout().0;
+                self.0.deadline.store(due, Ordering::Release);
+                due
+            };
             let due = self.0.start + Duration::from_nanos(due_ns);
             if timer.deadline() != due {
                 timer.as_mut().reset(due);

@@ -11,9 +11,12 @@
 //! passes without one; then it bursts. A Sync releases only the punch its own peer asked
 //! for.
 //!
-//! Any edge peer can ask us to punch, so the work is bounded: at most [`MAX_PUNCH_BURSTS`]
-//! bursts run and at most as many punches are held; a burst past the bound is dropped, a
-//! held punch past it bursts at once, and a burst aims at most
+//! Any node that can route a Connect to us can ask us to punch, so the work is bounded: at
+//! most [`MAX_PUNCH_BURSTS`] bursts run and at most as many punches are held; a burst past
+//! the bound is dropped (and counted), a held punch past it bursts at once, a punch with no
+//! address is neither held nor run, a held punch is known by its peer and nonce together (a
+//! node that saw a Connect go by cannot take its slot with the same nonce), and a burst aims
+//! at most
 //! [`MAX_PUNCH_CANDIDATES`](crate::MAX_PUNCH_CANDIDATES) addresses (the core's candidates
 //! are capped so).
 //!
@@ -103,10 +106,14 @@ impl Bursts {
     }
 
     /// Holds a timed punch toward `addrs` until `peer`'s Sync for `nonce`
-    /// ([`Bursts::sync`]) or [`SYNC_WAIT`]. Past [`MAX_PUNCH_BURSTS`] held, or for a nonce
-    /// already held, it bursts at once.
+    /// ([`Bursts::sync`]) or [`SYNC_WAIT`]. Past [`MAX_PUNCH_BURSTS`] held, or for a
+    /// (peer, nonce) already held, it bursts at once; with no address, nothing is held.
     pub fn hold(&mut self, now: Time, peer: NodeId, nonce: Nonce, addrs: Vec<Addr>) {
-        if self.held.len() >= MAX_PUNCH_BURSTS || self.held.iter().any(|h| h.nonce == nonce) {
+        if addrs.is_empty() {
+            return;
+        }
+        let again = self.held.iter().any(|h| h.nonce == nonce && h.peer == peer);
+        if self.held.len() >= MAX_PUNCH_BURSTS || again {
             self.burst(now, Some(peer), addrs);
             return;
         }
@@ -277,6 +284,27 @@ mod tests {
         let sent = run_until(&mut b, ms(10_000));
         let times: Vec<Time> = sent.iter().map(|(t, _)| *t).collect();
         assert_eq!(times, [ms(2000), ms(2050), ms(2100), ms(2150), ms(2200)]);
+    }
+
+    #[test]
+    fn a_punch_without_addresses_takes_no_slot_and_a_seen_nonce_takes_no_ones_place() {
+        let mut b = Bursts::new();
+        let nonce = [7u8; nodenet_nat::NONCE_LEN];
+        b.hold(ms(0), id(9), nonce, Vec::new());
+        assert_eq!(
+            (b.held(), b.poll_timeout()),
+            (0, None),
+            "nothing to punch, nothing held"
+        );
+        // An onlooker that saw the peer's Connect holds the same nonce first: the peer's
+        // own punch is still held for the peer's Sync.
+        b.hold(ms(0), id(9), nonce, vec![addr(9)]);
+        b.hold(ms(10), id(1), nonce, vec![addr(1)]);
+        assert_eq!(b.held(), 2);
+        assert!(drain(&mut b).is_empty());
+        b.sync(ms(20), id(1), nonce);
+        assert_eq!(drain(&mut b), [addr(1)]);
+        assert_eq!(b.held(), 1, "the onlooker's stays held, and lapses");
     }
 
     #[test]

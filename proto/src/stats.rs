@@ -122,10 +122,12 @@ pub struct Stats {
     pub relay_binds_refused: u64,
     /// Addresses or dials that maintenance left out: past the per-contact address cap or the dials allowed in flight.
     pub dials_cut: u64,
+    /// Punch bursts not run: [`crate::punch::MAX_PUNCH_BURSTS`] were running already.
+    pub punch_bursts_dropped: u64,
 }
 
 /// How many counters [`Stats::counters`] lists.
-pub const COUNTERS: usize = 56;
+pub const COUNTERS: usize = 57;
 
 impl Stats {
     /// Every counter as `(name, help, value)`, in declaration order: what a metrics exporter
@@ -391,6 +393,11 @@ impl Stats {
                 "dials_cut",
                 "Addresses or dials that maintenance left out: past the per-contact address cap or the dials allowed in flight.",
                 self.dials_cut,
+            ),
+            (
+                "punch_bursts_dropped",
+                "Punch bursts not run: as many as allowed were running already.",
+                self.punch_bursts_dropped,
             ),
         ]
     }

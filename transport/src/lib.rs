@@ -29,9 +29,10 @@
 //! some can do is a capability trait of its own, which a transport hands out through an
 //! `as_*` method that returns `None` unless it overrides it: [`Punch`]
 //! ([`Transport::as_punch`]), [`Relay`], [`Birthday`], [`Media`] and [`Streams`]. A
-//! transport with none of them still carries a node: routed frames and direct edges work,
-//! and what it lacks fails with a typed "unsupported" error. Both shipped transports have
-//! all five. Inbound media sessions and streams surface on the event stream as
+//! transport with none of them still carries a node: routed frames and direct edges work;
+//! media and streams fail with their typed "unsupported" error, and the node neither
+//! relays nor plays a birthday punch without the capability for it. Both shipped
+//! transports have all five. Inbound media sessions and streams surface on the event stream as
 //! [`Event::Media`] and [`Event::Stream`].
 #![forbid(unsafe_code)]
 #![cfg_attr(

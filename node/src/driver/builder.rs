@@ -231,6 +231,9 @@ impl Builder {
             });
         }
         let mut config = self.config;
+        // A transport that cannot open relay sessions does not offer to relay: callers
+        // would wait out their grant timeout for nothing.
+        config.relay &= transport.as_relay().is_some();
         if !self.advertise_set {
             // A wildcard bind (0.0.0.0, ::) is no address anyone can dial: advertise nothing,
             // and peers learn ours from the edges they see (and the reflexive address).

@@ -194,6 +194,7 @@ impl Core {
         while let Some(addr) = self.bursts.poll_datagram() {
             self.actions.push_back(Action::Punch { addr });
         }
+        self.stats.punch_bursts_dropped = self.bursts.dropped();
     }
 
     /// A ConnectAck addressed to us: it must answer an open Connect of ours, from the peer

@@ -1213,6 +1213,12 @@ fn a_relay_bind_punches_only_toward_the_relays_own_host() {
     let mut f = bind("relayhost:7001");
     let _ = core.on_frame(now(11), relay.node_id(), &relay_at, &mut f);
     assert_eq!(punches(&mut core), [mem_addr("relayhost:7001")]);
+    // The bind is the relay's: the caller's connection from that address is relayed by it.
+    let caller = identity(3).node_id();
+    let from = mem_addr("relayhost:7001");
+    let link = crate::links::LinkId(1);
+    let carrier = core.links_mut().inbound(now(11).mono, link, &caller, &from);
+    assert_eq!(carrier, Some(relay.node_id()));
     let sent: usize = (1..10)
         .map(|k| {
             core.handle_timeout(ms_after(now(11), 50 * k));

@@ -183,6 +183,9 @@ impl Sim {
     /// that came closer.
     pub(super) fn drain(&mut self, i: usize, _now: Now) {
         self.drain_actions(i);
+        // Until its staggered first tick a node's timer is not re-armed (a new core's
+        // deadline is "now"): a punch volley due before then waits for that tick. Connects
+        // start only after the overlay converged, long after every first tick.
         if !self.ticked[i] {
             return;
         }
