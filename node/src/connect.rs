@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use crate::core::EdgeRefusal;
 use crate::driver::{PunchAnswer, link, lock};
 use crate::{ConnectError, Delivery, DirectSendError, Node, SealError};
-use nodenet_proto::links::{LinkPath, Voice, agreed};
+use nodenet_proto::links::LinkPath;
 pub use nodenet_proto::upgrade::UPGRADE_AFTER;
 use nodenet_proto::upgrade::{Upgrade, UpgradeStep};
 
@@ -495,14 +495,13 @@ impl Node {
     }
 
     /// Where relays of *our* choosing agree they see `peer`: the host a birthday punch may
-    /// aim at, or `None`. A relay is any edge that claims the capability, so one relay's word
-    /// is not enough: [`ATTESTATIONS_NEEDED`] distinct relays on distinct subnets (each a
-    /// direct edge of ours, its subnet fixed when asked) must name the same host, and none may
-    /// name another. The relay we dialed `peer` through gave its word in its grant; the
-    /// others (up to [`RELAYS_TRIED`]) are asked now, at once. The relay that carries our edge
-    /// to `peer` is never asked: if the peer chose it, it could vouch for any host. Only for
-    /// a relayed edge to `peer`; an agreement is kept while the edge lives.
+    /// aim at, or `None`. One round of [`nodenet_proto::vote::Vote`], which decides whose
+    /// word counts (see there); this carries it out: it seats each relay (a direct edge of
+    /// ours and, on IP, its subnet, fixed when asked), asks the relays the round names at
+    /// once, and feeds it their answers and its deadline. Only for a relayed edge to `peer`;
+    /// an agreement is kept while the edge lives.
     pub(crate) async fn trusted_host(&self, peer: NodeId) -> Option<Addr> {
+        use nodenet_proto::vote::{Seat, Vote};
         use nodenet_routing::SubnetKey;
         let conn = self.conn_to(&peer)?;
         // The carrier and its word read from the one link, in one look.
@@ -519,9 +518,9 @@ impl Node {
             )
         };
         let ip = self.0.transport.is_ip();
-        // Where a relay sits, fixed when it is asked: only a direct edge of ours (a relayed
-        // one shows its relay's address, not its own) and, on IP, one with a subnet.
-        let seat = |relay: &NodeId| -> Option<Option<SubnetKey>> {
+        // Only a direct edge of ours (a relayed one shows its relay's address, not its own)
+        // and, on IP, one with a subnet.
+        let seat = |relay: &NodeId| -> Option<Seat> {
             let c = self.conn_to(relay)?;
             if self.is_relayed(&c) {
                 return None;
@@ -529,42 +528,38 @@ impl Node {
             let net = SubnetKey::of_addr(c.remote_addr().as_ref());
             (!ip || net.is_some()).then_some(net)
         };
-        let mut voices: Vec<Voice> = Vec::new();
-        // Our own grant's word, from the relay we chose and dialed through.
-        if let (Some(host), Some(net)) = (carrier_word, seat(&carrier)) {
-            voices.push(Voice {
-                relay: carrier,
-                net,
-                host,
-            });
-        }
+        let carrier_word = carrier_word.and_then(|host| seat(&carrier).map(|net| (host, net)));
         // Collected first: `seat` takes the core's lock.
         let candidates = lock(&self.0.core).relay_candidates(&peer, RELAYS_TRIED + 4);
-        let relays: Vec<(NodeId, Option<SubnetKey>)> = candidates
-            .into_iter()
-            .filter(|r| *r != carrier)
-            .filter_map(|r| seat(&r).map(|net| (r, net)))
-            .take(RELAYS_TRIED)
-            .collect();
+        let seated: Vec<(NodeId, Option<Seat>)> =
+            candidates.into_iter().map(|r| (r, seat(&r))).collect();
+        let mut vote = Vote::new(self.now().mono, peer, carrier, carrier_word, seated);
         let mut asks = tokio::task::JoinSet::new();
-        for (relay, net) in relays {
+        for relay in vote.to_ask() {
             let node = self.clone();
-            asks.spawn(async move { (relay, net, node.ask_relay(relay, peer).await) });
+            asks.spawn(async move { (relay, node.ask_relay(relay, peer).await) });
         }
-        while let Some(joined) = asks.join_next().await {
-            let Ok((relay, net, Ok((_, Some(a))))) = joined else {
-                continue;
+        while vote.verdict().is_none() {
+            let Some(deadline) = vote.poll_timeout() else {
+                break;
             };
-            // A relay that left since it answered no longer speaks.
-            if a.peer == peer && self.conn_to(&relay).is_some() {
-                voices.push(Voice {
-                    relay,
-                    net,
-                    host: a.host,
-                });
+            tokio::select! {
+                joined = asks.join_next() => match joined {
+                    Some(Ok((relay, answer))) => {
+                        let word = answer.ok().and_then(|(_, word)| word);
+                        // A relay that left since it answered no longer speaks.
+                        let still_edge = self.conn_to(&relay).is_some();
+                        vote.handle_answer(relay, word, still_edge);
+                    }
+                    Some(Err(_)) => {}
+                    None => vote.abandon(),
+                },
+                () = tokio::time::sleep_until(self.instant_at(deadline)) => {
+                    vote.handle_timeout(self.now().mono);
+                }
             }
         }
-        let verdict = agreed(&voices);
+        let verdict = vote.verdict().flatten();
         // Only an agreement is kept: a vote that fell short (a relay not yet holding an edge
         // to the peer, an answer lost) may succeed on the next attempt, which the birthday
         // limits space out.

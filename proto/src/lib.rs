@@ -32,6 +32,7 @@ mod rng;
 pub mod sim;
 mod stats;
 pub mod upgrade;
+pub mod vote;
 
 pub use crate::core::{
     Action, AdmissionHook, Core, CoreConfig, Delivery, EdgeRefusal, Handled, MAX_BOOTSTRAP,
