@@ -543,7 +543,9 @@ impl Node {
             let Some(deadline) = vote.poll_timeout() else {
                 break;
             };
+            // Biased: an answer already in counts before a deadline that came with it.
             tokio::select! {
+                biased;
                 joined = asks.join_next() => match joined {
                     Some(Ok((relay, answer))) => {
                         let word = answer.ok().and_then(|(_, word)| word);

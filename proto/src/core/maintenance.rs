@@ -70,7 +70,7 @@ impl Core {
         // A node closer to us than our closest edges comes first, in one of the tick's
         // fill dials (or one of its own past the floor, where fill dials nothing). Added
         // on top, its dials made a partitioned node fail more dials and forget the far
-        // side (enough failed dials forget a contact), so the cut did not heal.
+        // side (a failed dial forgets the contact), so the cut did not heal.
         let upkept = usize::from(self.sibling_upkeep(now));
         let want = self.edges.phase().fill_per_tick();
         self.fill(now, want.saturating_sub(upkept));
