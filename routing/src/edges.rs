@@ -410,6 +410,27 @@ impl Edges {
         picked
     }
 
+    /// Holes: buckets of `knowledge` with a contact in them but no live edge of ours (greedy
+    /// routing toward that part of the keyspace ends at us). For each, farthest first, the
+    /// first contact there that `usable` accepts (a contact that failed its dial is passed
+    /// over for the next one of its bucket).
+    pub fn hole_candidates<'k>(
+        &self,
+        knowledge: &'k Knowledge,
+        mut usable: impl FnMut(&Contact) -> bool,
+    ) -> Vec<&'k Contact> {
+        let mut covered = [false; 256];
+        for e in &self.edges {
+            if let Some(b) = self.self_id.bucket_index(&e.id) {
+                covered[b] = true;
+            }
+        }
+        (0..256)
+            .filter(|&b| !covered[b])
+            .filter_map(|b| knowledge.bucket(b).find(|c| usable(c)))
+            .collect()
+    }
+
     fn reclassify(&mut self) {
         let self_id = self.self_id;
         let mut order: Vec<usize> = (0..self.edges.len()).collect();

@@ -74,6 +74,9 @@ impl Core {
         let upkept = usize::from(self.sibling_upkeep(now));
         let want = self.edges.phase().fill_per_tick();
         self.fill(now, want.saturating_sub(upkept));
+        if want == 0 && upkept == 0 {
+            self.fill_hole(now);
+        }
         if self.edges.is_empty() {
             for c in self.bootstrap.clone() {
                 self.dial(c, DialKind::Bootstrap);
@@ -431,6 +434,24 @@ impl Core {
             .cloned()
             .collect();
         for c in picks {
+            self.dial(c, DialKind::Fill);
+        }
+    }
+
+    /// A table with all the edges it wants may still have a hole: a bucket we know contacts
+    /// in but hold no edge into, where greedy routing toward that part of the keyspace ends
+    /// at us. One dial a tick goes to the first contact of a hole that may be dialed now
+    /// (one whose dial failed is backed off, so the next of its bucket gets the next try).
+    fn fill_hole(&mut self, now: Now) {
+        if self.dialing.len() >= MAX_DIALS_IN_FLIGHT {
+            return;
+        }
+        let pick = self
+            .edges
+            .hole_candidates(&self.knowledge, |c| self.may_dial(c, now))
+            .first()
+            .map(|c| (*c).clone());
+        if let Some(c) = pick {
             self.dial(c, DialKind::Fill);
         }
     }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use nodenet_identity::Identity;
 use nodenet_kad::NodeId;
 use nodenet_routing::msg::{self, MsgFields, MsgRef};
-use nodenet_routing::{TARGET_EDGES, Time};
+use nodenet_routing::{SIBLINGS, TARGET_EDGES, Time};
 use nodenet_wire::{Addr, Frame, FrameType};
 
 use super::*;
@@ -1226,4 +1226,56 @@ fn a_relay_bind_punches_only_toward_the_relays_own_host() {
         })
         .sum();
     assert_eq!(sent, usize::from(crate::punch::PUNCH_VOLLEYS) - 1);
+}
+
+/// A table with all the edges it wants fills nothing, so a bucket we know contacts in but
+/// hold no edge into stayed a hole for ever, and greedy routing toward that part of the
+/// keyspace ended at us. Now one dial a tick goes into a hole, and a contact whose dial
+/// failed (backed off) gives way to the next one of its bucket.
+#[test]
+fn a_hole_in_a_full_table_is_dialed_one_contact_at_a_time() {
+    let me = identity(1);
+    let my_id = me.node_id();
+    let pool = pool_by_distance(&me);
+    let bucket = |i: &Identity| my_id.bucket_index(&i.node_id()).unwrap();
+    let mut config = CoreConfig::default();
+    config.maintenance.dead_sibling = Duration::from_secs(3600);
+    config.maintenance.dead_finger = Duration::from_secs(3600);
+    let mut core = Core::new(me, config, CoreRng::deterministic(12));
+    // Siblings: our 16 closest. Fingers: the far end of the pool (its farthest bucket).
+    let n = pool.len();
+    let edges: Vec<&Identity> = pool[..SIBLINGS]
+        .iter()
+        .chain(&pool[n - (TARGET_EDGES - SIBLINGS)..])
+        .collect();
+    for p in &edges {
+        edge(&mut core, p, now(1));
+    }
+    assert_eq!(core.edges.phase(), Phase::Normal);
+    core.on_tick(now(1));
+    while core.poll_action().is_some() {}
+    // The next bucket in from the farthest one: no edge there, and farther than our
+    // siblings, so only the hole rule can dial into it.
+    let far = bucket(edges[SIBLINGS]);
+    let hole: Vec<&Identity> = pool[SIBLINGS..n - (TARGET_EDGES - SIBLINGS)]
+        .iter()
+        .filter(|p| bucket(p) == far + 1)
+        .take(2)
+        .collect();
+    assert_eq!(hole.len(), 2);
+    assert!(edges.iter().all(|e| bucket(e) != far + 1));
+    named_in_an_answer(&mut core, edges[SIBLINGS], &hole, now(2));
+    let known: Vec<NodeId> = core.knowledge.bucket(far + 1).map(|c| c.id).collect();
+    assert_eq!(known.len(), 2, "both hole contacts are known");
+    let _ = lookups_and_dials(&mut core);
+
+    core.on_tick(now(3));
+    let (_, first) = lookups_and_dials(&mut core);
+    assert_eq!(first.len(), 1, "one dial into the hole: {first:?}");
+    assert!(known.contains(&first[0]));
+    core.on_dial_failed(now(3), &first[0]);
+    core.on_tick(now(4));
+    let (_, second) = lookups_and_dials(&mut core);
+    assert_eq!(second.len(), 1, "the next contact of the hole: {second:?}");
+    assert!(known.contains(&second[0]) && second[0] != first[0]);
 }
