@@ -410,15 +410,14 @@ impl Edges {
         picked
     }
 
-    /// Holes: buckets of `knowledge` with a contact in them but no live edge of ours (greedy
-    /// routing toward that part of the keyspace ends at us). For each, farthest first, the
-    /// first contact there that `usable` accepts (a contact that failed its dial is passed
-    /// over for the next one of its bucket).
-    pub fn hole_candidates<'k>(
+    /// Holes are buckets of `knowledge` with a contact in them but no live edge of ours
+    /// (greedy routing toward that part of the keyspace ends at us). The first contact that
+    /// `usable` accepts in the farthest hole that has one.
+    pub fn hole_candidate<'k>(
         &self,
         knowledge: &'k Knowledge,
         mut usable: impl FnMut(&Contact) -> bool,
-    ) -> Vec<&'k Contact> {
+    ) -> Option<&'k Contact> {
         let mut covered = [false; 256];
         for e in &self.edges {
             if let Some(b) = self.self_id.bucket_index(&e.id) {
@@ -427,8 +426,7 @@ impl Edges {
         }
         (0..256)
             .filter(|&b| !covered[b])
-            .filter_map(|b| knowledge.bucket(b).find(|c| usable(c)))
-            .collect()
+            .find_map(|b| knowledge.bucket(b).find(|c| usable(c)))
     }
 
     fn reclassify(&mut self) {

@@ -74,7 +74,7 @@ impl Core {
         let upkept = usize::from(self.sibling_upkeep(now));
         let want = self.edges.phase().fill_per_tick();
         self.fill(now, want.saturating_sub(upkept));
-        if want == 0 && upkept == 0 {
+        if upkept == 0 {
             self.fill_hole(now);
         }
         if self.edges.is_empty() {
@@ -438,19 +438,20 @@ impl Core {
         }
     }
 
-    /// A table with all the edges it wants may still have a hole: a bucket we know contacts
-    /// in but hold no edge into, where greedy routing toward that part of the keyspace ends
-    /// at us. One dial a tick goes to the first contact of a hole that may be dialed now
-    /// (one whose dial failed is backed off, so the next of its bucket gets the next try).
+    /// A hole: a bucket we know contacts in but hold no edge into, where greedy routing
+    /// toward that part of the keyspace ends at us. Fill's picks can miss it (it takes a
+    /// bucket's first contact, dialable now or not, and past the floor it dials nothing),
+    /// so a tick without a closest-node dial gives one dial to the first contact of a hole
+    /// that may be dialed now (not in flight, not backed off; a failed dial forgets its
+    /// contact, so the next of its bucket gets the next try).
     fn fill_hole(&mut self, now: Now) {
         if self.dialing.len() >= MAX_DIALS_IN_FLIGHT {
             return;
         }
         let pick = self
             .edges
-            .hole_candidates(&self.knowledge, |c| self.may_dial(c, now))
-            .first()
-            .map(|c| (*c).clone());
+            .hole_candidate(&self.knowledge, |c| self.may_dial(c, now))
+            .cloned();
         if let Some(c) = pick {
             self.dial(c, DialKind::Fill);
         }

@@ -1230,8 +1230,8 @@ fn a_relay_bind_punches_only_toward_the_relays_own_host() {
 
 /// A table with all the edges it wants fills nothing, so a bucket we know contacts in but
 /// hold no edge into stayed a hole for ever, and greedy routing toward that part of the
-/// keyspace ended at us. Now one dial a tick goes into a hole, and a contact whose dial
-/// failed (backed off) gives way to the next one of its bucket.
+/// keyspace ended at us. Now one dial a tick goes into a hole; a contact whose dial failed
+/// is forgotten, and the next one of its bucket gets the next tick's dial.
 #[test]
 fn a_hole_in_a_full_table_is_dialed_one_contact_at_a_time() {
     let me = identity(1);
@@ -1274,6 +1274,10 @@ fn a_hole_in_a_full_table_is_dialed_one_contact_at_a_time() {
     assert_eq!(first.len(), 1, "one dial into the hole: {first:?}");
     assert!(known.contains(&first[0]));
     core.on_dial_failed(now(3), &first[0]);
+    assert!(
+        core.knowledge.get(&first[0]).is_none(),
+        "a failed dial forgets"
+    );
     core.on_tick(now(4));
     let (_, second) = lookups_and_dials(&mut core);
     assert_eq!(second.len(), 1, "the next contact of the hole: {second:?}");
