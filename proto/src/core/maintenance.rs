@@ -70,7 +70,9 @@ impl Core {
         // A node closer to us than our closest edges comes first, in one of the tick's
         // fill dials (or one of its own past the floor, where fill dials nothing). Added
         // on top, its dials made a partitioned node fail more dials and forget the far
-        // side (a failed dial forgets the contact), so the cut did not heal.
+        // side (a failed dial forgets the contact), so the cut did not heal. The hole dial
+        // below is one a tick and only in a tick without this one; a cut random in the
+        // keyspace leaves few holes (`cluster::a_long_partition_heals`).
         let upkept = usize::from(self.sibling_upkeep(now));
         let want = self.edges.phase().fill_per_tick();
         self.fill(now, want.saturating_sub(upkept));

@@ -1230,8 +1230,9 @@ fn a_relay_bind_punches_only_toward_the_relays_own_host() {
 
 /// A table with all the edges it wants fills nothing, so a bucket we know contacts in but
 /// hold no edge into stayed a hole for ever, and greedy routing toward that part of the
-/// keyspace ended at us. Now one dial a tick goes into a hole; a contact whose dial failed
-/// is forgotten, and the next one of its bucket gets the next tick's dial.
+/// keyspace ended at us. Now a tick without a closest-node dial makes one into a hole; a
+/// contact whose dial failed is forgotten, and the next one of its bucket gets the next
+/// tick's dial.
 #[test]
 fn a_hole_in_a_full_table_is_dialed_one_contact_at_a_time() {
     let me = identity(1);
