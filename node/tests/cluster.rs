@@ -138,62 +138,47 @@ async fn sends_survive_a_fifth_of_the_nodes_dying_silently() {
     assert!(arrived * 100 >= 500 * 99, "only {arrived}/500 arrived");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_partition_heals() {
+/// Cuts a settled 30-node cluster in two (even and odd indices, random in the keyspace) for
+/// `cut` seconds, checks nothing crosses it, heals it, gives maintenance `after` seconds and
+/// returns how many of 200 random sends arrive.
+async fn cut_and_heal(cut: u64, after: u64) -> usize {
     let mut c = Cluster::builder(30).build();
     c.settled(Duration::from_secs(40)).await.unwrap();
     settle(20).await;
     let (left, right): (Vec<usize>, Vec<usize>) = (0..30).partition(|i| i % 2 == 0);
-    for &a in &left {
-        for &b in &right {
-            c.partition(a, b);
-        }
+    let pairs: Vec<(usize, usize)> = left
+        .iter()
+        .flat_map(|&a| right.iter().map(move |&b| (a, b)))
+        .collect();
+    for &(a, b) in &pairs {
+        c.partition(a, b);
     }
     // Across the cut nothing arrives.
     c.node(0).send(c.id(1), b"across").ok();
-    settle(30).await;
+    settle(cut).await;
     assert!(c.inbox(1).try_recv().is_none());
-    for &a in &left {
-        for &b in &right {
-            c.heal(a, b);
-        }
+    for &(a, b) in &pairs {
+        c.heal(a, b);
     }
     // Maintenance redials across the healed cut.
-    settle(60).await;
+    settle(after).await;
     let all: Vec<usize> = (0..30).collect();
     for i in 0..30 {
         while c.inbox(i).try_recv().is_some() {}
     }
-    let arrived = random_sends(&mut c, &all, 200, 3).await;
-    assert_eq!(arrived, 200);
+    random_sends(&mut c, &all, 200, 3).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partition_heals() {
+    assert_eq!(cut_and_heal(30, 60).await, 200);
 }
 
 /// A cut of 30 minutes, during which each failed dial across it forgets its contact: once
 /// healed, the overlay must still find itself whole again.
 #[tokio::test(start_paused = true)]
 async fn a_long_partition_heals() {
-    let mut c = Cluster::builder(30).build();
-    c.settled(Duration::from_secs(40)).await.unwrap();
-    settle(20).await;
-    let (left, right): (Vec<usize>, Vec<usize>) = (0..30).partition(|i| i % 2 == 0);
-    for &a in &left {
-        for &b in &right {
-            c.partition(a, b);
-        }
-    }
-    settle(1800).await;
-    for &a in &left {
-        for &b in &right {
-            c.heal(a, b);
-        }
-    }
-    settle(600).await;
-    let all: Vec<usize> = (0..30).collect();
-    for i in 0..30 {
-        while c.inbox(i).try_recv().is_some() {}
-    }
-    let arrived = random_sends(&mut c, &all, 200, 3).await;
-    assert_eq!(arrived, 200);
+    assert_eq!(cut_and_heal(1800, 600).await, 200);
 }
 
 #[tokio::test(start_paused = true)]
