@@ -82,24 +82,15 @@ impl Node {
     /// peer lacks media support, or its address did not answer).
     pub async fn open_media(&self, target: NodeId) -> Result<MediaSession, OpenMediaError> {
         // A transport without media says so before any connect is spent on it.
-        if self.0.transport.as_media().is_none() {
+        let Some(media) = self.0.transport.as_media() else {
             let error = MediaError::Unsupported;
             return Err(OpenMediaError::Session { target, error });
-        }
+        };
         let addr = self.edge_addr(target).await.map_err(|e| match e {
             EdgeAddrError::Connect(c) => OpenMediaError::Connect(c),
             EdgeAddrError::EdgeClosed => OpenMediaError::EdgeClosed(target),
         })?;
-        let opening = match self.0.transport.as_media() {
-            Some(media) => media.open_media(target, &addr),
-            None => {
-                return Err(OpenMediaError::Session {
-                    target,
-                    error: MediaError::Unsupported,
-                });
-            }
-        };
-        match opening.await {
+        match media.open_media(target, &addr).await {
             Ok(session) => {
                 lock(&self.0.core).stats_mut().media_opened += 1;
                 // A call that dies of its path says the edge may be dead too: ping it now

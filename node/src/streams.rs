@@ -124,24 +124,15 @@ impl Node {
     ) -> Result<(SendStream, RecvStream), OpenStreamError> {
         check_protocol(protocol)?;
         // A transport without streams says so before any connect is spent on it.
-        if self.0.transport.as_streams().is_none() {
+        let Some(streams) = self.0.transport.as_streams() else {
             let error = StreamError::Unsupported;
             return Err(OpenStreamError::Stream { target, error });
-        }
+        };
         let addr = self.edge_addr(target).await.map_err(|e| match e {
             EdgeAddrError::Connect(c) => OpenStreamError::Connect(c),
             EdgeAddrError::EdgeClosed => OpenStreamError::EdgeClosed(target),
         })?;
-        let opening = match self.0.transport.as_streams() {
-            Some(streams) => streams.open_stream(target, &addr, protocol),
-            None => {
-                return Err(OpenStreamError::Stream {
-                    target,
-                    error: StreamError::Unsupported,
-                });
-            }
-        };
-        match opening.await {
+        match streams.open_stream(target, &addr, protocol).await {
             Ok(halves) => {
                 lock(&self.0.core).stats_mut().streams_opened += 1;
                 Ok(halves)

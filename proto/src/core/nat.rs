@@ -50,18 +50,6 @@ impl Core {
     /// peer sees the relay, not us: its reports of our address are dropped, and one it made
     /// before is withdrawn. Forgotten when the edge goes down.
     pub fn set_edge_relayed(&mut self, peer: &NodeId, relayed: bool) {
-        self.mark_edge_relayed(peer, relayed);
-    }
-
-    /// A new connection replaced our edge to `peer` (the winner of a crossed dial, or a
-    /// punched one upgrading a relayed one): `relayed` says whether it runs through a relay.
-    /// A punch burst for `peer` has done its work and stops.
-    pub fn on_edge_replaced(&mut self, peer: &NodeId, relayed: bool) {
-        self.bursts.on_new_edge(peer);
-        self.mark_edge_relayed(peer, relayed);
-    }
-
-    fn mark_edge_relayed(&mut self, peer: &NodeId, relayed: bool) {
         if !self.edges.contains(peer) {
             return;
         }
@@ -72,6 +60,14 @@ impl Core {
         } else {
             self.relayed_edges.remove(peer);
         }
+    }
+
+    /// A new connection replaced our edge to `peer` (the winner of a crossed dial, or a
+    /// punched one upgrading a relayed one): `relayed` says whether it runs through a relay.
+    /// A punch burst for `peer` has done its work and stops.
+    pub fn on_edge_replaced(&mut self, peer: &NodeId, relayed: bool) {
+        self.bursts.on_new_edge(peer);
+        self.set_edge_relayed(peer, relayed);
     }
 
     /// Withdraws `peer`'s report of our address.

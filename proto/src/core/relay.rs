@@ -64,8 +64,7 @@ impl Core {
                         if !self.links.bind(now.mono, addr.clone(), from) {
                             self.stats.relay_binds_refused += 1;
                         }
-                        self.bursts.burst(now.mono, None, vec![addr]);
-                        self.queue_punches();
+                        self.punch_burst(now, None, vec![addr]);
                         Handled::Done
                     }
                     None => {
