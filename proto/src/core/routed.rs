@@ -178,11 +178,18 @@ impl Core {
             // view of its own neighbourhood is the thinnest in the network, and its answers
             // kept its neighbours from learning of each other (3,000 simulated nodes, default
             // NAT mix: delivery 94.1% with NAT'd nodes answering, 99.5% passing lookups on).
-            // On its last hop a lookup is answered wherever it is.
+            // A lookup of a node we know of (not just a point in the keyspace), sent by
+            // another node, is passed on too: whoever asks wants that node's own answer (a
+            // relay lookup counts only the target's word), and ours would end it one hop
+            // short. In a simulated 2,000-node network with the default NAT mix, all 5
+            // connects that failed had their relay lookup answered by such a node; passing
+            // these on left 2. On its last hop a lookup is answered wherever it is.
             if decision == Decision::Drop(DropReason::LocalOptimum)
                 && ttl > 1
                 && m.target != self.id
-                && (ty != FrameType::LOOKUP || matches!(self.confirmed, Some((_, false))))
+                && (ty != FrameType::LOOKUP
+                    || matches!(self.confirmed, Some((_, false)))
+                    || (m.target != m.originator() && self.knowledge.get(&m.target).is_some()))
             {
                 let originator = m.originator();
                 let mut next = [NodeId::ZERO; 1];

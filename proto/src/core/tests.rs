@@ -672,6 +672,70 @@ fn behind_a_nat_a_local_optimum_passes_a_lookup_on() {
     assert_eq!(core.stats().lookups_answered, 1);
 }
 
+/// A public node at a lookup's local optimum that knows the lookup's target as a node passes
+/// the lookup on, so the target answers it itself (a relay lookup counts only the target's
+/// word: at 2,000 simulated nodes, every relay step that failed had its lookup answered one
+/// hop short by such a node). A lookup of a point nobody holds, a node's lookup of itself and
+/// a lookup on its last hop are still answered here.
+#[test]
+fn a_local_optimum_passes_on_a_lookup_of_a_node_it_knows() {
+    let target = identity(7);
+    let tid = target.node_id();
+    let mut pool: Vec<Identity> = (100..400).map(identity).collect();
+    pool.sort_by_key(|i| i.node_id().distance(&tid));
+    let me = pool.remove(0);
+    let far: Vec<Identity> = pool.into_iter().rev().take(3).collect();
+    let mut core = Core::new(me, CoreConfig::default(), CoreRng::deterministic(1));
+    let t = now(1);
+    for e in &far {
+        edge(&mut core, e, t);
+    }
+    let from = far[0].node_id();
+    let origin = identity(20_000);
+    let lookup = |by: &Identity, ttl: u8, nonce: u8| {
+        routed(
+            by,
+            by.ed_public(),
+            FrameType::LOOKUP,
+            tid,
+            ttl,
+            t,
+            &[nonce; NONCE_LEN],
+        )
+    };
+    // Not yet known: a point in the keyspace as far as we can tell, answered here.
+    let h = core.on_frame(
+        t,
+        from,
+        &mem_addr("from"),
+        &mut lookup(&origin, MAX_HOPS, 1),
+    );
+    assert_eq!(first_hop(&h), None);
+    assert_eq!(core.stats().lookups_answered, 1);
+    core.learn(t, tid, target.ed_public());
+    assert!(core.knowledge.get(&tid).is_some());
+    // Known: passed on to the closest other edge, not answered.
+    let h = core.on_frame(
+        t,
+        from,
+        &mem_addr("from"),
+        &mut lookup(&origin, MAX_HOPS, 2),
+    );
+    assert!(first_hop(&h).is_some_and(|n| n != from), "{h:?}");
+    assert_eq!(core.stats().lookups_answered, 1);
+    // The target's lookup of itself, and a lookup on its last hop: answered.
+    let h = core.on_frame(
+        t,
+        from,
+        &mem_addr("from"),
+        &mut lookup(&target, MAX_HOPS, 3),
+    );
+    assert_eq!(first_hop(&h), None);
+    let h = core.on_frame(t, from, &mem_addr("from"), &mut lookup(&origin, 1, 4));
+    assert_eq!(first_hop(&h), None);
+    assert_eq!(core.stats().lookups_answered, 3);
+}
+
 /// The targets and nonces of every Lookup the core queued, and the contacts it dialed.
 fn lookups_and_dials(core: &mut Core) -> (Vec<(NodeId, [u8; NONCE_LEN])>, Vec<NodeId>) {
     let (mut lookups, mut dials) = (Vec::new(), Vec::new());
