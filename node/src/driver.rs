@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::core::{
     Action, Attested, Core, CoreConfig, Delivery, EdgeRefusal, Handled, Maintenance, NodeEvent,
-    Now, small_frame,
+    Now, RelayOpened, small_frame,
 };
 use crate::{AlreadyTaken, DialNodeError, JoinError, SendError, Stats};
 use nodenet_proto::CoreRng;

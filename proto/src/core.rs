@@ -43,7 +43,7 @@ mod types;
 
 pub use types::{
     Action, Attested, Delivery, EdgeRefusal, Handled, MAX_PUNCH_CANDIDATES, NodeEvent,
-    OriginateError, Via,
+    OriginateError, RelayOpened, Via,
 };
 
 /// The time, as the core sees it: the driver's monotonic clock and the wall clock (for the
@@ -539,11 +539,6 @@ impl Core {
     /// Counts a relayed edge replaced by a punched one.
     pub fn count_upgrade(&mut self) {
         self.stats.relay_upgrades += 1;
-    }
-
-    /// Counts a relay session we opened for others.
-    pub fn count_relay_granted(&mut self) {
-        self.stats.relays_granted += 1;
     }
 
     /// Counts a frame not sent because the edge's queue was full (the edge lives on).

@@ -91,8 +91,8 @@ impl Node {
         self.drain(&mut core, now);
     }
 
-    /// Opens a relay session for `from` toward `target`: the caller's side goes to `from` in a
-    /// RelayGrant, the callee's side to `target` in a RelayBind (it punches toward it).
+    /// Opens a relay session for `from` toward `target` through the transport's relay
+    /// capability; the core answers both sides ([`Core::relay_opened`]).
     pub(super) fn open_relay(
         &self,
         core: &mut Core,
@@ -100,74 +100,32 @@ impl Node {
         nonce: [u8; nodenet_nat::NONCE_LEN],
         target: NodeId,
     ) {
-        let Some(Ok((caller, callee))) = self.0.transport.as_relay().map(|r| r.relay()) else {
+        let Some(Ok((caller_side, callee_side))) = self.0.transport.as_relay().map(|r| r.relay())
+        else {
             return;
         };
-        let (caller, callee) = (self.dialable(caller, core), self.dialable(callee, core));
-        // Where our own edges see each side: each learns the other's host from us.
-        let (seen_target, seen_from) = if self.0.attest {
-            (self.seen_host(core, &target), self.seen_host(core, &from))
+        let (caller_seen, target_seen) = if self.0.attest {
+            (self.seen_at(core, &from), self.seen_at(core, &target))
         } else {
             (None, None)
         };
-        let grant = nodenet_nat::RelayGrant {
+        core.relay_opened(RelayOpened {
+            caller: from,
             nonce,
-            addr: caller.as_ref(),
-            attest: seen_target.as_ref().map(|h| nodenet_nat::Attestation {
-                peer: target,
-                host: h.as_ref(),
-            }),
-        }
-        .encode();
-        let bind = nodenet_nat::RelayBind {
-            addr: callee.as_ref(),
-            attest: seen_from.as_ref().map(|h| nodenet_nat::Attestation {
-                peer: from,
-                host: h.as_ref(),
-            }),
-        }
-        .encode();
-        let (Ok(grant), Ok(bind)) = (grant, bind) else {
-            return;
-        };
-        let _ = self.send_to(&target, &small_frame(FrameType::RELAY_BIND, &bind));
-        let _ = self.send_to(&from, &small_frame(FrameType::RELAY_GRANT, &grant));
-        core.count_relay_granted();
+            target,
+            caller_side,
+            callee_side,
+            caller_seen,
+            target_seen,
+        });
     }
 
-    /// The host (as an address with port 0) our edge to `peer` comes from, unless that edge
-    /// runs through a relay itself (we would vouch for the relay's host).
-    pub(super) fn seen_host(&self, core: &Core, peer: &NodeId) -> Option<Addr> {
+    /// Where our edge to `peer` comes from, unless that edge runs through a relay itself
+    /// (we would vouch for the relay's host).
+    fn seen_at(&self, core: &Core, peer: &NodeId) -> Option<Addr> {
         let conn = self
             .conn_to(peer)
             .filter(|c| !core.links().is_relayed(link(c)))?;
-        conn.with_remote_addr(|a| {
-            nodenet_nat::birthday::host_of(&a.endpoint)
-                .map(|host| Addr::new(a.net.clone(), format!("{host}:0")))
-        })
-    }
-
-    /// A relay endpoint bound on a wildcard IP, given the IP peers reach us at instead.
-    pub(super) fn dialable(&self, addr: Addr, core: &Core) -> Addr {
-        let Ok(sa) = addr.endpoint.parse::<std::net::SocketAddr>() else {
-            return addr;
-        };
-        if !sa.ip().is_unspecified() {
-            return addr;
-        }
-        let ip = core
-            .coordinates()
-            .iter()
-            .chain(core.reflexive())
-            .find_map(|a| a.endpoint.parse::<std::net::SocketAddr>().ok())
-            .map(|a| a.ip())
-            .filter(|ip| !ip.is_unspecified());
-        match ip {
-            Some(ip) => Addr::new(
-                addr.net,
-                std::net::SocketAddr::new(ip, sa.port()).to_string(),
-            ),
-            None => addr,
-        }
+        conn.with_remote_addr(|a| Some(a.clone()))
     }
 }

@@ -80,6 +80,79 @@ impl Core {
         }
     }
 
+    /// Answers a relay request we serve, once the transport opened the session
+    /// ([`RelayOpened`]): the caller's side goes to the caller in a RelayGrant, the callee's
+    /// side to the target in a RelayBind (it punches toward it), each vouching for the other
+    /// peer's host where our own direct edge sees it. A side bound on a wildcard IP is named
+    /// at the IP peers reach us at. Queued as [`Action::Send`]s; nothing is sent if either
+    /// frame does not encode.
+    pub fn relay_opened(&mut self, o: RelayOpened) {
+        let caller_side = self.dialable(o.caller_side);
+        let callee_side = self.dialable(o.callee_side);
+        // A host as an address with port 0.
+        let host = |seen: Option<Addr>| {
+            seen.and_then(|a| {
+                nodenet_nat::birthday::host_of(&a.endpoint)
+                    .map(|h| Addr::new(a.net.clone(), format!("{h}:0")))
+            })
+        };
+        let (target_host, caller_host) = (host(o.target_seen), host(o.caller_seen));
+        let grant = nodenet_nat::RelayGrant {
+            nonce: o.nonce,
+            addr: caller_side.as_ref(),
+            attest: target_host.as_ref().map(|h| nodenet_nat::Attestation {
+                peer: o.target,
+                host: h.as_ref(),
+            }),
+        }
+        .encode();
+        let bind = nodenet_nat::RelayBind {
+            addr: callee_side.as_ref(),
+            attest: caller_host.as_ref().map(|h| nodenet_nat::Attestation {
+                peer: o.caller,
+                host: h.as_ref(),
+            }),
+        }
+        .encode();
+        let (Ok(grant), Ok(bind)) = (grant, bind) else {
+            return;
+        };
+        self.actions.push_back(Action::Send {
+            to: o.target,
+            frame: small_frame(FrameType::RELAY_BIND, &bind),
+        });
+        self.actions.push_back(Action::Send {
+            to: o.caller,
+            frame: small_frame(FrameType::RELAY_GRANT, &grant),
+        });
+        self.stats.relays_granted += 1;
+    }
+
+    /// A session side bound on a wildcard IP, at the IP peers reach us at instead (our
+    /// coordinates, else our reflexive address); any other address as it is.
+    fn dialable(&self, addr: Addr) -> Addr {
+        let Ok(sa) = addr.endpoint.parse::<std::net::SocketAddr>() else {
+            return addr;
+        };
+        if !sa.ip().is_unspecified() {
+            return addr;
+        }
+        let ip = self
+            .coordinates()
+            .iter()
+            .chain(self.reflexive())
+            .find_map(|a| a.endpoint.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified());
+        match ip {
+            Some(ip) => Addr::new(
+                addr.net,
+                std::net::SocketAddr::new(ip, sa.port()).to_string(),
+            ),
+            None => addr,
+        }
+    }
+
     /// Edges that volunteer as relays (by the capabilities they advertise), `target`
     /// excluded, at most `n`.
     pub fn relay_candidates(&self, target: &NodeId, n: usize) -> Vec<NodeId> {

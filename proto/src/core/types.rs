@@ -217,3 +217,25 @@ pub enum OriginateError {
         max: usize,
     },
 }
+
+/// A relay session the transport opened for a request we are serving (after
+/// [`Handled::RelayRequested`]), handed to [`Core::relay_opened`](super::Core::relay_opened).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayOpened {
+    /// Who asked for the session.
+    pub caller: NodeId,
+    /// The request's nonce, echoed in the grant.
+    pub nonce: [u8; nodenet_nat::NONCE_LEN],
+    /// Whom the caller wants to reach (an edge of ours).
+    pub target: NodeId,
+    /// The session's side the caller dials (named in the grant).
+    pub caller_side: Addr,
+    /// The session's side the target punches toward (named in the bind).
+    pub callee_side: Addr,
+    /// Where our own direct edge to the caller comes from, to vouch for its host to the
+    /// target; `None` to vouch for nothing (no direct edge, or attestation off).
+    pub caller_seen: Option<Addr>,
+    /// Where our own direct edge to the target comes from, to vouch for its host to the
+    /// caller; `None` as above.
+    pub target_seen: Option<Addr>,
+}

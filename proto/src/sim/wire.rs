@@ -121,23 +121,16 @@ impl Sim {
             return;
         }
         let (caller_side, callee_side) = self.net.open_relay(relay);
-        let (caller_addr, callee_addr) = (ep_addr(caller_side), ep_addr(callee_side));
-        let grant = nodenet_nat::RelayGrant {
+        // Grants vouch for nobody here: the birthday plays model attestation themselves.
+        self.cores[relay].relay_opened(crate::RelayOpened {
+            caller,
             nonce,
-            addr: caller_addr.as_ref(),
-            attest: None,
-        }
-        .encode();
-        let bind = nodenet_nat::RelayBind {
-            addr: callee_addr.as_ref(),
-            attest: None,
-        }
-        .encode();
-        if let (Ok(grant), Ok(bind)) = (grant, bind) {
-            self.transmit(relay, t, small_frame(FrameType::RELAY_BIND, &bind));
-            self.transmit(relay, c, small_frame(FrameType::RELAY_GRANT, &grant));
-            self.cores[relay].count_relay_granted();
-        }
+            target,
+            caller_side: ep_addr(caller_side),
+            callee_side: ep_addr(callee_side),
+            caller_seen: None,
+            target_seen: None,
+        });
     }
 
     /// Records hops of a Route frame arriving at its target (first copy only).
