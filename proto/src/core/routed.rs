@@ -103,7 +103,7 @@ impl Core {
             return Handled::Done;
         }
         let ttl_at = payload.start + msg::TTL_OFFSET;
-        let (decision, candidates) = {
+        let (decision, candidates, answer_too) = {
             let Ok(m) = MsgRef::parse(&frame[payload]) else {
                 self.stats.dropped_malformed += 1;
                 return Handled::Done;
@@ -120,6 +120,7 @@ impl Core {
                 return Handled::Done;
             }
             let mut candidates = Candidates::new();
+            let mut answer_too = false;
             let mut decision = decide(
                 &self.id,
                 &self.edges,
@@ -178,29 +179,35 @@ impl Core {
             // view of its own neighbourhood is the thinnest in the network, and its answers
             // kept its neighbours from learning of each other (3,000 simulated nodes, default
             // NAT mix: delivery 94.1% with NAT'd nodes answering, 99.5% passing lookups on).
-            // A lookup of a node we know of (not just a point in the keyspace), sent by
-            // another node, is passed on too: whoever asks wants that node's own answer (a
-            // relay lookup counts only the target's word), and ours would end it one hop
-            // short. In a simulated 2,000-node network with the default NAT mix, all 5
-            // connects that failed had their relay lookup answered by such a node; passing
-            // these on left 2. On its last hop a lookup is answered wherever it is.
+            // A public local optimum that knows a lookup's target as a node (not just a point
+            // in the keyspace) answers the lookup and also passes it on (tier 3 policy: the
+            // reference only answers), unless the target is looking itself up: whoever asks
+            // may want that node's own answer (a relay lookup counts only the target's word),
+            // and ours alone would end it one hop short. In a simulated 2,000-node network
+            // with the default NAT mix, all 5 connects that failed had their relay lookup
+            // answered by such a node; passing these on left 2. The asker still gets our
+            // answer, as from any local optimum; the copy passed on costs at most
+            // [`DETOUR_TTL`] more frames and is shed, like the answer, by the per-originator
+            // limit. On its last hop a lookup is answered wherever it is.
             if decision == Decision::Drop(DropReason::LocalOptimum)
                 && ttl > 1
                 && m.target != self.id
-                && (ty != FrameType::LOOKUP
-                    || matches!(self.confirmed, Some((_, false)))
-                    || (m.target != m.originator() && self.knowledge.get(&m.target).is_some()))
             {
-                let originator = m.originator();
-                let mut next = [NodeId::ZERO; 1];
-                let n = self
-                    .edges
-                    .closest_into(&m.target, &mut next, |id| *id != from && *id != originator);
-                if n > 0 {
-                    candidates.prefer(next[0]);
-                    decision = Decision::Forward {
-                        ttl: (ttl - 1).min(DETOUR_TTL),
-                    };
+                let behind_nat = matches!(self.confirmed, Some((_, false)));
+                let known = m.target != m.originator() && self.knowledge.get(&m.target).is_some();
+                if ty != FrameType::LOOKUP || behind_nat || known {
+                    let originator = m.originator();
+                    let mut next = [NodeId::ZERO; 1];
+                    let n = self
+                        .edges
+                        .closest_into(&m.target, &mut next, |id| *id != from && *id != originator);
+                    if n > 0 {
+                        candidates.prefer(next[0]);
+                        decision = Decision::Forward {
+                            ttl: (ttl - 1).min(DETOUR_TTL),
+                        };
+                        answer_too = ty == FrameType::LOOKUP && !behind_nat;
+                    }
                 }
             }
             match crumb_of(ty, m.payload) {
@@ -231,10 +238,19 @@ impl Core {
                 }
                 _ => {}
             }
-            (decision, candidates)
+            (decision, candidates, answer_too)
         };
         match decision {
             Decision::Forward { ttl } => {
+                // A lookup answered here and passed on: not passed on unless answered (its
+                // signature checked, its originator under the limit).
+                if answer_too {
+                    let answered = self.stats.lookups_answered;
+                    self.terminal(now, ty, frame, false);
+                    if self.stats.lookups_answered == answered {
+                        return Handled::Done;
+                    }
+                }
                 // The envelope parsed, so its TTL byte is inside the frame.
                 let Some(byte) = frame.get_mut(ttl_at) else {
                     return Handled::Done;
