@@ -732,6 +732,22 @@ fn a_local_optimum_passes_on_a_lookup_of_a_node_it_knows() {
         })
         .count();
     assert_eq!(answers, 1, "the asker has our answer too");
+    // A forged one (not signed by the key it carries): neither answered nor passed on.
+    let bad_sig = core.stats().dropped_bad_sig;
+    let forger = identity(20_001);
+    let mut forged = routed(
+        &forger,
+        origin.ed_public(),
+        FrameType::LOOKUP,
+        tid,
+        MAX_HOPS,
+        t,
+        &[5; NONCE_LEN],
+    );
+    let h = core.on_frame(t, from, &mem_addr("from"), &mut forged);
+    assert_eq!(first_hop(&h), None);
+    assert_eq!(core.stats().dropped_bad_sig, bad_sig + 1);
+    assert_eq!(core.stats().lookups_answered, 2);
     // The target's lookup of itself, and a lookup on its last hop: answered.
     let h = core.on_frame(
         t,
