@@ -186,9 +186,12 @@ impl Core {
             // and ours alone would end it one hop short. In a simulated 2,000-node network
             // with the default NAT mix, all 5 connects that failed had their relay lookup
             // answered by such a node; passing these on left 2. The asker still gets our
-            // answer, as from any local optimum; the copy passed on costs at most
-            // [`DETOUR_TTL`] more frames and is shed, like the answer, by the per-originator
-            // limit. On its last hop a lookup is answered wherever it is.
+            // answer, as from any local optimum. The cost is bounded: each node answers and
+            // passes on one Lookup message once (its copies share a signature), the copy
+            // passed on keeps at most [`DETOUR_TTL`] hops, so each copy of a Lookup draws at
+            // most 1 + `DETOUR_TTL` answers this way, all to its signed originator, and both the
+            // answer and the pass are shed by the per-originator limit. On its last hop a
+            // lookup is answered wherever it is.
             if decision == Decision::Drop(DropReason::LocalOptimum)
                 && ttl > 1
                 && m.target != self.id
@@ -243,8 +246,24 @@ impl Core {
         match decision {
             Decision::Forward { ttl } => {
                 // A lookup answered here and passed on: not passed on unless answered (its
-                // signature checked, its originator under the limit).
+                // originator under the limit).
                 if answer_too {
+                    // Checked before anything is recorded; then a copy (the three share a
+                    // signature) or a copy come back around is neither answered nor passed on
+                    // again.
+                    let Ok((f, _)) = Frame::parse(frame) else {
+                        return Handled::Done;
+                    };
+                    let Ok(m) = MsgRef::parse(f.payload()) else {
+                        return Handled::Done;
+                    };
+                    if m.verify(ty).is_err() {
+                        self.stats.dropped_bad_sig += 1;
+                        return Handled::Done;
+                    }
+                    if self.is_repeat(&m) {
+                        return Handled::Done;
+                    }
                     let answered = self.stats.lookups_answered;
                     self.terminal(now, ty, frame, false);
                     if self.stats.lookups_answered == answered {
