@@ -197,8 +197,9 @@ impl Core {
                 && m.target != self.id
             {
                 let behind_nat = matches!(self.confirmed, Some((_, false)));
-                let known = m.target != m.originator() && self.knowledge.get(&m.target).is_some();
-                if ty != FrameType::LOOKUP || behind_nat || known {
+                let known =
+                    || m.target != m.originator() && self.knowledge.get(&m.target).is_some();
+                if ty != FrameType::LOOKUP || behind_nat || known() {
                     let originator = m.originator();
                     let mut next = [NodeId::ZERO; 1];
                     let n = self
