@@ -262,12 +262,7 @@ impl Core {
                         self.stats.dropped_bad_sig += 1;
                         return Handled::Done;
                     }
-                    if self.is_repeat(&m) {
-                        return Handled::Done;
-                    }
-                    let answered = self.stats.lookups_answered;
-                    self.terminal(now, ty, frame, false);
-                    if self.stats.lookups_answered == answered {
+                    if self.is_repeat(&m) || !self.answer_lookup(now, &m) {
                         return Handled::Done;
                     }
                 }
@@ -293,6 +288,24 @@ impl Core {
                 Handled::Done
             }
         }
+    }
+
+    /// Answers a verified Lookup with our closest contacts to its target, under the
+    /// per-originator limit; false if it was not answered (malformed or over the limit).
+    fn answer_lookup(&mut self, now: Now, m: &MsgRef<'_>) -> bool {
+        let Ok(nonce) = control::parse_nonce(m.payload) else {
+            self.stats.dropped_malformed += 1;
+            return false;
+        };
+        let originator = m.originator();
+        if !self.limiter.allow(originator, now.mono) {
+            self.stats.dropped_rate_limited += 1;
+            return false;
+        }
+        self.learn(now, originator, *m.ed_pub);
+        self.stats.lookups_answered += 1;
+        self.answer_neighbors(now, originator, &m.target, nonce, MAX_HOPS, false);
+        true
     }
 
     /// A routed frame that ends here: verify, then act by type.
@@ -328,18 +341,7 @@ impl Core {
                 })
             }
             FrameType::LOOKUP => {
-                let Ok(nonce) = control::parse_nonce(m.payload) else {
-                    self.stats.dropped_malformed += 1;
-                    return Handled::Done;
-                };
-                if !self.limiter.allow(originator, now.mono) {
-                    self.stats.dropped_rate_limited += 1;
-                    return Handled::Done;
-                }
-                let target = m.target;
-                self.learn(now, originator, *m.ed_pub);
-                self.stats.lookups_answered += 1;
-                self.answer_neighbors(now, originator, &target, nonce, MAX_HOPS, false);
+                self.answer_lookup(now, &m);
                 Handled::Done
             }
             FrameType::NEIGHBORS if for_us => {
