@@ -238,3 +238,63 @@ async fn a_deadline_brought_closer_outside_the_loop_wakes_the_drivers_timer() {
     );
     node.shutdown().await;
 }
+
+/// Only what every transport does: no capability trait is offered.
+#[derive(Debug)]
+struct Bare(nodenet_transport::mem::MemTransport);
+
+impl Transport for Bare {
+    fn local_id(&self) -> nodenet_kad::NodeId {
+        self.0.local_id()
+    }
+    fn local_addr(&self) -> nodenet_transport::Addr {
+        self.0.local_addr()
+    }
+    fn dial(
+        &self,
+        remote: nodenet_kad::NodeId,
+        addr: &nodenet_transport::Addr,
+    ) -> nodenet_transport::BoxFuture<
+        'static,
+        Result<nodenet_transport::Conn, nodenet_transport::DialError>,
+    > {
+        self.0.dial(remote, addr)
+    }
+    fn poll_event(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<nodenet_transport::Event>> {
+        self.0.poll_event(cx)
+    }
+    fn close(&self) {
+        self.0.close();
+    }
+    fn stats(&self) -> nodenet_transport::TransportStats {
+        self.0.stats()
+    }
+    fn is_ip(&self) -> bool {
+        self.0.is_ip()
+    }
+}
+
+/// The core's settings follow the transport's capabilities: without `Relay` a node does not
+/// volunteer as a relay, and without `Punch` it neither asks for nor honours timed punches.
+#[test]
+fn a_node_offers_only_what_its_transport_can_do() {
+    let hub = Hub::new();
+    let settings = |t: Arc<dyn Transport>, i: u32| {
+        let node = Node::builder(identity(i))
+            .transport(t)
+            .relay(true)
+            .timed_punch(true)
+            .build()
+            .unwrap();
+        let c = crate::driver::lock(&node.0.core).config().clone();
+        (c.relay, c.timed_punch)
+    };
+    let full = hub.transport_for(&identity(1), "full").unwrap();
+    assert!(full.as_punch().is_some() && full.as_relay().is_some());
+    assert_eq!(settings(Arc::new(full), 1), (true, true));
+    let bare = Bare(hub.transport_for(&identity(2), "bare").unwrap());
+    assert_eq!(settings(Arc::new(bare), 2), (false, false));
+}

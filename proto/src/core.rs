@@ -509,6 +509,11 @@ impl Core {
         }
     }
 
+    /// The settings this core runs with (as the driver adjusted them to its transport).
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
     /// The live edges.
     pub fn edges(&self) -> &Edges {
         &self.edges

@@ -69,7 +69,7 @@ impl Builder {
         self
     }
 
-    /// Volunteer as a relay.
+    /// Volunteer as a relay. A transport without [`nodenet_transport::Relay`] turns it off.
     pub fn relay(mut self, on: bool) -> Self {
         self.config.relay = on;
         self
@@ -123,7 +123,8 @@ impl Builder {
     /// Time hole-punches (default on): our Connect asks the peer to hold its punch until our
     /// Sync, sent when its ack arrives, and we punch half the measured round trip later, so
     /// both first datagrams leave together; a peer's such request is honoured. Off, we
-    /// behave as the reference: the target punches as soon as the Connect arrives.
+    /// behave as the reference: the target punches as soon as the Connect arrives. A
+    /// transport without [`nodenet_transport::Punch`] turns it off, whatever is set here.
     pub fn timed_punch(mut self, on: bool) -> Self {
         self.config.timed_punch = on;
         self
@@ -234,6 +235,10 @@ impl Builder {
         // A transport that cannot open relay sessions does not offer to relay: callers
         // would wait out their grant timeout for nothing.
         config.relay &= transport.as_relay().is_some();
+        // One that cannot punch neither asks for nor honours timed punches: timing a peer's
+        // volley against ours is pointless when we send none, so the peer volleys at once
+        // rather than waiting on a Sync.
+        config.timed_punch &= transport.as_punch().is_some();
         if !self.advertise_set {
             // A wildcard bind (0.0.0.0, ::) is no address anyone can dial: advertise nothing,
             // and peers learn ours from the edges they see (and the reflexive address).
