@@ -169,8 +169,16 @@ impl Core {
         self.on_edge_down(now, peer);
     }
 
-    /// A dial failed: back off from that contact, and forget it once it keeps failing at the
-    /// longest backoff (its backoff stays, so a contact named again does not start over).
+    /// A dial failed: back off from that contact and evict it from its bucket (its backoff
+    /// stays, so a contact named again does not start over), unless it is the last contact
+    /// we could dial in its bucket.
+    ///
+    /// That one is kept, and redialed each time its backoff ends: a cut that takes a whole
+    /// part of the keyspace away (every node across it fails) would otherwise empty the
+    /// bucket of everything it knew there, and once the cut heals nothing would lead back
+    /// across it (`cluster::a_partition_along_the_keyspace_heals`). Kademlia keeps a
+    /// bucket's unresponsive contacts while it has no replacement, for this reason. A
+    /// made-up contact kept this way costs one dial per [`BACKOFF_MAX`].
     pub fn on_dial_failed(&mut self, now: Now, peer: &NodeId) {
         self.dialing.remove(peer);
         self.stats.dials_failed += 1;
@@ -180,11 +188,25 @@ impl Core {
             .is_some_and(|b| b.delay >= BACKOFF_MAX);
         let b = self.back_off(now, peer);
         b.failures += 1;
-        if at_ceiling && b.failures >= 3 {
+        let failures = b.failures;
+        if !self.bucket_has_another_address(peer) {
+            return;
+        }
+        if at_ceiling && failures >= 3 {
             self.knowledge.remove(peer);
         }
-        // An incumbent that could not be reached loses its slot to a stashed newcomer.
+        // An incumbent that could not be reached loses its slot (to a stashed newcomer, if
+        // there is one).
         self.knowledge.confirm(peer, false, now.mono);
+    }
+
+    /// Whether `peer`'s bucket holds another contact with an address.
+    fn bucket_has_another_address(&self, peer: &NodeId) -> bool {
+        self.id.bucket_index(peer).is_some_and(|b| {
+            self.knowledge
+                .bucket(b)
+                .any(|c| c.id != *peer && !c.addrs.is_empty())
+        })
     }
 
     /// [`Core::back_off`] for a peer we know an address of (one maintenance could dial): a

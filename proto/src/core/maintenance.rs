@@ -70,7 +70,7 @@ impl Core {
         // A node closer to us than our closest edges comes first, in one of the tick's
         // fill dials (or one of its own past the floor, where fill dials nothing). Added
         // on top, its dials made a partitioned node fail more dials and forget the far
-        // side (a failed dial forgets the contact), so the cut did not heal. The hole dial
+        // side (a failed dial evicts the contact), so the cut did not heal. The hole dial
         // below is one a tick and only in a tick without this one; a cut random in the
         // keyspace leaves few holes (`cluster::a_long_partition_heals`).
         let upkept = usize::from(self.sibling_upkeep(now));
@@ -444,7 +444,7 @@ impl Core {
     /// toward that part of the keyspace ends at us. Fill's picks can miss it (it takes a
     /// bucket's first contact, dialable now or not, and past the floor it dials nothing),
     /// so a tick without a closest-node dial gives one dial to the first contact of a hole
-    /// that may be dialed now (not in flight, not backed off; a failed dial forgets its
+    /// that may be dialed now (not in flight, not backed off; a failed dial evicts its
     /// contact, so the next of its bucket gets the next try).
     fn fill_hole(&mut self, now: Now) {
         if self.dialing.len() >= MAX_DIALS_IN_FLIGHT {

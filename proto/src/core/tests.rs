@@ -1172,7 +1172,7 @@ fn a_peer_we_know_no_address_of_leaves_no_backoff() {
     assert!(core.backoff.contains_key(&known.node_id()));
 }
 
-/// A failed dial forgets its contact, but a lookup answer can name it again at once (a
+/// A failed dial evicted its contact, but a lookup answer can name it again at once (a
 /// made-up contact close to us, at any address): its backoff was dropped on the next tick,
 /// so every tick dialed that address again, for as long as someone kept naming it. Now the
 /// backoff outlives the forgetting and doubles with each failure.
@@ -1190,11 +1190,74 @@ fn a_contact_named_again_after_each_failed_dial_is_dialed_ever_more_slowly() {
             assert_eq!(d, ghost.node_id());
             dials.push(t);
             core.on_dial_failed(now(t), &ghost.node_id());
-            assert!(core.knowledge.get(&ghost.node_id()).is_none(), "forgotten");
+            assert!(core.backoff.contains_key(&ghost.node_id()));
         }
     }
     // Doubling from 1 s: about ten dials in ten minutes, not one per 5 s tick (120).
     assert!((3..=12).contains(&dials.len()), "dialed at {dials:?}");
+}
+
+/// A failed dial evicts its contact, but not the last one in its bucket that we could dial:
+/// a cut across a whole part of the keyspace fails every dial there, and once it heals,
+/// only a contact kept through it leads back (`cluster::a_partition_along_the_keyspace_heals`).
+/// The kept one is redialed as its backoff allows, and goes as soon as its bucket has another.
+#[test]
+fn the_last_contact_we_could_dial_in_a_bucket_survives_its_failed_dials() {
+    let me = identity(1);
+    let my_id = me.node_id();
+    let pool = pool_by_distance(&me);
+    let mut core = core_past_the_floor(me, &pool, 17);
+    // Two strangers sharing a bucket that holds no edge and nothing else we know.
+    let bucket_of = |i: &Identity| my_id.bucket_index(&i.node_id()).unwrap();
+    let (a, b) = (0..pool.len())
+        .flat_map(|i| (i + 1..pool.len()).map(move |j| (i, j)))
+        .map(|(i, j)| (&pool[i], &pool[j]))
+        .find(|(a, b)| {
+            bucket_of(a) == bucket_of(b)
+                && core.knowledge.bucket(bucket_of(a)).next().is_none()
+                && !core
+                    .edges
+                    .iter()
+                    .any(|e| my_id.bucket_index(&e.id) == Some(bucket_of(a)))
+        })
+        .unwrap();
+    let far = &pool[398];
+    named_in_an_answer(&mut core, far, &[a, b], now(2));
+    assert_eq!(core.knowledge.bucket(bucket_of(a)).count(), 2);
+    // One of the two fails: it goes, the other stays.
+    core.on_dial_failed(now(3), &a.node_id());
+    assert!(core.knowledge.get(&a.node_id()).is_none(), "evicted");
+    assert!(core.knowledge.get(&b.node_id()).is_some());
+    // The last one fails, over and over, at the longest backoff: it stays, backed off.
+    let mut t = 4;
+    for _ in 0..8 {
+        core.on_dial_failed(now(t), &b.node_id());
+        assert!(
+            core.knowledge.get(&b.node_id()).is_some(),
+            "the last one is kept"
+        );
+        t += 400;
+    }
+    let until = core.backoff[&b.node_id()].until;
+    assert!(until > now(t - 400).mono, "and backed off");
+    // Redialed once its backoff ends (a hole: a bucket we know a contact in but hold no
+    // edge into).
+    let mut redialed = false;
+    for s in (t..t + 400).step_by(5) {
+        core.on_tick(now(s));
+        if lookups_and_dials(&mut core).1.contains(&b.node_id()) {
+            assert!(now(s).mono >= until, "not before its backoff ends");
+            redialed = true;
+            break;
+        }
+    }
+    assert!(redialed, "redialed when its backoff ended");
+    // Once its bucket has another contact, its next failure evicts it.
+    core.on_dial_failed(now(t + 400), &b.node_id());
+    named_in_an_answer(&mut core, far, &[a], now(t + 401));
+    assert!(core.knowledge.get(&a.node_id()).is_some());
+    core.on_dial_failed(now(t + 402), &b.node_id());
+    assert!(core.knowledge.get(&b.node_id()).is_none(), "evicted");
 }
 
 /// A Connect (or its Sync) from `from` to `to`, for `nonce`, with `flags`, punching toward
@@ -1377,7 +1440,7 @@ fn a_hole_in_a_full_table_is_dialed_one_contact_at_a_time() {
     core.on_dial_failed(now(3), &first[0]);
     assert!(
         core.knowledge.get(&first[0]).is_none(),
-        "a failed dial forgets"
+        "a failed dial evicts (its bucket has another contact)"
     );
     core.on_tick(now(4));
     let (_, second) = lookups_and_dials(&mut core);
