@@ -272,6 +272,7 @@ fn main() {
             }
         }
     }
+    let holes = table_holes(&sim, nodes, &live);
     let mut hops = report.hops.clone();
     hops.sort_unstable();
     let pct = |p: f64| {
@@ -302,6 +303,7 @@ fn main() {
         .num("drops_ttl", ttl as f64)
         .num("drops_rate_limited", rate_limited as f64)
         .num("drops_stale", stale as f64)
+        .num("table_holes", holes as f64)
         .raw(&if connects > 0 {
             summary.json_fields()
         } else {
@@ -310,6 +312,47 @@ fn main() {
         .num("wall_s", started.elapsed().as_secs_f64())
         .num("peak_rss_mib", peak_rss_mib())
         .print();
+}
+
+/// Holes in the live nodes' tables: (node, bucket) pairs where the node knows no contact and
+/// holds no edge although the bucket has other live nodes, counted for the buckets expected
+/// to hold at least 8 nodes (bucket b holds about N / 2^(b+1) of N nodes). Such a node
+/// cannot route into that part of its own neighbourhood, and messages for it may end at
+/// nodes there. The first few are named on stderr.
+fn table_holes(sim: &Sim, nodes: usize, live: &[usize]) -> usize {
+    let depth = (usize::BITS - nodes.leading_zeros()).saturating_sub(5) as usize;
+    let ids: Vec<_> = (0..nodes).map(|i| sim.core(i).id()).collect();
+    let mut holes = 0usize;
+    for &i in live {
+        let me = ids[i];
+        let mut population = vec![0usize; depth + 1];
+        for &j in live {
+            let b = me.common_prefix_len(&ids[j]) as usize;
+            if j != i && b <= depth {
+                population[b] += 1;
+            }
+        }
+        let core = sim.core(i);
+        for (b, &n) in population.iter().enumerate() {
+            let edge_in = || {
+                core.edges()
+                    .iter()
+                    .any(|e| me.common_prefix_len(&e.id) as usize == b)
+            };
+            if n == 0 || core.knowledge().bucket(b).next().is_some() || edge_in() {
+                continue;
+            }
+            holes += 1;
+            if holes <= 10 {
+                eprintln!(
+                    "hole: node {i} ({}) knows nobody in its bucket {b} ({n} live nodes there), holds {} edges",
+                    sim.nat(i).name(),
+                    core.edges().len()
+                );
+            }
+        }
+    }
+    holes
 }
 
 /// `kind=percent,...` → weights by kind.
