@@ -182,7 +182,7 @@ async fn a_partition_heals() {
     assert_eq!(cut_and_heal(30, 60).await, 200);
 }
 
-/// A cut of 30 minutes, during which each failed dial across it forgets its contact: once
+/// A cut of 30 minutes, during which each failed dial across it evicts its contact: once
 /// healed, the overlay must still find itself whole again.
 #[tokio::test(start_paused = true)]
 async fn a_long_partition_heals() {

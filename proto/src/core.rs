@@ -236,6 +236,10 @@ const COVERAGE_DEPTH: usize = 24;
 
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Failed dials in a row after which even a bucket's last contact is evicted
+/// ([`edges::kept_through_failures`]): nine doubling delays (about 8 minutes), then one per
+/// [`BACKOFF_MAX`], about an hour of failing in all.
+const KEEP_FAILURES: u32 = 20;
 /// The shortest maintenance tick and self-lookup period taken (shorter ones are raised).
 const MIN_PERIOD: Duration = Duration::from_millis(1);
 /// A backoff that ended is remembered at least this long (or one more delay): a failure or

@@ -92,6 +92,8 @@ struct Entry {
     contact: Contact,
     last_seen: Time,
     subnet: Option<SubnetKey>,
+    /// We once held an edge to it: it existed, at least then.
+    reached: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -212,6 +214,7 @@ impl Knowledge {
             contact: contact.clone(),
             last_seen: now,
             subnet,
+            reached: false,
         };
         entry.contact.x_pub = None;
         let bucket = &mut self.buckets[b];
@@ -331,6 +334,38 @@ impl Knowledge {
         let e = self.remove_at(b, i);
         self.promote(b);
         Some(e.contact)
+    }
+
+    /// Records that we hold (or held) an edge to `id`, if we know it.
+    pub fn mark_reached(&mut self, id: &NodeId) {
+        if let Some(e) = self.get_mut(id) {
+            e.reached = true;
+        }
+    }
+
+    /// Whether we ever held an edge to `id` while we knew it ([`Knowledge::mark_reached`]).
+    pub fn was_reached(&self, id: &NodeId) -> bool {
+        self.self_id.bucket_index(id).is_some_and(|b| {
+            let bucket = &self.buckets[b];
+            bucket
+                .entries
+                .iter()
+                .chain(&bucket.cache)
+                .any(|e| e.contact.id == *id && e.reached)
+        })
+    }
+
+    /// Whether `id`'s bucket holds, besides `id`, a contact with an address: in the bucket,
+    /// or waiting in its replacement cache.
+    pub fn has_alternative(&self, id: &NodeId) -> bool {
+        self.self_id.bucket_index(id).is_some_and(|b| {
+            let bucket = &self.buckets[b];
+            bucket
+                .entries
+                .iter()
+                .chain(&bucket.cache)
+                .any(|e| e.contact.id != *id && !e.contact.addrs.is_empty())
+        })
     }
 
     /// Binds an X25519 key learned from a verified rendezvous to a known contact.

@@ -527,6 +527,44 @@ fn full_bucket_offers_a_probe_and_promotes_on_death() {
     k.check_invariants().unwrap();
 }
 
+/// What keeps a failing contact in its bucket: whether we ever reached it, and whether its
+/// bucket has another contact to dial (an entry, or a newcomer waiting in the cache).
+#[test]
+fn a_contact_knows_whether_it_was_reached_and_has_an_alternative() {
+    let me = NodeId::ZERO;
+    let mut k = Knowledge::new(me, 0);
+    let id = |n: u8| {
+        let mut b = [0u8; 32];
+        b[0] = 0x80;
+        b[31] = n;
+        NodeId::from_bytes(b)
+    };
+    let at = |n: u8| vec![Addr::new("quic", format!("10.0.0.{n}:1"))];
+    k.observe(&Contact::new(id(0), at(0)), t(0));
+    assert!(!k.was_reached(&id(0)));
+    k.mark_reached(&id(0));
+    assert!(k.was_reached(&id(0)));
+    // Unknown ids are neither reached nor marked.
+    k.mark_reached(&id(99));
+    assert!(!k.was_reached(&id(99)));
+    // Alone, or beside contacts without an address: no alternative.
+    assert!(!k.has_alternative(&id(0)));
+    for n in 1..K as u8 {
+        k.observe(&Contact::new(id(n), vec![]), t(u64::from(n)));
+    }
+    assert!(!k.has_alternative(&id(0)));
+    // A newcomer with an address, stashed in the full bucket's cache, is one.
+    assert!(matches!(
+        k.observe(&Contact::new(id(200), at(200)), t(100)),
+        Observed::Stashed { .. }
+    ));
+    assert!(k.has_alternative(&id(0)));
+    // And it keeps the mark through refreshes.
+    k.observe(&Contact::new(id(0), at(0)), t(101));
+    assert!(k.was_reached(&id(0)));
+    k.check_invariants().unwrap();
+}
+
 #[test]
 fn refresh_targets_land_in_the_stale_bucket() {
     let me = ident(0).node_id();

@@ -314,14 +314,22 @@ fn main() {
         .print();
 }
 
-/// Holes in the live nodes' tables: (node, bucket) pairs where the node knows no contact and
-/// holds no edge although the bucket has other live nodes, counted for the buckets expected
-/// to hold at least 8 nodes (bucket b holds about N / 2^(b+1) of N nodes). Such a node
-/// cannot route into that part of its own neighbourhood, and messages for it may end at
-/// nodes there. The first few are named on stderr.
+/// Holes in the live nodes' tables: (node, bucket) pairs where the node holds no edge and
+/// knows no public node (none it could dial for sure), although the bucket has live nodes,
+/// counted for the buckets expected to hold at least 8 nodes (bucket b holds about
+/// N / 2^(b+1) of N nodes). Such a node cannot route into that part of its own
+/// neighbourhood, and messages for it may end at nodes there. The first few are named on
+/// stderr.
 fn table_holes(sim: &Sim, nodes: usize, live: &[usize]) -> usize {
     let depth = (usize::BITS - nodes.leading_zeros()).saturating_sub(5) as usize;
     let ids: Vec<_> = (0..nodes).map(|i| sim.core(i).id()).collect();
+    let index: std::collections::HashMap<_, usize> =
+        ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let public = |id: &nodenet_kad::NodeId| {
+        index
+            .get(id)
+            .is_some_and(|&j| sim.nat(j) == NatKind::Public)
+    };
     let mut holes = 0usize;
     for &i in live {
         let me = ids[i];
@@ -339,13 +347,14 @@ fn table_holes(sim: &Sim, nodes: usize, live: &[usize]) -> usize {
                     .iter()
                     .any(|e| me.common_prefix_len(&e.id) as usize == b)
             };
-            if n == 0 || core.knowledge().bucket(b).next().is_some() || edge_in() {
+            let knows_public = || core.knowledge().bucket(b).any(|c| public(&c.id));
+            if n == 0 || edge_in() || knows_public() {
                 continue;
             }
             holes += 1;
             if holes <= 10 {
                 eprintln!(
-                    "hole: node {i} ({}) knows nobody in its bucket {b} ({n} live nodes there), holds {} edges",
+                    "hole: node {i} ({}) holds no edge and knows no public node in its bucket {b} ({n} live nodes there), holds {} edges",
                     sim.nat(i).name(),
                     core.edges().len()
                 );

@@ -119,6 +119,7 @@ impl Core {
             },
         };
         self.observe(&contact, now);
+        self.knowledge.mark_reached(&peer);
         if outbound {
             // Our first frame lets the acceptor see the edge (there is no accept call).
             let frame = small_frame(FrameType::PING, &[]);
@@ -169,16 +170,9 @@ impl Core {
         self.on_edge_down(now, peer);
     }
 
-    /// A dial failed: back off from that contact and evict it from its bucket (its backoff
-    /// stays, so a contact named again does not start over), unless it is the last contact
-    /// we could dial in its bucket.
-    ///
-    /// That one is kept, and redialed each time its backoff ends: a cut that takes a whole
-    /// part of the keyspace away (every node across it fails) would otherwise empty the
-    /// bucket of everything it knew there, and once the cut heals nothing would lead back
-    /// across it (`cluster::a_partition_along_the_keyspace_heals`). Kademlia keeps a
-    /// bucket's unresponsive contacts while it has no replacement, for this reason. A
-    /// made-up contact kept this way costs one dial per [`BACKOFF_MAX`].
+    /// A dial failed: back off from that contact and evict it from its bucket (a stashed
+    /// newcomer takes its place; its backoff stays, so a contact named again does not start
+    /// over), unless [`kept_through_failures`] keeps it.
     pub fn on_dial_failed(&mut self, now: Now, peer: &NodeId) {
         self.dialing.remove(peer);
         self.stats.dials_failed += 1;
@@ -189,24 +183,14 @@ impl Core {
         let b = self.back_off(now, peer);
         b.failures += 1;
         let failures = b.failures;
-        if !self.bucket_has_another_address(peer) {
+        if kept_through_failures(&self.knowledge, peer, failures) {
             return;
         }
         if at_ceiling && failures >= 3 {
+            // Out of the replacement cache too.
             self.knowledge.remove(peer);
         }
-        // An incumbent that could not be reached loses its slot (to a stashed newcomer, if
-        // there is one).
         self.knowledge.confirm(peer, false, now.mono);
-    }
-
-    /// Whether `peer`'s bucket holds another contact with an address.
-    fn bucket_has_another_address(&self, peer: &NodeId) -> bool {
-        self.id.bucket_index(peer).is_some_and(|b| {
-            self.knowledge
-                .bucket(b)
-                .any(|c| c.id != *peer && !c.addrs.is_empty())
-        })
     }
 
     /// [`Core::back_off`] for a peer we know an address of (one maintenance could dial): a
@@ -233,4 +217,20 @@ impl Core {
         b.until = now.mono.after(b.delay);
         b
     }
+}
+
+/// Whether `peer`, whose dials have failed `failures` times in a row, stays in its bucket:
+/// it is the last contact we could dial there (no other with an address, in the bucket or
+/// its replacement cache), we once held an edge to it, and it has failed fewer than
+/// [`KEEP_FAILURES`] times. Its backoff is kept as long (not forgotten after a while), so
+/// it is redialed once per [`BACKOFF_MAX`] once the delay has doubled up to it.
+///
+/// A cut that takes a whole part of the keyspace away fails every dial there; evicting each
+/// would leave nothing that leads back across once it heals
+/// (`cluster::a_partition_along_the_keyspace_heals`). Kademlia keeps a bucket's unresponsive
+/// contacts while it has no replacement, for this reason. Only a contact we once reached
+/// qualifies: a made-up one named in an answer is evicted by its first failed dial, as any
+/// other.
+pub(super) fn kept_through_failures(knowledge: &Knowledge, peer: &NodeId, failures: u32) -> bool {
+    failures < KEEP_FAILURES && knowledge.was_reached(peer) && !knowledge.has_alternative(peer)
 }

@@ -63,8 +63,13 @@ impl Core {
         // A backoff is remembered for a while after it ends (one more delay, at least
         // BACKOFF_MEMORY, longer than a tick), so a peer that fails (or drops us) again
         // meanwhile doubles it rather than starting over.
-        self.backoff
-            .retain(|_, b| b.until.after(b.delay.max(BACKOFF_MEMORY)) > now.mono);
+        // A contact kept through its failures keeps its backoff too: forgotten, its delay
+        // would start over at a second.
+        let knowledge = &self.knowledge;
+        self.backoff.retain(|id, b| {
+            b.until.after(b.delay.max(BACKOFF_MEMORY)) > now.mono
+                || edges::kept_through_failures(knowledge, id, b.failures)
+        });
         self.pending.retain(|_, exp| *exp > now.mono);
         self.relay_hints.purge(now.mono);
         // A node closer to us than our closest edges comes first, in one of the tick's

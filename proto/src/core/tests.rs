@@ -1175,7 +1175,7 @@ fn a_peer_we_know_no_address_of_leaves_no_backoff() {
 /// A failed dial evicted its contact, but a lookup answer can name it again at once (a
 /// made-up contact close to us, at any address): its backoff was dropped on the next tick,
 /// so every tick dialed that address again, for as long as someone kept naming it. Now the
-/// backoff outlives the forgetting and doubles with each failure.
+/// backoff outlives the eviction and doubles with each failure.
 #[test]
 fn a_contact_named_again_after_each_failed_dial_is_dialed_ever_more_slowly() {
     let me = identity(1);
@@ -1197,22 +1197,28 @@ fn a_contact_named_again_after_each_failed_dial_is_dialed_ever_more_slowly() {
     assert!((3..=12).contains(&dials.len()), "dialed at {dials:?}");
 }
 
-/// A failed dial evicts its contact, but not the last one in its bucket that we could dial:
-/// a cut across a whole part of the keyspace fails every dial there, and once it heals,
-/// only a contact kept through it leads back (`cluster::a_partition_along_the_keyspace_heals`).
-/// The kept one is redialed as its backoff allows, and goes as soon as its bucket has another.
+/// A failed dial evicts its contact, but not the last one in its bucket that we could dial
+/// and once held an edge to: a cut across a whole part of the keyspace fails every dial
+/// there, and once it heals only a contact kept through it leads back
+/// (`cluster::a_partition_along_the_keyspace_heals`). The kept one is redialed as its
+/// backoff allows (its backoff is not forgotten meanwhile), once per `BACKOFF_MAX` at the
+/// ceiling, until `KEEP_FAILURES` failures; it goes at once when its bucket has another
+/// contact. A made-up contact (never reached) is evicted by its first failure.
 #[test]
-fn the_last_contact_we_could_dial_in_a_bucket_survives_its_failed_dials() {
+fn the_last_contact_we_reached_in_a_bucket_survives_its_failed_dials() {
     let me = identity(1);
     let my_id = me.node_id();
     let pool = pool_by_distance(&me);
     let mut core = core_past_the_floor(me, &pool, 17);
-    // Two strangers sharing a bucket that holds no edge and nothing else we know.
+    // Silent edges stay up for the hours this runs.
+    core.config.maintenance.dead_sibling = Duration::from_secs(10 * 3600);
+    core.config.maintenance.dead_finger = Duration::from_secs(10 * 3600);
     let bucket_of = |i: &Identity| my_id.bucket_index(&i.node_id()).unwrap();
-    let (a, b) = (0..pool.len())
+    // Pairs of strangers sharing a bucket that holds no edge and nothing we know.
+    let empty_pairs: Vec<(&Identity, &Identity)> = (0..pool.len())
         .flat_map(|i| (i + 1..pool.len()).map(move |j| (i, j)))
         .map(|(i, j)| (&pool[i], &pool[j]))
-        .find(|(a, b)| {
+        .filter(|(a, b)| {
             bucket_of(a) == bucket_of(b)
                 && core.knowledge.bucket(bucket_of(a)).next().is_none()
                 && !core
@@ -1220,44 +1226,74 @@ fn the_last_contact_we_could_dial_in_a_bucket_survives_its_failed_dials() {
                     .iter()
                     .any(|e| my_id.bucket_index(&e.id) == Some(bucket_of(a)))
         })
+        .collect();
+    let (a, b) = empty_pairs[0];
+    let (c, d) = *empty_pairs
+        .iter()
+        .find(|(c, _)| bucket_of(c) != bucket_of(a))
         .unwrap();
     let far = &pool[398];
-    named_in_an_answer(&mut core, far, &[a, b], now(2));
-    assert_eq!(core.knowledge.bucket(bucket_of(a)).count(), 2);
-    // One of the two fails: it goes, the other stays.
-    core.on_dial_failed(now(3), &a.node_id());
-    assert!(core.knowledge.get(&a.node_id()).is_none(), "evicted");
-    assert!(core.knowledge.get(&b.node_id()).is_some());
-    // The last one fails, over and over, at the longest backoff: it stays, backed off.
-    let mut t = 4;
-    for _ in 0..8 {
-        core.on_dial_failed(now(t), &b.node_id());
-        assert!(
-            core.knowledge.get(&b.node_id()).is_some(),
-            "the last one is kept"
-        );
-        t += 400;
-    }
-    let until = core.backoff[&b.node_id()].until;
-    assert!(until > now(t - 400).mono, "and backed off");
-    // Redialed once its backoff ends (a hole: a bucket we know a contact in but hold no
-    // edge into).
-    let mut redialed = false;
-    for s in (t..t + 400).step_by(5) {
-        core.on_tick(now(s));
+
+    // Never reached, alone in its bucket: its first failed dial evicts it.
+    named_in_an_answer(&mut core, far, &[a], now(2));
+    core.on_dial_failed(now(2), &a.node_id());
+    assert!(
+        core.knowledge.get(&a.node_id()).is_none(),
+        "made up: evicted"
+    );
+
+    // b was an edge and went down; from now on every dial of it fails.
+    edge(&mut core, b, now(3));
+    core.on_edge_down(now(4), &b.node_id());
+    let _ = lookups_and_dials(&mut core);
+    let mut dials = Vec::new();
+    for t in (5..3 * 3600).step_by(5) {
+        core.on_tick(now(t));
         if lookups_and_dials(&mut core).1.contains(&b.node_id()) {
-            assert!(now(s).mono >= until, "not before its backoff ends");
-            redialed = true;
-            break;
+            dials.push(t);
+            core.on_dial_failed(now(t), &b.node_id());
+            if core.knowledge.get(&b.node_id()).is_none() {
+                break;
+            }
         }
     }
-    assert!(redialed, "redialed when its backoff ended");
-    // Once its bucket has another contact, its next failure evicts it.
-    core.on_dial_failed(now(t + 400), &b.node_id());
-    named_in_an_answer(&mut core, far, &[a], now(t + 401));
-    assert!(core.knowledge.get(&a.node_id()).is_some());
-    core.on_dial_failed(now(t + 402), &b.node_id());
-    assert!(core.knowledge.get(&b.node_id()).is_none(), "evicted");
+    // Kept through KEEP_FAILURES - 1 failures, evicted by the next.
+    assert_eq!(dials.len(), KEEP_FAILURES as usize, "dialed at {dials:?}");
+    assert!(core.knowledge.get(&b.node_id()).is_none());
+    // Doubling, then once per BACKOFF_MAX (plus at most a tick): the backoff was never
+    // forgotten and restarted at a second.
+    let gaps: Vec<u64> = dials.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.windows(2).all(|g| g[1] >= g[0]), "gaps {gaps:?}");
+    let ceiling = BACKOFF_MAX.as_secs();
+    let at_ceiling = gaps.iter().filter(|&&g| g >= ceiling).count();
+    assert!(at_ceiling >= 9, "gaps {gaps:?}");
+    assert!(gaps.iter().all(|&g| g <= ceiling + 5), "gaps {gaps:?}");
+
+    // c was an edge too: kept through a failure while alone, evicted by the next once its
+    // bucket has another contact (d, named in an answer).
+    edge(&mut core, c, now(20_000));
+    core.on_edge_down(now(20_001), &c.node_id());
+    core.on_dial_failed(now(20_002), &c.node_id());
+    assert!(
+        core.knowledge.get(&c.node_id()).is_some(),
+        "the last one is kept"
+    );
+    // Its backoff is remembered past the time others are (here no dial could
+    // start: MAX_DIALS_IN_FLIGHT are in flight).
+    let busy: Vec<NodeId> = pool[100..100 + MAX_DIALS_IN_FLIGHT]
+        .iter()
+        .map(Identity::node_id)
+        .collect();
+    core.dialing.extend(busy.iter().copied());
+    core.on_tick(now(22_000));
+    assert_eq!(core.backoff.get(&c.node_id()).map(|b| b.failures), Some(1));
+    for id in &busy {
+        core.dialing.remove(id);
+    }
+    named_in_an_answer(&mut core, far, &[d], now(22_003));
+    core.on_dial_failed(now(22_004), &c.node_id());
+    assert!(core.knowledge.get(&c.node_id()).is_none(), "evicted");
+    assert!(core.knowledge.get(&d.node_id()).is_some());
 }
 
 /// A Connect (or its Sync) from `from` to `to`, for `nonce`, with `flags`, punching toward
@@ -1394,7 +1430,7 @@ fn a_relay_bind_punches_only_toward_the_relays_own_host() {
 /// A table with all the edges it wants fills nothing, so a bucket we know contacts in but
 /// hold no edge into stayed a hole for ever, and greedy routing toward that part of the
 /// keyspace ended at us. Now a tick without a closest-node dial makes one into a hole; a
-/// contact whose dial failed is forgotten, and the next one of its bucket gets the next
+/// contact whose dial failed is evicted, and the next one of its bucket gets the next
 /// tick's dial.
 #[test]
 fn a_hole_in_a_full_table_is_dialed_one_contact_at_a_time() {
