@@ -345,27 +345,23 @@ impl Knowledge {
 
     /// Whether we ever held an edge to `id` while we knew it ([`Knowledge::mark_reached`]).
     pub fn was_reached(&self, id: &NodeId) -> bool {
-        self.self_id.bucket_index(id).is_some_and(|b| {
-            let bucket = &self.buckets[b];
-            bucket
-                .entries
-                .iter()
-                .chain(&bucket.cache)
-                .any(|e| e.contact.id == *id && e.reached)
-        })
+        self.bucket_of(id).any(|e| e.contact.id == *id && e.reached)
     }
 
     /// Whether `id`'s bucket holds, besides `id`, a contact with an address: in the bucket,
     /// or waiting in its replacement cache.
     pub fn has_alternative(&self, id: &NodeId) -> bool {
-        self.self_id.bucket_index(id).is_some_and(|b| {
-            let bucket = &self.buckets[b];
-            bucket
-                .entries
-                .iter()
-                .chain(&bucket.cache)
-                .any(|e| e.contact.id != *id && !e.contact.addrs.is_empty())
-        })
+        self.bucket_of(id)
+            .any(|e| e.contact.id != *id && !e.contact.addrs.is_empty())
+    }
+
+    /// The entries and the replacement cache of `id`'s bucket.
+    fn bucket_of(&self, id: &NodeId) -> impl Iterator<Item = &Entry> {
+        self.self_id
+            .bucket_index(id)
+            .map(|b| &self.buckets[b])
+            .into_iter()
+            .flat_map(|bucket| bucket.entries.iter().chain(&bucket.cache))
     }
 
     /// Binds an X25519 key learned from a verified rendezvous to a known contact.

@@ -491,17 +491,19 @@ fn subnet_accounting_off_admits_one_subnet_past_the_cap() {
     off.check_invariants().unwrap();
 }
 
+/// Id `n` of bucket 0 of `NodeId::ZERO`: every id with a top bit set falls in it.
+fn bucket0_id(n: u8) -> NodeId {
+    let mut b = [0u8; 32];
+    b[0] = 0x80;
+    b[31] = n;
+    NodeId::from_bytes(b)
+}
+
 #[test]
 fn full_bucket_offers_a_probe_and_promotes_on_death() {
     let me = NodeId::ZERO;
     let mut k = Knowledge::new(me, 0);
-    // Every id with a top bit set falls in bucket 0.
-    let id = |n: u8| {
-        let mut b = [0u8; 32];
-        b[0] = 0x80;
-        b[31] = n;
-        NodeId::from_bytes(b)
-    };
+    let id = bucket0_id;
     for n in 0..K as u8 {
         assert_eq!(
             k.observe(&Contact::new(id(n), vec![]), t(u64::from(n))),
@@ -533,12 +535,7 @@ fn full_bucket_offers_a_probe_and_promotes_on_death() {
 fn a_contact_knows_whether_it_was_reached_and_has_an_alternative() {
     let me = NodeId::ZERO;
     let mut k = Knowledge::new(me, 0);
-    let id = |n: u8| {
-        let mut b = [0u8; 32];
-        b[0] = 0x80;
-        b[31] = n;
-        NodeId::from_bytes(b)
-    };
+    let id = bucket0_id;
     let at = |n: u8| vec![Addr::new("quic", format!("10.0.0.{n}:1"))];
     k.observe(&Contact::new(id(0), at(0)), t(0));
     assert!(!k.was_reached(&id(0)));
