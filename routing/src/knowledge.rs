@@ -336,7 +336,8 @@ impl Knowledge {
         Some(e.contact)
     }
 
-    /// Records that we hold (or held) an edge to `id`, if we know it.
+    /// Records that we hold (or held) an edge to `id` at its current addresses, if we know
+    /// it. New addresses (a later [`Knowledge::observe`]) clear the mark.
     pub fn mark_reached(&mut self, id: &NodeId) {
         if let Some(e) = self.get_mut(id) {
             e.reached = true;
@@ -348,11 +349,18 @@ impl Knowledge {
         self.bucket_of(id).any(|e| e.contact.id == *id && e.reached)
     }
 
-    /// Whether `id`'s bucket holds, besides `id`, a contact with an address: in the bucket,
-    /// or waiting in its replacement cache.
+    /// Whether `id`'s bucket holds, besides `id`, a contact with an address that could take
+    /// its place: one we reached too, or a newcomer waiting in the replacement cache of a
+    /// full bucket (named ones in a bucket with room do not count: a peer's word alone
+    /// must not push out the one contact we know to have existed).
     pub fn has_alternative(&self, id: &NodeId) -> bool {
-        self.bucket_of(id)
-            .any(|e| e.contact.id != *id && !e.contact.addrs.is_empty())
+        let Some(b) = self.self_id.bucket_index(id) else {
+            return false;
+        };
+        let bucket = &self.buckets[b];
+        let other = |e: &&Entry| e.contact.id != *id && !e.contact.addrs.is_empty();
+        bucket.entries.iter().filter(other).any(|e| e.reached)
+            || bucket.cache.iter().any(|e| other(&e))
     }
 
     /// The entries and the replacement cache of `id`'s bucket.
@@ -553,6 +561,10 @@ fn merge(e: &mut Entry, contact: &Contact, now: Time) {
         e.contact.caps = contact.caps;
     }
     if !contact.addrs.is_empty() {
+        // Reached at the addresses it had, not at ones it is now said to have.
+        if contact.addrs != e.contact.addrs {
+            e.reached = false;
+        }
         e.contact.addrs.clone_from(&contact.addrs);
     }
     if e.contact.ed_pub.is_none() {

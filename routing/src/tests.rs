@@ -556,9 +556,21 @@ fn a_contact_knows_whether_it_was_reached_and_has_an_alternative() {
         Observed::Stashed { .. }
     ));
     assert!(k.has_alternative(&id(0)));
-    // And it keeps the mark through refreshes.
+    // It keeps the mark through refreshes at the same address, not a move to another.
     k.observe(&Contact::new(id(0), at(0)), t(101));
     assert!(k.was_reached(&id(0)));
+    k.observe(&Contact::new(id(0), at(7)), t(102));
+    assert!(!k.was_reached(&id(0)));
+    k.check_invariants().unwrap();
+
+    // In a bucket with room, a contact only named does not count as an alternative; one we
+    // reached does.
+    let mut k = Knowledge::new(me, 0);
+    k.observe(&Contact::new(id(0), at(0)), t(0));
+    k.observe(&Contact::new(id(1), at(1)), t(1));
+    assert!(!k.has_alternative(&id(0)));
+    k.mark_reached(&id(1));
+    assert!(k.has_alternative(&id(0)));
     k.check_invariants().unwrap();
 }
 

@@ -315,7 +315,7 @@ fn main() {
 }
 
 /// Holes in the live nodes' tables: (node, bucket) pairs where the node holds no edge and
-/// knows no public node (none it could dial for sure), although the bucket has live nodes,
+/// knows no live public node (none it could dial for sure), although the bucket has live nodes,
 /// counted for the buckets expected to hold at least 8 nodes (bucket b holds about
 /// N / 2^(b+1) of N nodes). Such a node cannot route into that part of its own
 /// neighbourhood, and messages for it may end at nodes there. The first few are named on
@@ -328,7 +328,7 @@ fn table_holes(sim: &Sim, nodes: usize, live: &[usize]) -> usize {
     let public = |id: &nodenet_kad::NodeId| {
         index
             .get(id)
-            .is_some_and(|&j| sim.nat(j) == NatKind::Public)
+            .is_some_and(|&j| sim.is_alive(j) && sim.nat(j) == NatKind::Public)
     };
     let mut holes = 0usize;
     for &i in live {

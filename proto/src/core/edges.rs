@@ -93,7 +93,10 @@ impl Core {
         self.edges.add(peer, outbound, subnet, now.mono);
         // A backoff outlives the edge that follows it (the tick forgets it one delay after
         // it ends): an edge that comes up and goes down at once doubles it, as a failed
-        // dial does.
+        // dial does. Its count of failed dials in a row ends here.
+        if let Some(b) = self.backoff.get_mut(&peer) {
+            b.failures = 0;
+        }
         self.stats.edges_up += 1;
         self.actions
             .push_back(Action::Notify(NodeEvent::EdgeUp { peer, outbound }));
@@ -119,7 +122,10 @@ impl Core {
             },
         };
         self.observe(&contact, now);
-        self.knowledge.mark_reached(&peer);
+        if outbound {
+            // Reached at the address we dialed (an inbound peer's is not ours to vouch for).
+            self.knowledge.mark_reached(&peer);
+        }
         if outbound {
             // Our first frame lets the acceptor see the edge (there is no accept call).
             let frame = small_frame(FrameType::PING, &[]);
@@ -172,7 +178,7 @@ impl Core {
 
     /// A dial failed: back off from that contact and evict it from its bucket (a stashed
     /// newcomer takes its place; its backoff stays, so a contact named again does not start
-    /// over), unless [`kept_through_failures`] keeps it.
+    /// over), unless it is the last contact of its bucket we reached (`kept_through_failures`).
     pub fn on_dial_failed(&mut self, now: Now, peer: &NodeId) {
         self.dialing.remove(peer);
         self.stats.dials_failed += 1;
@@ -220,10 +226,12 @@ impl Core {
 }
 
 /// Whether `peer`, whose dials have failed `failures` times in a row, stays in its bucket:
-/// it is the last contact we could dial there (no other with an address, in the bucket or
-/// its replacement cache), we once held an edge to it, and it has failed fewer than
-/// [`KEEP_FAILURES`] times. Its backoff is kept as long (not forgotten after a while), so
-/// it is redialed once per [`BACKOFF_MAX`] once the delay has doubled up to it.
+/// we once dialed it successfully at the address we hold ([`Knowledge::was_reached`]),
+/// nothing could take its place ([`Knowledge::has_alternative`]: no other reached contact
+/// with an address, no newcomer waiting in a full bucket's cache), and it has failed fewer
+/// than [`KEEP_FAILURES`] times in a row (an edge coming up ends the run). Its backoff is
+/// kept as long (not forgotten after a while), so it is redialed once per [`BACKOFF_MAX`]
+/// once the delay has doubled up to it.
 ///
 /// A cut that takes a whole part of the keyspace away fails every dial there; evicting each
 /// would leave nothing that leads back across once it heals

@@ -65,10 +65,12 @@ impl Core {
         // meanwhile doubles it rather than starting over.
         // A contact kept through its failures keeps its backoff too: forgotten, its delay
         // would start over at a second.
-        let knowledge = &self.knowledge;
+        let (knowledge, edges) = (&self.knowledge, &self.edges);
         self.backoff.retain(|id, b| {
             b.until.after(b.delay.max(BACKOFF_MEMORY)) > now.mono
-                || edges::kept_through_failures(knowledge, id, b.failures)
+                || (b.failures > 0
+                    && !edges.contains(id)
+                    && edges::kept_through_failures(knowledge, id, b.failures))
         });
         self.pending.retain(|_, exp| *exp > now.mono);
         self.relay_hints.purge(now.mono);

@@ -1269,8 +1269,7 @@ fn the_last_contact_we_reached_in_a_bucket_survives_its_failed_dials() {
     assert!(at_ceiling >= 9, "gaps {gaps:?}");
     assert!(gaps.iter().all(|&g| g <= ceiling + 5), "gaps {gaps:?}");
 
-    // c was an edge too: kept through a failure while alone, evicted by the next once its
-    // bucket has another contact (d, named in an answer).
+    // c was an edge too: kept through a failure while alone.
     edge(&mut core, c, now(20_000));
     core.on_edge_down(now(20_001), &c.node_id());
     core.on_dial_failed(now(20_002), &c.node_id());
@@ -1290,8 +1289,18 @@ fn the_last_contact_we_reached_in_a_bucket_survives_its_failed_dials() {
     for id in &busy {
         core.dialing.remove(id);
     }
+    // A contact only named by a peer does not push it out ...
     named_in_an_answer(&mut core, far, &[d], now(22_003));
     core.on_dial_failed(now(22_004), &c.node_id());
+    assert!(core.knowledge.get(&c.node_id()).is_some(), "still kept");
+    assert_eq!(core.backoff[&c.node_id()].failures, 2);
+    // ... and an edge coming up ends its run of failures.
+    edge(&mut core, c, now(22_005));
+    assert_eq!(core.backoff[&c.node_id()].failures, 0);
+    core.on_edge_down(now(22_006), &c.node_id());
+    // One we reached in the same bucket does: the next failure evicts it.
+    edge(&mut core, d, now(22_007));
+    core.on_dial_failed(now(22_008), &c.node_id());
     assert!(core.knowledge.get(&c.node_id()).is_none(), "evicted");
     assert!(core.knowledge.get(&d.node_id()).is_some());
 }
