@@ -344,6 +344,13 @@ impl Knowledge {
         }
     }
 
+    /// Takes back [`Knowledge::mark_reached`] (the edge turned out not to be a direct one).
+    pub fn unmark_reached(&mut self, id: &NodeId) {
+        if let Some(e) = self.get_mut(id) {
+            e.reached = false;
+        }
+    }
+
     /// Whether we ever held an edge to `id` while we knew it ([`Knowledge::mark_reached`]).
     pub fn was_reached(&self, id: &NodeId) -> bool {
         self.bucket_of(id).any(|e| e.contact.id == *id && e.reached)

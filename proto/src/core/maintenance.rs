@@ -419,6 +419,9 @@ impl Core {
     pub(super) fn probe(&mut self, now: Now, id: NodeId) {
         if self.edges.contains(&id) {
             self.knowledge.confirm(&id, true, now.mono);
+        } else if self.backoff.get(&id).is_some_and(|b| b.until > now.mono) {
+            // Backed off: not probed before its time (a newcomer each stashed in its bucket
+            // would otherwise redial it at once, past its backoff); the newcomer waits.
         } else if let Some(c) = self.knowledge.get(&id).cloned() {
             self.dial(c, DialKind::Probe);
         }

@@ -57,6 +57,8 @@ impl Core {
             if self.relayed_edges.insert(*peer) {
                 self.forget_reporter(peer);
             }
+            // Reached through a relay, not at its own address.
+            self.knowledge.unmark_reached(peer);
         } else {
             self.relayed_edges.remove(peer);
         }

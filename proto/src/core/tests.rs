@@ -1302,7 +1302,10 @@ fn the_last_contact_we_reached_in_a_bucket_survives_its_failed_dials() {
     edge(&mut core, d, now(22_007));
     core.on_dial_failed(now(22_008), &c.node_id());
     assert!(core.knowledge.get(&c.node_id()).is_none(), "evicted");
-    assert!(core.knowledge.get(&d.node_id()).is_some());
+    // An edge that turns out to run through a relay reached the relay, not the peer.
+    assert!(core.knowledge.was_reached(&d.node_id()));
+    core.set_edge_relayed(&d.node_id(), true);
+    assert!(!core.knowledge.was_reached(&d.node_id()));
 }
 
 /// A Connect (or its Sync) from `from` to `to`, for `nonce`, with `flags`, punching toward
