@@ -57,7 +57,9 @@ impl Core {
             if self.relayed_edges.insert(*peer) {
                 self.forget_reporter(peer);
             }
-            // Reached through a relay, not at its own address.
+            // Reached through a relay, not at its own address: the mark goes (for an
+            // inbound relayed edge too, which may drop one an earlier direct dial set: the
+            // rule only keeps fewer contacts for it).
             self.knowledge.unmark_reached(peer);
         } else {
             self.relayed_edges.remove(peer);
