@@ -252,16 +252,9 @@ impl Core {
                     // Checked before anything is recorded; then a copy (the three share a
                     // signature) or a copy come back around is neither answered nor passed on
                     // again.
-                    let Ok((f, _)) = Frame::parse(frame) else {
+                    let Some(m) = self.verified(ty, frame) else {
                         return Handled::Done;
                     };
-                    let Ok(m) = MsgRef::parse(f.payload()) else {
-                        return Handled::Done;
-                    };
-                    if m.verify(ty).is_err() {
-                        self.stats.dropped_bad_sig += 1;
-                        return Handled::Done;
-                    }
                     if self.is_repeat(&m) || !self.answer_lookup(now, &m) {
                         return Handled::Done;
                     }
@@ -308,6 +301,18 @@ impl Core {
         true
     }
 
+    /// The envelope of a routed `frame` of type `ty`, if it parses and its signature holds
+    /// (a bad one is counted).
+    fn verified<'f>(&mut self, ty: FrameType, frame: &'f [u8]) -> Option<MsgRef<'f>> {
+        let (f, _) = Frame::parse(frame).ok()?;
+        let m = MsgRef::parse(f.payload()).ok()?;
+        if m.verify(ty).is_err() {
+            self.stats.dropped_bad_sig += 1;
+            return None;
+        }
+        Some(m)
+    }
+
     /// A routed frame that ends here: verify, then act by type.
     pub(super) fn terminal(
         &mut self,
@@ -316,16 +321,9 @@ impl Core {
         frame: &[u8],
         for_us: bool,
     ) -> Handled {
-        let Ok((f, _)) = Frame::parse(frame) else {
+        let Some(m) = self.verified(ty, frame) else {
             return Handled::Done;
         };
-        let Ok(m) = MsgRef::parse(f.payload()) else {
-            return Handled::Done;
-        };
-        if m.verify(ty).is_err() {
-            self.stats.dropped_bad_sig += 1;
-            return Handled::Done;
-        }
         let originator = m.originator();
         match ty {
             FrameType::ROUTE if for_us => {
