@@ -550,7 +550,14 @@ fn a_contact_knows_whether_it_was_reached_and_has_an_alternative() {
         k.observe(&Contact::new(id(n), vec![]), t(u64::from(n)));
     }
     assert!(!k.has_alternative(&id(0)));
-    // A newcomer with an address, stashed in the full bucket's cache, is one.
+    // A newcomer without an address, stashed in the full bucket's cache, is none (nothing
+    // could dial it) ...
+    assert!(matches!(
+        k.observe(&Contact::new(id(201), vec![]), t(99)),
+        Observed::Stashed { .. }
+    ));
+    assert!(!k.has_alternative(&id(0)));
+    // ... one with an address, stashed there, is one.
     assert!(matches!(
         k.observe(&Contact::new(id(200), at(200)), t(100)),
         Observed::Stashed { .. }

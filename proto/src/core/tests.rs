@@ -1551,3 +1551,91 @@ fn a_relay_session_is_answered_with_a_bind_and_a_grant() {
     assert_eq!(attest.host.endpoint, "198.51.100.7:0");
     assert_eq!(core.stats().relays_granted, 1);
 }
+
+/// The keep rule's narrower guards, one by one: only an edge we dialed marks its peer
+/// reached; a probe for a newcomer does not dial a backed-off incumbent before its time;
+/// and a backoff outlives the usual memory only for a contact kept through failed dials.
+#[test]
+fn the_keep_rule_counts_only_dials_we_made_and_failures_it_kept() {
+    let me = identity(1);
+    let my_id = me.node_id();
+    let pool = pool_by_distance(&me);
+    let mut core = core_past_the_floor(me, &pool, 23);
+    core.config.maintenance.dead_sibling = Duration::from_secs(10 * 3600);
+    core.config.maintenance.dead_finger = Duration::from_secs(10 * 3600);
+    let bucket_of = |i: &Identity| my_id.bucket_index(&i.node_id()).unwrap();
+    // Strangers alone in buckets that hold no edge and nothing we know.
+    let mut lonely = pool.iter().filter(|p| {
+        core.knowledge.bucket(bucket_of(p)).next().is_none()
+            && !core
+                .edges
+                .iter()
+                .any(|e| my_id.bucket_index(&e.id) == Some(bucket_of(p)))
+    });
+    let inbound = lonely.next().unwrap();
+    let dialed = lonely.find(|p| bucket_of(p) != bucket_of(inbound)).unwrap();
+    let dropped = lonely
+        .find(|p| bucket_of(p) != bucket_of(inbound) && bucket_of(p) != bucket_of(dialed))
+        .unwrap();
+
+    // An inbound edge: on the in-memory transport its address is kept, but it was the
+    // peer's dial, not ours, so it vouches for nothing and a failed dial evicts it.
+    core.on_edge_up(
+        now(10),
+        inbound.node_id(),
+        Some(inbound.ed_public()),
+        false,
+        &mem_addr(&inbound.node_id().short().to_string()),
+    )
+    .unwrap();
+    while core.poll_action().is_some() {}
+    assert!(core.knowledge.get(&inbound.node_id()).is_some());
+    assert!(!core.knowledge.was_reached(&inbound.node_id()));
+    core.on_edge_down(now(11), &inbound.node_id());
+    core.on_dial_failed(now(12), &inbound.node_id());
+    assert!(core.knowledge.get(&inbound.node_id()).is_none(), "evicted");
+
+    // One we dialed is kept through a failure, and then backed off: a probe (a newcomer
+    // stashed in its bucket asks whether it is still there) waits out the backoff ...
+    edge(&mut core, dialed, now(20));
+    core.on_edge_down(now(21), &dialed.node_id());
+    for _ in 0..4 {
+        core.on_dial_failed(now(22), &dialed.node_id());
+    }
+    assert!(core.knowledge.get(&dialed.node_id()).is_some(), "kept");
+    let until = core.backoff[&dialed.node_id()].until;
+    while core.poll_action().is_some() {}
+    core.probe(now(23), dialed.node_id());
+    assert!(
+        lookups_and_dials(&mut core).1.is_empty(),
+        "probed while backed off"
+    );
+    // ... and dials it once that is over.
+    let after = Now {
+        mono: until,
+        ..now(0)
+    };
+    core.probe(after, dialed.node_id());
+    assert_eq!(lookups_and_dials(&mut core).1, vec![dialed.node_id()]);
+    core.on_dial_failed(after, &dialed.node_id());
+
+    // A contact we reached that only dropped us (no failed dial) is backed off too, but
+    // that backoff is forgotten as any other; the kept one's is not.
+    edge(&mut core, dropped, now(30));
+    core.on_edge_down(now(31), &dropped.node_id());
+    assert_eq!(core.backoff[&dropped.node_id()].failures, 0);
+    assert!(core.knowledge.was_reached(&dropped.node_id()));
+    // Ticks with every dial slot taken, so neither is redialed meanwhile.
+    let busy: Vec<NodeId> = pool[100..100 + MAX_DIALS_IN_FLIGHT]
+        .iter()
+        .map(Identity::node_id)
+        .collect();
+    core.dialing.extend(busy.iter().copied());
+    let late = Now {
+        mono: until.after(BACKOFF_MAX * 4),
+        ..now(0)
+    };
+    core.on_tick(late);
+    assert!(!core.backoff.contains_key(&dropped.node_id()), "forgotten");
+    assert!(core.backoff.contains_key(&dialed.node_id()), "kept");
+}
