@@ -96,6 +96,23 @@ struct Entry {
     reached: bool,
 }
 
+/// Makes room for one more entry in a bucket's list, which never holds more than [`K`]:
+/// doubling from 4 but never past `K`, where `Vec`'s own growth would reserve 32 slots for 20
+/// (the tables are most of an overlay's memory).
+fn grow_within_k(v: &mut Vec<Entry>) {
+    if v.len() == v.capacity() {
+        let more = v.len().max(4).min(K.saturating_sub(v.len()).max(1));
+        v.reserve_exact(more);
+    }
+}
+
+/// What [`Knowledge::bk`] gives for a bucket not made yet.
+static EMPTY: Bucket = Bucket {
+    entries: Vec::new(),
+    cache: Vec::new(),
+    last_refresh: Time(0),
+};
+
 #[derive(Clone, Debug, Default)]
 struct Bucket {
     /// Most recently seen first.
@@ -124,12 +141,26 @@ impl Knowledge {
         Self {
             self_id,
             difficulty,
-            buckets: vec![Bucket::default(); BUCKETS],
+            buckets: Vec::new(),
             subnets: HashMap::new(),
             accounting: true,
             len: 0,
             stats: KnowledgeStats::default(),
         }
+    }
+
+    /// Bucket `b`; an empty one if no contact ever went that deep (the buckets are made as
+    /// contacts need them: an overlay of 10,000 nodes fills about 16 of the 256).
+    fn bk(&self, b: usize) -> &Bucket {
+        self.buckets.get(b).unwrap_or(&EMPTY)
+    }
+
+    /// Bucket `b`, made (with every shallower one) if it does not exist yet.
+    fn bk_mut(&mut self, b: usize) -> &mut Bucket {
+        if self.buckets.len() <= b {
+            self.buckets.resize_with(b + 1, Bucket::default);
+        }
+        &mut self.buckets[b]
     }
 
     /// Turns subnet accounting on (the default) or off. Off, no address has a subnet and the
@@ -177,7 +208,8 @@ impl Knowledge {
                 return Observed::Rejected(Rejection::KeyMismatch);
             }
         }
-        if let Some(i) = self.buckets[b]
+        if let Some(i) = self
+            .bk(b)
             .entries
             .iter()
             .position(|e| e.contact.id == contact.id)
@@ -185,14 +217,15 @@ impl Knowledge {
             self.refresh(b, i, contact, now);
             return Observed::Refreshed;
         }
-        if let Some(i) = self.buckets[b]
+        if let Some(i) = self
+            .bk(b)
             .cache
             .iter()
             .position(|e| e.contact.id == contact.id)
         {
-            let mut e = self.buckets[b].cache.remove(i);
+            let mut e = self.bk_mut(b).cache.remove(i);
             merge(&mut e, contact, now);
-            self.buckets[b].cache.insert(0, e);
+            self.bk_mut(b).cache.insert(0, e);
             return Observed::Refreshed;
         }
         if self.difficulty > 0 {
@@ -217,8 +250,10 @@ impl Knowledge {
             reached: false,
         };
         entry.contact.x_pub = None;
+        self.bk_mut(b);
         let bucket = &mut self.buckets[b];
         if bucket.entries.len() < K {
+            grow_within_k(&mut bucket.entries);
             bucket.entries.insert(0, entry);
             self.len += 1;
             if let Some(s) = subnet {
@@ -230,6 +265,7 @@ impl Knowledge {
             bucket.cache.pop();
             self.stats.cache_overflow += 1;
         }
+        grow_within_k(&mut bucket.cache);
         bucket.cache.insert(0, entry);
         let probe = bucket.entries.last().map_or(contact.id, |e| e.contact.id);
         Observed::Stashed { probe }
@@ -240,7 +276,7 @@ impl Knowledge {
     }
 
     fn refresh(&mut self, b: usize, i: usize, contact: &Contact, now: Time) {
-        let mut e = self.buckets[b].entries.remove(i);
+        let mut e = self.bk_mut(b).entries.remove(i);
         let new_subnet = self.subnet_of(&contact.addrs);
         let moves = !contact.addrs.is_empty() && contact.addrs != e.contact.addrs;
         if moves && new_subnet != e.subnet && new_subnet.is_some_and(|s| self.subnet_full(s)) {
@@ -259,7 +295,7 @@ impl Knowledge {
             }
             merge(&mut e, contact, now);
         }
-        self.buckets[b].entries.insert(0, e);
+        self.bk_mut(b).entries.insert(0, e);
     }
 
     fn uncount(&mut self, subnet: Option<SubnetKey>) {
@@ -277,14 +313,15 @@ impl Knowledge {
     /// and promotes the freshest stashed newcomer that fits the subnet cap (returned).
     pub fn confirm(&mut self, id: &NodeId, alive: bool, now: Time) -> Option<NodeId> {
         let b = self.self_id.bucket_index(id)?;
-        let i = self.buckets[b]
+        let i = self
+            .bk(b)
             .entries
             .iter()
             .position(|e| e.contact.id == *id)?;
         if alive {
-            let mut e = self.buckets[b].entries.remove(i);
+            let mut e = self.bk_mut(b).entries.remove(i);
             e.last_seen = now;
-            self.buckets[b].entries.insert(0, e);
+            self.bk_mut(b).entries.insert(0, e);
             return None;
         }
         self.remove_at(b, i);
@@ -294,23 +331,25 @@ impl Knowledge {
 
     fn promote(&mut self, b: usize) -> Option<NodeId> {
         let pos = {
-            let cache = &self.buckets[b].cache;
+            let cache = &self.bk(b).cache;
             cache
                 .iter()
                 .position(|e| !e.subnet.is_some_and(|s| self.subnet_full(s)))?
         };
-        let e = self.buckets[b].cache.remove(pos);
+        let e = self.bk_mut(b).cache.remove(pos);
         let id = e.contact.id;
         if let Some(s) = e.subnet {
             *self.subnets.entry(s).or_default() += 1;
         }
-        self.buckets[b].entries.push(e);
+        let entries = &mut self.bk_mut(b).entries;
+        grow_within_k(entries);
+        entries.push(e);
         self.len += 1;
         Some(id)
     }
 
     fn remove_at(&mut self, b: usize, i: usize) -> Entry {
-        let e = self.buckets[b].entries.remove(i);
+        let e = self.bk_mut(b).entries.remove(i);
         self.uncount(e.subnet);
         self.len -= 1;
         e
@@ -320,14 +359,11 @@ impl Knowledge {
     /// keeps failing. A stashed newcomer takes its place if one fits.
     pub fn remove(&mut self, id: &NodeId) -> Option<Contact> {
         let b = self.self_id.bucket_index(id)?;
-        if let Some(i) = self.buckets[b]
-            .cache
-            .iter()
-            .position(|e| e.contact.id == *id)
-        {
-            return Some(self.buckets[b].cache.remove(i).contact);
+        if let Some(i) = self.bk(b).cache.iter().position(|e| e.contact.id == *id) {
+            return Some(self.bk_mut(b).cache.remove(i).contact);
         }
-        let i = self.buckets[b]
+        let i = self
+            .bk(b)
             .entries
             .iter()
             .position(|e| e.contact.id == *id)?;
@@ -364,7 +400,7 @@ impl Knowledge {
         let Some(b) = self.self_id.bucket_index(id) else {
             return false;
         };
-        let bucket = &self.buckets[b];
+        let bucket = self.bk(b);
         let other = |e: &&Entry| e.contact.id != *id && !e.contact.addrs.is_empty();
         bucket.entries.iter().filter(other).any(|e| e.reached)
             || bucket.cache.iter().any(|e| other(&e))
@@ -374,7 +410,7 @@ impl Knowledge {
     fn bucket_of(&self, id: &NodeId) -> impl Iterator<Item = &Entry> {
         self.self_id
             .bucket_index(id)
-            .map(|b| &self.buckets[b])
+            .map(|b| self.bk(b))
             .into_iter()
             .flat_map(|bucket| bucket.entries.iter().chain(&bucket.cache))
     }
@@ -393,7 +429,7 @@ impl Knowledge {
     /// The contact for `id`, if known (bucket or replacement cache).
     pub fn get(&self, id: &NodeId) -> Option<&Contact> {
         let b = self.self_id.bucket_index(id)?;
-        let bucket = &self.buckets[b];
+        let bucket = self.bk(b);
         bucket
             .entries
             .iter()
@@ -405,7 +441,7 @@ impl Knowledge {
     /// When `id` was last seen.
     pub fn last_seen(&self, id: &NodeId) -> Option<Time> {
         let b = self.self_id.bucket_index(id)?;
-        self.buckets[b]
+        self.bk(b)
             .entries
             .iter()
             .find(|e| e.contact.id == *id)
@@ -414,7 +450,7 @@ impl Knowledge {
 
     fn get_mut(&mut self, id: &NodeId) -> Option<&mut Entry> {
         let b = self.self_id.bucket_index(id)?;
-        let bucket = &mut self.buckets[b];
+        let bucket = self.buckets.get_mut(b)?;
         bucket
             .entries
             .iter_mut()
@@ -452,12 +488,14 @@ impl Knowledge {
         let b = self.self_id.bucket_index(target).unwrap_or(BUCKETS);
         let mut tier: Vec<&Contact> = Vec::new();
         if b < BUCKETS {
-            tier.extend(self.buckets[b].entries.iter().map(|e| &e.contact));
+            tier.extend(self.bk(b).entries.iter().map(|e| &e.contact));
             if take_tier(target, n, &mut tier, &mut out) {
                 return out;
             }
             tier.extend(
-                self.buckets[b + 1..]
+                self.buckets
+                    .get(b + 1..)
+                    .unwrap_or_default()
                     .iter()
                     .flat_map(|bk| bk.entries.iter().map(|e| &e.contact)),
             );
@@ -465,7 +503,7 @@ impl Knowledge {
                 return out;
             }
         }
-        for bk in self.buckets[..b.min(BUCKETS)].iter().rev() {
+        for bk in self.buckets[..b.min(self.buckets.len())].iter().rev() {
             tier.extend(bk.entries.iter().map(|e| &e.contact));
             if take_tier(target, n, &mut tier, &mut out) {
                 return out;
@@ -489,7 +527,7 @@ impl Knowledge {
             .enumerate()
             .filter(|(_, bk)| !bk.entries.is_empty() && now.since(bk.last_refresh) >= stale)
             .min_by_key(|(_, bk)| bk.last_refresh)?;
-        self.buckets[b].last_refresh = now;
+        self.bk_mut(b).last_refresh = now;
         Some(id_in_bucket(&self.self_id, b, random))
     }
 
@@ -576,5 +614,68 @@ fn merge(e: &mut Entry, contact: &Contact, now: Time) {
     }
     if e.contact.ed_pub.is_none() {
         e.contact.ed_pub = contact.ed_pub;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nodenet_identity::Identity;
+    use nodenet_wire::Addr;
+
+    use super::*;
+    use crate::control::Caps;
+
+    fn contact(n: u64) -> Contact {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&n.to_be_bytes());
+        let i = Identity::from_seed(&seed);
+        Contact {
+            id: i.node_id(),
+            ed_pub: Some(i.ed_public()),
+            x_pub: None,
+            caps: Caps::default(),
+            addrs: vec![Addr::new("mem", format!("n{n}"))],
+        }
+    }
+
+    /// A table holds buckets only as deep as its contacts go, and no bucket's lists reserve
+    /// more than K slots (Vec's doubling gave a full one 32): the tables are most of a large
+    /// overlay's memory.
+    #[test]
+    fn buckets_are_made_as_needed_and_hold_no_more_than_k_slots() {
+        let me = contact(0).id;
+        let mut k = Knowledge::new(me, 0);
+        assert!(k.buckets.is_empty());
+        assert!(k.closest(&me, 16).is_empty());
+        assert!(k.refresh_target(Time(0), Duration::ZERO, [0; 32]).is_none());
+        let far: Vec<Contact> = (1..400)
+            .map(contact)
+            .filter(|c| me.bucket_index(&c.id) == Some(0))
+            .take(2 * K + 5)
+            .collect();
+        assert_eq!(far.len(), 2 * K + 5);
+        for c in &far {
+            k.observe(c, Time(0));
+        }
+        assert_eq!(k.buckets.len(), 1, "only the bucket a contact went in");
+        assert_eq!((k.bk(0).entries.len(), k.bk(0).cache.len()), (K, K));
+        assert!(k.bk(0).entries.capacity() <= K && k.bk(0).cache.capacity() <= K);
+        // Evictions promote from the cache without growing past K either.
+        for c in &far[..5] {
+            k.confirm(&c.id, false, Time(1));
+        }
+        assert_eq!(k.bk(0).entries.len(), K);
+        assert!(k.bk(0).entries.capacity() <= K);
+        // A deep bucket is made with every shallower one; lookups across them are whole.
+        let deep = (400..100_000)
+            .map(contact)
+            .find(|c| me.bucket_index(&c.id).is_some_and(|b| b >= 10))
+            .unwrap();
+        let b = me.bucket_index(&deep.id).unwrap();
+        assert_eq!(k.observe(&deep, Time(2)), Observed::Inserted);
+        assert_eq!(k.buckets.len(), b + 1);
+        assert_eq!(k.closest(&me, 1)[0].id, deep.id);
+        assert_eq!(k.closest(&me, 100).len(), K + 1);
+        k.check_invariants().unwrap();
     }
 }
