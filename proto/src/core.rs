@@ -344,6 +344,11 @@ pub const DETOUR_TTL: u8 = 3;
 /// the dial is up, lost five points of 10,000-node delivery).
 const SELF_LOOKUP_FOLLOW_UP: Duration = Duration::from_secs(5);
 const SELF_LOOKUP_FOLLOW_UPS: u8 = 6;
+/// How many bits out from our siblings' bucket a neighbourhood lookup may aim.
+const NEIGHBOURHOOD_SPAN: u8 = 4;
+/// At most this many refresh checks between two neighbourhood lookups (their gap doubles
+/// while their answers teach us nobody new).
+const NEIGHBOURHOOD_GAP_MAX: u8 = 16;
 /// Edges beyond our three closest, drawn at random, that a self-lookup also goes through.
 const SELF_LOOKUP_OUTSIDERS: usize = 4;
 
@@ -379,6 +384,9 @@ pub struct Core {
     self_lookup: Option<[u8; NONCE_LEN]>,
     /// Quick follow-ups since the last periodic self-lookup, and whether one is due.
     self_lookup_streak: (u8, bool),
+    /// The nonce of our last neighbourhood lookup, the gap (in refresh checks) to leave
+    /// after the next one, and how many checks to skip before it ([`Core::neighbourhood_lookup`]).
+    neighbourhood: (Option<[u8; NONCE_LEN]>, u8, u8),
     next_sibling_exchange: Time,
     next_refresh: Time,
     /// What our neighbours report of our address.
@@ -447,6 +455,7 @@ impl Core {
             next_self_lookup: Time(0),
             self_lookup: None,
             self_lookup_streak: (0, false),
+            neighbourhood: (None, 1, 0),
             next_sibling_exchange: Time(0),
             next_refresh: Time(0),
             reflexive: Reflexive::new(),

@@ -124,10 +124,13 @@ pub struct Stats {
     pub dials_cut: u64,
     /// Punch bursts not run: [`crate::punch::MAX_PUNCH_BURSTS`] were running already.
     pub punch_bursts_dropped: u64,
+    /// Neighbourhood lookups sent (maintenance: a random id a few bits out from our
+    /// siblings, through edges outside that region).
+    pub neighbourhood_lookups: u64,
 }
 
 /// How many counters [`Stats::counters`] lists.
-pub const COUNTERS: usize = 57;
+pub const COUNTERS: usize = 58;
 
 impl Stats {
     /// Every counter as `(name, help, value)`, in declaration order: what a metrics exporter
@@ -398,6 +401,11 @@ impl Stats {
                 "punch_bursts_dropped",
                 "Punch bursts not run: as many as allowed were running already.",
                 self.punch_bursts_dropped,
+            ),
+            (
+                "neighbourhood_lookups",
+                "Neighbourhood lookups sent: a random id a few bits out from our siblings, through edges outside that region.",
+                self.neighbourhood_lookups,
             ),
         ]
     }

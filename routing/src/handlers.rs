@@ -13,6 +13,8 @@ use crate::{Contact, Edges, Time};
 pub struct FoldReport {
     /// Newcomers inserted.
     pub inserted: usize,
+    /// Of those, the ones that came with an address (and the key that lets us keep it).
+    pub inserted_with_addrs: usize,
     /// Known contacts refreshed.
     pub refreshed: usize,
     /// Contacts refused by the admission rules.
@@ -61,7 +63,10 @@ pub fn fold_neighbors(
             }
         }
         match knowledge.observe(&contact, now) {
-            Observed::Inserted => report.inserted += 1,
+            Observed::Inserted => {
+                report.inserted += 1;
+                report.inserted_with_addrs += usize::from(!contact.addrs.is_empty());
+            }
             Observed::Refreshed => report.refreshed += 1,
             Observed::Stashed { probe } => report.probes.push(probe),
             Observed::Rejected(_) => report.rejected += 1,

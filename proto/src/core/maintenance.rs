@@ -118,6 +118,69 @@ impl Core {
                 self.lookup(now, target);
             }
             self.coverage_lookups(now);
+            if self.neighbourhood.2 > 0 {
+                self.neighbourhood.2 -= 1;
+            } else if let Some(nonce) = self.neighbourhood_lookup(now) {
+                // Until an answer teaches us somebody new, the next one waits twice as long.
+                let gap = self.neighbourhood.1;
+                self.neighbourhood = (
+                    Some(nonce),
+                    gap.saturating_mul(2).min(NEIGHBOURHOOD_GAP_MAX),
+                    gap - 1,
+                );
+            }
+        }
+    }
+
+    /// Looks up a random id 1 to 4 bits out from the bucket of our 16th closest known node
+    /// (fewer when that bucket is shallower), through up to two of our edges outside that
+    /// region, picked at random (tier 3 policy). A neighbourhood that formed as
+    /// a small clique plus the rest stays split otherwise: our self-lookups end at the
+    /// nodes closest to us, which are the clique, and the coverage lookups skip every
+    /// bucket where the clique gives us an edge. A random id there is not closer to the
+    /// clique than to the rest, so the lookup ends at whichever nodes the region's
+    /// majority knows, and its answer names them. Once every refresh check while answers
+    /// give us new contacts with an address, else twice as seldom each time, down to one
+    /// per [`NEIGHBOURHOOD_GAP_MAX`] checks (`neighbourhood_progress`). Its nonce, if sent.
+    pub(super) fn neighbourhood_lookup(&mut self, now: Now) -> Option<[u8; NONCE_LEN]> {
+        let me = self.id;
+        let far = self.knowledge.closest(&me, SIBLINGS).last().map(|c| c.id)?;
+        let d = me.bucket_index(&far)?;
+        let span = d.min(usize::from(NEIGHBOURHOOD_SPAN));
+        if span == 0 {
+            return None;
+        }
+        let r = self.random32();
+        let b = d - 1 - usize::from(r[0]) % span;
+        let target = id_in_bucket(&me, b, self.random32());
+        let mut outside: Vec<NodeId> = self
+            .edges
+            .iter()
+            .map(|e| e.id)
+            .filter(|e| me.bucket_index(e).is_some_and(|eb| eb < b))
+            .collect();
+        let mut hops = Vec::with_capacity(2);
+        for i in 0..2 {
+            if outside.is_empty() {
+                break;
+            }
+            let j = usize::from(u16::from_le_bytes([r[1 + 2 * i], r[2 + 2 * i]])) % outside.len();
+            hops.push(outside.swap_remove(j));
+        }
+        if hops.is_empty() {
+            return None;
+        }
+        let nonce = self.lookup_via(now, target, &hops)?;
+        self.stats.neighbourhood_lookups += 1;
+        Some(nonce)
+    }
+
+    /// An answer to our neighbourhood lookup came in and put `dialable` new contacts with an
+    /// address into our buckets: if any, the next lookup goes at the next refresh check.
+    /// The nonce stays, so the lookup's other answers are folded the same way.
+    pub(super) fn neighbourhood_progress(&mut self, dialable: usize) {
+        if dialable > 0 {
+            (self.neighbourhood.1, self.neighbourhood.2) = (1, 0);
         }
     }
 

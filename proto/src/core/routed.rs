@@ -365,6 +365,9 @@ impl Core {
                 let before = closest(&self.knowledge);
                 let report =
                     handlers::fold_neighbors(&mut self.knowledge, &list, &originator, now.mono);
+                if self.neighbourhood.0 == Some(nonce) {
+                    self.neighbourhood_progress(report.inserted_with_addrs);
+                }
                 for probe in report.probes {
                     self.probe(now, probe);
                 }

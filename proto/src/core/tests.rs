@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use nodenet_identity::Identity;
 use nodenet_kad::NodeId;
 use nodenet_routing::msg::{self, MsgFields, MsgRef};
-use nodenet_routing::{SIBLINGS, TARGET_EDGES, Time};
+use nodenet_routing::{K, SIBLINGS, TARGET_EDGES, Time};
 use nodenet_wire::{Addr, Frame, FrameType};
 
 use super::*;
@@ -998,8 +998,19 @@ fn answer_naming(
             addrs: vec![mem_addr(&n.node_id().short().to_string())],
         })
         .collect();
-    let mut payload = vec![0u8; NONCE_LEN + control::contacts_len(&contacts)];
-    control::encode_neighbors(&mut Writer::new(&mut payload), &nonce, &contacts).unwrap();
+    answer_listing(core, from, nonce, &contacts, t);
+}
+
+/// `from` answers our lookup `nonce` with `contacts`, as listed.
+fn answer_listing(
+    core: &mut Core,
+    from: &Identity,
+    nonce: [u8; NONCE_LEN],
+    contacts: &[Contact],
+    t: Now,
+) {
+    let mut payload = vec![0u8; NONCE_LEN + control::contacts_len(contacts)];
+    control::encode_neighbors(&mut Writer::new(&mut payload), &nonce, contacts).unwrap();
     let mut frame = routed(
         from,
         from.ed_public(),
@@ -1638,4 +1649,120 @@ fn the_keep_rule_counts_only_dials_we_made_and_failures_it_kept() {
     core.on_tick(late);
     assert!(!core.backoff.contains_key(&dropped.node_id()), "forgotten");
     assert!(core.backoff.contains_key(&dialed.node_id()), "kept");
+}
+
+/// A neighbourhood lookup aims at a random id a few bits out from our siblings, and leaves
+/// through edges outside that region, so a clique around us cannot answer it for itself.
+#[test]
+fn a_neighbourhood_lookup_aims_near_us_and_leaves_through_outsiders() {
+    let me = identity(1);
+    let my_id = me.node_id();
+    let pool = pool_by_distance(&me);
+    let mut core = core_past_the_floor(me, &pool, 31);
+    core.config.maintenance.dead_sibling = Duration::from_secs(10 * 3600);
+    core.config.maintenance.dead_finger = Duration::from_secs(10 * 3600);
+    // Our closest nodes, learned from an answer: our siblings-to-be. Four of them are
+    // edges too, inside the region: never a way out.
+    let mut near: Vec<Identity> = (10_000..30_000).map(identity).collect();
+    near.sort_by_key(|i| i.node_id().distance(&my_id));
+    near.truncate(SIBLINGS);
+    named_in_an_answer(
+        &mut core,
+        &pool[398],
+        &near.iter().collect::<Vec<_>>(),
+        now(2),
+    );
+    while core.poll_action().is_some() {}
+    for n in &near[..4] {
+        edge(&mut core, n, now(2));
+    }
+    let d = my_id.bucket_index(&near[SIBLINGS - 1].node_id()).unwrap();
+    assert!(d > usize::from(NEIGHBOURHOOD_SPAN), "a deep enough pool");
+    let mut aimed = std::collections::BTreeSet::new();
+    let mut ways_out = std::collections::BTreeSet::new();
+    for t in 0..64 {
+        core.neighbourhood_lookup(now(3 + t));
+        let mut sends = Vec::new();
+        while let Some(a) = core.poll_action() {
+            if let Action::Send { to, frame } = a {
+                let (f, _) = Frame::parse(&frame).unwrap();
+                assert_eq!(f.frame_type(), FrameType::LOOKUP);
+                sends.push((to, MsgRef::parse(f.payload()).unwrap().target));
+            }
+        }
+        assert_eq!(sends.len(), 2, "two copies");
+        assert_ne!(sends[0].0, sends[1].0, "through two edges");
+        for &(to, target) in &sends {
+            let b = my_id.bucket_index(&target).unwrap();
+            assert!(
+                b < d && b >= d - usize::from(NEIGHBOURHOOD_SPAN),
+                "bucket {b}, d {d}"
+            );
+            assert!(core.edges.contains(&to));
+            assert!(my_id.bucket_index(&to).unwrap() < b, "an outsider");
+            aimed.insert(b);
+        }
+        ways_out.insert((sends[0].0.min(sends[1].0), sends[0].0.max(sends[1].0)));
+    }
+    assert_eq!(aimed.len(), usize::from(NEIGHBOURHOOD_SPAN), "{aimed:?}");
+    assert!(
+        ways_out.len() > 32,
+        "edges drawn at random: {}",
+        ways_out.len()
+    );
+
+    // Paced by the refresh checks: while no answer names anyone new, each gap doubles, up
+    // to NEIGHBOURHOOD_GAP_MAX checks (at the core's first tick the table was too thin to
+    // aim one, which moved nothing).
+    let check = core.config.maintenance.refresh_check.as_secs();
+    let start = 1000 / check + 1;
+    let mut sent_at = Vec::new();
+    let mut last = None;
+    for k in start..start + 48 {
+        core.on_tick(now(k * check));
+        let (lookups, _) = lookups_and_dials(&mut core);
+        let nonce = core.neighbourhood.0;
+        if nonce != last {
+            assert!(lookups.iter().any(|l| Some(l.1) == nonce), "sent");
+            last = nonce;
+            sent_at.push(k - start);
+        }
+    }
+    assert_eq!(sent_at, [0, 1, 3, 7, 15, 31, 47], "checks {sent_at:?}");
+    assert_eq!(core.stats().neighbourhood_lookups, 64 + 7);
+    let last = last.unwrap();
+    let t = start + 47;
+
+    // An answer naming somebody new (with an address) brings the next one back to the
+    // next check.
+    let mut newcomers = (30_000..40_000).map(identity).filter(|i| {
+        let b = my_id.bucket_index(&i.node_id()).unwrap();
+        b >= d - 2 && b < d && core.knowledge.bucket(b).count() < K
+    });
+    let (keyless, newcomer) = (newcomers.next().unwrap(), newcomers.next().unwrap());
+    // A contact without its key loses its addresses (nobody can dial it): learning it is
+    // no progress, and the pacing stays as it was.
+    let paced = core.neighbourhood;
+    let unkeyed = Contact {
+        id: keyless.node_id(),
+        ed_pub: None,
+        x_pub: None,
+        caps: Caps::default(),
+        addrs: vec![mem_addr("nowhere")],
+    };
+    answer_listing(&mut core, &pool[396], last, &[unkeyed], now(t * check));
+    assert!(
+        core.knowledge.get(&keyless.node_id()).is_some(),
+        "learned, addressless"
+    );
+    assert_eq!(core.neighbourhood, paced, "no progress");
+    answer_naming(&mut core, &pool[397], last, &[&newcomer], now(t * check));
+    assert!(core.knowledge.get(&newcomer.node_id()).is_some(), "learned");
+    while core.poll_action().is_some() {}
+    core.on_tick(now((t + 1) * check));
+    lookups_and_dials(&mut core);
+    assert!(
+        core.neighbourhood.0.is_some_and(|n| n != last),
+        "looked up again at once"
+    );
 }
