@@ -344,10 +344,11 @@ pub const DETOUR_TTL: u8 = 3;
 /// the dial is up, lost five points of 10,000-node delivery).
 const SELF_LOOKUP_FOLLOW_UP: Duration = Duration::from_secs(5);
 const SELF_LOOKUP_FOLLOW_UPS: u8 = 6;
-/// How many bits out from our siblings' bucket a neighbourhood lookup may aim.
+/// How many bits out from the bucket of our 16th closest known node (with an address) a
+/// neighbourhood lookup may aim.
 const NEIGHBOURHOOD_SPAN: u8 = 4;
 /// At most this many refresh checks between two neighbourhood lookups (their gap doubles
-/// while their answers teach us nobody new).
+/// while their answers add nobody new with an address).
 const NEIGHBOURHOOD_GAP_MAX: u8 = 16;
 /// Edges beyond our three closest, drawn at random, that a self-lookup also goes through.
 const SELF_LOOKUP_OUTSIDERS: usize = 4;

@@ -124,8 +124,8 @@ pub struct Stats {
     pub dials_cut: u64,
     /// Punch bursts not run: [`crate::punch::MAX_PUNCH_BURSTS`] were running already.
     pub punch_bursts_dropped: u64,
-    /// Neighbourhood lookups sent (maintenance: a random id a few bits out from our
-    /// siblings, through edges outside that region).
+    /// Neighbourhood lookups sent (maintenance: a random id 1 to 4 bits out from the bucket
+    /// of our 16th closest known node with an address, through edges farther out).
     pub neighbourhood_lookups: u64,
 }
 
@@ -404,7 +404,7 @@ impl Stats {
             ),
             (
                 "neighbourhood_lookups",
-                "Neighbourhood lookups sent: a random id a few bits out from our siblings, through edges outside that region.",
+                "Neighbourhood lookups sent: a random id 1 to 4 bits out from the bucket of our 16th closest known node with an address, through edges farther out.",
                 self.neighbourhood_lookups,
             ),
         ]

@@ -121,7 +121,8 @@ impl Core {
             if self.neighbourhood.2 > 0 {
                 self.neighbourhood.2 -= 1;
             } else if let Some(nonce) = self.neighbourhood_lookup(now) {
-                // Until an answer teaches us somebody new, the next one waits twice as long.
+                // Until an answer adds somebody new with an address, the next one waits
+                // twice as long.
                 let gap = self.neighbourhood.1;
                 self.neighbourhood = (
                     Some(nonce),
@@ -133,8 +134,9 @@ impl Core {
     }
 
     /// Looks up a random id 1 to 4 bits out from the bucket of our 16th closest known node
-    /// (fewer when that bucket is shallower), through up to two of our edges outside that
-    /// region, picked at random (tier 3 policy). A neighbourhood that formed as
+    /// with an address (fewer bits when that bucket is shallower), through up to two of our
+    /// edges picked at random among those sharing fewer leading bits with us than the
+    /// target does (tier 3 policy). A neighbourhood that formed as
     /// a small clique plus the rest stays split otherwise: our self-lookups end at the
     /// nodes closest to us, which are the clique, and the coverage lookups skip every
     /// bucket where the clique gives us an edge. A random id there is not closer to the
@@ -144,8 +146,24 @@ impl Core {
     /// per [`NEIGHBOURHOOD_GAP_MAX`] checks (`neighbourhood_progress`). Its nonce, if sent.
     pub(super) fn neighbourhood_lookup(&mut self, now: Now) -> Option<[u8; NONCE_LEN]> {
         let me = self.id;
-        let far = self.knowledge.closest(&me, SIBLINGS).last().map(|c| c.id)?;
-        let d = me.bucket_index(&far)?;
+        // The bucket of our 16th closest known node with an address (the farthest such, with
+        // fewer). A contact named without an address is never dialed, so never evicted: a
+        // few made-up ids close to us must not pull our aim in onto ourselves.
+        let (mut d, mut seen) = (None, 0);
+        for b in (0..nodenet_routing::BUCKETS).rev() {
+            let n = self
+                .knowledge
+                .bucket(b)
+                .filter(|c| !c.addrs.is_empty())
+                .count();
+            if n > 0 {
+                (d, seen) = (Some(b), seen + n);
+                if seen >= SIBLINGS {
+                    break;
+                }
+            }
+        }
+        let d = d?;
         let span = d.min(usize::from(NEIGHBOURHOOD_SPAN));
         if span == 0 {
             return None;

@@ -1662,7 +1662,8 @@ fn a_neighbourhood_lookup_aims_near_us_and_leaves_through_outsiders() {
     core.config.maintenance.dead_sibling = Duration::from_secs(10 * 3600);
     core.config.maintenance.dead_finger = Duration::from_secs(10 * 3600);
     // Our closest nodes, learned from an answer: our siblings-to-be. Four of them are
-    // edges too, inside the region: never a way out.
+    // edges too, inside the region, and so is one a bit farther out (in the deepest bucket
+    // aimed at): never a way out.
     let mut near: Vec<Identity> = (10_000..30_000).map(identity).collect();
     near.sort_by_key(|i| i.node_id().distance(&my_id));
     near.truncate(SIBLINGS);
@@ -1678,6 +1679,32 @@ fn a_neighbourhood_lookup_aims_near_us_and_leaves_through_outsiders() {
     }
     let d = my_id.bucket_index(&near[SIBLINGS - 1].node_id()).unwrap();
     assert!(d > usize::from(NEIGHBOURHOOD_SPAN), "a deep enough pool");
+    let just_out = (40_000..60_000)
+        .map(identity)
+        .find(|i| my_id.bucket_index(&i.node_id()) == Some(d - 1))
+        .unwrap();
+    edge(&mut core, &just_out, now(2));
+    // Made-up ids closer to us than all of these, named without a key (so without an
+    // address, never dialed, never evicted), do not pull the aim in.
+    let made_up: Vec<Contact> = (1..=16u8)
+        .map(|i| {
+            let mut id = *my_id.as_bytes();
+            id[31] ^= i;
+            Contact {
+                id: NodeId::from_bytes(id),
+                ed_pub: None,
+                x_pub: None,
+                caps: Caps::default(),
+                addrs: vec![mem_addr("planted")],
+            }
+        })
+        .collect();
+    core.lookup(now(2), NodeId::from_bytes([0x55; 32]));
+    let nonce = lookup_nonces(&mut core)[0];
+    answer_listing(&mut core, &pool[398], nonce, &made_up, now(2));
+    while core.poll_action().is_some() {}
+    let mut closest = core.knowledge.closest(&my_id, SIBLINGS);
+    assert!(closest.drain(..).all(|c| c.addrs.is_empty()), "planted");
     let mut aimed = std::collections::BTreeSet::new();
     let mut ways_out = std::collections::BTreeSet::new();
     for t in 0..64 {
@@ -1735,11 +1762,15 @@ fn a_neighbourhood_lookup_aims_near_us_and_leaves_through_outsiders() {
 
     // An answer naming somebody new (with an address) brings the next one back to the
     // next check.
-    let mut newcomers = (30_000..40_000).map(identity).filter(|i| {
-        let b = my_id.bucket_index(&i.node_id()).unwrap();
-        b >= d - 2 && b < d && core.knowledge.bucket(b).count() < K
-    });
-    let (keyless, newcomer) = (newcomers.next().unwrap(), newcomers.next().unwrap());
+    let found: Vec<Identity> = (30_000..40_000)
+        .map(identity)
+        .filter(|i| {
+            let b = my_id.bucket_index(&i.node_id()).unwrap();
+            b >= d - 2 && b < d && core.knowledge.bucket(b).count() < K - 3
+        })
+        .take(3)
+        .collect();
+    let (keyless, newcomer) = (&found[0], &found[1]);
     // A contact without its key loses its addresses (nobody can dial it): learning it is
     // no progress, and the pacing stays as it was.
     let paced = core.neighbourhood;
@@ -1752,11 +1783,20 @@ fn a_neighbourhood_lookup_aims_near_us_and_leaves_through_outsiders() {
     };
     answer_listing(&mut core, &pool[396], last, &[unkeyed], now(t * check));
     assert!(
-        core.knowledge.get(&keyless.node_id()).is_some(),
+        core.knowledge
+            .get(&keyless.node_id())
+            .is_some_and(|c| c.addrs.is_empty()),
         "learned, addressless"
     );
     assert_eq!(core.neighbourhood, paced, "no progress");
-    answer_naming(&mut core, &pool[397], last, &[&newcomer], now(t * check));
+    // Nor does an answer to any other lookup, however new what it names.
+    let other = &found[2];
+    core.lookup(now(t * check), NodeId::from_bytes([0x55; 32]));
+    let nonce = lookup_nonces(&mut core)[0];
+    answer_naming(&mut core, &pool[396], nonce, &[other], now(t * check));
+    assert!(core.knowledge.get(&other.node_id()).is_some(), "learned");
+    assert_eq!(core.neighbourhood, paced, "not ours");
+    answer_naming(&mut core, &pool[397], last, &[newcomer], now(t * check));
     assert!(core.knowledge.get(&newcomer.node_id()).is_some(), "learned");
     while core.poll_action().is_some() {}
     core.on_tick(now((t + 1) * check));
