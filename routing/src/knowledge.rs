@@ -341,9 +341,8 @@ impl Knowledge {
         if let Some(s) = e.subnet {
             *self.subnets.entry(s).or_default() += 1;
         }
-        let entries = &mut self.bk_mut(b).entries;
-        grow_within_k(entries);
-        entries.push(e);
+        // Always after a removal from this bucket: there is a free slot.
+        self.bk_mut(b).entries.push(e);
         self.len += 1;
         Some(id)
     }
@@ -660,17 +659,27 @@ mod tests {
         assert_eq!(k.buckets.len(), 1, "only the bucket a contact went in");
         assert_eq!((k.bk(0).entries.len(), k.bk(0).cache.len()), (K, K));
         assert!(k.bk(0).entries.capacity() <= K && k.bk(0).cache.capacity() <= K);
-        // Evictions promote from the cache without growing past K either.
+        // Evictions promote from the cache into the slot they free.
         for c in &far[..5] {
             k.confirm(&c.id, false, Time(1));
         }
         assert_eq!(k.bk(0).entries.len(), K);
-        assert!(k.bk(0).entries.capacity() <= K);
-        // A deep bucket is made with every shallower one; lookups across them are whole.
+        // Asking about an id of a bucket not made yet makes none.
         let deep = (400..100_000)
             .map(contact)
             .find(|c| me.bucket_index(&c.id).is_some_and(|b| b >= 10))
             .unwrap();
+        let id = deep.id;
+        assert!(k.get(&id).is_none() && k.last_seen(&id).is_none() && !k.was_reached(&id));
+        assert!(!k.has_alternative(&id) && k.remove(&id).is_none());
+        assert!(
+            k.confirm(&id, false, Time(1)).is_none() && k.confirm(&id, true, Time(1)).is_none()
+        );
+        k.mark_reached(&id);
+        assert_eq!(k.closest(&id, 3).len(), 3);
+        assert_eq!(k.bucket(200).count(), 0);
+        assert_eq!(k.buckets.len(), 1, "no bucket made by a question");
+        // A deep bucket is made with every shallower one; lookups across them are whole.
         let b = me.bucket_index(&deep.id).unwrap();
         assert_eq!(k.observe(&deep, Time(2)), Observed::Inserted);
         assert_eq!(k.buckets.len(), b + 1);
