@@ -664,6 +664,7 @@ mod tests {
             k.confirm(&c.id, false, Time(1));
         }
         assert_eq!(k.bk(0).entries.len(), K);
+        assert!(k.bk(0).entries.capacity() <= K);
         // Asking about an id of a bucket not made yet makes none.
         let deep = (400..100_000)
             .map(contact)

@@ -195,7 +195,7 @@ impl Core {
 
     /// An answer to our neighbourhood lookup came in and put `dialable` new contacts with an
     /// address into our buckets: if any, the next lookup goes at the next refresh check.
-    /// The nonce stays, so the lookup's other answers are folded the same way.
+    /// The nonce stays: the lookup's other answers (it goes out in two copies) still count.
     pub(super) fn neighbourhood_progress(&mut self, dialable: usize) {
         if dialable > 0 {
             (self.neighbourhood.1, self.neighbourhood.2) = (1, 0);
