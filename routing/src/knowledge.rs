@@ -480,6 +480,18 @@ impl Knowledge {
     /// length to the target); then the buckets below it, nearest first. It stops as soon as a
     /// tier fills `n`.
     pub fn closest(&self, target: &NodeId, n: usize) -> Vec<&Contact> {
+        self.closest_where(target, n, |_| true)
+    }
+
+    /// The `n` contacts closest to `target` among those `keep` accepts, closest first, by the
+    /// same walk as [`Knowledge::closest`]. For questions such as "our closest nodes with an
+    /// address", which a few made-up address-less ids next to ours must not answer.
+    pub fn closest_where(
+        &self,
+        target: &NodeId,
+        n: usize,
+        keep: impl Fn(&Contact) -> bool,
+    ) -> Vec<&Contact> {
         let mut out: Vec<&Contact> = Vec::with_capacity(n);
         if n == 0 {
             return out;
@@ -487,7 +499,13 @@ impl Knowledge {
         let b = self.self_id.bucket_index(target).unwrap_or(BUCKETS);
         let mut tier: Vec<&Contact> = Vec::new();
         if b < BUCKETS {
-            tier.extend(self.bk(b).entries.iter().map(|e| &e.contact));
+            tier.extend(
+                self.bk(b)
+                    .entries
+                    .iter()
+                    .map(|e| &e.contact)
+                    .filter(|c| keep(c)),
+            );
             if take_tier(target, n, &mut tier, &mut out) {
                 return out;
             }
@@ -496,14 +514,15 @@ impl Knowledge {
                     .get(b + 1..)
                     .unwrap_or_default()
                     .iter()
-                    .flat_map(|bk| bk.entries.iter().map(|e| &e.contact)),
+                    .flat_map(|bk| bk.entries.iter().map(|e| &e.contact))
+                    .filter(|c| keep(c)),
             );
             if take_tier(target, n, &mut tier, &mut out) {
                 return out;
             }
         }
         for bk in self.buckets[..b.min(self.buckets.len())].iter().rev() {
-            tier.extend(bk.entries.iter().map(|e| &e.contact));
+            tier.extend(bk.entries.iter().map(|e| &e.contact).filter(|c| keep(c)));
             if take_tier(target, n, &mut tier, &mut out) {
                 return out;
             }
@@ -686,6 +705,14 @@ mod tests {
         assert_eq!(k.buckets.len(), b + 1);
         assert_eq!(k.closest(&me, 1)[0].id, deep.id);
         assert_eq!(k.closest(&me, 100).len(), K + 1);
+        // The same question, asked of the contacts a filter keeps.
+        let kept = k.closest_where(&me, 100, |c| c.id != deep.id);
+        assert_eq!(kept.len(), K);
+        assert!(
+            kept.windows(2)
+                .all(|w| w[0].id.distance(&me) < w[1].id.distance(&me))
+        );
+        assert_eq!(k.closest_where(&me, 1, |_| true)[0].id, deep.id);
         k.check_invariants().unwrap();
     }
 }

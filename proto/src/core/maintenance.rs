@@ -298,7 +298,7 @@ impl Core {
         let me = self.id;
         let pick = self
             .knowledge
-            .closest(&me, KMIN)
+            .closest_where(&me, KMIN, |c| !c.addrs.is_empty())
             .into_iter()
             .find(|c| self.may_dial(c, now))
             .cloned();
@@ -318,9 +318,11 @@ impl Core {
         let mut closest = [NodeId::ZERO; SIBLINGS];
         let n = self.edges.closest_into(&me, &mut closest, |_| true);
         let bound = (n == SIBLINGS).then(|| closest[n - 1].distance(&me));
+        // Only nodes with an address: one named without is never dialed, so never evicted,
+        // and a few made-up ones next to ours would otherwise hide every real node.
         let pick = self
             .knowledge
-            .closest(&me, SIBLINGS)
+            .closest_where(&me, SIBLINGS, |c| !c.addrs.is_empty())
             .into_iter()
             .filter(|c| bound.is_none_or(|b| c.id.distance(&me) < b))
             .find(|c| self.may_dial(c, now))

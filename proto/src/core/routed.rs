@@ -361,7 +361,12 @@ impl Core {
                     self.config.difficulty,
                 );
                 let me = self.id;
-                let closest = |k: &Knowledge| k.closest(&me, 1).first().map(|c| c.id.distance(&me));
+                // Our closest node with an address: made-up address-less ids next to ours,
+                // never evicted, must not make every answer look like no progress.
+                let closest = |k: &Knowledge| {
+                    let c = k.closest_where(&me, 1, |c| !c.addrs.is_empty());
+                    c.first().map(|c| c.id.distance(&me))
+                };
                 let before = closest(&self.knowledge);
                 let report =
                     handlers::fold_neighbors(&mut self.knowledge, &list, &originator, now.mono);

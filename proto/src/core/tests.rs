@@ -1812,3 +1812,63 @@ fn a_neighbourhood_lookup_aims_near_us_and_leaves_through_outsiders() {
         "looked up again at once"
     );
 }
+
+/// Key-less ids planted next to our own (stripped of addresses, so never dialed and never
+/// evicted) used to fill our closest contacts for good: the closer-node dial found nobody to
+/// dial, and a self-lookup's answer never looked like progress. Both now look at nodes with
+/// an address only.
+#[test]
+fn ids_planted_next_to_ours_without_an_address_blind_no_maintenance() {
+    let me = identity(1);
+    let my_id = me.node_id();
+    let pool = pool_by_distance(&me);
+    let mut core = core_past_the_floor(me, &pool, 41);
+    let planted: Vec<Contact> = (1..=16u8)
+        .map(|i| {
+            let mut id = *my_id.as_bytes();
+            id[31] ^= i;
+            Contact {
+                id: NodeId::from_bytes(id),
+                ed_pub: None,
+                x_pub: None,
+                caps: Caps::default(),
+                addrs: vec![mem_addr("planted")],
+            }
+        })
+        .collect();
+    core.lookup(now(2), NodeId::from_bytes([0x55; 32]));
+    let nonce = lookup_nonces(&mut core)[0];
+    answer_listing(&mut core, &pool[398], nonce, &planted, now(2));
+    assert!(
+        core.knowledge
+            .closest(&my_id, SIBLINGS)
+            .iter()
+            .all(|c| c.addrs.is_empty())
+    );
+    while core.poll_action().is_some() {}
+    // Our self-lookup is answered with a node closer than any we can dial: progress, the
+    // node dialed, a follow-up due.
+    let self_nonce = core.self_lookup.expect("a self-lookup at the first tick");
+    answer_naming(&mut core, &pool[398], self_nonce, &[&pool[0]], now(2));
+    assert_eq!(
+        lookups_and_dials(&mut core).1,
+        [pool[0].node_id()],
+        "followed up"
+    );
+    assert!(core.self_lookup_streak.1, "a follow-up is due");
+    // A node closer than our 16th closest edge, named in any answer, is dialed at the tick
+    // (by the closer-node dial: an edge in its bucket keeps the hole dial off it).
+    let b1 = my_id.bucket_index(&pool[1].node_id());
+    let beside = (60_000..200_000)
+        .map(identity)
+        .find(|i| my_id.bucket_index(&i.node_id()) == b1)
+        .unwrap();
+    edge(&mut core, &beside, now(3));
+    named_in_an_answer(&mut core, &pool[398], &[&pool[1]], now(3));
+    while core.poll_action().is_some() {}
+    core.on_tick(now(4));
+    assert!(
+        lookups_and_dials(&mut core).1.contains(&pool[1].node_id()),
+        "the closer-node dial"
+    );
+}
