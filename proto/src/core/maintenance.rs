@@ -149,21 +149,12 @@ impl Core {
         // The bucket of our 16th closest known node with an address (the farthest such, with
         // fewer). A contact named without an address is never dialed, so never evicted: a
         // few made-up ids close to us must not pull our aim in onto ourselves.
-        let (mut d, mut seen) = (None, 0);
-        for b in (0..nodenet_routing::BUCKETS).rev() {
-            let n = self
-                .knowledge
-                .bucket(b)
-                .filter(|c| !c.addrs.is_empty())
-                .count();
-            if n > 0 {
-                (d, seen) = (Some(b), seen + n);
-                if seen >= SIBLINGS {
-                    break;
-                }
-            }
-        }
-        let d = d?;
+        let far = self
+            .knowledge
+            .closest_where(&me, SIBLINGS, has_addr)
+            .last()?
+            .id;
+        let d = me.bucket_index(&far)?;
         let span = d.min(usize::from(NEIGHBOURHOOD_SPAN));
         if span == 0 {
             return None;
@@ -298,7 +289,7 @@ impl Core {
         let me = self.id;
         let pick = self
             .knowledge
-            .closest_where(&me, KMIN, |c| !c.addrs.is_empty())
+            .closest_where(&me, KMIN, has_addr)
             .into_iter()
             .find(|c| self.may_dial(c, now))
             .cloned();
@@ -322,7 +313,7 @@ impl Core {
         // and a few made-up ones next to ours would otherwise hide every real node.
         let pick = self
             .knowledge
-            .closest_where(&me, SIBLINGS, |c| !c.addrs.is_empty())
+            .closest_where(&me, SIBLINGS, has_addr)
             .into_iter()
             .filter(|c| bound.is_none_or(|b| c.id.distance(&me) < b))
             .find(|c| self.may_dial(c, now))
@@ -593,4 +584,10 @@ impl Core {
         self.actions.push_back(Action::Dial { contact, timeout });
         true
     }
+}
+
+/// Whether we could dial `c`: the question our closest-node reckonings ask, since a contact
+/// named without an address is never dialed and so never evicted.
+pub(super) fn has_addr(c: &Contact) -> bool {
+    !c.addrs.is_empty()
 }

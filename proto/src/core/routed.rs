@@ -364,7 +364,7 @@ impl Core {
                 // Our closest node with an address: made-up address-less ids next to ours,
                 // never evicted, must not make every answer look like no progress.
                 let closest = |k: &Knowledge| {
-                    let c = k.closest_where(&me, 1, |c| !c.addrs.is_empty());
+                    let c = k.closest_where(&me, 1, maintenance::has_addr);
                     c.first().map(|c| c.id.distance(&me))
                 };
                 let before = closest(&self.knowledge);

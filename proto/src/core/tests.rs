@@ -1651,6 +1651,28 @@ fn the_keep_rule_counts_only_dials_we_made_and_failures_it_kept() {
     assert!(core.backoff.contains_key(&dialed.node_id()), "kept");
 }
 
+/// `from` answers a lookup of ours naming 16 made-up ids next to our own, without a key (so
+/// stripped of their addresses: never dialed, never evicted).
+fn plant_keyless_ids_next_to_ours(core: &mut Core, from: &Identity, t: Now) {
+    let my_id = core.id();
+    let planted: Vec<Contact> = (1..=16u8)
+        .map(|i| {
+            let mut id = *my_id.as_bytes();
+            id[31] ^= i;
+            Contact {
+                id: NodeId::from_bytes(id),
+                ed_pub: None,
+                x_pub: None,
+                caps: Caps::default(),
+                addrs: vec![mem_addr("planted")],
+            }
+        })
+        .collect();
+    core.lookup(t, NodeId::from_bytes([0x55; 32]));
+    let nonce = lookup_nonces(core)[0];
+    answer_listing(core, from, nonce, &planted, t);
+}
+
 /// A neighbourhood lookup aims at a random id a few bits out from our 16th closest known
 /// node with an address, and leaves
 /// through edges outside that region, so a clique around us cannot answer it for itself.
@@ -1687,22 +1709,7 @@ fn a_neighbourhood_lookup_aims_near_us_and_leaves_through_outsiders() {
     edge(&mut core, &just_out, now(2));
     // Made-up ids closer to us than all of these, named without a key (so without an
     // address, never dialed, never evicted), do not pull the aim in.
-    let made_up: Vec<Contact> = (1..=16u8)
-        .map(|i| {
-            let mut id = *my_id.as_bytes();
-            id[31] ^= i;
-            Contact {
-                id: NodeId::from_bytes(id),
-                ed_pub: None,
-                x_pub: None,
-                caps: Caps::default(),
-                addrs: vec![mem_addr("planted")],
-            }
-        })
-        .collect();
-    core.lookup(now(2), NodeId::from_bytes([0x55; 32]));
-    let nonce = lookup_nonces(&mut core)[0];
-    answer_listing(&mut core, &pool[398], nonce, &made_up, now(2));
+    plant_keyless_ids_next_to_ours(&mut core, &pool[398], now(2));
     while core.poll_action().is_some() {}
     let closest = core.knowledge.closest(&my_id, SIBLINGS);
     assert!(closest.iter().all(|c| c.addrs.is_empty()), "planted");
@@ -1823,22 +1830,7 @@ fn ids_planted_next_to_ours_without_an_address_blind_no_maintenance() {
     let my_id = me.node_id();
     let pool = pool_by_distance(&me);
     let mut core = core_past_the_floor(me, &pool, 41);
-    let planted: Vec<Contact> = (1..=16u8)
-        .map(|i| {
-            let mut id = *my_id.as_bytes();
-            id[31] ^= i;
-            Contact {
-                id: NodeId::from_bytes(id),
-                ed_pub: None,
-                x_pub: None,
-                caps: Caps::default(),
-                addrs: vec![mem_addr("planted")],
-            }
-        })
-        .collect();
-    core.lookup(now(2), NodeId::from_bytes([0x55; 32]));
-    let nonce = lookup_nonces(&mut core)[0];
-    answer_listing(&mut core, &pool[398], nonce, &planted, now(2));
+    plant_keyless_ids_next_to_ours(&mut core, &pool[398], now(2));
     assert!(
         core.knowledge
             .closest(&my_id, SIBLINGS)
