@@ -130,11 +130,20 @@ impl Reflexive {
 
     /// The confirmed address, if any (see the module docs for the rule).
     pub fn confirmed(&self) -> Option<&Addr> {
-        self.tally()
+        self.verdict().0
+    }
+
+    /// [`Reflexive::confirmed`] and [`Reflexive::symmetric`] from one tally: what a caller
+    /// that caches the verdict reads after each change of the reports.
+    pub fn verdict(&self) -> (Option<&Addr>, bool) {
+        let tally = self.tally();
+        let symmetric = self.reports.len() >= QUORUM && tally.iter().all(|&(_, n, ..)| n < QUORUM);
+        let confirmed = tally
             .into_iter()
             .filter(|&(_, n, subnets, any)| n >= QUORUM && (!any || subnets >= MIN_SUBNETS))
             .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
-            .map(|(a, ..)| a)
+            .map(|(a, ..)| a);
+        (confirmed, symmetric)
     }
 
     /// At least [`QUORUM`] neighbours reported, and no one address has [`QUORUM`] of them.

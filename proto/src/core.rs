@@ -394,6 +394,9 @@ pub struct Core {
     reflexive: Reflexive,
     /// The confirmed reflexive address, and whether it is our own.
     confirmed: Option<(Addr, bool)>,
+    /// No address has a quorum of reports although a quorum of neighbours reported (kept by
+    /// `refresh_reflexive` beside `confirmed`).
+    symmetric: bool,
     /// Edges that run through a relay (the host says so): their reports of our address are
     /// about the relay.
     relayed_edges: HashSet<NodeId>,
@@ -461,6 +464,7 @@ impl Core {
             next_refresh: Time(0),
             reflexive: Reflexive::new(),
             confirmed: None,
+            symmetric: false,
             relayed_edges: HashSet::new(),
             punches: HashMap::new(),
             relay_hints: RelayHints::default(),

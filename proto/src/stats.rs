@@ -127,10 +127,13 @@ pub struct Stats {
     /// Neighbourhood lookups sent (maintenance: a random id 1 to 4 bits out from the bucket
     /// of our 16th closest known node with an address, through edges farther out).
     pub neighbourhood_lookups: u64,
+    /// Signatures of routed frames checked (the CPU cost of a frame): a request's at each
+    /// hop (its breadcrumb needs it), any frame's where it ends, each frame's at most once.
+    pub signatures_checked: u64,
 }
 
 /// How many counters [`Stats::counters`] lists.
-pub const COUNTERS: usize = 58;
+pub const COUNTERS: usize = 59;
 
 impl Stats {
     /// Every counter as `(name, help, value)`, in declaration order: what a metrics exporter
@@ -406,6 +409,11 @@ impl Stats {
                 "neighbourhood_lookups",
                 "Neighbourhood lookups sent: a random id 1 to 4 bits out from the bucket of our 16th closest known node with an address, through edges farther out.",
                 self.neighbourhood_lookups,
+            ),
+            (
+                "signatures_checked",
+                "Signatures of routed frames checked: a request's at each hop, any frame's where it ends, each frame's at most once per node.",
+                self.signatures_checked,
             ),
         ]
     }

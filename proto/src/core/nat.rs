@@ -11,15 +11,23 @@ impl Core {
 
     /// What the neighbours' reports say about the NAT in front of us.
     pub fn nat_type(&self) -> NatType {
-        let own = self.confirmed.as_ref().is_some_and(|(_, own)| *own);
-        self.reflexive.nat_type(|_| own)
+        // Read from the verdict `refresh_reflexive` keeps (asked for by every answer we
+        // send, it must not tally the reports each time).
+        match &self.confirmed {
+            Some((_, true)) => NatType::Public,
+            Some(_) => NatType::Cone,
+            None if self.symmetric => NatType::Symmetric,
+            None => NatType::Unknown,
+        }
     }
 
     /// Re-reads the confirmed reflexive address after the reports changed, and decides once
     /// whether it is our own. Whether an IP is the host's is a question for the host, not the
     /// core: when only that is left to decide, the core asks with [`Action::CheckOwnIp`].
     pub(super) fn refresh_reflexive(&mut self) {
-        let now = self.reflexive.confirmed().cloned();
+        let (now, symmetric) = self.reflexive.verdict();
+        let now = now.cloned();
+        self.symmetric = symmetric;
         if now.as_ref() != self.confirmed.as_ref().map(|(a, _)| a) {
             self.confirmed = now.map(|a| {
                 let own = match self.reflexive_could_be_own(&a) {

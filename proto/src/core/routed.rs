@@ -103,7 +103,9 @@ impl Core {
             return Handled::Done;
         }
         let ttl_at = payload.start + msg::TTL_OFFSET;
-        let (decision, candidates, answer_too) = {
+        // Whether the signature was checked here already (a request's breadcrumb needs it):
+        // the terminal step then does not check it again.
+        let (decision, candidates, answer_too, checked) = {
             let Ok(m) = MsgRef::parse(&frame[payload]) else {
                 self.stats.dropped_malformed += 1;
                 return Handled::Done;
@@ -214,12 +216,15 @@ impl Core {
                     }
                 }
             }
+            let mut checked = false;
             match crumb_of(ty, m.payload) {
                 Some((true, nonce)) => {
+                    self.stats.signatures_checked += 1;
                     if m.verify(ty).is_err() {
                         self.stats.dropped_bad_sig += 1;
                         return Handled::Done;
                     }
+                    checked = true;
                     let edges = &self.edges;
                     self.crumbs
                         .insert((m.originator(), nonce), from, now.mono, |id| {
@@ -242,7 +247,7 @@ impl Core {
                 }
                 _ => {}
             }
-            (decision, candidates, answer_too)
+            (decision, candidates, answer_too, checked)
         };
         match decision {
             Decision::Forward { ttl } => {
@@ -252,7 +257,7 @@ impl Core {
                     // Checked before anything is recorded; then a copy (the three share a
                     // signature) or a copy come back around is neither answered nor passed on
                     // again.
-                    let Some(m) = self.verified(ty, frame) else {
+                    let Some(m) = self.verified(ty, frame, checked) else {
                         return Handled::Done;
                     };
                     if self.is_repeat(&m) || !self.answer_lookup(now, &m) {
@@ -267,10 +272,10 @@ impl Core {
                 self.stats.forwarded += 1;
                 Handled::Forward(candidates)
             }
-            Decision::Deliver => self.terminal(now, ty, frame, true),
+            Decision::Deliver => self.terminal(now, ty, frame, true, checked),
             Decision::Drop(DropReason::LocalOptimum) if ty == FrameType::LOOKUP => {
                 // The closest reachable node answers a lookup.
-                self.terminal(now, ty, frame, false)
+                self.terminal(now, ty, frame, false, checked)
             }
             Decision::Drop(DropReason::LocalOptimum) => {
                 self.stats.dropped_local_optimum += 1;
@@ -302,10 +307,21 @@ impl Core {
     }
 
     /// The envelope of a routed `frame` of type `ty`, if it parses and its signature holds
-    /// (a bad one is counted).
-    fn verified<'f>(&mut self, ty: FrameType, frame: &'f [u8]) -> Option<MsgRef<'f>> {
+    /// (a bad one is counted). `checked`: this very frame's signature was verified already,
+    /// in this call of [`Core::on_frame`] (only the TTL byte changed since, which the
+    /// signature does not cover).
+    fn verified<'f>(
+        &mut self,
+        ty: FrameType,
+        frame: &'f [u8],
+        checked: bool,
+    ) -> Option<MsgRef<'f>> {
         let (f, _) = Frame::parse(frame).ok()?;
         let m = MsgRef::parse(f.payload()).ok()?;
+        if checked {
+            return Some(m);
+        }
+        self.stats.signatures_checked += 1;
         if m.verify(ty).is_err() {
             self.stats.dropped_bad_sig += 1;
             return None;
@@ -320,8 +336,9 @@ impl Core {
         ty: FrameType,
         frame: &[u8],
         for_us: bool,
+        checked: bool,
     ) -> Handled {
-        let Some(m) = self.verified(ty, frame) else {
+        let Some(m) = self.verified(ty, frame, checked) else {
             return Handled::Done;
         };
         let originator = m.originator();

@@ -721,8 +721,11 @@ fn a_local_optimum_passes_on_a_lookup_of_a_node_it_knows() {
     // Known: answered, and passed on to the closest edge but the sender.
     while core.poll_action().is_some() {}
     let mut passed = lookup(&origin, MAX_HOPS, 2);
+    let checked = core.stats().signatures_checked;
     let h = core.on_frame(t, from, &mem_addr("from"), &mut passed);
     assert_eq!(first_hop(&h), Some(by_distance[1]), "{h:?}");
+    // Checked once, for the breadcrumb, not again to answer it.
+    assert_eq!(core.stats().signatures_checked - checked, 1);
     let (f, _) = Frame::parse(&passed).unwrap();
     assert_eq!(MsgRef::parse(f.payload()).unwrap().ttl, DETOUR_TTL);
     assert_eq!(core.stats().lookups_answered, 2);
@@ -1862,5 +1865,156 @@ fn ids_planted_next_to_ours_without_an_address_blind_no_maintenance() {
     assert!(
         lookups_and_dials(&mut core).1.contains(&pool[1].node_id()),
         "the closer-node dial"
+    );
+}
+
+/// A signature costs one check per node: a request (Lookup, Hello, Connect) is checked at
+/// each hop before its breadcrumb is planted, and where it ends (answered at its local
+/// optimum, or answered and passed on: see `a_local_optimum_passes_on_a_lookup_of_a_node_it_knows`)
+/// that check stands; it is not done a second time. A
+/// forged request is still dropped at its first check, and a frame without a breadcrumb
+/// (Route) is checked where it ends.
+#[test]
+fn a_signature_is_checked_once_per_node() {
+    let me = identity(1);
+    let (target, far) = near_target_far_edges(&me, 3);
+    let origin = identity(20_000);
+    let mut core = Core::new(me.clone(), CoreConfig::default(), CoreRng::deterministic(1));
+    let t = now(1);
+    for e in &far {
+        edge(&mut core, e, t);
+    }
+    let from = far[0].node_id();
+    let checked = |core: &Core| core.stats().signatures_checked;
+    let lookup = |signer: &Identity, ttl: u8, nonce: u8| {
+        routed(
+            signer,
+            origin.ed_public(),
+            FrameType::LOOKUP,
+            target,
+            ttl,
+            t,
+            &[nonce; NONCE_LEN],
+        )
+    };
+
+    // Answered at its local optimum (last hop): one check.
+    let before = checked(&core);
+    let h = core.on_frame(t, from, &mem_addr("from"), &mut lookup(&origin, 1, 1));
+    assert_eq!(first_hop(&h), None);
+    assert_eq!(core.stats().lookups_answered, 1);
+    assert_eq!(checked(&core) - before, 1);
+
+    // Passed on (a hop on the way): one check, for its breadcrumb.
+    let mut passing = routed(
+        &origin,
+        origin.ed_public(),
+        FrameType::LOOKUP,
+        far[2].node_id(),
+        MAX_HOPS,
+        t,
+        &[2; NONCE_LEN],
+    );
+    let before = checked(&core);
+    let h = core.on_frame(t, from, &mem_addr("from"), &mut passing);
+    assert_eq!(first_hop(&h), Some(far[2].node_id()));
+    assert_eq!(checked(&core) - before, 1);
+
+    // Forged in the origin's name, ending here: dropped at its one check, not answered.
+    let before = (checked(&core), core.stats().dropped_bad_sig);
+    let answered = core.stats().lookups_answered;
+    let forger = identity(20_001);
+    let h = core.on_frame(t, from, &mem_addr("from"), &mut lookup(&forger, 1, 3));
+    assert_eq!(first_hop(&h), None);
+    assert_eq!(core.stats().lookups_answered, answered);
+    assert_eq!(checked(&core) - before.0, 1);
+    assert_eq!(core.stats().dropped_bad_sig - before.1, 1);
+
+    // A Route for us (no breadcrumb) is checked where it ends, once, and delivered.
+    let mut route = routed(
+        &origin,
+        origin.ed_public(),
+        FrameType::ROUTE,
+        me.node_id(),
+        MAX_HOPS,
+        t,
+        b"hi",
+    );
+    let before = checked(&core);
+    let h = core.on_frame(t, from, &mem_addr("from"), &mut route);
+    assert!(matches!(h, Handled::Deliver(_)), "{h:?}");
+    assert_eq!(checked(&core) - before, 1);
+
+    // A forged Route for us is checked once and not delivered.
+    let mut forged = routed(
+        &forger,
+        origin.ed_public(),
+        FrameType::ROUTE,
+        me.node_id(),
+        MAX_HOPS,
+        t,
+        b"no",
+    );
+    let before = checked(&core);
+    let h = core.on_frame(t, from, &mem_addr("from"), &mut forged);
+    assert!(!matches!(h, Handled::Deliver(_)), "{h:?}");
+    assert_eq!(checked(&core) - before, 1);
+}
+
+/// The NAT type the core reports (read by every answer it sends) is kept from the reports'
+/// verdict, not tallied on each call: it must agree with a fresh tally after every change,
+/// through unknown, cone, symmetric and public, as reporters come, change their word and go.
+#[test]
+fn the_kept_nat_type_agrees_with_a_fresh_tally_after_every_change() {
+    let mut core = Core::new(
+        identity(1),
+        CoreConfig::default(),
+        CoreRng::deterministic(1),
+    );
+    let t = now(1);
+    let peers: Vec<Identity> = (2..12).map(identity).collect();
+    for p in &peers {
+        edge(&mut core, p, t);
+    }
+    let fresh = |core: &Core| {
+        let own = core.confirmed.as_ref().is_some_and(|(_, own)| *own);
+        core.reflexive.nat_type(|_| own)
+    };
+    let mut seen = HashSet::new();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for step in 0..400u32 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let p = &peers[usize::try_from(rng % 10).unwrap()];
+        match (rng >> 8) % 8 {
+            // Withdrawn: the edge went down.
+            0 => core.forget_reporter(&p.node_id()),
+            // The host's word on whether the confirmed address is ours.
+            1 => {
+                if let Some((a, _)) = core.confirmed.clone() {
+                    core.on_own_ip(&a, (rng >> 16) % 2 == 0);
+                }
+            }
+            // Mostly one address (a cone), sometimes one of many (a symmetric NAT).
+            k => {
+                let port = if k < 5 { 4242 } else { 5000 + (rng >> 20) % 64 };
+                pong(&mut core, p, &Addr::new("mem", format!("seen:{port}")), t);
+            }
+        }
+        while core.poll_action().is_some() {}
+        assert_eq!(core.nat_type(), fresh(&core), "after step {step}");
+        seen.insert(core.nat_type());
+    }
+    assert!(
+        [
+            NatType::Unknown,
+            NatType::Cone,
+            NatType::Symmetric,
+            NatType::Public
+        ]
+        .iter()
+        .all(|k| seen.contains(k)),
+        "{seen:?}"
     );
 }
