@@ -383,11 +383,12 @@ impl Sim {
     }
 }
 
-/// The target of a Route frame, if it is one.
-fn route_target(frame: &[u8]) -> Option<NodeId> {
+/// The target and type of a Route or Hello frame, if it is one.
+fn route_target(frame: &[u8]) -> Option<(NodeId, FrameType)> {
     let (f, _) = Frame::parse(frame).ok()?;
-    (f.frame_type() == FrameType::ROUTE).then_some(())?;
-    MsgRef::parse(f.payload()).ok().map(|m| m.target)
+    let ty = f.frame_type();
+    matches!(ty, FrameType::ROUTE | FrameType::HELLO).then_some(())?;
+    MsgRef::parse(f.payload()).ok().map(|m| (m.target, ty))
 }
 
 /// The simulator's address of an endpoint.

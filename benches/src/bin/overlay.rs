@@ -101,6 +101,12 @@ fn main() {
         sim.run_for(Duration::from_secs(repair));
     }
     let live: Vec<usize> = (0..nodes).filter(|&i| sim.is_alive(i)).collect();
+    // Rendezvous counters before the connects, to tell on stderr where a failed one ended.
+    let rdv = |sim: &Sim, i: usize| {
+        let s = sim.core(i).stats();
+        (s.rendezvous_answered, s.dropped_unsolicited_reply)
+    };
+    let rdv_before: Vec<(u64, u64)> = (0..nodes).map(|i| rdv(&sim, i)).collect();
     for _ in 0..connects {
         let from = live[(rng.next_u64() % live.len() as u64) as usize];
         let mut to = live[(rng.next_u64() % live.len() as u64) as usize];
@@ -112,6 +118,71 @@ fn main() {
     }
     // Every cascade ends within its timeouts (10 s rendezvous, 5 s punch, 3 x 7 s relays).
     sim.run_for(Duration::from_secs(if connects > 0 { 60 } else { 0 }));
+    // Failed rendezvous on stderr: did the target answer (its counter moved), did the answer
+    // come back late, how well known the target is, and where its Hellos stopped.
+    for r in &sim.report().connects {
+        if !r
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.starts_with("rendezvous"))
+        {
+            continue;
+        }
+        let (c, t) = (r.caller, r.target);
+        let target_id = sim.core(t).id();
+        let knowers = (0..nodes)
+            .filter(|&j| j != t && sim.core(j).knowledge().get(&target_id).is_some())
+            .count();
+        eprintln!(
+            "rendezvous failed: {c} ({}) -> {t} ({}): target answered {} times, caller had {} late answers; caller edges {}, target edges {}, known to {knowers} nodes",
+            r.from.name(),
+            r.to.name(),
+            rdv(&sim, t).0 - rdv_before[t].0,
+            rdv(&sim, c).1 - rdv_before[c].1,
+            sim.core(c).edges().len(),
+            sim.core(t).edges().len(),
+        );
+        let mut stops: Vec<usize> = sim
+            .report()
+            .stuck_hellos
+            .iter()
+            .filter(|(_, id)| *id == target_id)
+            .map(|(at, _)| *at)
+            .collect();
+        stops.sort_unstable();
+        stops.dedup();
+        let mut tedges: Vec<_> = sim.core(t).edges().iter().map(|e| e.id).collect();
+        tedges.sort_by_key(|e| e.distance(&target_id));
+        for at in stops.iter().take(4) {
+            let x = sim.core(*at);
+            let mut xe: Vec<_> = x.edges().iter().map(|e| e.id).collect();
+            xe.sort_by_key(|e| e.distance(&target_id));
+            let edge_knows = xe
+                .iter()
+                .filter_map(|e| (0..nodes).find(|&j| sim.core(j).id() == *e))
+                .filter(|&j| sim.core(j).knowledge().get(&target_id).is_some())
+                .count();
+            eprintln!(
+                "  hello stopped at {at} ({}): prefix {}, knows target {:?}, edges {} (closest at prefix {:?}), {edge_knows} edges know the target; target's own closest edges at prefix {:?}",
+                sim.nat(*at).name(),
+                x.id().common_prefix_len(&target_id),
+                x.knowledge().get(&target_id).map(|c| c.addrs.len()),
+                xe.len(),
+                xe.iter()
+                    .take(3)
+                    .map(|e| e.common_prefix_len(&target_id))
+                    .collect::<Vec<_>>(),
+                tedges
+                    .iter()
+                    .take(3)
+                    .map(|e| e.common_prefix_len(&target_id))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        if stops.is_empty() {
+            eprintln!("  no hello stopped short (lost on a link, or shed)");
+        }
+    }
     let mut launched = 0u64;
     let mut expected: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
     for k in 0..sends {

@@ -190,6 +190,8 @@ impl Sim {
         }
         let (from, to) = (run.from, run.to);
         let record = ConnectRecord {
+            caller: from,
+            target: to,
             from: self.net.kind(from),
             to: self.net.kind(to),
             path,

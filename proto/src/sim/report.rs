@@ -12,6 +12,10 @@ use crate::connect::Path;
 /// How one connect ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectRecord {
+    /// The caller's node index.
+    pub caller: usize,
+    /// The target's node index.
+    pub target: usize,
     /// The caller's NAT.
     pub from: NatKind,
     /// The target's NAT.
@@ -43,6 +47,8 @@ pub struct SimReport {
     pub delivered_at: HashMap<usize, u64>,
     /// Where Route copies stopped short of their target: (node, target).
     pub stuck: Vec<(usize, NodeId)>,
+    /// Where rendezvous Hello copies stopped short of their target: (node, target).
+    pub stuck_hellos: Vec<(usize, NodeId)>,
     /// Connects that ended, in the order they ended.
     pub connects: Vec<ConnectRecord>,
     /// Edges carried by each node as a relay, by node.

@@ -89,11 +89,11 @@ impl Sim {
                 addrs,
                 public,
             } => self.on_birthday_request(to, peer, nonce, &addrs, public.as_ref()),
-            Handled::Done => {
-                if let Some(t) = route_target.filter(|t| *t != self.cores[to].id()) {
-                    self.report.stuck.push((to, t));
-                }
-            }
+            Handled::Done => match route_target.filter(|(t, _)| *t != self.cores[to].id()) {
+                Some((t, FrameType::ROUTE)) => self.report.stuck.push((to, t)),
+                Some((t, _)) => self.report.stuck_hellos.push((to, t)),
+                None => {}
+            },
         }
         self.drain(to, now);
     }
