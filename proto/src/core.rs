@@ -350,6 +350,10 @@ const NEIGHBOURHOOD_SPAN: u8 = 4;
 /// At most this many refresh checks between two neighbourhood lookups (their gap doubles
 /// while their answers add nobody new with an address).
 const NEIGHBOURHOOD_GAP_MAX: u8 = 16;
+/// A message for a NodeId we neither hold an edge to nor know, that found us its local
+/// optimum, makes us look that NodeId up (its answers teach us who is around it, and our
+/// closer-node dials take it from there), at most once per this long.
+pub const NEAR_MISS_GAP: Duration = Duration::from_secs(5);
 /// Edges beyond our three closest, drawn at random, that a self-lookup also goes through.
 const SELF_LOOKUP_OUTSIDERS: usize = 4;
 
@@ -390,6 +394,8 @@ pub struct Core {
     neighbourhood: (Option<[u8; NONCE_LEN]>, u8, u8),
     next_sibling_exchange: Time,
     next_refresh: Time,
+    /// When the next near-miss lookup may go out ([`NEAR_MISS_GAP`]).
+    next_near_miss: Time,
     /// What our neighbours report of our address.
     reflexive: Reflexive,
     /// The confirmed reflexive address, and whether it is our own.
@@ -462,6 +468,7 @@ impl Core {
             neighbourhood: (None, 1, 0),
             next_sibling_exchange: Time(0),
             next_refresh: Time(0),
+            next_near_miss: Time(0),
             reflexive: Reflexive::new(),
             confirmed: None,
             symmetric: false,

@@ -130,10 +130,13 @@ pub struct Stats {
     /// Signatures of routed frames checked (the CPU cost of a frame): a request's at each
     /// hop (its breadcrumb needs it), any frame's where it ends, each frame's at most once.
     pub signatures_checked: u64,
+    /// Near-miss lookups sent: a message for a NodeId we did not know found us its local
+    /// optimum, and we looked that NodeId up (at most one per [`crate::core::NEAR_MISS_GAP`]).
+    pub near_miss_lookups: u64,
 }
 
 /// How many counters [`Stats::counters`] lists.
-pub const COUNTERS: usize = 59;
+pub const COUNTERS: usize = 60;
 
 impl Stats {
     /// Every counter as `(name, help, value)`, in declaration order: what a metrics exporter
@@ -414,6 +417,11 @@ impl Stats {
                 "signatures_checked",
                 "Signatures of routed frames checked: a request's at each hop, any frame's where it ends, each frame's at most once per node.",
                 self.signatures_checked,
+            ),
+            (
+                "near_miss_lookups",
+                "Near-miss lookups sent: a message for a NodeId we did not know found us its local optimum, and we looked that NodeId up (at most one per 5 s).",
+                self.near_miss_lookups,
             ),
         ]
     }

@@ -195,6 +195,12 @@ impl Core {
             // answer and the pass are shed by the per-originator limit. On its last hop a
             // lookup is answered wherever it is.
             if decision == Decision::Drop(DropReason::LocalOptimum)
+                && ty != FrameType::LOOKUP
+                && m.target != self.id
+            {
+                self.near_miss(now, m.target);
+            }
+            if decision == Decision::Drop(DropReason::LocalOptimum)
                 && ttl > 1
                 && m.target != self.id
             {

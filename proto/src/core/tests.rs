@@ -2018,3 +2018,75 @@ fn the_kept_nat_type_agrees_with_a_fresh_tally_after_every_change() {
         "{seen:?}"
     );
 }
+
+/// The targets of every Lookup the core queued.
+fn lookup_targets(core: &mut Core) -> Vec<NodeId> {
+    let mut out = Vec::new();
+    while let Some(a) = core.poll_action() {
+        if let Action::Send { frame, .. } = a {
+            let (f, _) = Frame::parse(&frame).unwrap();
+            if f.frame_type() == FrameType::LOOKUP {
+                out.push(MsgRef::parse(f.payload()).unwrap().target);
+            }
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// A message for a NodeId we do not know that finds us its local optimum makes us look that
+/// NodeId up (our table is thin around it), at most once per `NEAR_MISS_GAP` whatever
+/// arrives; not for a NodeId we know, not for a Lookup (whose local optimum answers it), not
+/// for a message to us.
+#[test]
+fn a_near_miss_looks_the_target_up_once_per_gap() {
+    let me = identity(1);
+    let (target, far) = near_target_far_edges(&me, 3);
+    let origin = identity(20_000);
+    let mut core = Core::new(me.clone(), CoreConfig::default(), CoreRng::deterministic(1));
+    let t = now(1);
+    for e in &far {
+        edge(&mut core, e, t);
+    }
+    while core.poll_action().is_some() {}
+    let from = far[0].node_id();
+    let send = |core: &mut Core, ty: FrameType, to: NodeId, at: Now, tag: u8| {
+        let mut payload = [tag; NONCE_LEN + 8];
+        payload[0] = tag;
+        let mut frame = routed(&origin, origin.ed_public(), ty, to, MAX_HOPS, at, &payload);
+        core.on_frame(at, from, &mem_addr("from"), &mut frame)
+    };
+    // A Route ends its greedy path here: detoured, and its target looked up.
+    let h = send(&mut core, FrameType::ROUTE, target, t, 1);
+    assert!(first_hop(&h).is_some(), "still detoured");
+    assert_eq!(lookup_targets(&mut core), vec![target]);
+    assert_eq!(core.stats().near_miss_lookups, 1);
+    // Another unknown target next to us within the gap: no second lookup.
+    let other = NodeId::from_bytes(me.node_id().to_bytes().map(|b| b ^ 0x02));
+    let _ = send(&mut core, FrameType::ROUTE, other, now(3), 2);
+    assert_eq!(lookup_targets(&mut core), Vec::<NodeId>::new());
+    // A Lookup at its local optimum is answered, not looked up, even past the gap.
+    let _ = send(&mut core, FrameType::LOOKUP, other, now(7), 3);
+    assert_eq!(lookup_targets(&mut core), Vec::<NodeId>::new());
+    // A message to us is delivered, nothing looked up.
+    let _ = send(&mut core, FrameType::ROUTE, me.node_id(), now(7), 4);
+    assert_eq!(lookup_targets(&mut core), Vec::<NodeId>::new());
+    // Past the gap, a target we know now (say, an answer named it) is not looked up...
+    // (One we are a local optimum for: every edge of ours is farther from it than we are.)
+    let known = (30_000..40_000)
+        .map(identity)
+        .find(|k| {
+            let d = me.node_id().distance(&k.node_id());
+            far.iter().all(|e| e.node_id().distance(&k.node_id()) > d)
+        })
+        .unwrap();
+    let kid = known.node_id();
+    core.learn(now(7), kid, known.ed_public());
+    let _ = send(&mut core, FrameType::ROUTE, kid, now(7), 5);
+    assert_eq!(lookup_targets(&mut core), Vec::<NodeId>::new());
+    assert_eq!(core.stats().near_miss_lookups, 1);
+    // ...and one we do not know is.
+    let _ = send(&mut core, FrameType::ROUTE, other, now(7), 6);
+    assert_eq!(lookup_targets(&mut core), vec![other]);
+    assert_eq!(core.stats().near_miss_lookups, 2);
+}
