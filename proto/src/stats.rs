@@ -128,10 +128,12 @@ pub struct Stats {
     /// of our 16th closest known node with an address, through edges farther out).
     pub neighbourhood_lookups: u64,
     /// Signatures of routed frames checked (the CPU cost of a frame): a request's at each
-    /// hop (its breadcrumb needs it), any frame's where it ends, each frame's at most once.
+    /// hop (its breadcrumb needs it), any frame's where it ends or sets off a near-miss
+    /// lookup, at most once per arrival.
     pub signatures_checked: u64,
-    /// Near-miss lookups sent: a message for a NodeId we did not know found us its local
-    /// optimum, and we looked that NodeId up (at most one per [`crate::core::NEAR_MISS_GAP`]).
+    /// Near-miss lookups sent: a message for a NodeId we knew no address for found us its
+    /// local optimum, and we looked that NodeId up (at most one per
+    /// [`crate::core::NEAR_MISS_GAP`]).
     pub near_miss_lookups: u64,
 }
 
@@ -415,12 +417,12 @@ impl Stats {
             ),
             (
                 "signatures_checked",
-                "Signatures of routed frames checked: a request's at each hop, any frame's where it ends, each frame's at most once per node.",
+                "Signatures of routed frames checked: a request's at each hop, any frame's where it ends, at most once per arrival.",
                 self.signatures_checked,
             ),
             (
                 "near_miss_lookups",
-                "Near-miss lookups sent: a message for a NodeId we did not know found us its local optimum, and we looked that NodeId up (at most one per 5 s).",
+                "Near-miss lookups sent: a message for a NodeId we knew no address for found us its local optimum, and we looked that NodeId up (at most one per 5 s).",
                 self.near_miss_lookups,
             ),
         ]

@@ -337,23 +337,59 @@ impl Core {
         self.lookup_via(now, target, hops.hops());
     }
 
-    /// A message for `target` found us its local optimum (none of our edges is closer to
-    /// it). If we do not know `target` either, our table is thin around it: behind NAT,
-    /// neighbours that cannot dial each other often never hear of each other, and every
-    /// message for one dies at the other (at 10,000 simulated nodes, 13 of 14 failed
-    /// rendezvous never reached a target that 100 to 500 nodes knew, stopping at such a
-    /// node). Looking `target` up teaches us who is around it; the closer-node dials take it
-    /// from there, and a message sent again may pass. At most one per [`NEAR_MISS_GAP`],
-    /// whoever sends what: a peer can make us send one Lookup per 5 s, no more.
-    pub(super) fn near_miss(&mut self, now: Now, target: NodeId) {
-        if now.mono < self.next_near_miss || self.knowledge.get(&target).is_some() {
-            return;
+    /// A message `m` of type `ty` from the edge `from` found us its local optimum (none of
+    /// our edges is closer to its target) and is not a Lookup or an answer retracing its
+    /// request. If we know no address for its target either, our table is thin around it:
+    /// behind NAT, neighbours that cannot dial each other often never hear of each other,
+    /// and every message for one dies at the other (at 10,000 simulated nodes, 13 of 14
+    /// failed rendezvous never reached a target that 100 to 500 nodes knew, stopping at
+    /// such a node). Looking the target up teaches us who is around it; the closer-node
+    /// dials take it from there, and a message sent again may pass. Bounds, whoever sends
+    /// what: at most one per [`NEAR_MISS_GAP`] in all; an edge whose message set one off
+    /// sets off no other for [`NEAR_MISS_EDGE_QUIET`]; only for a message whose signature
+    /// holds (checked here unless `checked` says it was already, and only once the other
+    /// bounds let it through); the Lookup does not go back through `from`. Returns what the
+    /// signature check made here found (`None`: none was made here).
+    pub(super) fn near_miss(
+        &mut self,
+        now: Now,
+        from: NodeId,
+        ty: FrameType,
+        m: &MsgRef<'_>,
+        checked: bool,
+    ) -> Option<bool> {
+        let target = m.target;
+        if now.mono < self.next_near_miss
+            || self
+                .near_miss_edges
+                .iter()
+                .any(|(e, until)| *e == from && now.mono < *until)
+            || self.knowledge.get(&target).is_some_and(has_addr)
+        {
+            return None;
         }
-        let hops = first_hops(&self.edges, &target);
-        if self.lookup_via(now, target, hops.hops()).is_some() {
+        let verdict = (!checked).then(|| {
+            self.stats.signatures_checked += 1;
+            m.verify(ty).is_ok()
+        });
+        if verdict == Some(false) {
+            return verdict;
+        }
+        let mut hops = [NodeId::ZERO; 3];
+        let n = self
+            .edges
+            .closest_into(&target, &mut hops, |id| *id != from);
+        if self.lookup_via(now, target, &hops[..n]).is_some() {
             self.next_near_miss = now.mono.after(NEAR_MISS_GAP);
+            self.near_miss_edges.retain(|(_, until)| now.mono < *until);
+            if self.near_miss_edges.len() >= NEAR_MISS_EDGES {
+                self.near_miss_edges.remove(0);
+            }
+            self.near_miss_edges
+                .push((from, now.mono.after(NEAR_MISS_EDGE_QUIET)));
             self.stats.near_miss_lookups += 1;
         }
+        verdict
     }
 
     /// Looks `target` up to learn the relay volunteers near it, for a connect's relay step

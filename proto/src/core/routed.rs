@@ -175,7 +175,8 @@ impl Core {
             // the target: in a simulated 1,000-node network with the default NAT mix, 1 to 3%
             // of messages died at such nodes. A detoured message keeps at most
             // [`DETOUR_TTL`] hops, so it cannot circle for long, and a message for a NodeId
-            // nobody holds costs at most that many frames more per copy.
+            // nobody holds costs at most that many frames more per copy (and at each node
+            // where a greedy path ends, at most one near-miss lookup per `NEAR_MISS_GAP`).
             //
             // Lookups are answered at their local optimum, except by a node behind NAT: its
             // view of its own neighbourhood is the thinnest in the network, and its answers
@@ -194,12 +195,8 @@ impl Core {
             // most 1 + `DETOUR_TTL` answers this way, all to its signed originator, and both the
             // answer and the pass are shed by the per-originator limit. On its last hop a
             // lookup is answered wherever it is.
-            if decision == Decision::Drop(DropReason::LocalOptimum)
-                && ty != FrameType::LOOKUP
-                && m.target != self.id
-            {
-                self.near_miss(now, m.target);
-            }
+            // Whether greedy routing ends here (before a detour or a breadcrumb changes it).
+            let local_optimum = decision == Decision::Drop(DropReason::LocalOptimum);
             if decision == Decision::Drop(DropReason::LocalOptimum)
                 && ttl > 1
                 && m.target != self.id
@@ -223,6 +220,7 @@ impl Core {
                 }
             }
             let mut checked = false;
+            let mut crumb_routed = false;
             match crumb_of(ty, m.payload) {
                 Some((true, nonce)) => {
                     self.stats.signatures_checked += 1;
@@ -243,6 +241,7 @@ impl Core {
                         .get(&(m.target, nonce), now.mono)
                         .filter(|c| *c != from && self.edges.contains(c));
                     if let Some(c) = back {
+                        crumb_routed = true;
                         if !matches!(decision, Decision::Forward { .. }) {
                             candidates.clear();
                             // The clamped TTL, as `decide` uses: never the raw wire byte.
@@ -252,6 +251,19 @@ impl Core {
                     }
                 }
                 _ => {}
+            }
+            // A message (not a Lookup, not an answer retracing its request's path) that
+            // found us its local optimum: our table may be thin around its target.
+            if local_optimum && ty != FrameType::LOOKUP && !crumb_routed {
+                match self.near_miss(now, from, ty, &m, checked) {
+                    Some(true) => checked = true,
+                    Some(false) => {
+                        // Found forged on the way: it goes no further.
+                        self.stats.dropped_bad_sig += 1;
+                        return Handled::Done;
+                    }
+                    None => {}
+                }
             }
             (decision, candidates, answer_too, checked)
         };

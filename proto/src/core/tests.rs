@@ -1945,6 +1945,24 @@ fn a_signature_is_checked_once_per_node() {
     assert!(matches!(h, Handled::Deliver(_)), "{h:?}");
     assert_eq!(checked(&core) - before, 1);
 
+    // A forged answer for us (it plants no breadcrumb, so nothing checked it on the way) is
+    // checked where it ends, once, and dropped.
+    let mut payload = vec![0u8; NONCE_LEN + control::contacts_len(&[])];
+    control::encode_neighbors(&mut Writer::new(&mut payload), &[9; NONCE_LEN], &[]).unwrap();
+    let mut answer = routed(
+        &forger,
+        origin.ed_public(),
+        FrameType::NEIGHBORS,
+        me.node_id(),
+        MAX_HOPS,
+        t,
+        &payload,
+    );
+    let before = (checked(&core), core.stats().dropped_bad_sig);
+    let _ = core.on_frame(t, from, &mem_addr("from"), &mut answer);
+    assert_eq!(checked(&core) - before.0, 1);
+    assert_eq!(core.stats().dropped_bad_sig - before.1, 1);
+
     // A forged Route for us is checked once and not delivered.
     let mut forged = routed(
         &forger,
@@ -2019,60 +2037,123 @@ fn the_kept_nat_type_agrees_with_a_fresh_tally_after_every_change() {
     );
 }
 
-/// The targets of every Lookup the core queued.
-fn lookup_targets(core: &mut Core) -> Vec<NodeId> {
-    let mut out = Vec::new();
-    while let Some(a) = core.poll_action() {
-        if let Action::Send { frame, .. } = a {
-            let (f, _) = Frame::parse(&frame).unwrap();
-            if f.frame_type() == FrameType::LOOKUP {
-                out.push(MsgRef::parse(f.payload()).unwrap().target);
-            }
-        }
-    }
-    out.dedup();
-    out
-}
-
-/// A message for a NodeId we do not know that finds us its local optimum makes us look that
-/// NodeId up (our table is thin around it), at most once per `NEAR_MISS_GAP` whatever
-/// arrives; not for a NodeId we know, not for a Lookup (whose local optimum answers it), not
-/// for a message to us.
+/// A message for a NodeId we know no address for, that finds us its local optimum, makes us
+/// look that NodeId up (our table is thin around it): a rendezvous Hello, the case it is for.
+/// Bounded whatever arrives: one per `NEAR_MISS_GAP` in all; an edge that set one off sets
+/// off no other for `NEAR_MISS_EDGE_QUIET`; only for a message whose signature holds (a
+/// forged one is dropped where it is found); never back through the sender; not for a
+/// Lookup, an answer retracing its request, or a target known with an address.
 #[test]
-fn a_near_miss_looks_the_target_up_once_per_gap() {
+fn a_near_miss_looks_the_target_up_within_its_bounds() {
     let me = identity(1);
-    let (target, far) = near_target_far_edges(&me, 3);
+    let (target, far) = near_target_far_edges(&me, 6);
     let origin = identity(20_000);
     let mut core = Core::new(me.clone(), CoreConfig::default(), CoreRng::deterministic(1));
-    let t = now(1);
+    let t0 = now(100);
     for e in &far {
-        edge(&mut core, e, t);
+        edge(&mut core, e, t0);
     }
     while core.poll_action().is_some() {}
-    let from = far[0].node_id();
-    let send = |core: &mut Core, ty: FrameType, to: NodeId, at: Now, tag: u8| {
-        let mut payload = [tag; NONCE_LEN + 8];
-        payload[0] = tag;
-        let mut frame = routed(&origin, origin.ed_public(), ty, to, MAX_HOPS, at, &payload);
-        core.on_frame(at, from, &mem_addr("from"), &mut frame)
+    let at = |ms: u64| Now {
+        mono: t0.mono.after(Duration::from_millis(ms)),
+        unix_ns: t0.unix_ns + i64::try_from(ms).unwrap() * 1_000_000,
     };
-    // A Route ends its greedy path here: detoured, and its target looked up.
-    let h = send(&mut core, FrameType::ROUTE, target, t, 1);
-    assert!(first_hop(&h).is_some(), "still detoured");
-    assert_eq!(lookup_targets(&mut core), vec![target]);
+    // Another point next to us that nobody holds (we stay its local optimum).
+    let near = |k: u8| NodeId::from_bytes(me.node_id().to_bytes().map(|b| b ^ k));
+    let route = |signer: &Identity, to: NodeId, when: Now, tag: u8| {
+        routed(
+            signer,
+            origin.ed_public(),
+            FrameType::ROUTE,
+            to,
+            MAX_HOPS,
+            when,
+            &[tag; 4],
+        )
+    };
+    // Lookups queued: (hop, target) pairs.
+    let lookups = |core: &mut Core| {
+        let mut out = Vec::new();
+        while let Some(a) = core.poll_action() {
+            if let Action::Send { to, frame } = a {
+                let (f, _) = Frame::parse(&frame).unwrap();
+                if f.frame_type() == FrameType::LOOKUP {
+                    out.push((to, MsgRef::parse(f.payload()).unwrap().target));
+                }
+            }
+        }
+        out
+    };
+    let on = |core: &mut Core, from: &Identity, frame: &mut Vec<u8>, when: Now| {
+        core.on_frame(when, from.node_id(), &mem_addr("from"), frame)
+    };
+
+    // A Hello ends its greedy path here, sent by our edge closest to its target: detoured,
+    // and its target looked up through our three closest edges but the sender.
+    let mut far = far;
+    far.sort_by_key(|e| e.node_id().distance(&target));
+    let hello =
+        nodenet_rendezvous::encode_hello(&origin, &target, &[], &[7; RDV_NONCE_LEN]).unwrap();
+    let mut frame = routed(
+        &origin,
+        origin.ed_public(),
+        FrameType::HELLO,
+        target,
+        MAX_HOPS,
+        at(0),
+        &hello,
+    );
+    let h = on(&mut core, &far[0], &mut frame, at(0));
+    assert!(first_hop(&h).is_some(), "still detoured: {h:?}");
+    let sent = lookups(&mut core);
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(
+        sent.iter()
+            .all(|(hop, t)| *t == target && *hop != far[0].node_id())
+    );
     assert_eq!(core.stats().near_miss_lookups, 1);
-    // Another unknown target next to us within the gap: no second lookup.
-    let other = NodeId::from_bytes(me.node_id().to_bytes().map(|b| b ^ 0x02));
-    let _ = send(&mut core, FrameType::ROUTE, other, now(3), 2);
-    assert_eq!(lookup_targets(&mut core), Vec::<NodeId>::new());
-    // A Lookup at its local optimum is answered, not looked up, even past the gap.
-    let _ = send(&mut core, FrameType::LOOKUP, other, now(7), 3);
-    assert_eq!(lookup_targets(&mut core), Vec::<NodeId>::new());
-    // A message to us is delivered, nothing looked up.
-    let _ = send(&mut core, FrameType::ROUTE, me.node_id(), now(7), 4);
-    assert_eq!(lookup_targets(&mut core), Vec::<NodeId>::new());
-    // Past the gap, a target we know now (say, an answer named it) is not looked up...
-    // (One we are a local optimum for: every edge of ours is farther from it than we are.)
+
+    // Within the gap, from another edge: nothing.
+    let _ = on(
+        &mut core,
+        &far[1],
+        &mut route(&origin, near(2), at(4_999), 1),
+        at(4_999),
+    );
+    assert!(lookups(&mut core).is_empty());
+    // Past the gap, from the edge that set one off: still quiet.
+    let _ = on(
+        &mut core,
+        &far[0],
+        &mut route(&origin, near(2), at(5_000), 2),
+        at(5_000),
+    );
+    assert!(lookups(&mut core).is_empty());
+    // A forged message is dropped where it is found, and takes no slot.
+    let forger = identity(20_001);
+    let bad = core.stats().dropped_bad_sig;
+    let h = on(
+        &mut core,
+        &far[1],
+        &mut route(&forger, near(2), at(5_000), 3),
+        at(5_000),
+    );
+    assert!(first_hop(&h).is_none(), "a forged message went on: {h:?}");
+    assert_eq!(core.stats().dropped_bad_sig, bad + 1);
+    assert!(lookups(&mut core).is_empty());
+    // A Lookup at its local optimum is answered, not looked up.
+    let mut lookup = routed(
+        &origin,
+        origin.ed_public(),
+        FrameType::LOOKUP,
+        near(2),
+        MAX_HOPS,
+        at(5_000),
+        &[4; NONCE_LEN],
+    );
+    let _ = on(&mut core, &far[1], &mut lookup, at(5_000));
+    assert!(lookups(&mut core).iter().all(|(_, t)| *t != near(2)));
+    // A target known with an address is not looked up (our dials reach it)...
     let known = (30_000..40_000)
         .map(identity)
         .find(|k| {
@@ -2080,13 +2161,61 @@ fn a_near_miss_looks_the_target_up_once_per_gap() {
             far.iter().all(|e| e.node_id().distance(&k.node_id()) > d)
         })
         .unwrap();
-    let kid = known.node_id();
-    core.learn(now(7), kid, known.ed_public());
-    let _ = send(&mut core, FrameType::ROUTE, kid, now(7), 5);
-    assert_eq!(lookup_targets(&mut core), Vec::<NodeId>::new());
+    let mut contact = Contact::new(known.node_id(), vec![mem_addr("known")]);
+    contact.ed_pub = Some(known.ed_public());
+    core.observe(&contact, at(5_000));
+    let _ = on(
+        &mut core,
+        &far[1],
+        &mut route(&origin, known.node_id(), at(5_000), 5),
+        at(5_000),
+    );
+    assert!(lookups(&mut core).is_empty());
     assert_eq!(core.stats().near_miss_lookups, 1);
-    // ...and one we do not know is.
-    let _ = send(&mut core, FrameType::ROUTE, other, now(7), 6);
-    assert_eq!(lookup_targets(&mut core), vec![other]);
+    // ...but one known without an address is (nothing could dial it).
+    core.observe(&Contact::new(near(2), Vec::new()), at(5_000));
+    assert!(core.knowledge.get(&near(2)).is_some());
+    let _ = on(
+        &mut core,
+        &far[1],
+        &mut route(&origin, near(2), at(5_000), 6),
+        at(5_000),
+    );
+    let sent = lookups(&mut core);
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(sent.iter().all(|(_, t)| *t == near(2)));
+    assert_eq!(core.stats().near_miss_lookups, 2);
+
+    // An answer retracing its request's breadcrumb through here is not looked up, although
+    // we are the local optimum of its asker. The request: a Lookup from the asker, in
+    // through far[2], passed on to far[5].
+    let asker = (40_000..50_000)
+        .map(identity)
+        .find(|k| {
+            let d = me.node_id().distance(&k.node_id());
+            far.iter().all(|e| e.node_id().distance(&k.node_id()) > d)
+        })
+        .unwrap();
+    let nonce = [8; NONCE_LEN];
+    let when = at(20_000);
+    let mut request = routed(
+        &asker,
+        asker.ed_public(),
+        FrameType::LOOKUP,
+        far[5].node_id(),
+        MAX_HOPS,
+        when,
+        &nonce,
+    );
+    let h = on(&mut core, &far[2], &mut request, when);
+    assert_eq!(first_hop(&h), Some(far[5].node_id()));
+    let mut answer = neighbors(&far[5], asker.node_id(), nonce, MAX_HOPS, when);
+    let h = on(&mut core, &far[5], &mut answer, when);
+    assert_eq!(
+        first_hop(&h),
+        Some(far[2].node_id()),
+        "back along the breadcrumb"
+    );
+    assert!(lookups(&mut core).is_empty());
     assert_eq!(core.stats().near_miss_lookups, 2);
 }
