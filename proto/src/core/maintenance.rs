@@ -338,18 +338,19 @@ impl Core {
     }
 
     /// A message `m` of type `ty` from the edge `from` found us its local optimum (none of
-    /// our edges is closer to its target) and is not a Lookup or an answer retracing its
-    /// request. If we know no address for its target either, our table is thin around it:
-    /// behind NAT, neighbours that cannot dial each other often never hear of each other,
-    /// and every message for one dies at the other (at 10,000 simulated nodes, 13 of 14
-    /// failed rendezvous never reached a target that 100 to 500 nodes knew, stopping at
-    /// such a node). Looking the target up teaches us who is around it; the closer-node
-    /// dials take it from there, and a message sent again may pass. Bounds, whoever sends
-    /// what: at most one per [`NEAR_MISS_GAP`] in all; an edge whose message set one off
-    /// sets off no other for [`NEAR_MISS_EDGE_QUIET`]; only for a message whose signature
-    /// holds (checked here unless `checked` says it was already, and only once the other
-    /// bounds let it through); the Lookup does not go back through `from`. Returns what the
-    /// signature check made here found (`None`: none was made here).
+    /// our edges is closer to its target, and `from` is not either: a detour's next hop is
+    /// not where the table is thin) and is not a Lookup or an answer retracing its request.
+    /// If we know no address for its target either, our table is thin around it: behind
+    /// NAT, neighbours that cannot dial each other often never hear of each other, and
+    /// every message for one dies at the other (at 10,000 simulated nodes, 13 of 14 failed
+    /// rendezvous never reached a target that 100 to 500 nodes knew, stopping at such a
+    /// node). Looking the target up teaches us who is around it; the closer-node dials take
+    /// it from there, and a message sent again may pass. Bounds, whoever sends what: at most
+    /// one per [`NEAR_MISS_GAP`] in all; the edge that passed on and the node that signed a
+    /// message that set one off set off no other for [`NEAR_MISS_QUIET`]; only for a
+    /// message whose signature holds (checked here, last, unless `checked` says it was
+    /// already); the Lookup is not sent first to `from`. Returns what the signature check
+    /// made here found (`None`: none was made here).
     pub(super) fn near_miss(
         &mut self,
         now: Now,
@@ -359,13 +360,25 @@ impl Core {
         checked: bool,
     ) -> Option<bool> {
         let target = m.target;
-        if now.mono < self.next_near_miss
-            || self
-                .near_miss_edges
+        let originator = m.originator();
+        let quiet = |id: &NodeId| {
+            self.near_miss_quiet
                 .iter()
-                .any(|(e, until)| *e == from && now.mono < *until)
+                .any(|(q, until)| q == id && now.mono < *until)
+        };
+        if now.mono < self.next_near_miss
+            || from.distance(&target) <= self.id.distance(&target)
+            || quiet(&from)
+            || quiet(&originator)
             || self.knowledge.get(&target).is_some_and(has_addr)
         {
+            return None;
+        }
+        let mut hops = [NodeId::ZERO; 3];
+        let n = self
+            .edges
+            .closest_into(&target, &mut hops, |id| *id != from);
+        if n == 0 {
             return None;
         }
         let verdict = (!checked).then(|| {
@@ -375,18 +388,16 @@ impl Core {
         if verdict == Some(false) {
             return verdict;
         }
-        let mut hops = [NodeId::ZERO; 3];
-        let n = self
-            .edges
-            .closest_into(&target, &mut hops, |id| *id != from);
         if self.lookup_via(now, target, &hops[..n]).is_some() {
             self.next_near_miss = now.mono.after(NEAR_MISS_GAP);
-            self.near_miss_edges.retain(|(_, until)| now.mono < *until);
-            if self.near_miss_edges.len() >= NEAR_MISS_EDGES {
-                self.near_miss_edges.remove(0);
+            let until = now.mono.after(NEAR_MISS_QUIET);
+            self.near_miss_quiet.retain(|(_, u)| now.mono < *u);
+            for id in [from, originator] {
+                if self.near_miss_quiet.len() >= NEAR_MISS_QUIETS {
+                    self.near_miss_quiet.remove(0);
+                }
+                self.near_miss_quiet.push((id, until));
             }
-            self.near_miss_edges
-                .push((from, now.mono.after(NEAR_MISS_EDGE_QUIET)));
             self.stats.near_miss_lookups += 1;
         }
         verdict
