@@ -354,13 +354,13 @@ const NEIGHBOURHOOD_GAP_MAX: u8 = 16;
 /// optimum, makes us look that NodeId up (its answers teach us who is around it, and our
 /// closer-node dials take it from there), at most once per this long.
 pub const NEAR_MISS_GAP: Duration = Duration::from_secs(5);
-/// The edge that passed on, and the node that signed, a message that set off a near-miss
-/// lookup set off no other for this long, so one peer cannot keep the [`NEAR_MISS_GAP`]
-/// slot for itself, whichever of our edges it sends through.
+/// The node that signed a message that set off a near-miss lookup sets off no other for
+/// this long, so one identity cannot keep the [`NEAR_MISS_GAP`] slot for itself, whichever
+/// of our edges it sends through.
 pub const NEAR_MISS_QUIET: Duration = Duration::from_secs(60);
-/// Quiet nodes remembered at most (the oldest goes first): two per lookup, at one lookup
-/// per [`NEAR_MISS_GAP`], as many as a [`NEAR_MISS_QUIET`] holds.
-const NEAR_MISS_QUIETS: usize = 24;
+/// Quiet signers remembered at most (the oldest goes first): at one lookup per
+/// [`NEAR_MISS_GAP`], as many as a [`NEAR_MISS_QUIET`] holds.
+const NEAR_MISS_QUIETS: usize = 12;
 /// Edges beyond our three closest, drawn at random, that a self-lookup also goes through.
 const SELF_LOOKUP_OUTSIDERS: usize = 4;
 
@@ -403,8 +403,7 @@ pub struct Core {
     next_refresh: Time,
     /// When the next near-miss lookup may go out ([`NEAR_MISS_GAP`]).
     next_near_miss: Time,
-    /// Edges and signers whose message set off a near-miss lookup, quiet until the time
-    /// beside them.
+    /// Signers whose message set off a near-miss lookup, quiet until the time beside them.
     near_miss_quiet: Vec<(NodeId, Time)>,
     /// What our neighbours report of our address.
     reflexive: Reflexive,

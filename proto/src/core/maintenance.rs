@@ -346,9 +346,10 @@ impl Core {
     /// rendezvous never reached a target that 100 to 500 nodes knew, stopping at such a
     /// node). Looking the target up teaches us who is around it; the closer-node dials take
     /// it from there, and a message sent again may pass. Bounds, whoever sends what: at most
-    /// one per [`NEAR_MISS_GAP`] in all; the edge that passed on and the node that signed a
-    /// message that set one off set off no other for [`NEAR_MISS_QUIET`]; only for a
-    /// message whose signature holds (checked here, last, unless `checked` says it was
+    /// one per [`NEAR_MISS_GAP`] in all; the node that signed a message that set one off
+    /// sets off no other for [`NEAR_MISS_QUIET`], whichever edge it comes through (not the
+    /// edge: many honest senders' messages come through one, and a Hello sent again comes
+    /// the same way); only for a message whose signature holds (checked here, last, unless `checked` says it was
     /// already); the Lookup is not sent first to `from`. Returns what the signature check
     /// made here found (`None`: none was made here).
     pub(super) fn near_miss(
@@ -368,7 +369,6 @@ impl Core {
         };
         if now.mono < self.next_near_miss
             || from.distance(&target) <= self.id.distance(&target)
-            || quiet(&from)
             || quiet(&originator)
             || self.knowledge.get(&target).is_some_and(has_addr)
         {
@@ -392,12 +392,10 @@ impl Core {
             self.next_near_miss = now.mono.after(NEAR_MISS_GAP);
             let until = now.mono.after(NEAR_MISS_QUIET);
             self.near_miss_quiet.retain(|(_, u)| now.mono < *u);
-            for id in [from, originator] {
-                if self.near_miss_quiet.len() >= NEAR_MISS_QUIETS {
-                    self.near_miss_quiet.remove(0);
-                }
-                self.near_miss_quiet.push((id, until));
+            if self.near_miss_quiet.len() >= NEAR_MISS_QUIETS {
+                self.near_miss_quiet.remove(0);
             }
+            self.near_miss_quiet.push((originator, until));
             self.stats.near_miss_lookups += 1;
         }
         verdict
