@@ -148,7 +148,7 @@ impl Reflexive {
 
     /// At least [`QUORUM`] neighbours reported, and no one address has [`QUORUM`] of them.
     pub fn symmetric(&self) -> bool {
-        self.reports.len() >= QUORUM && self.tally().iter().all(|&(_, n, ..)| n < QUORUM)
+        self.verdict().1
     }
 
     /// Classifies the node; `is_local` says whether an address belongs to this host.

@@ -349,9 +349,10 @@ impl Core {
     /// one per [`NEAR_MISS_GAP`] in all; the node that signed a message that set one off
     /// sets off no other for [`NEAR_MISS_QUIET`], whichever edge it comes through (not the
     /// edge: many honest senders' messages come through one, and a Hello sent again comes
-    /// the same way); only for a message whose signature holds (checked here, last, unless `checked` says it was
-    /// already); the Lookup is not sent first to `from`. Returns what the signature check
-    /// made here found (`None`: none was made here).
+    /// the same way); only for a message whose signature holds (checked here, last, unless
+    /// `checked` says it was already; a failure is counted as a drop); the Lookup is not
+    /// sent first to `from`. Returns what the signature check made here found (`None`: none
+    /// was made here).
     pub(super) fn near_miss(
         &mut self,
         now: Now,
@@ -381,10 +382,7 @@ impl Core {
         if n == 0 {
             return None;
         }
-        let verdict = (!checked).then(|| {
-            self.stats.signatures_checked += 1;
-            m.verify(ty).is_ok()
-        });
+        let verdict = (!checked).then(|| self.signature_holds(ty, m));
         if verdict == Some(false) {
             return verdict;
         }

@@ -197,10 +197,7 @@ impl Core {
             // lookup is answered wherever it is.
             // Whether greedy routing ends here (before a detour or a breadcrumb changes it).
             let local_optimum = decision == Decision::Drop(DropReason::LocalOptimum);
-            if decision == Decision::Drop(DropReason::LocalOptimum)
-                && ttl > 1
-                && m.target != self.id
-            {
+            if local_optimum && ttl > 1 && m.target != self.id {
                 let behind_nat = matches!(self.confirmed, Some((_, false)));
                 let known =
                     || m.target != m.originator() && self.knowledge.get(&m.target).is_some();
@@ -223,9 +220,7 @@ impl Core {
             let mut crumb_routed = false;
             match crumb_of(ty, m.payload) {
                 Some((true, nonce)) => {
-                    self.stats.signatures_checked += 1;
-                    if m.verify(ty).is_err() {
-                        self.stats.dropped_bad_sig += 1;
+                    if !self.signature_holds(ty, &m) {
                         return Handled::Done;
                     }
                     checked = true;
@@ -257,11 +252,8 @@ impl Core {
             if local_optimum && ty != FrameType::LOOKUP && !crumb_routed {
                 match self.near_miss(now, from, ty, &m, checked) {
                     Some(true) => checked = true,
-                    Some(false) => {
-                        // Found forged on the way: it goes no further.
-                        self.stats.dropped_bad_sig += 1;
-                        return Handled::Done;
-                    }
+                    // Found forged on the way (counted): it goes no further.
+                    Some(false) => return Handled::Done,
                     None => {}
                 }
             }
@@ -336,15 +328,18 @@ impl Core {
     ) -> Option<MsgRef<'f>> {
         let (f, _) = Frame::parse(frame).ok()?;
         let m = MsgRef::parse(f.payload()).ok()?;
-        if checked {
-            return Some(m);
-        }
+        (checked || self.signature_holds(ty, &m)).then_some(m)
+    }
+
+    /// Checks `m`'s signature for a frame of type `ty`, counting the check and, if it fails,
+    /// the drop: the one place a routed frame's signature is verified.
+    pub(super) fn signature_holds(&mut self, ty: FrameType, m: &MsgRef<'_>) -> bool {
         self.stats.signatures_checked += 1;
-        if m.verify(ty).is_err() {
+        let holds = m.verify(ty).is_ok();
+        if !holds {
             self.stats.dropped_bad_sig += 1;
-            return None;
         }
-        Some(m)
+        holds
     }
 
     /// A routed frame that ends here: verify, then act by type.
