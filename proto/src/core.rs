@@ -35,6 +35,7 @@ use crate::rng::CoreRng;
 mod edges;
 mod maintenance;
 mod nat;
+mod near_miss;
 mod origination;
 mod relay;
 mod rendezvous;
