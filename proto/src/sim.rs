@@ -105,6 +105,8 @@ struct Run {
     done: bool,
     /// Relays dialed for this connect: closed when it ends, as the node does.
     linked: Vec<usize>,
+    /// What its relay step did, for [`ConnectRecord::relay_steps`].
+    relay_steps: Vec<String>,
 }
 
 /// The simulator.

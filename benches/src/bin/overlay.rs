@@ -183,6 +183,23 @@ fn main() {
             eprintln!("  no hello stopped short (lost on a link, or shed)");
         }
     }
+    // Failed relay steps on stderr: the relays found, and how each try ended.
+    for r in &sim.report().connects {
+        if r.failure.as_deref().is_some_and(|f| f.starts_with("relay")) {
+            let t = sim.core(r.target);
+            eprintln!(
+                "relay failed: {} ({}) -> {} ({}, edges {}, outbound {}, refused inbound full {}): {}",
+                r.caller,
+                r.from.name(),
+                r.target,
+                r.to.name(),
+                t.edges().len(),
+                t.edges().outbound(),
+                t.stats().dropped_inbound_full,
+                r.relay_steps.join("; ")
+            );
+        }
+    }
     let mut launched = 0u64;
     let mut expected: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
     for k in 0..sends {
@@ -375,6 +392,7 @@ fn main() {
         .num("drops_rate_limited", rate_limited as f64)
         .num("drops_stale", stale as f64)
         .num("table_holes", holes as f64)
+        .num("near_miss_lookups", sum(&|s| s.near_miss_lookups) as f64)
         .raw(&if connects > 0 {
             summary.json_fields()
         } else {

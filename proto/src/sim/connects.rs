@@ -24,6 +24,7 @@ impl Sim {
             punch: None,
             done: false,
             linked: Vec::new(),
+            relay_steps: Vec::new(),
         });
         if self.edges.contains(&(from, to)) {
             // An edge we already hold: nothing to do.
@@ -43,7 +44,15 @@ impl Sim {
         let now = self.wall(self.now);
         while let Some(command) = self.runs[c].cascade.poll_command() {
             match command {
-                Command::Dial { addrs, timeout, .. } => {
+                Command::Dial {
+                    addrs,
+                    timeout,
+                    via,
+                } => {
+                    if let Some(relay) = via {
+                        let r = self.index.get(&relay).copied();
+                        self.runs[c].relay_steps.push(format!("dial via {r:?}"));
+                    }
                     self.start_dial(from, to, eps(&addrs), timeout, Purpose::Connect(c));
                 }
                 Command::StartRendezvous => match self.cores[from].start_rendezvous(now, target) {
@@ -85,6 +94,22 @@ impl Sim {
                 Command::LookupRelays => self.cores[from].lookup_relays(now, target),
                 Command::FindRelays { n } => {
                     let relays = self.cores[from].relays_near(now, &target, n);
+                    let found: Vec<String> = relays
+                        .iter()
+                        .map(|r| match self.index.get(&r.relay) {
+                            Some(&i) => format!(
+                                "{i} ({}, {} addrs, edge {}, edge to target {})",
+                                self.net.kind(i).name(),
+                                r.addrs.len(),
+                                self.edges.contains(&(from, i)),
+                                self.edges.contains(&(i, to)),
+                            ),
+                            None => "unknown".to_string(),
+                        })
+                        .collect();
+                    self.runs[c]
+                        .relay_steps
+                        .push(format!("found [{}]", found.join(", ")));
                     let edge = self.edge_now(from, to);
                     self.runs[c].cascade.handle_relays(self.now, relays, edge);
                 }
@@ -94,6 +119,9 @@ impl Sim {
                     timeout,
                 } => {
                     let r = self.index.get(&relay).copied();
+                    self.runs[c]
+                        .relay_steps
+                        .push(format!("link {r:?} ({} addrs)", addrs.len()));
                     match r {
                         Some(r) if self.edges.contains(&(from, r)) => {
                             let edge = self.edge_now(from, to);
@@ -116,6 +144,7 @@ impl Sim {
                 }
                 Command::AskRelay { relay } => {
                     let r = self.index.get(&relay).copied();
+                    self.runs[c].relay_steps.push(format!("ask {r:?}"));
                     match r.filter(|&r| self.edges.contains(&(from, r))) {
                         Some(r) => {
                             let mut nonce = [0u8; nodenet_nat::NONCE_LEN];
@@ -199,6 +228,7 @@ impl Sim {
             time: self.now.since(run.started),
             failure,
             birthday: None,
+            relay_steps: std::mem::take(&mut self.runs[c].relay_steps),
         };
         self.report.connects.push(record);
         if path == Some(Path::Relayed) {

@@ -88,12 +88,16 @@ impl Sim {
             Purpose::Connect(c) => {
                 let edge = self.edge_now(from, to);
                 let result = if ok { Ok(()) } else { Err("no handshake") };
+                if !self.runs[c].relay_steps.is_empty() {
+                    self.runs[c].relay_steps.push(format!("dialed: {result:?}"));
+                }
                 let symmetric = self.cores[from].nat_type() == nodenet_nat::NatType::Symmetric;
                 self.runs[c].cascade.set_symmetric(symmetric);
                 self.runs[c].cascade.handle_dialed(self.now, result, edge);
                 self.step(c);
             }
             Purpose::Link(c) => {
+                self.runs[c].relay_steps.push(format!("linked {to}: {ok}"));
                 if ok {
                     self.runs[c].linked.push(to);
                 }

@@ -32,6 +32,9 @@ pub struct ConnectRecord {
     /// punch that followed replaced the relayed edge (`None`: none was tried, or it has not
     /// ended yet).
     pub birthday: Option<bool>,
+    /// What the relay step did, in order (the relays found, linked, asked, and the dial
+    /// through the relay): for diagnostics of a connect that failed there.
+    pub relay_steps: Vec<String>,
 }
 
 /// What the simulator measured about routed messages.
@@ -91,6 +94,8 @@ pub struct ConnectSummary {
     pub relay_p99: u64,
     /// Relays that carried at least one relayed connect.
     pub relays_used: u64,
+    /// Connects that went through a relay (still relayed, or birthday-punched after it).
+    pub relayed_pairs: u64,
     /// Failures by reason (step and error).
     pub failures: BTreeMap<String, u64>,
     /// Relayed connects that a birthday punch was tried on (and ended).
@@ -144,6 +149,7 @@ impl SimReport {
             relay_max: loads.last().copied().unwrap_or(0),
             relay_p99: percentile(&loads, 0.99).unwrap_or(0),
             relays_used: loads.len() as u64,
+            relayed_pairs: loads.iter().sum(),
             failures,
             birthday_tried,
         }
@@ -171,9 +177,16 @@ impl ConnectSummary {
         } else {
             self.succeeded as f64 / self.connects as f64
         };
+        // The busiest relay's part of all relayed pairs (the issue's "no relay carries more
+        // than 5%").
+        let share = if self.relayed_pairs == 0 {
+            0.0
+        } else {
+            self.relay_max as f64 / self.relayed_pairs as f64
+        };
         let _ = write!(
             out,
-            "\"connects\":{},\"connect_success\":{:.4},\"path_direct\":{},\"path_punched\":{},\"path_birthday\":{},\"path_relayed\":{},\"birthday_tried\":{},\"connect_failed\":{},\"connect_ms_p50\":{},\"connect_ms_p99\":{},\"relay_load_max\":{},\"relay_load_p99\":{},\"relays_used\":{}",
+            "\"connects\":{},\"connect_success\":{:.4},\"path_direct\":{},\"path_punched\":{},\"path_birthday\":{},\"path_relayed\":{},\"birthday_tried\":{},\"connect_failed\":{},\"connect_ms_p50\":{},\"connect_ms_p99\":{},\"relay_load_max\":{},\"relay_load_p99\":{},\"relays_used\":{},\"relayed_pairs\":{},\"relay_load_share\":{:.4}",
             self.connects,
             rate,
             self.total.direct,
@@ -187,6 +200,8 @@ impl ConnectSummary {
             self.relay_max,
             self.relay_p99,
             self.relays_used,
+            self.relayed_pairs,
+            share,
         );
         out.push_str(",\"paths_by_pair\":{");
         for (k, ((a, b), m)) in self.by_pair.iter().enumerate() {

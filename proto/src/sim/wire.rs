@@ -73,6 +73,7 @@ impl Sim {
             } => {
                 if let Some((r, c)) = self.relay_waiters.remove(&(to, nonce)) {
                     if self.cores[r].id() == relay {
+                        self.runs[c].relay_steps.push(format!("granted by {r}"));
                         let edge = self.edge_now(self.runs[c].from, self.runs[c].to);
                         self.runs[c]
                             .cascade
