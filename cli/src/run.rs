@@ -43,7 +43,8 @@ pub(crate) struct RunArgs {
     /// As a relay, the budget of all sessions together in Mbit/s.
     #[arg(long, default_value_t = 16.0)]
     pub(crate) relay_total_mbit: f64,
-    /// Inbound connections accepted at most.
+    /// Inbound edges accepted at most (the transport takes 32 connections more, for peers
+    /// whose connect this node just answered).
     #[arg(long, default_value_t = 256)]
     pub(crate) max_inbound: usize,
     /// Inbound connections accepted at most from one IP address (for IPv6, one /64).
@@ -181,7 +182,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
     // advertised.
     let bind = listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut quic = QuicConfig::default()
-        .max_inbound(args.max_inbound)
+        .max_inbound(args.max_inbound.saturating_add(nodenet::INBOUND_HEADROOM))
         .max_inbound_per_ip(args.max_inbound_per_ip);
     quic.relay = relay_limits(args.relay_session_mbit, args.relay_total_mbit)?;
     let transport = QuicTransport::bind(&identity, bind, quic).map_err(|e| RunError::Bind {

@@ -110,8 +110,8 @@ pub(crate) use nodenet_proto::core;
 pub use nodenet_proto::sim;
 pub use nodenet_proto::{
     Action, AdmissionHook, COUNTERS, Core, CoreConfig, CoreRng, Delivery, EdgeRefusal, Handled,
-    MAX_BOOTSTRAP, MAX_DIAL_ADDRS, MAX_DIALS_IN_FLIGHT, MAX_PUNCH_CANDIDATES, Maintenance,
-    NON_ANCHOR_DIAL_TIMEOUT, NodeEvent, Now, OriginateError, RelayOpened, Stats, Via,
+    INBOUND_HEADROOM, MAX_BOOTSTRAP, MAX_DIAL_ADDRS, MAX_DIALS_IN_FLIGHT, MAX_PUNCH_CANDIDATES,
+    Maintenance, NON_ANCHOR_DIAL_TIMEOUT, NodeEvent, Now, OriginateError, RelayOpened, Stats, Via,
 };
 pub use nodenet_rendezvous::{Coordinates, OpenError, Opened};
 pub use nodenet_routing::Contact;

@@ -359,6 +359,17 @@ pub const NEAR_MISS_GAP: Duration = Duration::from_secs(5);
 /// this long, so one identity cannot keep the [`NEAR_MISS_GAP`] slot for itself, whichever
 /// of our edges it sends through.
 pub const NEAR_MISS_QUIET: Duration = Duration::from_secs(60);
+/// Inbound edges past [`CoreConfig::max_inbound_edges`] that peers we expect may take: a
+/// peer whose rendezvous Hello or punch Connect we just answered (its signature checked)
+/// is about to dial us, and a node at its cap (a popular public node) refused every path of
+/// such a connect, direct, punched and relayed alike (at 3,000 simulated nodes, the one
+/// failed connect of each of two seeds).
+pub const INBOUND_HEADROOM: usize = 32;
+/// How long a peer whose request we answered stays expected: a connect's whole cascade
+/// (rendezvous 10 s, punch, three relays) fits in it.
+const EXPECTED_FOR: Duration = Duration::from_secs(60);
+/// Expected peers remembered at most (the oldest goes first).
+const EXPECTED_MAX: usize = 64;
 /// Quiet signers remembered at most (the oldest goes first): at one lookup per
 /// [`NEAR_MISS_GAP`], as many as a [`NEAR_MISS_QUIET`] holds.
 const NEAR_MISS_QUIETS: usize = 12;
@@ -406,6 +417,9 @@ pub struct Core {
     next_near_miss: Time,
     /// Signers whose message set off a near-miss lookup, quiet until the time beside them.
     near_miss_quiet: Vec<(NodeId, Time)>,
+    /// Peers whose rendezvous or punch request we answered, expected until the time beside
+    /// them ([`INBOUND_HEADROOM`]).
+    expected: Vec<(NodeId, Time)>,
     /// What our neighbours report of our address.
     reflexive: Reflexive,
     /// The confirmed reflexive address, and whether it is our own.
@@ -480,6 +494,7 @@ impl Core {
             next_refresh: Time(0),
             next_near_miss: Time(0),
             near_miss_quiet: Vec::new(),
+            expected: Vec::new(),
             reflexive: Reflexive::new(),
             confirmed: None,
             symmetric: false,

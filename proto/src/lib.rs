@@ -35,8 +35,8 @@ pub mod upgrade;
 pub mod vote;
 
 pub use crate::core::{
-    Action, AdmissionHook, Core, CoreConfig, Delivery, EdgeRefusal, Handled, MAX_BOOTSTRAP,
-    MAX_DIAL_ADDRS, MAX_DIALS_IN_FLIGHT, MAX_PUNCH_CANDIDATES, Maintenance,
+    Action, AdmissionHook, Core, CoreConfig, Delivery, EdgeRefusal, Handled, INBOUND_HEADROOM,
+    MAX_BOOTSTRAP, MAX_DIAL_ADDRS, MAX_DIALS_IN_FLIGHT, MAX_PUNCH_CANDIDATES, Maintenance,
     NON_ANCHOR_DIAL_TIMEOUT, NodeEvent, Now, OriginateError, RelayOpened, Via,
 };
 pub use error::{MAX_ROUTED_PAYLOAD, ROUTED_OVERHEAD, SendError};

@@ -135,10 +135,13 @@ pub struct Stats {
     /// local optimum, and we looked that NodeId up (at most one per
     /// [`crate::core::NEAR_MISS_GAP`]).
     pub near_miss_lookups: u64,
+    /// Inbound edges admitted past the inbound cap: peers whose rendezvous or punch request
+    /// we had just answered (at most [`crate::core::INBOUND_HEADROOM`] past it).
+    pub inbound_expected: u64,
 }
 
 /// How many counters [`Stats::counters`] lists.
-pub const COUNTERS: usize = 60;
+pub const COUNTERS: usize = 61;
 
 impl Stats {
     /// Every counter as `(name, help, value)`, in declaration order: what a metrics exporter
@@ -424,6 +427,11 @@ impl Stats {
                 "near_miss_lookups",
                 "Near-miss lookups sent: a message for a NodeId we knew no address for found us its local optimum, and we looked that NodeId up (at most one per 5 s).",
                 self.near_miss_lookups,
+            ),
+            (
+                "inbound_expected",
+                "Inbound edges admitted past the inbound cap: peers whose rendezvous or punch request we had just answered (at most 32 past it).",
+                self.inbound_expected,
             ),
         ]
     }

@@ -130,7 +130,11 @@ impl Builder {
         self
     }
 
-    /// Inbound edges accepted at most (default 256).
+    /// Inbound edges accepted at most (default 256), besides up to
+    /// [`crate::INBOUND_HEADROOM`] (32) from peers whose rendezvous or punch request
+    /// the node answered within the last minute: a connect to a node at its cap would fail
+    /// otherwise, whatever path it takes. A transport's own cap on inbound connections
+    /// applies first (the QUIC transport's default, 288, leaves room for both).
     pub fn max_inbound_edges(mut self, n: usize) -> Self {
         self.config.max_inbound_edges = n;
         self

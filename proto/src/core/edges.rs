@@ -59,6 +59,19 @@ impl Core {
         result
     }
 
+    /// `peer`, whose signed rendezvous or punch request we just answered, is about to dial
+    /// us: expected for [`EXPECTED_FOR`], so that our inbound cap does not refuse it
+    /// ([`INBOUND_HEADROOM`]). At most [`EXPECTED_MAX`] remembered, the oldest forgotten
+    /// first.
+    pub(super) fn expect_dial(&mut self, now: Now, peer: NodeId) {
+        let until = now.mono.after(EXPECTED_FOR);
+        self.expected.retain(|(p, u)| now.mono < *u && *p != peer);
+        if self.expected.len() >= EXPECTED_MAX {
+            self.expected.remove(0);
+        }
+        self.expected.push((peer, until));
+    }
+
     fn admit_edge(
         &mut self,
         now: Now,
@@ -82,9 +95,24 @@ impl Core {
         }
         let inbound = self.edges.len() - self.edges.outbound();
         if !outbound && inbound >= self.config.max_inbound_edges {
-            self.stats.dropped_inbound_full += 1;
-            return Err(EdgeRefusal::InboundFull);
+            // Past the cap, only a peer we expect, within the headroom.
+            let expected = self
+                .expected
+                .iter()
+                .any(|(p, until)| *p == peer && now.mono < *until);
+            match expected {
+                true if inbound < self.config.max_inbound_edges + INBOUND_HEADROOM => {
+                    self.stats.inbound_expected += 1;
+                }
+                _ => {
+                    self.stats.dropped_inbound_full += 1;
+                    return Err(EdgeRefusal::InboundFull);
+                }
+            }
         }
+        // An expectation is spent by the first edge up with its peer, under the cap or past
+        // it, inbound or outbound.
+        self.expected.retain(|(p, _)| *p != peer);
         let subnet = self
             .config
             .subnets

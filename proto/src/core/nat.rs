@@ -181,6 +181,7 @@ impl Core {
             return Handled::Done;
         }
         self.stats.punches_answered += 1;
+        self.expect_dial(now, originator);
         if timed {
             self.bursts.hold(now.mono, originator, c.nonce, addrs);
         } else {

@@ -40,6 +40,7 @@ impl Core {
             .is_ok()
         {
             self.stats.rendezvous_answered += 1;
+            self.expect_dial(now, originator);
         }
         Handled::Done
     }

@@ -326,6 +326,7 @@ fn plant_keyless_ids_next_to_ours(core: &mut Core, from: &Identity, t: Now) {
     answer_listing(core, from, nonce, &planted, t);
 }
 
+mod admission;
 mod backoff;
 mod maintenance;
 mod nat;

@@ -218,6 +218,11 @@ impl Sim {
             self.punch_waiters.remove(&(run.from, nonce));
         }
         let (from, to) = (run.from, run.to);
+        // Kept for a failure only (a 10,000-node run holds every record).
+        let mut relay_steps = std::mem::take(&mut run.relay_steps);
+        if failure.is_none() {
+            relay_steps = Vec::new();
+        }
         let record = ConnectRecord {
             caller: from,
             target: to,
@@ -228,7 +233,7 @@ impl Sim {
             time: self.now.since(run.started),
             failure,
             birthday: None,
-            relay_steps: std::mem::take(&mut self.runs[c].relay_steps),
+            relay_steps,
         };
         self.report.connects.push(record);
         if path == Some(Path::Relayed) {

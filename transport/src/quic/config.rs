@@ -2,11 +2,16 @@
 
 use super::*;
 
-/// Settings of a [`QuicTransport`]. The defaults are the reference's.
+/// Settings of a [`QuicTransport`]. The defaults are the reference's, but for
+/// `max_inbound` (288, not 256: see there).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct QuicConfig {
-    /// Inbound connections at once, across all peers.
+    /// Inbound connections at once, across all peers (default 288: the node's 256 inbound
+    /// edges, the reference's cap, plus the 32 places past it the node keeps for peers whose
+    /// rendezvous or punch request it just answered, `nodenet_proto::INBOUND_HEADROOM`; at
+    /// 256 here, a node with 256 inbound edges would refuse those peers before its own
+    /// admission could take them).
     pub max_inbound: usize,
     /// Inbound connections at once from one IP address (for IPv6, one /64).
     pub max_inbound_per_ip: usize,
@@ -40,7 +45,7 @@ pub struct QuicConfig {
 impl Default for QuicConfig {
     fn default() -> Self {
         Self {
-            max_inbound: 256,
+            max_inbound: 288,
             max_inbound_per_ip: 32,
             max_unvalidated: 32,
             handshake_timeout: Duration::from_secs(10),
