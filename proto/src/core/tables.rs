@@ -1,0 +1,129 @@
+//! The core's bounded tables: the per-originator limiter, the ids of messages already
+//! delivered, and the breadcrumbs of forwarded requests.
+
+use super::*;
+
+/// Per-originator limiter on work-generating queries, keyed by the signature-verified
+/// originator (a flood spread across edges still lands in one bucket).
+#[derive(Debug, Default)]
+pub(super) struct OriginLimiter {
+    buckets: HashMap<NodeId, TokenBucket>,
+}
+
+const ORIGIN_RATE: f64 = 16.0;
+const ORIGIN_BURST: f64 = 32.0;
+const ORIGIN_TABLE: usize = 4096;
+
+impl OriginLimiter {
+    pub(super) fn allow(&mut self, who: NodeId, now: Time) -> bool {
+        if !self.buckets.contains_key(&who) && self.buckets.len() >= ORIGIN_TABLE {
+            self.evict(now);
+        }
+        self.buckets
+            .entry(who)
+            .or_insert_with(|| TokenBucket::new(ORIGIN_RATE, ORIGIN_BURST, now))
+            .allow(now)
+    }
+
+    /// Drops fully refilled buckets; if none, the single fullest one. Never the whole table.
+    fn evict(&mut self, now: Time) {
+        let before = self.buckets.len();
+        self.buckets.retain(|_, b| b.tokens(now) < ORIGIN_BURST);
+        if self.buckets.len() == before {
+            let fullest = self
+                .buckets
+                .iter_mut()
+                .map(|(id, b)| (*id, b.tokens(now)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(id, _)| id);
+            if let Some(id) = fullest {
+                self.buckets.remove(&id);
+            }
+        }
+    }
+}
+
+/// Message ids already delivered: two generations, so memory is bounded and recent ids are
+/// always remembered.
+#[derive(Debug, Default)]
+pub(super) struct Seen {
+    current: HashSet<[u8; 16]>,
+    previous: HashSet<[u8; 16]>,
+}
+
+const SEEN_GENERATION: usize = 8192;
+
+impl Seen {
+    /// True if `key` is new (and remembers it).
+    pub(super) fn insert(&mut self, key: [u8; 16]) -> bool {
+        if self.current.contains(&key) || self.previous.contains(&key) {
+            return false;
+        }
+        if self.current.len() >= SEEN_GENERATION {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key);
+        true
+    }
+}
+
+/// How long a lookup's breadcrumb lasts (its answer arrives well within this).
+const CRUMB_TTL: Duration = Duration::from_secs(10);
+/// Breadcrumbs kept per generation (two generations at most).
+const CRUMB_GENERATION: usize = 4096;
+
+/// Breadcrumbs of forwarded lookups, bounded: two generations of [`CRUMB_GENERATION`].
+#[derive(Debug, Default)]
+pub(super) struct Crumbs {
+    current: HashMap<(NodeId, [u8; NONCE_LEN]), (NodeId, Time)>,
+    previous: HashMap<(NodeId, [u8; NONCE_LEN]), (NodeId, Time)>,
+}
+
+impl Crumbs {
+    /// Plants a crumb unless a live one is already there whose edge is still up (`up`): the
+    /// first copy of a request to pass wins, so a peer that replays a genuine request over
+    /// its own edge cannot redirect the answers to itself, nor pin the crumb by replaying and
+    /// leaving.
+    pub(super) fn insert(
+        &mut self,
+        key: (NodeId, [u8; NONCE_LEN]),
+        from: NodeId,
+        now: Time,
+        up: impl Fn(&NodeId) -> bool,
+    ) {
+        if self.get(&key, now).is_some_and(|held| up(&held)) {
+            return;
+        }
+        if self.current.len() >= CRUMB_GENERATION {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, (from, now.after(CRUMB_TTL)));
+    }
+
+    pub(super) fn get(&self, key: &(NodeId, [u8; NONCE_LEN]), now: Time) -> Option<NodeId> {
+        self.current
+            .get(key)
+            .or_else(|| self.previous.get(key))
+            .filter(|(_, exp)| *exp > now)
+            .map(|(id, _)| *id)
+    }
+}
+
+/// Whether a routed frame of `ty` is a request (true) or an answer (false) that retraces
+/// one, and the key its breadcrumb is kept under (the first bytes of its nonce); `None` for
+/// other frames or a payload too short to carry one.
+pub(super) fn crumb_of(ty: FrameType, payload: &[u8]) -> Option<(bool, [u8; NONCE_LEN])> {
+    let request = match ty {
+        FrameType::LOOKUP | FrameType::HELLO | FrameType::CONNECT => true,
+        FrameType::NEIGHBORS | FrameType::REPLY | FrameType::CONNECT_ACK => false,
+        _ => return None,
+    };
+    let nonce: &[u8] = match ty {
+        FrameType::HELLO => &Hello::decode(payload).ok()?.nonce,
+        FrameType::REPLY => &Reply::decode(payload).ok()?.nonce,
+        // Lookup, Neighbors, Connect and ConnectAck payloads start with their nonce.
+        _ => payload,
+    };
+    let key = <[u8; NONCE_LEN]>::try_from(nonce.get(..NONCE_LEN)?).ok()?;
+    Some((request, key))
+}
