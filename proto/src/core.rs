@@ -43,7 +43,7 @@ mod routed;
 mod tables;
 mod types;
 
-use tables::{Crumbs, OriginLimiter, Seen, crumb_of};
+use tables::{Crumbs, Marks, OriginLimiter, Seen, crumb_of};
 
 pub use types::{
     Action, Attested, Delivery, EdgeRefusal, Handled, MAX_PUNCH_CANDIDATES, NodeEvent,
@@ -294,10 +294,10 @@ pub struct Core {
     /// When the next near-miss lookup may go out ([`NEAR_MISS_GAP`]).
     next_near_miss: Time,
     /// Signers whose message set off a near-miss lookup, quiet until the time beside them.
-    near_miss_quiet: Vec<(NodeId, Time)>,
+    near_miss_quiet: Marks,
     /// Peers whose rendezvous or punch request we answered, expected until the time beside
     /// them ([`INBOUND_HEADROOM`]).
-    expected: Vec<(NodeId, Time)>,
+    expected: Marks,
     /// What our neighbours report of our address.
     reflexive: Reflexive,
     /// The confirmed reflexive address, and whether it is our own.
@@ -371,8 +371,8 @@ impl Core {
             next_sibling_exchange: Time(0),
             next_refresh: Time(0),
             next_near_miss: Time(0),
-            near_miss_quiet: Vec::new(),
-            expected: Vec::new(),
+            near_miss_quiet: Marks::new(NEAR_MISS_QUIETS),
+            expected: Marks::new(EXPECTED_MAX),
             reflexive: Reflexive::new(),
             confirmed: None,
             symmetric: false,

@@ -64,12 +64,8 @@ impl Core {
     /// ([`INBOUND_HEADROOM`]). At most [`EXPECTED_MAX`] remembered, the oldest forgotten
     /// first.
     pub(super) fn expect_dial(&mut self, now: Now, peer: NodeId) {
-        let until = now.mono.after(EXPECTED_FOR);
-        self.expected.retain(|(p, u)| now.mono < *u && *p != peer);
-        if self.expected.len() >= EXPECTED_MAX {
-            self.expected.remove(0);
-        }
-        self.expected.push((peer, until));
+        self.expected
+            .mark(peer, now.mono, now.mono.after(EXPECTED_FOR));
     }
 
     fn admit_edge(
@@ -96,23 +92,17 @@ impl Core {
         let inbound = self.edges.len() - self.edges.outbound();
         if !outbound && inbound >= self.config.max_inbound_edges {
             // Past the cap, only a peer we expect, within the headroom.
-            let expected = self
-                .expected
-                .iter()
-                .any(|(p, until)| *p == peer && now.mono < *until);
-            match expected {
-                true if inbound < self.config.max_inbound_edges + INBOUND_HEADROOM => {
-                    self.stats.inbound_expected += 1;
-                }
-                _ => {
-                    self.stats.dropped_inbound_full += 1;
-                    return Err(EdgeRefusal::InboundFull);
-                }
+            if !self.expected.contains(&peer, now.mono)
+                || inbound >= self.config.max_inbound_edges + INBOUND_HEADROOM
+            {
+                self.stats.dropped_inbound_full += 1;
+                return Err(EdgeRefusal::InboundFull);
             }
+            self.stats.inbound_expected += 1;
         }
         // An expectation is spent by the first edge up with its peer, under the cap or past
         // it, inbound or outbound.
-        self.expected.retain(|(p, _)| *p != peer);
+        self.expected.remove(&peer);
         let subnet = self
             .config
             .subnets

@@ -31,14 +31,9 @@ impl Core {
     ) -> Option<bool> {
         let target = m.target;
         let originator = m.originator();
-        let quiet = |id: &NodeId| {
-            self.near_miss_quiet
-                .iter()
-                .any(|(q, until)| q == id && now.mono < *until)
-        };
         if now.mono < self.next_near_miss
             || from.distance(&target) <= self.id.distance(&target)
-            || quiet(&originator)
+            || self.near_miss_quiet.contains(&originator, now.mono)
             || self.knowledge.get(&target).is_some_and(has_addr)
         {
             return None;
@@ -56,12 +51,8 @@ impl Core {
         }
         if self.lookup_via(now, target, &hops[..n]).is_some() {
             self.next_near_miss = now.mono.after(NEAR_MISS_GAP);
-            let until = now.mono.after(NEAR_MISS_QUIET);
-            self.near_miss_quiet.retain(|(_, u)| now.mono < *u);
-            if self.near_miss_quiet.len() >= NEAR_MISS_QUIETS {
-                self.near_miss_quiet.remove(0);
-            }
-            self.near_miss_quiet.push((originator, until));
+            self.near_miss_quiet
+                .mark(originator, now.mono, now.mono.after(NEAR_MISS_QUIET));
             self.stats.near_miss_lookups += 1;
         }
         verdict

@@ -1,5 +1,6 @@
 //! The core's bounded tables: the per-originator limiter, the ids of messages already
-//! delivered, and the breadcrumbs of forwarded requests.
+//! delivered, the breadcrumbs of forwarded requests, and short lists of NodeIds marked
+//! until a deadline.
 
 use super::*;
 
@@ -126,4 +127,40 @@ pub(super) fn crumb_of(ty: FrameType, payload: &[u8]) -> Option<(bool, [u8; NONC
     };
     let key = <[u8; NONCE_LEN]>::try_from(nonce.get(..NONCE_LEN)?).ok()?;
     Some((request, key))
+}
+
+/// NodeIds marked until a deadline each, at most `cap` (the oldest mark goes first): the
+/// near-miss quiet signers and the peers we expect to dial us.
+#[derive(Debug)]
+pub(super) struct Marks {
+    marks: Vec<(NodeId, Time)>,
+    cap: usize,
+}
+
+impl Marks {
+    pub(super) const fn new(cap: usize) -> Self {
+        Self {
+            marks: Vec::new(),
+            cap,
+        }
+    }
+
+    /// Marks `id` until `until` (a mark it had is replaced); expired marks go first.
+    pub(super) fn mark(&mut self, id: NodeId, now: Time, until: Time) {
+        self.marks.retain(|(m, u)| now < *u && *m != id);
+        if self.marks.len() >= self.cap {
+            self.marks.remove(0);
+        }
+        self.marks.push((id, until));
+    }
+
+    /// Whether `id` is marked at `now`.
+    pub(super) fn contains(&self, id: &NodeId, now: Time) -> bool {
+        self.marks.iter().any(|(m, u)| m == id && now < *u)
+    }
+
+    /// Takes `id`'s mark away, if it has one.
+    pub(super) fn remove(&mut self, id: &NodeId) {
+        self.marks.retain(|(m, _)| m != id);
+    }
 }
