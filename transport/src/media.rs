@@ -33,6 +33,13 @@ use tokio::time::Instant;
 
 use crate::{Addr, BoxFuture, CloseReason, DialError, Direction};
 
+mod budget;
+mod frame;
+
+use budget::Bucket;
+pub use budget::MediaBudget;
+pub use frame::{BadMediaFrame, MediaFrame};
+
 /// Largest datagram payload (the frame adds the channel byte).
 pub const MAX_DATAGRAM: usize = 1200;
 /// Largest message payload.
@@ -57,99 +64,6 @@ pub const KEEPALIVE: Duration = Duration::from_secs(3);
 pub const CLOSE_REFUSED: u32 = 1;
 /// Stream reset code of a message abandoned after a stall.
 pub const STREAM_STALLED: u32 = 1;
-
-/// A media frame: `channel(1) | payload`. The datagram or stream delimits it; there is no
-/// version and no length. An empty frame is malformed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MediaFrame<'a> {
-    /// The channel (0–15 the core's, 16–255 the application's).
-    pub channel: u8,
-    /// The opaque payload.
-    pub payload: &'a [u8],
-}
-
-/// A media frame with no channel byte.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("malformed media frame: empty, no channel byte")]
-pub struct BadMediaFrame;
-
-impl<'a> MediaFrame<'a> {
-    /// Parses a frame (any channel: receivers decide what reserved ones mean).
-    pub fn decode(frame: &'a [u8]) -> Result<Self, BadMediaFrame> {
-        let (&channel, payload) = frame.split_first().ok_or(BadMediaFrame)?;
-        Ok(Self { channel, payload })
-    }
-
-    /// The frame's bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + self.payload.len());
-        out.push(self.channel);
-        out.extend_from_slice(self.payload);
-        out
-    }
-}
-
-/// The per-session receive budget: `(rate per second, burst)` of bytes and of packets.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct MediaBudget {
-    /// Bytes: 20 Mbit/s with a 256 KiB burst by default.
-    pub bytes: (f64, f64),
-    /// Packets (datagrams and messages): 4,000/s with a burst of 400 by default.
-    pub packets: (f64, f64),
-}
-
-impl Default for MediaBudget {
-    fn default() -> Self {
-        Self {
-            bytes: (20e6 / 8.0, 256.0 * 1024.0),
-            packets: (4000.0, 400.0),
-        }
-    }
-}
-
-impl MediaBudget {
-    /// No limit (for benchmarks that measure the path, not the budget).
-    pub const UNLIMITED: Self = Self {
-        bytes: (f64::INFINITY, f64::INFINITY),
-        packets: (f64::INFINITY, f64::INFINITY),
-    };
-}
-
-/// A token bucket on tokio's clock (so paused-clock tests meter in model time).
-#[derive(Debug)]
-struct Bucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn new((rate, burst): (f64, f64)) -> Self {
-        Self {
-            rate,
-            burst,
-            tokens: burst,
-            last: Instant::now(),
-        }
-    }
-
-    fn refill(&mut self) {
-        let now = Instant::now();
-        let dt = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-    }
-
-    fn has(&mut self, n: f64) -> bool {
-        self.refill();
-        self.tokens >= n
-    }
-
-    fn take(&mut self, n: f64) {
-        self.tokens -= n;
-    }
-}
 
 /// What one session sent, received and dropped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
