@@ -72,6 +72,7 @@ mod connect;
 mod driver;
 mod error;
 mod media;
+mod sends;
 mod setup;
 mod streams;
 pub mod testing;
