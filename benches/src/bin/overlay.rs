@@ -16,7 +16,11 @@
 //!
 //! On stderr: every target that missed a message, with its nearest nodes, its closest
 //! edges, its nearest public nodes and where its messages got stuck (who knows whom, and by
-//! how many leading bits); `DEBUG_NODE=i,j` adds those nodes' counters.
+//! how many leading bits); `DEBUG_NODE=i,j` adds those nodes' counters. Each minute of the
+//! convergence, how many nodes hold no edge to their closest public node (public ones and
+//! ones behind NAT apart), and at its end each such public pair: who knows either with an
+//! address, and how close to the other the closest of those is. The JSON line counts them
+//! at the end of the run (`unmet_closest_public`, `unmet_closest_public_natted`).
 
 use std::time::{Duration, Instant};
 
@@ -88,7 +92,18 @@ fn main() {
         seed,
         &kinds,
     );
-    sim.run_for(Duration::from_secs(converge));
+    // Convergence on stderr: the public nodes that have not met their closest public node,
+    // each minute.
+    let mut elapsed = 0u64;
+    while elapsed + 60 < converge {
+        sim.run_for(Duration::from_secs(60));
+        elapsed += 60;
+        let (public, natted) = unmet_closest_public(&sim, nodes, false);
+        eprintln!("unmet closest public after {elapsed} s: {public} public, {natted} behind NAT");
+    }
+    sim.run_for(Duration::from_secs(converge - elapsed));
+    let (public, natted) = unmet_closest_public(&sim, nodes, true);
+    eprintln!("unmet closest public after {converge} s: {public} public, {natted} behind NAT");
 
     let mut killed = 0usize;
     if dead > 0.0 {
@@ -361,6 +376,7 @@ fn main() {
         }
     }
     let holes = table_holes(&sim, nodes, &live);
+    let (unmet, unmet_natted) = unmet_closest_public(&sim, nodes, false);
     let mut hops = report.hops.clone();
     hops.sort_unstable();
     let pct = |p: f64| {
@@ -392,6 +408,8 @@ fn main() {
         .num("drops_rate_limited", rate_limited as f64)
         .num("drops_stale", stale as f64)
         .num("table_holes", holes as f64)
+        .num("unmet_closest_public", unmet as f64)
+        .num("unmet_closest_public_natted", unmet_natted as f64)
         .num("near_miss_lookups", sum(&|s| s.near_miss_lookups) as f64)
         .raw(&if connects > 0 {
             summary.json_fields()
@@ -451,6 +469,90 @@ fn table_holes(sim: &Sim, nodes: usize, live: &[usize]) -> usize {
         }
     }
     holes
+}
+
+/// Live nodes whose closest other live public node (by XOR distance) holds no edge with
+/// them, public ones and ones behind NAT apart. Anyone can dial a public node, so every
+/// such pair is a neighbourhood that has not met, and messages for the one may stop at the
+/// other. The first few public pairs are named on stderr when `name` is set.
+fn unmet_closest_public(sim: &Sim, nodes: usize, name: bool) -> (usize, usize) {
+    let public: Vec<usize> = (0..nodes)
+        .filter(|&i| sim.is_alive(i) && sim.nat(i) == NatKind::Public)
+        .collect();
+    let mut natted = 0usize;
+    for i in (0..nodes).filter(|&i| sim.is_alive(i) && sim.nat(i) != NatKind::Public) {
+        let me = sim.core(i).id();
+        let closest = public
+            .iter()
+            .min_by_key(|&&j| sim.core(j).id().distance(&me));
+        if closest.is_some_and(|&p| !sim.core(i).edges().contains(&sim.core(p).id())) {
+            natted += 1;
+        }
+    }
+    let mut unmet = 0usize;
+    for &i in &public {
+        let me = sim.core(i).id();
+        let Some(&p) = public
+            .iter()
+            .filter(|&&j| j != i)
+            .min_by_key(|&&j| sim.core(j).id().distance(&me))
+        else {
+            continue;
+        };
+        let (x, y) = (sim.core(i), sim.core(p));
+        if x.edges().contains(&y.id()) || y.edges().contains(&me) {
+            continue;
+        }
+        unmet += 1;
+        if name {
+            // Whether they know each other, and who could have introduced them: the nodes
+            // that know one with an address, and the one of those closest to the other
+            // (shared leading bits, node, public, an edge of the other).
+            let addrs = |a: &nodenet::Core, b: &nodenet::Core| {
+                a.knowledge().get(&b.id()).map(|c| c.addrs.len())
+            };
+            let knowers = |who: &nodenet::Core| -> Vec<usize> {
+                (0..nodes)
+                    .filter(|&j| {
+                        sim.is_alive(j)
+                            && sim
+                                .core(j)
+                                .knowledge()
+                                .get(&who.id())
+                                .is_some_and(|c| !c.addrs.is_empty())
+                    })
+                    .collect()
+            };
+            let (kx, ky) = (knowers(x), knowers(y));
+            let best = |ks: &[usize], of: &nodenet::Core| {
+                ks.iter()
+                    .map(|&j| {
+                        (
+                            sim.core(j).id().common_prefix_len(&of.id()),
+                            j,
+                            sim.nat(j) == NatKind::Public,
+                            of.edges().contains(&sim.core(j).id()),
+                        )
+                    })
+                    .max()
+            };
+            eprintln!(
+                "unmet: public {i} and its closest public {p}: prefix {}, {i} knows it {:?}, {p} knows {i} {:?}; {} know {i} with an address (closest to {p}: {:?}), {} know {p} (closest to {i}: {:?}); edges {} (out {}) / {} (out {})",
+                me.common_prefix_len(&y.id()),
+                addrs(x, y),
+                addrs(y, x),
+                kx.len(),
+                best(&kx, y),
+                ky.len(),
+                best(&ky, x),
+                x.edges().len(),
+                x.edges().outbound(),
+                y.edges().len(),
+                y.edges().outbound(),
+            );
+        }
+    }
+    (unmet, natted)
 }
 
 /// `kind=percent,...` → weights by kind.
