@@ -149,6 +149,21 @@ impl Core {
             let frame = small_frame(FrameType::PING, &[]);
             self.actions.push_back(Action::Send { to: peer, frame });
         }
+        // On IP, a peer that dialed us is known without an address (above), and only its
+        // own word lets us name it to others: until then its neighbours learn of it only by
+        // answers it gives them. Asked at once, its answer names where it listens (tier 3
+        // policy; one small request per inbound edge, so bounded by the inbound cap). At
+        // 10,000 simulated nodes joining at once, 104 public nodes had not met their
+        // closest public node after 300 s without this (and a NAT'd node's answer to a
+        // self-lookup, `routed.rs`), 9 with both.
+        if !outbound
+            && self.config.ip
+            && self.knowledge.get(&peer).is_none_or(|c| c.addrs.is_empty())
+        {
+            let nonce = self.nonce(now);
+            let frame = small_frame(FrameType::SIBLINGS, &nonce);
+            self.actions.push_back(Action::Send { to: peer, frame });
+        }
         if self.edges.len() == 1 {
             // First contact with the overlay: find our neighbourhood and the far keyspace now.
             self.next_self_lookup = now.mono;
