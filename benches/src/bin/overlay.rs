@@ -474,7 +474,8 @@ fn table_holes(sim: &Sim, nodes: usize, live: &[usize]) -> usize {
 /// Live nodes whose closest other live public node (by XOR distance) holds no edge with
 /// them, public ones and ones behind NAT apart. Anyone can dial a public node, so every
 /// such pair is a neighbourhood that has not met, and messages for the one may stop at the
-/// other. The first few public pairs are named on stderr when `name` is set.
+/// other. Each such public node is named on stderr, with its closest public node, when
+/// `name` is set.
 fn unmet_closest_public(sim: &Sim, nodes: usize, name: bool) -> (usize, usize) {
     let public: Vec<usize> = (0..nodes)
         .filter(|&i| sim.is_alive(i) && sim.nat(i) == NatKind::Public)

@@ -152,15 +152,21 @@ impl Core {
         // On IP, a peer that dialed us is known without an address (above), and only its
         // own word lets us name it to others: until then its neighbours learn of it only by
         // answers it gives them. Asked at once, its answer names where it listens (tier 3
-        // policy; one small request per inbound edge, so bounded by the inbound cap). At
-        // 10,000 simulated nodes joining at once, 104 public nodes had not met their
-        // closest public node after 300 s without this (and a NAT'd node's answer to a
-        // self-lookup, `routed.rs`), 9 with both.
+        // policy). At 10,000 simulated nodes joining at once, 104 public nodes had not met
+        // their closest public node after 300 s without this (and a NAT'd node's answer to
+        // a self-lookup, `routed.rs`), 9 with both. Asked too when we know it only at an
+        // address we never reached (someone else's word, which may be false). Bounds, for
+        // a peer that reconnects again and again: one ask per peer per [`NONCE_TTL`], in a
+        // table of its own ([`ASKS_MAX`], oldest out), never the lookups' `pending` table;
+        // its answer counts once, and only signed by that peer.
         if !outbound
             && self.config.ip
-            && self.knowledge.get(&peer).is_none_or(|c| c.addrs.is_empty())
+            && !self.knowledge.was_reached(&peer)
+            && !self.asks.contains(&peer, now.mono)
         {
-            let nonce = self.nonce(now);
+            let nonce: [u8; NONCE_LEN] = self.random();
+            self.asks
+                .mark_with(peer, Some(nonce), now.mono, now.mono.after(NONCE_TTL));
             let frame = small_frame(FrameType::SIBLINGS, &nonce);
             self.actions.push_back(Action::Send { to: peer, frame });
         }

@@ -385,7 +385,10 @@ impl Core {
                     self.stats.dropped_malformed += 1;
                     return Handled::Done;
                 };
-                let solicited = self.pending.get(&nonce).is_some_and(|exp| *exp > now.mono);
+                // Our lookups' nonces, or the one we asked this very peer under when it
+                // dialed us (that one counts once).
+                let solicited = self.pending.get(&nonce).is_some_and(|exp| *exp > now.mono)
+                    || self.asks.spend(&originator, Some(nonce), None, now.mono);
                 if !solicited || !self.limiter.allow(originator, now.mono) {
                     self.stats.dropped_rate_limited += 1;
                     return Handled::Done;

@@ -129,15 +129,16 @@ pub(super) fn crumb_of(ty: FrameType, payload: &[u8]) -> Option<(bool, [u8; NONC
     Some((request, key))
 }
 
-/// NodeIds marked until a deadline each, at most `cap` (the oldest mark goes first): the
-/// near-miss quiet signers and the peers we expect to dial us.
+/// NodeIds marked until a deadline each, with a value `V` each, at most `cap` (the oldest
+/// mark goes first): the near-miss quiet signers, the peers we expect to dial us, and the
+/// peers we asked where they listen (with the nonce we asked them under).
 #[derive(Debug)]
-pub(super) struct Marks {
-    marks: Vec<(NodeId, Time)>,
+pub(super) struct Marks<V = ()> {
+    marks: Vec<(NodeId, V, Time)>,
     cap: usize,
 }
 
-impl Marks {
+impl<V: Copy + PartialEq> Marks<V> {
     pub(super) const fn new(cap: usize) -> Self {
         Self {
             marks: Vec::new(),
@@ -145,22 +146,44 @@ impl Marks {
         }
     }
 
-    /// Marks `id` until `until` (a mark it had is replaced); expired marks go first.
-    pub(super) fn mark(&mut self, id: NodeId, now: Time, until: Time) {
-        self.marks.retain(|(m, u)| now < *u && *m != id);
+    /// Marks `id` with `value` until `until` (a mark it had is replaced); expired marks go
+    /// first.
+    pub(super) fn mark_with(&mut self, id: NodeId, value: V, now: Time, until: Time) {
+        self.marks.retain(|(m, _, u)| now < *u && *m != id);
         if self.marks.len() >= self.cap {
             self.marks.remove(0);
         }
-        self.marks.push((id, until));
+        self.marks.push((id, value, until));
     }
 
     /// Whether `id` is marked at `now`.
     pub(super) fn contains(&self, id: &NodeId, now: Time) -> bool {
-        self.marks.iter().any(|(m, u)| m == id && now < *u)
+        self.marks.iter().any(|(m, _, u)| m == id && now < *u)
     }
 
     /// Takes `id`'s mark away, if it has one.
     pub(super) fn remove(&mut self, id: &NodeId) {
-        self.marks.retain(|(m, _)| m != id);
+        self.marks.retain(|(m, _, _)| m != id);
+    }
+
+    /// If `id`'s mark is live at `now` and holds `value`, it holds `spent` from now on (the
+    /// mark stays until its deadline); true if it did.
+    pub(super) fn spend(&mut self, id: &NodeId, value: V, spent: V, now: Time) -> bool {
+        let Some(mark) = self
+            .marks
+            .iter_mut()
+            .find(|(m, v, u)| m == id && *v == value && now < *u)
+        else {
+            return false;
+        };
+        mark.1 = spent;
+        true
+    }
+}
+
+impl Marks {
+    /// Marks `id` until `until` (a mark it had is replaced); expired marks go first.
+    pub(super) fn mark(&mut self, id: NodeId, now: Time, until: Time) {
+        self.mark_with(id, (), now, until);
     }
 }

@@ -150,12 +150,14 @@ fn siblings_asked(core: &mut Core) -> Vec<(NodeId, [u8; NONCE_LEN])> {
 
 /// On IP, a peer that dialed us is known without an address (where it dialed from is a
 /// NAT's mapping or the like, not ours to hand out), so only its own word could let us name
-/// it to others, and it came only with our next sibling exchange, if the peer was a sibling
-/// at all: at 10,000 simulated nodes joining at once, 104 public nodes had not met their
-/// closest public node after 300 s. The core asks an inbound peer whose address it lacks for
-/// its neighbours at once; the answer names the peer where it listens. A peer we dialed, one
-/// whose address we hold, and any peer off IP (where the dialing address is kept) are not
-/// asked.
+/// it to others, and it came only with an answer the peer gave us: at 10,000 simulated
+/// nodes joining at once, 104 public nodes had not met their closest public node after
+/// 300 s. The core asks an inbound peer it never reached for its neighbours at once; the
+/// answer names the peer where it listens. The ask's answer counts once and only from that
+/// peer, a peer reconnecting is asked at most once per `NONCE_TTL`, and the asks stay out of
+/// the lookups' table. Not asked: a peer we dialed, a peer we reached before, any peer off
+/// IP (where the dialing address is kept). Asked: one we know only at an address someone
+/// else named.
 #[test]
 fn a_peer_that_dialed_us_is_asked_at_once_where_it_listens() {
     let me = identity(1);
@@ -167,39 +169,70 @@ fn a_peer_that_dialed_us_is_asked_at_once_where_it_listens() {
     let t = now(1);
     let seen_from = Addr::new("quic", "203.0.113.9:50000");
     let listens = Addr::new("quic", "203.0.113.9:4242");
-    let dialer = identity(2);
-    core.on_edge_up(
-        t,
-        dialer.node_id(),
-        Some(dialer.ed_public()),
-        false,
-        &seen_from,
-    )
-    .unwrap();
-    let asked = siblings_asked(&mut core);
-    assert_eq!(
-        asked.iter().map(|(to, _)| *to).collect::<Vec<_>>(),
-        [dialer.node_id()]
-    );
+    let inbound = |core: &mut Core, peer: &Identity, at: Now| {
+        core.on_edge_up(
+            at,
+            peer.node_id(),
+            Some(peer.ed_public()),
+            false,
+            &seen_from,
+        )
+        .unwrap();
+        siblings_asked(core)
+    };
     let held = |core: &Core, id: &Identity| {
         core.knowledge()
             .get(&id.node_id())
             .map(|c| c.addrs.clone())
             .unwrap_or_default()
     };
-    assert!(held(&core, &dialer).is_empty());
-    // Its answer names itself where it listens.
-    let own = Contact {
-        id: dialer.node_id(),
-        ed_pub: Some(dialer.ed_public()),
+    let naming = |id: &Identity, at: &Addr| Contact {
+        id: id.node_id(),
+        ed_pub: Some(id.ed_public()),
         x_pub: None,
         caps: Caps::default(),
-        addrs: vec![listens.clone()],
+        addrs: vec![at.clone()],
     };
-    answer_listing(&mut core, &dialer, asked[0].1, &[own], t);
+    let dialer = identity(2);
+    let asked = inbound(&mut core, &dialer, t);
+    assert_eq!(
+        asked.iter().map(|(to, _)| *to).collect::<Vec<_>>(),
+        [dialer.node_id()]
+    );
+    let nonce = asked[0].1;
+    assert!(
+        core.pending.is_empty(),
+        "asks stay out of the lookups' table"
+    );
+    assert!(held(&core, &dialer).is_empty());
+    // Someone else answering under the ask's nonce (its answer passed on by the dialer's
+    // edge), naming the dialer elsewhere: dropped.
+    let other = identity(3);
+    let elsewhere = Addr::new("quic", "192.0.2.1:1");
+    let listed = [naming(&dialer, &elsewhere)];
+    let mut payload = vec![0u8; NONCE_LEN + control::contacts_len(&listed)];
+    control::encode_neighbors(&mut Writer::new(&mut payload), &nonce, &listed).unwrap();
+    let ed = other.ed_public();
+    let mut forged = routed(&other, ed, FrameType::NEIGHBORS, core.id(), 1, t, &payload);
+    let dropped = core.stats().dropped_rate_limited;
+    let _ = core.on_frame(t, dialer.node_id(), &seen_from, &mut forged);
+    assert_eq!(core.stats().dropped_rate_limited, dropped + 1);
+    assert!(held(&core, &dialer).is_empty());
+    // The dialer's own answer names it where it listens; a second answer under the same
+    // nonce counts no more.
+    answer_listing(&mut core, &dialer, nonce, &[naming(&dialer, &listens)], t);
+    assert_eq!(held(&core, &dialer), std::slice::from_ref(&listens));
+    answer_listing(&mut core, &dialer, nonce, &[naming(&dialer, &elsewhere)], t);
     assert_eq!(held(&core, &dialer), [listens]);
-    // Not asked: a peer we dialed, and one whose address we hold already.
-    let dialed = identity(3);
+    // Reconnecting at once is not asked again; 30 s later it is.
+    core.on_edge_down(t, &dialer.node_id());
+    while core.poll_action().is_some() {}
+    assert_eq!(inbound(&mut core, &dialer, ms_after(t, 1)), []);
+    core.on_edge_down(t, &dialer.node_id());
+    while core.poll_action().is_some() {}
+    assert_eq!(inbound(&mut core, &dialer, now(31)).len(), 1);
+    // A peer we dialed is not asked, nor asked when it later dials us: we reached it.
+    let dialed = identity(4);
     core.on_edge_up(
         t,
         dialed.node_id(),
@@ -208,22 +241,19 @@ fn a_peer_that_dialed_us_is_asked_at_once_where_it_listens() {
         &mem_addr("dialed"),
     )
     .unwrap();
-    let known = identity(4);
-    named_in_an_answer(&mut core, &dialer, &[&known], t);
-    assert!(!held(&core, &known).is_empty());
-    while core.poll_action().is_some() {}
-    core.on_edge_up(
-        t,
-        known.node_id(),
-        Some(known.ed_public()),
-        false,
-        &seen_from,
-    )
-    .unwrap();
     assert_eq!(siblings_asked(&mut core), []);
+    core.on_edge_down(t, &dialed.node_id());
+    while core.poll_action().is_some() {}
+    assert_eq!(inbound(&mut core, &dialed, now(40)), []);
+    // One we know only at an address another peer named is asked.
+    let named = identity(5);
+    named_in_an_answer(&mut core, &dialer, &[&named], now(40));
+    assert!(!held(&core, &named).is_empty());
+    while core.poll_action().is_some() {}
+    assert_eq!(inbound(&mut core, &named, now(40)).len(), 1);
     // Off IP, the address a peer dialed from is where it listens, and is kept.
     let mut mem = Core::new(
-        identity(5),
+        identity(6),
         CoreConfig::default(),
         CoreRng::deterministic(2),
     );
