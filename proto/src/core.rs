@@ -214,10 +214,6 @@ pub const NON_ANCHOR_DIAL_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a rendezvous request waits for its answer.
 const RENDEZVOUS_TTL: Duration = Duration::from_secs(30);
 const PENDING_MAX: usize = 1024;
-
-/// Most peers asked where they listen at once (`asks`): past it, the oldest ask is
-/// forgotten (its answer is then dropped as unsolicited).
-const ASKS_MAX: usize = 64;
 /// The hops a message has left at most once a local optimum detoured it: enough to reach
 /// the target from the neighbour that holds its edge, too few to circle.
 pub const DETOUR_TTL: u8 = 3;
@@ -304,7 +300,9 @@ pub struct Core {
     expected: Marks,
     /// Peers that dialed us and were asked where they listen, for [`NONCE_TTL`] each, with
     /// the nonce of the ask until its answer came (it counts once, from that peer only); at
-    /// most [`ASKS_MAX`].
+    /// most one per inbound place (`max_inbound_edges` + [`INBOUND_HEADROOM`]): only an
+    /// edge admitted is asked, so only churn past that pushes an honest ask out (the oldest
+    /// goes first; its answer is then dropped as unsolicited).
     asks: Marks<Option<[u8; NONCE_LEN]>>,
     /// What our neighbours report of our address.
     reflexive: Reflexive,
@@ -349,6 +347,7 @@ impl Core {
         m.tick = m.tick.max(MIN_PERIOD);
         m.self_lookup = m.self_lookup.max(MIN_PERIOD);
         let id = identity.node_id();
+        let asks = config.max_inbound_edges.saturating_add(INBOUND_HEADROOM);
         Self {
             knowledge: {
                 let mut k = Knowledge::new(id, config.difficulty);
@@ -381,7 +380,7 @@ impl Core {
             next_near_miss: Time(0),
             near_miss_quiet: Marks::new(NEAR_MISS_QUIETS),
             expected: Marks::new(EXPECTED_MAX),
-            asks: Marks::new(ASKS_MAX),
+            asks: Marks::new(asks),
             reflexive: Reflexive::new(),
             confirmed: None,
             symmetric: false,

@@ -157,8 +157,8 @@ impl Core {
         // a self-lookup, `routed.rs`), 9 with both. Asked too when we know it only at an
         // address we never reached (someone else's word, which may be false). Bounds, for
         // a peer that reconnects again and again: one ask per peer per [`NONCE_TTL`], in a
-        // table of its own ([`ASKS_MAX`], oldest out), never the lookups' `pending` table;
-        // its answer counts once, and only signed by that peer.
+        // table of its own (a place per inbound place, oldest out), never the lookups'
+        // `pending` table; its answer counts once, and only signed by that peer.
         if !outbound
             && self.config.ip
             && !self.knowledge.was_reached(&peer)
