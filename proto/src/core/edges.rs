@@ -154,7 +154,7 @@ impl Core {
         // answers it gives them. Asked at once, its answer names where it listens (tier 3
         // policy). At 10,000 simulated nodes joining at once, 104 public nodes had not met
         // their closest public node after 300 s without this (and a NAT'd node's answer to
-        // a self-lookup, `routed.rs`), 9 with both. Asked too when we know it only at an
+        // a self-lookup, `routed.rs`), none with both. Asked too when we know it only at an
         // address we never reached (someone else's word, which may be false). Bounds, for
         // a peer that reconnects again and again: one ask per peer per [`NONCE_TTL`], in a
         // table of its own (a place per inbound place, oldest out), never the lookups'

@@ -187,7 +187,7 @@ impl Core {
             // one dialed are often the very ones the asker has not met; passed on, the
             // lookup still reaches whoever answers it now. At 10,000 simulated nodes joining
             // at once (seed 11), this and asking each dialer where it listens (`admit_edge`)
-            // left 9 public nodes of 3,970 without an edge to their closest public node after
+            // left no public node of 3,970 without an edge to its closest public node after
             // 300 s instead of 104, and every connect and routed message got through.
             // A public local optimum that knows a lookup's target as a node (not just a point
             // in the keyspace) answers the lookup and also passes it on (tier 3 policy: the
