@@ -217,6 +217,22 @@ fn a_local_optimum_detours_a_message_while_its_ttl_lasts() {
     assert_eq!(core.stats().lookups_answered, 1);
 }
 
+/// A core on IP with an edge to each of `edges`, every one of which reports that it sees
+/// us at `seen` (the core's NAT verdict then waits on `on_own_ip`).
+fn seen_by_its_edges(me: Identity, edges: &[Identity], seen: &Addr, t: Now) -> Core {
+    let config = CoreConfig {
+        ip: true,
+        ..CoreConfig::default()
+    };
+    let mut core = Core::new(me, config, CoreRng::deterministic(1));
+    for p in edges {
+        edge(&mut core, p, t);
+        pong(&mut core, p, seen, t);
+        while core.poll_action().is_some() {}
+    }
+    core
+}
+
 /// Behind a NAT, a node at a lookup's local optimum passes the lookup on (while its TTL
 /// lasts) instead of answering it: its view of its neighbourhood is the thinnest in the
 /// network (it holds edges only to the public nodes it dialed), and its answers kept its
@@ -225,18 +241,9 @@ fn a_local_optimum_detours_a_message_while_its_ttl_lasts() {
 fn behind_a_nat_a_local_optimum_passes_a_lookup_on() {
     let me = identity(1);
     let (target, far) = near_target_far_edges(&me, 5);
-    let config = CoreConfig {
-        ip: true,
-        ..CoreConfig::default()
-    };
-    let mut core = Core::new(me, config, CoreRng::deterministic(1));
     let t = now(1);
     let seen = Addr::new("quic", "198.51.100.7:4242");
-    for p in &far {
-        edge(&mut core, p, t);
-        pong(&mut core, p, &seen, t);
-        while core.poll_action().is_some() {}
-    }
+    let mut core = seen_by_its_edges(me, &far, &seen, t);
     let origin = identity(20_000);
     let lookup = |nonce: u8| {
         routed(
@@ -279,18 +286,9 @@ fn behind_a_nat_a_local_optimum_answers_a_self_lookup_and_passes_it_on() {
         .take(5)
         .collect();
     assert_eq!(far.len(), 5);
-    let config = CoreConfig {
-        ip: true,
-        ..CoreConfig::default()
-    };
-    let mut core = Core::new(me, config, CoreRng::deterministic(1));
     let t = now(1);
     let seen = Addr::new("quic", "198.51.100.7:4242");
-    for p in &far {
-        edge(&mut core, p, t);
-        pong(&mut core, p, &seen, t);
-        while core.poll_action().is_some() {}
-    }
+    let mut core = seen_by_its_edges(me, &far, &seen, t);
     core.on_own_ip(&seen, false);
     while core.poll_action().is_some() {}
     let from = far[0].node_id();
