@@ -30,6 +30,8 @@ use nodenet_wire::Addr;
 use crate::control::{Caps, Contact};
 use crate::{SubnetKey, Time};
 
+pub use closest::id_in_bucket;
+
 /// Number of buckets: one per common-prefix length.
 pub const BUCKETS: usize = ID_BITS as usize;
 /// Entries per bucket, and per replacement cache.
@@ -473,63 +475,6 @@ impl Knowledge {
             .flat_map(|b| b.entries.iter().map(|e| &e.contact))
     }
 
-    /// The `n` contacts closest to `target`, closest first.
-    ///
-    /// Walks the buckets in tiers instead of scanning everything: the bucket `target` falls in
-    /// holds the closest contacts; every bucket above it comes next (all at the same prefix
-    /// length to the target); then the buckets below it, nearest first. It stops as soon as a
-    /// tier fills `n`.
-    pub fn closest(&self, target: &NodeId, n: usize) -> Vec<&Contact> {
-        self.closest_where(target, n, |_| true)
-    }
-
-    /// The `n` contacts closest to `target` among those `keep` accepts, closest first, by the
-    /// same walk as [`Knowledge::closest`]. For questions such as "our closest nodes with an
-    /// address", which a few made-up address-less ids next to ours must not answer.
-    pub fn closest_where(
-        &self,
-        target: &NodeId,
-        n: usize,
-        keep: impl Fn(&Contact) -> bool,
-    ) -> Vec<&Contact> {
-        let mut out: Vec<&Contact> = Vec::with_capacity(n);
-        if n == 0 {
-            return out;
-        }
-        let b = self.self_id.bucket_index(target).unwrap_or(BUCKETS);
-        let mut tier: Vec<&Contact> = Vec::new();
-        if b < BUCKETS {
-            tier.extend(
-                self.bk(b)
-                    .entries
-                    .iter()
-                    .map(|e| &e.contact)
-                    .filter(|c| keep(c)),
-            );
-            if take_tier(target, n, &mut tier, &mut out) {
-                return out;
-            }
-            tier.extend(
-                self.buckets
-                    .get(b + 1..)
-                    .unwrap_or_default()
-                    .iter()
-                    .flat_map(|bk| bk.entries.iter().map(|e| &e.contact))
-                    .filter(|c| keep(c)),
-            );
-            if take_tier(target, n, &mut tier, &mut out) {
-                return out;
-            }
-        }
-        for bk in self.buckets[..b.min(self.buckets.len())].iter().rev() {
-            tier.extend(bk.entries.iter().map(|e| &e.contact).filter(|c| keep(c)));
-            if take_tier(target, n, &mut tier, &mut out) {
-                return out;
-            }
-        }
-        out
-    }
-
     /// A lookup target for the most stale populated bucket not refreshed for `stale`: an id
     /// sharing exactly that bucket's prefix length with ours, its remaining bits taken from
     /// `random`. Marks the bucket refreshed at `now`. `None` when nothing is stale.
@@ -583,38 +528,6 @@ impl Knowledge {
     }
 }
 
-/// Moves the closest of `tier` into `out` until it holds `n`; true once it does.
-fn take_tier<'a>(
-    target: &NodeId,
-    n: usize,
-    tier: &mut Vec<&'a Contact>,
-    out: &mut Vec<&'a Contact>,
-) -> bool {
-    tier.sort_by(|x, y| target.cmp_distance(&x.id, &y.id));
-    let room = n - out.len();
-    out.extend(tier.drain(..).take(room));
-    out.len() >= n
-}
-
-/// An id sharing exactly `prefix` leading bits with `base`, the rest from `random`: a random
-/// target in bucket `prefix` of `base`'s table.
-pub fn id_in_bucket(base: &NodeId, prefix: usize, random: [u8; 32]) -> NodeId {
-    let base = base.as_bytes();
-    let mut out = [0u8; 32];
-    for bit in 0..256 {
-        let (byte, mask) = (bit / 8, 0x80u8 >> (bit % 8));
-        let v = if bit < prefix {
-            base[byte] & mask
-        } else if bit == prefix {
-            !base[byte] & mask
-        } else {
-            random[byte] & mask
-        };
-        out[byte] |= v;
-    }
-    NodeId::from_bytes(out)
-}
-
 /// Folds a fresh sighting into an entry: time, caps, addresses, a key it did not have.
 fn merge(e: &mut Entry, contact: &Contact, now: Time) {
     e.last_seen = now;
@@ -635,5 +548,6 @@ fn merge(e: &mut Entry, contact: &Contact, now: Time) {
     }
 }
 
+mod closest;
 #[cfg(test)]
 mod tests;
