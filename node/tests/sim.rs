@@ -121,3 +121,78 @@ fn a_natted_network_runs_the_cascade_deterministically() {
     }
     assert_eq!(nat_run(5).0, report, "the same seed, the same report");
 }
+
+/// Connects from each symmetric NAT of a 60-node network 2 s old, to a port-restricted
+/// node and to another symmetric one; then 90 s more.
+fn young_run(seed: u64) -> (String, Vec<nodenet::sim::ConnectRecord>) {
+    use nodenet::sim::NatKind;
+    let kinds = [
+        NatKind::Public,
+        NatKind::Public,
+        NatKind::Symmetric,
+        NatKind::PortRestricted,
+        NatKind::Symmetric,
+    ];
+    let ids: Vec<Identity> = (0..60u32)
+        .map(|i| {
+            let mut s = [0u8; 32];
+            s[..4].copy_from_slice(&i.to_be_bytes());
+            Identity::from_seed(&s)
+        })
+        .collect();
+    let nat: Vec<NatKind> = (0..60).map(|i| kinds[i % kinds.len()]).collect();
+    let latency = Duration::from_millis(10);
+    let mut sim = Sim::with_nats(ids, &CoreConfig::default(), latency, seed, &nat);
+    sim.run_for(Duration::from_secs(2));
+    for k in 0..12usize {
+        let a = 2 + 5 * k;
+        sim.connect(a, a + 1);
+        sim.connect(a + 2, (a + 5) % 60);
+        sim.run_for(Duration::from_millis(50));
+    }
+    sim.run_for(Duration::from_secs(90));
+    let r = sim.report();
+    (r.connect_summary().json_fields(), r.connects.clone())
+}
+
+#[test]
+fn relayed_edges_keep_trying_to_upgrade_in_the_simulator() {
+    use nodenet::Path;
+    use nodenet::sim::{NatKind, Upgraded};
+    let (report, connects) = young_run(9);
+    let relayed: Vec<_> = connects
+        .iter()
+        .filter(|c| c.path == Some(Path::Relayed))
+        .collect();
+    // So young a network often has no two relays to attest a peer's host at connect time,
+    // and the first birthday punch falls short; a try of the upgrade schedule 10 s later
+    // gets through.
+    assert!(
+        relayed
+            .iter()
+            .any(|c| c.upgraded == Some(Upgraded::Birthday) && c.upgrade_tries >= 1),
+        "{report}"
+    );
+    for c in &relayed {
+        if c.upgraded.is_some() {
+            assert_eq!(c.birthday, Some(true), "{c:?}");
+        }
+        if c.from == NatKind::Symmetric && c.to == NatKind::Symmetric {
+            // No punch can work: both tries in 90 s run (10 s, then 60 s after the first
+            // one ended), and the edge stays relayed.
+            assert_eq!(c.upgrade_tries, 2, "{c:?}");
+            assert_eq!(c.upgraded, None, "{c:?}");
+        } else if c.birthday == Some(true) && c.upgraded.is_none() {
+            // The first birthday punch got through: no try was needed.
+            assert_eq!(c.upgrade_tries, 0, "{c:?}");
+        }
+    }
+    assert!(
+        relayed
+            .iter()
+            .any(|c| c.from == NatKind::Symmetric && c.to == NatKind::Symmetric),
+        "{report}"
+    );
+    assert!(report.contains("\"upgraded\":"), "{report}");
+    assert_eq!(young_run(9).0, report, "the same seed, the same report");
+}

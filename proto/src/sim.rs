@@ -12,9 +12,12 @@
 //! [`Core::poll_timeout`]. Everything is seeded, and nothing iterates a hash map: the same
 //! seed gives the same run.
 //!
-//! A connect that ends relayed between a symmetric NAT and an easy one is followed by a
-//! birthday punch ([`crate::birthday::Attempt`], played packet by packet on the network;
-//! see `sim/birthday.rs`), which replaces the relayed edge when it gets through.
+//! A connect that ends relayed is followed, as on a node, by a birthday punch at once
+//! ([`crate::birthday::Attempt`], played packet by packet on the network; see
+//! `sim/birthday.rs`; a pair that is no birthday pair is declined) and by the relayed edge's
+//! [`crate::upgrade::Upgrade`] schedule: at each try, while the edge is still relayed, the
+//! punch step alone and then a birthday punch (`sim/upgrades.rs`). Either replaces the
+//! relayed edge when it gets through.
 //!
 //! Not modelled yet: relay caps, mapping expiry and packet loss.
 
@@ -23,6 +26,7 @@ mod connects;
 mod dials;
 pub mod net;
 mod report;
+mod upgrades;
 mod wire;
 
 use std::cmp::Reverse;
@@ -37,7 +41,7 @@ use nodenet_wire::{Addr, Frame, FrameType};
 
 use net::Net;
 pub use net::{Ep, NatKind};
-pub use report::{ConnectRecord, ConnectSummary, SimReport};
+pub use report::{ConnectRecord, ConnectSummary, SimReport, Upgraded};
 
 use crate::CoreRng;
 use crate::connect::{Cascade, CascadeConfig, Command, EdgeNow, How, Outcome, Path};
@@ -72,6 +76,8 @@ enum Ev {
     Birthday(usize, birthday::Step),
     /// A responder's birthday agreement lapses (if still unplayed).
     BirthdayLapse(usize, Nonce),
+    /// An upgrade schedule's deadline.
+    Upgrade(usize),
 }
 
 /// Why a dial was made.
@@ -107,6 +113,8 @@ struct Run {
     linked: Vec<usize>,
     /// What its relay step did, for [`ConnectRecord::relay_steps`].
     relay_steps: Vec<String>,
+    /// The upgrade schedule whose try this is (`None`: a connect).
+    upgrade: Option<usize>,
 }
 
 /// The simulator.
@@ -128,7 +136,9 @@ pub struct Sim {
     punch_waiters: HashMap<(usize, Nonce), usize>,
     relay_waiters: HashMap<(usize, Nonce), (usize, usize)>,
     /// Birthday attempts after relayed connects.
-    upgrades: Vec<birthday::Upgrade>,
+    birthdays: Vec<birthday::BirthdayRun>,
+    /// Upgrade schedules of relayed connects.
+    schedules: Vec<upgrades::Schedule>,
     /// (caller, nonce) → its attempt.
     birthday_waiters: HashMap<(usize, Nonce), usize>,
     /// (responder, nonce) → the role it agreed to play.
@@ -207,7 +217,8 @@ impl Sim {
             rendezvous_waiters: HashMap::new(),
             punch_waiters: HashMap::new(),
             relay_waiters: HashMap::new(),
-            upgrades: Vec::new(),
+            birthdays: Vec::new(),
+            schedules: Vec::new(),
             birthday_waiters: HashMap::new(),
             responding: HashMap::new(),
             limits: HashMap::new(),
@@ -381,6 +392,7 @@ impl Sim {
             }
             Ev::Birthday(u, step) => self.on_birthday(u, step),
             Ev::BirthdayLapse(at, nonce) => self.on_birthday_lapse(at, nonce),
+            Ev::Upgrade(s) => self.on_upgrade(s),
         }
     }
 }

@@ -12,7 +12,11 @@
 //! word and maintenance runs for `--repair` seconds (default 180); then C connects between
 //! random live pairs (one every 50 ms, each the full cascade), then M sends between random
 //! live pairs. Connect figures: success, the path mix overall and by NAT pair, connect time
-//! in simulated time, and relayed connects per relay.
+//! in simulated time, and relayed connects per relay. A relayed connect is followed, as on a
+//! node, by a birthday punch and its upgrade schedule (a try 10 s after, then 60 s after
+//! that one ended, while the run lasts): `path_birthday` and `path_punched` count those a
+//! try replaced, `upgrade_tries` the tries that ran and `upgraded` the relayed connects one
+//! replaced.
 //!
 //! On stderr: every target that missed a message, with its nearest nodes, its closest
 //! edges, its nearest public nodes and where its messages got stuck (who knows whom, and by

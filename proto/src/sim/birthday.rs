@@ -18,14 +18,14 @@ use nodenet_routing::Caps;
 use nodenet_wire::Addr;
 
 use super::net::{Ep, Net};
-use super::{Ev, Sim, ep_addr};
+use super::{Ev, Sim, Upgraded, ep_addr};
 use crate::birthday::{
     Answer, Attempt, BirthdayConfig, Command, Limits, Outcome, Role, Verdict, played, respond,
     unplayed,
 };
 
 /// One birthday attempt under way, the caller's.
-pub(super) struct Upgrade {
+pub(super) struct BirthdayRun {
     pub(super) caller: usize,
     pub(super) target: usize,
     /// The connect's record in the report.
@@ -33,6 +33,10 @@ pub(super) struct Upgrade {
     pub(super) attempt: Attempt,
     /// The exchange's nonce, once asked.
     pub(super) nonce: Option<super::Nonce>,
+    /// The upgrade schedule whose try this is (`None`: the attempt right after the connect).
+    pub(super) schedule: Option<usize>,
+    /// Its end was booked.
+    pub(super) ended: bool,
 }
 
 /// What happens next to an attempt.
@@ -125,31 +129,39 @@ impl Sim {
 
     /// After connect `record` from `caller` to `target` ended relayed: a birthday attempt if
     /// the pair is one.
-    pub(super) fn start_birthday(&mut self, caller: usize, target: usize, record: usize) {
+    pub(super) fn start_birthday(
+        &mut self,
+        caller: usize,
+        target: usize,
+        record: usize,
+        schedule: Option<usize>,
+    ) {
         // As a node does: every relayed pair is asked (the peer's NAT is its own to know),
         // and a pair that is no birthday pair is declined by the peer.
         let ours = self.cores[caller].nat_type();
         let attempt = Attempt::new(ours, self.cores[target].id(), &self.birthday);
-        self.upgrades.push(Upgrade {
+        self.birthdays.push(BirthdayRun {
             caller,
             target,
             record,
             attempt,
             nonce: None,
+            schedule,
+            ended: false,
         });
-        self.birthday_step(self.upgrades.len() - 1);
+        self.birthday_step(self.birthdays.len() - 1);
     }
 
     /// Carries out attempt `u`'s commands; records its end.
     pub(super) fn birthday_step(&mut self, u: usize) {
         let now = self.now;
-        let (caller, target) = (self.upgrades[u].caller, self.upgrades[u].target);
-        while let Some(command) = self.upgrades[u].attempt.poll_command() {
+        let (caller, target) = (self.birthdays[u].caller, self.birthdays[u].target);
+        while let Some(command) = self.birthdays[u].attempt.poll_command() {
             match command {
                 Command::Attest => {
                     let attested = self.attested(caller, target);
                     let limits = limits_in(&mut self.limits, self.birthday, caller);
-                    self.upgrades[u]
+                    self.birthdays[u]
                         .attempt
                         .handle_attested(now, attested, limits);
                 }
@@ -158,32 +170,44 @@ impl Sim {
                     let id = self.cores[target].id();
                     match self.cores[caller].start_birthday(wall, id, hard) {
                         Ok(nonce) => {
-                            self.upgrades[u].nonce = Some(nonce);
+                            self.birthdays[u].nonce = Some(nonce);
                             self.birthday_waiters.insert((caller, nonce), u);
                             self.drain(caller, wall);
                         }
                         Err(_) => {
                             let limits = limits_in(&mut self.limits, self.birthday, caller);
-                            self.upgrades[u].attempt.handle_unsent(limits);
+                            self.birthdays[u].attempt.handle_unsent(limits);
                         }
                     }
                 }
                 Command::Play(role) => self.play_roles(u, role),
             }
         }
-        if let Some(outcome) = self.upgrades[u].attempt.outcome() {
-            if let Some(nonce) = self.upgrades[u].nonce.take() {
+        if let Some(outcome) = self.birthdays[u].attempt.outcome() {
+            // Booked once, however many events still come for it.
+            if std::mem::replace(&mut self.birthdays[u].ended, true) {
+                return;
+            }
+            // A target that agreed but was never played releases its part when its
+            // agreement lapses (`on_birthday_lapse`), as a node does: it cannot know sooner.
+            if let Some(nonce) = self.birthdays[u].nonce.take() {
                 self.birthday_waiters.remove(&(caller, nonce));
             }
-            let record = self.upgrades[u].record;
-            self.report.connects[record].birthday = Some(outcome == Outcome::Punched);
-            if let Some(nonce) = self.upgrades[u].nonce {
-                // The target agreed but we never played: it is released.
-                if let Some(role) = self.responding.remove(&(target, nonce)) {
-                    unplayed(limits_in(&mut self.limits, self.birthday, target), &role);
-                }
+            let record = self.birthdays[u].record;
+            let punched = outcome == Outcome::Punched;
+            let schedule = self.birthdays[u].schedule;
+            let rec = &mut self.report.connects[record];
+            // A later try's failure does not undo an earlier success (none can follow one).
+            if punched || rec.birthday.is_none() {
+                rec.birthday = Some(punched);
             }
-        } else if let Some(t) = self.upgrades[u].attempt.poll_timeout() {
+            if punched && schedule.is_some() {
+                rec.upgraded = Some(Upgraded::Birthday);
+            }
+            if let Some(s) = schedule {
+                self.upgrade_tried(s, punched);
+            }
+        } else if let Some(t) = self.birthdays[u].attempt.poll_timeout() {
             self.push(t, Ev::Birthday(u, Step::Wake));
         }
     }
@@ -231,9 +255,9 @@ impl Sim {
 
     /// The answer to attempt `u`'s request came back.
     pub(super) fn on_birthday_answer(&mut self, u: usize, answer: Answer) {
-        let caller = self.upgrades[u].caller;
+        let caller = self.birthdays[u].caller;
         let limits = limits_in(&mut self.limits, self.birthday, caller);
-        self.upgrades[u]
+        self.birthdays[u]
             .attempt
             .handle_answer(self.now, answer, limits);
         self.birthday_step(u);
@@ -241,8 +265,8 @@ impl Sim {
 
     /// Both sides play their roles (ours is `role`); the result lands when the hit would.
     fn play_roles(&mut self, u: usize, role: Role) {
-        let (caller, target) = (self.upgrades[u].caller, self.upgrades[u].target);
-        let theirs = self.upgrades[u]
+        let (caller, target) = (self.birthdays[u].caller, self.birthdays[u].target);
+        let theirs = self.birthdays[u]
             .nonce
             .and_then(|n| self.responding.remove(&(target, n)));
         let parse = |a: &Addr| Ep::parse(&a.endpoint);
@@ -300,9 +324,9 @@ impl Sim {
     pub(super) fn on_birthday(&mut self, u: usize, step: Step) {
         match step {
             Step::Wake => {
-                let caller = self.upgrades[u].caller;
+                let caller = self.birthdays[u].caller;
                 let limits = limits_in(&mut self.limits, self.birthday, caller);
-                self.upgrades[u].attempt.handle_timeout(self.now, limits);
+                self.birthdays[u].attempt.handle_timeout(self.now, limits);
             }
             Step::Played {
                 through,
@@ -310,7 +334,7 @@ impl Sim {
                 hard_is_caller,
                 theirs,
             } => {
-                let (caller, target) = (self.upgrades[u].caller, self.upgrades[u].target);
+                let (caller, target) = (self.birthdays[u].caller, self.birthdays[u].target);
                 let ok = through.is_some()
                     && self.alive[caller]
                     && self.alive[target]
@@ -330,7 +354,7 @@ impl Sim {
                     played(limits, now, peer, theirs, theirs_sent, ok);
                 }
                 let limits = limits_in(&mut self.limits, self.birthday, caller);
-                self.upgrades[u]
+                self.birthdays[u]
                     .attempt
                     .handle_played(now, ok, ours_sent, limits);
             }

@@ -9,24 +9,42 @@ impl Sim {
         let target = self.cores[to].id();
         let known = self.cores[from].known_addrs(&target);
         let symmetric = self.cores[from].nat_type() == nodenet_nat::NatType::Symmetric;
-        let config = CascadeConfig {
+        let cascade = Cascade::new(self.now, known, symmetric, self.cascade_config());
+        self.start_run(from, to, cascade, None);
+    }
+
+    /// The cascade's timing, as a node's defaults give it.
+    pub(super) fn cascade_config(&self) -> CascadeConfig {
+        CascadeConfig {
             direct_dial_timeout: crate::connect::DIRECT_DIAL_TIMEOUT,
             rendezvous_timeout: Duration::from_secs(10),
-        };
+        }
+    }
+
+    /// Carries out `cascade` from `from` to `to`: a connect, or the punch step of upgrade
+    /// schedule `upgrade`'s try.
+    pub(super) fn start_run(
+        &mut self,
+        from: usize,
+        to: usize,
+        cascade: Cascade<&'static str>,
+        upgrade: Option<usize>,
+    ) {
         let c = self.runs.len();
         self.runs.push(Run {
             from,
             to,
             started: self.now,
-            cascade: Cascade::new(self.now, known, symmetric, config),
+            cascade,
             rendezvous: None,
             rendezvous_addrs: Vec::new(),
             punch: None,
             done: false,
             linked: Vec::new(),
             relay_steps: Vec::new(),
+            upgrade,
         });
-        if self.edges.contains(&(from, to)) {
+        if upgrade.is_none() && self.edges.contains(&(from, to)) {
             // An edge we already hold: nothing to do.
             self.finish(c, Some(Path::Direct), None, None);
             return;
@@ -218,6 +236,14 @@ impl Sim {
             self.punch_waiters.remove(&(run.from, nonce));
         }
         let (from, to) = (run.from, run.to);
+        if let Some(s) = run.upgrade {
+            // An upgrade's punch: its connect is recorded already.
+            if path.is_some() {
+                self.punched_over_relay(from, to);
+            }
+            self.upgrade_punched(s, path.is_some());
+            return;
+        }
         // Kept for a failure only (a 10,000-node run holds every record).
         let mut relay_steps = std::mem::take(&mut run.relay_steps);
         if failure.is_none() {
@@ -234,10 +260,15 @@ impl Sim {
             failure,
             birthday: None,
             relay_steps,
+            upgrade_tries: 0,
+            upgraded: None,
         };
         self.report.connects.push(record);
         if path == Some(Path::Relayed) {
-            self.start_birthday(from, to, self.report.connects.len() - 1);
+            // As a node does: a birthday punch at once, and the upgrade schedule.
+            let record = self.report.connects.len() - 1;
+            self.start_birthday(from, to, record, None);
+            self.schedule_upgrades(from, to, record);
         }
     }
 }

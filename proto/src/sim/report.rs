@@ -35,6 +35,21 @@ pub struct ConnectRecord {
     /// What the relay step did, in order (the relays found, linked, asked, and the dial
     /// through the relay): for diagnostics of a connect that failed there.
     pub relay_steps: Vec<String>,
+    /// For a relayed connect: tries of its upgrade schedule that ran
+    /// ([`crate::upgrade::UPGRADE_AFTER`]; each a punch, then a birthday punch).
+    pub upgrade_tries: u32,
+    /// For a relayed connect: how a try of its upgrade schedule replaced the relayed edge,
+    /// if one did (a birthday punch that did also sets `birthday`).
+    pub upgraded: Option<Upgraded>,
+}
+
+/// How an upgrade try replaced a relayed edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upgraded {
+    /// An ordinary hole-punch.
+    Punched,
+    /// A birthday punch.
+    Birthday,
 }
 
 /// What the simulator measured about routed messages.
@@ -100,6 +115,10 @@ pub struct ConnectSummary {
     pub failures: BTreeMap<String, u64>,
     /// Relayed connects that a birthday punch was tried on (and ended).
     pub birthday_tried: u64,
+    /// Tries of relayed connects' upgrade schedules that ran.
+    pub upgrade_tries: u64,
+    /// Relayed connects whose edge an upgrade try replaced (punched or birthday-punched).
+    pub upgraded: u64,
 }
 
 impl SimReport {
@@ -110,14 +129,19 @@ impl SimReport {
         let mut times = Vec::new();
         let mut per_relay: BTreeMap<usize, u64> = BTreeMap::new();
         let mut failures: BTreeMap<String, u64> = BTreeMap::new();
-        let mut birthday_tried = 0;
+        let (mut birthday_tried, mut upgrade_tries, mut upgraded) = (0, 0, 0);
         for c in &self.connects {
+            upgrade_tries += u64::from(c.upgrade_tries);
+            upgraded += u64::from(c.upgraded.is_some());
             let mix = by_pair.entry((c.from, c.to)).or_default();
             for m in [&mut total, mix] {
                 match c.path {
                     Some(Path::Direct) => m.direct += 1,
                     Some(Path::Punched) => m.punched += 1,
                     Some(Path::Relayed) if c.birthday == Some(true) => m.birthday += 1,
+                    Some(Path::Relayed) if c.upgraded == Some(Upgraded::Punched) => {
+                        m.punched += 1;
+                    }
                     Some(Path::Relayed) => m.relayed += 1,
                     None => m.failed += 1,
                 }
@@ -152,6 +176,8 @@ impl SimReport {
             relayed_pairs: loads.iter().sum(),
             failures,
             birthday_tried,
+            upgrade_tries,
+            upgraded,
         }
     }
 }
@@ -186,7 +212,7 @@ impl ConnectSummary {
         };
         let _ = write!(
             out,
-            "\"connects\":{},\"connect_success\":{:.4},\"path_direct\":{},\"path_punched\":{},\"path_birthday\":{},\"path_relayed\":{},\"birthday_tried\":{},\"connect_failed\":{},\"connect_ms_p50\":{},\"connect_ms_p99\":{},\"relay_load_max\":{},\"relay_load_p99\":{},\"relays_used\":{},\"relayed_pairs\":{},\"relay_load_share\":{:.4}",
+            "\"connects\":{},\"connect_success\":{:.4},\"path_direct\":{},\"path_punched\":{},\"path_birthday\":{},\"path_relayed\":{},\"birthday_tried\":{},\"upgrade_tries\":{},\"upgraded\":{},\"connect_failed\":{},\"connect_ms_p50\":{},\"connect_ms_p99\":{},\"relay_load_max\":{},\"relay_load_p99\":{},\"relays_used\":{},\"relayed_pairs\":{},\"relay_load_share\":{:.4}",
             self.connects,
             rate,
             self.total.direct,
@@ -194,6 +220,8 @@ impl ConnectSummary {
             self.total.birthday,
             self.total.relayed,
             self.birthday_tried,
+            self.upgrade_tries,
+            self.upgraded,
             self.total.failed,
             self.time_p50.as_millis(),
             self.time_p99.as_millis(),
