@@ -21,7 +21,7 @@ pub use nodenet_proto::connect::{
 use nodenet_rendezvous::Coordinates;
 use nodenet_routing::Time;
 use nodenet_transport::{Conn, DialError};
-use nodenet_wire::{Addr, FrameType};
+use nodenet_wire::Addr;
 use tokio::sync::oneshot;
 
 use crate::core::EdgeRefusal;
@@ -381,25 +381,29 @@ impl Node {
     }
 
     /// Asks `relay` (one of our edges) for a relay session to `target`: its grant, the
-    /// caller-side address and where it sees the target, or why not.
+    /// caller-side address and where it sees the target, or why not. The core sends the
+    /// request and lets through only the asked relay's grant, once, in time.
     async fn ask_relay(
         &self,
         relay: NodeId,
         target: NodeId,
     ) -> Result<(Addr, Option<crate::core::Attested>), StepError> {
-        let mut nonce = [0u8; nodenet_nat::NONCE_LEN];
-        let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
-        rand_core::Rng::fill_bytes(&mut rng, &mut nonce);
         let (tx, rx) = oneshot::channel();
-        lock(&self.0.relay_waiters).insert(nonce, (relay, tx));
+        let nonce = {
+            let now = self.now();
+            let mut core = lock(&self.0.core);
+            let nonce = core
+                .ask_relay(now, relay, target)
+                .ok_or(StepError::NoRelay)?;
+            // Registered before the core lock is released: the grant is handled under it.
+            lock(&self.0.relay_waiters).insert(nonce, tx);
+            self.drain(&mut core, now);
+            nonce
+        };
         let _guard = OnDrop(|| {
             lock(&self.0.relay_waiters).remove(&nonce);
+            lock(&self.0.core).cancel_relay_ask(&nonce);
         });
-        let req = nodenet_nat::RelayRequest { nonce, target }.encode();
-        let frame = crate::core::small_frame(FrameType::RELAY_REQUEST, &req);
-        if self.send_to(&relay, &frame).is_err() {
-            return Err(StepError::NoRelay);
-        }
         match tokio::time::timeout(RELAY_GRANT_TIMEOUT, rx).await {
             Ok(Ok(grant)) => Ok(grant),
             _ => Err(StepError::Timeout(RELAY_GRANT_TIMEOUT)),

@@ -132,7 +132,7 @@ pub(crate) struct Shared {
     /// Open hole-punch requests: nonce → the caller waiting for the ConnectAck (the peer's
     /// candidates, and whether it holds its punch for our Sync).
     pub(crate) punch_waiters: Mutex<HashMap<Nonce, oneshot::Sender<PunchAnswer>>>,
-    /// Open relay requests: nonce → (the relay asked, the caller waiting for its grant).
+    /// Open relay requests: nonce → the caller waiting for its grant.
     pub(crate) relay_waiters: Mutex<HashMap<[u8; nodenet_nat::NONCE_LEN], RelayWaiting>>,
     /// Inbound media admission.
     pub(crate) media: crate::media::Media,
@@ -160,9 +160,9 @@ pub(crate) struct PunchAnswer {
     pub(crate) public: Option<Addr>,
 }
 
-/// An open relay request: the relay asked, and the caller waiting for its grant (the
-/// address to dial, and the relay's attestation, if any).
-pub(crate) type RelayWaiting = (NodeId, oneshot::Sender<(Addr, Option<Attested>)>);
+/// The caller waiting for an open relay request's grant (the address to dial, and the
+/// relay's attestation, if any); the core checks who grants.
+pub(crate) type RelayWaiting = oneshot::Sender<(Addr, Option<Attested>)>;
 
 /// Events a watcher of [`Node::events`] may fall behind by before it misses some.
 const EVENT_BUFFER: usize = 1024;

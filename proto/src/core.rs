@@ -254,6 +254,10 @@ const NEAR_MISS_QUIETS: usize = 12;
 /// Edges beyond our three closest, drawn at random, that a self-lookup also goes through.
 const SELF_LOOKUP_OUTSIDERS: usize = 4;
 
+/// Relay requests of ours awaiting a grant at most (the oldest goes first): a connect asks
+/// one relay at a time, an attestation round a few at once.
+pub const MAX_RELAY_ASKS: usize = 64;
+
 /// The application's edge admission hook: true admits the peer.
 pub type AdmissionHook = Box<dyn Fn(&NodeId) -> bool + Send>;
 
@@ -316,6 +320,8 @@ pub struct Core {
     relayed_edges: HashSet<NodeId>,
     /// Our open Connect requests: nonce → (peer, expiry).
     punches: HashMap<[u8; nodenet_nat::NONCE_LEN], (NodeId, Time)>,
+    /// Our relay requests awaiting a grant: who was asked, under which nonce, until when.
+    relay_asks: tables::Asks,
     /// Our relay lookups and the relays near their targets they found.
     relay_hints: RelayHints,
     /// What we know of each live connection: how it was opened, what relays said of it.
@@ -386,6 +392,7 @@ impl Core {
             symmetric: false,
             relayed_edges: HashSet::new(),
             punches: HashMap::new(),
+            relay_asks: tables::Asks::new(MAX_RELAY_ASKS),
             relay_hints: RelayHints::default(),
             links: Links::default(),
             bursts: crate::punch::Bursts::new(),

@@ -45,7 +45,7 @@ pub use report::{ConnectRecord, ConnectSummary, SimReport, Upgraded};
 
 use crate::CoreRng;
 use crate::connect::{Cascade, CascadeConfig, Command, EdgeNow, How, Outcome, Path};
-use crate::core::{Action, Core, CoreConfig, Handled, Now, small_frame};
+use crate::core::{Action, Core, CoreConfig, Handled, Now};
 
 /// Wall-clock origin of simulated envelopes (any fixed instant works).
 const UNIX_ORIGIN_NS: i64 = 1_700_000_000_000_000_000;

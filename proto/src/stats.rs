@@ -120,6 +120,9 @@ pub struct Stats {
     /// RelayBinds refused: the callee side they name is not on the host of the relay that sent
     /// them, or the bind limits (per relay, in all) were reached.
     pub relay_binds_refused: u64,
+    /// RelayGrants dropped: not from the relay we asked under that nonce, a second time, or
+    /// after the ask lapsed.
+    pub dropped_unsolicited_grant: u64,
     /// Addresses or dials that maintenance left out: past the per-contact address cap or the dials allowed in flight.
     pub dials_cut: u64,
     /// Punch bursts not run: [`crate::punch::MAX_PUNCH_BURSTS`] were running already.
@@ -141,7 +144,7 @@ pub struct Stats {
 }
 
 /// How many counters [`Stats::counters`] lists.
-pub const COUNTERS: usize = 61;
+pub const COUNTERS: usize = 62;
 
 impl Stats {
     /// Every counter as `(name, help, value)`, in declaration order: what a metrics exporter
@@ -402,6 +405,11 @@ impl Stats {
                 "relay_binds_refused",
                 "RelayBinds refused: the callee side they name is not on the host of the relay that sent them.",
                 self.relay_binds_refused,
+            ),
+            (
+                "dropped_unsolicited_grant",
+                "RelayGrants dropped: not from the relay we asked under that nonce, a second time, or after the ask lapsed.",
+                self.dropped_unsolicited_grant,
             ),
             (
                 "dials_cut",

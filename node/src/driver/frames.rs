@@ -53,17 +53,15 @@ impl Node {
                 nonce,
                 target,
             } => self.open_relay(&mut core, from, nonce, target),
+            // The core let it through: from the relay asked under that nonce, in time.
             Handled::RelayGranted {
-                from,
                 nonce,
                 addr,
                 attest,
+                ..
             } => {
-                let mut waiters = lock(&self.0.relay_waiters);
-                if waiters.get(&nonce).is_some_and(|(relay, _)| *relay == from) {
-                    if let Some((_, waiter)) = waiters.remove(&nonce) {
-                        let _ = waiter.send((addr, attest));
-                    }
+                if let Some(waiter) = lock(&self.0.relay_waiters).remove(&nonce) {
+                    let _ = waiter.send((addr, attest));
                 }
             }
             Handled::PunchAck {

@@ -34,6 +34,13 @@ impl Core {
                 }
             }
             FrameType::RELAY_GRANT => match nodenet_nat::RelayGrant::decode(payload) {
+                // A grant names where our next dial goes: only the relay we asked, once,
+                // while the ask lives (another edge could aim that dial at a bystander, or
+                // at itself as a relay we never chose).
+                Ok(g) if !self.relay_asks.answered(&g.nonce, &from, now.mono) => {
+                    self.stats.dropped_unsolicited_grant += 1;
+                    Handled::Done
+                }
                 Ok(g) => Handled::RelayGranted {
                     from,
                     nonce: g.nonce,
@@ -78,6 +85,38 @@ impl Core {
                 }
             },
         }
+    }
+
+    /// Asks `relay`, one of our edges, for a relay session to `target`: a RelayRequest under
+    /// a fresh nonce, queued as an [`Action::Send`]. Its grant comes back as
+    /// [`Handled::RelayGranted`] only if `relay` sends it, once, within
+    /// [`crate::connect::RELAY_GRANT_TIMEOUT`] (any other is dropped and counted as
+    /// `dropped_unsolicited_grant`). The nonce, or `None` if `relay` is not an edge or the
+    /// request does not encode.
+    pub fn ask_relay(
+        &mut self,
+        now: Now,
+        relay: NodeId,
+        target: NodeId,
+    ) -> Option<[u8; nodenet_nat::NONCE_LEN]> {
+        if !self.edges.contains(&relay) {
+            return None;
+        }
+        let nonce = self.random();
+        let req = nodenet_nat::RelayRequest { nonce, target }.encode();
+        let until = now.mono.after(crate::connect::RELAY_GRANT_TIMEOUT);
+        self.relay_asks.open(nonce, relay, now.mono, until);
+        self.actions.push_back(Action::Send {
+            to: relay,
+            frame: small_frame(FrameType::RELAY_REQUEST, &req),
+        });
+        Some(nonce)
+    }
+
+    /// Withdraws our relay request under `nonce` (its asker gave up): a grant for it is
+    /// dropped from now on.
+    pub fn cancel_relay_ask(&mut self, nonce: &[u8; nodenet_nat::NONCE_LEN]) {
+        self.relay_asks.cancel(nonce);
     }
 
     /// Answers a relay request we serve, once the transport opened the session

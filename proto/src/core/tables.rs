@@ -1,6 +1,8 @@
 //! The core's bounded tables: the per-originator limiter, the ids of messages already
-//! delivered, the breadcrumbs of forwarded requests, and short lists of NodeIds marked
-//! until a deadline.
+//! delivered, the breadcrumbs of forwarded requests, short lists of NodeIds marked until a
+//! deadline, and our requests awaiting one peer's answer.
+
+use VecDeque;
 
 use super::*;
 
@@ -185,5 +187,68 @@ impl Marks {
     /// Marks `id` until `until` (a mark it had is replaced); expired marks go first.
     pub(super) fn mark(&mut self, id: NodeId, now: Time, until: Time) {
         self.mark_with(id, (), now, until);
+    }
+}
+
+/// Requests of ours sent to one peer each under a nonce, awaiting that peer's answer until a
+/// deadline, at most `cap` (the oldest goes first): the relay requests.
+#[derive(Debug)]
+pub(super) struct Asks {
+    open: VecDeque<([u8; nodenet_nat::NONCE_LEN], NodeId, Time)>,
+    cap: usize,
+}
+
+impl Asks {
+    pub(super) fn new(cap: usize) -> Self {
+        Self {
+            open: VecDeque::new(),
+            cap,
+        }
+    }
+
+    /// Opens an ask of `peer` under `nonce` until `until`; expired asks go first, then the
+    /// oldest.
+    pub(super) fn open(
+        &mut self,
+        nonce: [u8; nodenet_nat::NONCE_LEN],
+        peer: NodeId,
+        now: Time,
+        until: Time,
+    ) {
+        self.open.retain(|(_, _, t)| *t > now);
+        if self.open.len() >= self.cap {
+            self.open.pop_front();
+        }
+        self.open.push_back((nonce, peer, until));
+    }
+
+    /// Closes the ask under `nonce` if `from` was asked and it is live at `now`: true if so
+    /// (an answer counts once).
+    pub(super) fn answered(
+        &mut self,
+        nonce: &[u8; nodenet_nat::NONCE_LEN],
+        from: &NodeId,
+        now: Time,
+    ) -> bool {
+        let Some(i) = self
+            .open
+            .iter()
+            .position(|(n, p, t)| n == nonce && p == from && *t > now)
+        else {
+            return false;
+        };
+        self.open.remove(i);
+        true
+    }
+
+    /// Withdraws the ask under `nonce`, if open.
+    pub(super) fn cancel(&mut self, nonce: &[u8; nodenet_nat::NONCE_LEN]) {
+        self.open.retain(|(n, _, _)| n != nonce);
+    }
+
+    /// Open asks (expired ones included until the next is opened).
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.open.len()
     }
 }

@@ -163,16 +163,12 @@ impl Sim {
                 Command::AskRelay { relay } => {
                     let r = self.index.get(&relay).copied();
                     self.runs[c].relay_steps.push(format!("ask {r:?}"));
-                    match r.filter(|&r| self.edges.contains(&(from, r))) {
-                        Some(r) => {
-                            let mut nonce = [0u8; nodenet_nat::NONCE_LEN];
-                            for chunk in nonce.chunks_mut(8) {
-                                let n = self.next().to_le_bytes();
-                                chunk.copy_from_slice(&n[..chunk.len()]);
-                            }
+                    let asked = r
+                        .filter(|&r| self.edges.contains(&(from, r)))
+                        .and_then(|r| Some((r, self.cores[from].ask_relay(now, relay, target)?)));
+                    match asked {
+                        Some((r, nonce)) => {
                             self.relay_waiters.insert((from, nonce), (r, c));
-                            let req = nodenet_nat::RelayRequest { nonce, target }.encode();
-                            self.transmit(from, r, small_frame(FrameType::RELAY_REQUEST, &req));
                         }
                         None => {
                             let edge = self.edge_now(from, to);

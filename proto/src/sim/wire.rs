@@ -65,23 +65,15 @@ impl Sim {
                 nonce,
                 target,
             } => self.open_relay(to, caller, nonce, target),
-            Handled::RelayGranted {
-                from: relay,
-                nonce,
-                addr,
-                ..
-            } => {
+            // The core let it through: from the relay asked under that nonce, in time.
+            Handled::RelayGranted { nonce, addr, .. } => {
                 if let Some((r, c)) = self.relay_waiters.remove(&(to, nonce)) {
-                    if self.cores[r].id() == relay {
-                        self.runs[c].relay_steps.push(format!("granted by {r}"));
-                        let edge = self.edge_now(self.runs[c].from, self.runs[c].to);
-                        self.runs[c]
-                            .cascade
-                            .handle_relay_answer(self.now, Ok(addr), edge);
-                        self.step(c);
-                    } else {
-                        self.relay_waiters.insert((to, nonce), (r, c));
-                    }
+                    self.runs[c].relay_steps.push(format!("granted by {r}"));
+                    let edge = self.edge_now(self.runs[c].from, self.runs[c].to);
+                    self.runs[c]
+                        .cascade
+                        .handle_relay_answer(self.now, Ok(addr), edge);
+                    self.step(c);
                 }
             }
             Handled::BirthdayRequested {

@@ -97,3 +97,97 @@ fn a_relay_session_is_answered_with_a_bind_and_a_grant() {
     assert_eq!(attest.host.endpoint, "198.51.100.7:0");
     assert_eq!(core.stats().relays_granted, 1);
 }
+
+/// A relay grant names the address our next dial goes to, so only the relay we asked may
+/// answer, once, and only while the ask lives: a grant from any other edge, under a nonce we
+/// never sent, a second time, or after the ask timed out, is dropped in the core.
+#[test]
+fn a_grant_counts_only_from_the_relay_asked_once_and_in_time() {
+    let (mut core, relay, target) = asker();
+    let other = identity(3);
+    let t0 = now(10);
+    edge(&mut core, &other, t0);
+    // Not an edge: nothing is asked.
+    assert!(core.ask_relay(t0, identity(9).node_id(), target).is_none());
+    let nonce = core.ask_relay(t0, relay.node_id(), target).unwrap();
+    // The request went to the relay, under that nonce, for that target.
+    let sent: Vec<_> = std::iter::from_fn(|| core.poll_action()).collect();
+    let [Action::Send { to, frame }] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    let (f, _) = Frame::parse(frame).unwrap();
+    assert_eq!(
+        (*to, f.frame_type()),
+        (relay.node_id(), FrameType::RELAY_REQUEST)
+    );
+    let req = nodenet_nat::RelayRequest::decode(f.payload()).unwrap();
+    assert_eq!((req.nonce, req.target), (nonce, target));
+    // Another edge answering under our nonce, or anyone under a nonce we never sent.
+    assert!(!granted(&mut core, &other, nonce, now(11)));
+    assert!(!granted(
+        &mut core,
+        &relay,
+        [7; nodenet_nat::NONCE_LEN],
+        now(11)
+    ));
+    assert_eq!(core.stats().dropped_unsolicited_grant, 2);
+    // The relay asked: once.
+    assert!(granted(&mut core, &relay, nonce, now(11)));
+    assert!(!granted(&mut core, &relay, nonce, now(11)));
+    // Too late: the ask lapsed with the grant timeout.
+    let late = core.ask_relay(now(20), relay.node_id(), target).unwrap();
+    let after = ms_after(
+        now(20),
+        1 + u64::try_from(crate::connect::RELAY_GRANT_TIMEOUT.as_millis()).unwrap(),
+    );
+    assert!(!granted(&mut core, &relay, late, after));
+    // Withdrawn by the driver (its caller gave up): gone at once.
+    let withdrawn = core.ask_relay(now(30), relay.node_id(), target).unwrap();
+    core.cancel_relay_ask(&withdrawn);
+    assert!(!granted(&mut core, &relay, withdrawn, now(30)));
+    assert_eq!(core.stats().dropped_unsolicited_grant, 5);
+    assert_ne!(late, nonce, "each ask draws a fresh nonce");
+}
+
+/// However many asks are made and never answered, the table of open asks stays bounded: the
+/// oldest goes first, and a fresh ask still counts.
+#[test]
+fn open_relay_asks_are_bounded() {
+    let (mut core, relay, target) = asker();
+    let t0 = now(10);
+    let first = core.ask_relay(t0, relay.node_id(), target).unwrap();
+    for _ in 0..10 * MAX_RELAY_ASKS {
+        core.ask_relay(t0, relay.node_id(), target).unwrap();
+    }
+    assert_eq!(core.relay_asks.len(), MAX_RELAY_ASKS);
+    let fresh = core.ask_relay(t0, relay.node_id(), target).unwrap();
+    assert!(!granted(&mut core, &relay, first, now(11)));
+    assert!(granted(&mut core, &relay, fresh, now(11)));
+}
+
+/// A core with one edge, a relay (at 10 s), and a target to ask it for.
+fn asker() -> (Core, Identity, NodeId) {
+    let relay = identity(2);
+    let mut core = Core::new(
+        identity(1),
+        CoreConfig::default(),
+        CoreRng::deterministic(5),
+    );
+    edge(&mut core, &relay, now(10));
+    (core, relay, identity(4).node_id())
+}
+
+/// `from` sends `core` a RelayGrant under `nonce`: whether the core let it through.
+fn granted(core: &mut Core, from: &Identity, nonce: [u8; nodenet_nat::NONCE_LEN], at: Now) -> bool {
+    let addr = Addr::new("mem", "relayhost:7001");
+    let g = nodenet_nat::RelayGrant {
+        nonce,
+        addr: addr.as_ref(),
+        attest: None,
+    };
+    let mut f = small_frame(FrameType::RELAY_GRANT, &g.encode().unwrap());
+    matches!(
+        core.on_frame(at, from.node_id(), &mem_addr("x"), &mut f),
+        Handled::RelayGranted { .. }
+    )
+}
