@@ -388,6 +388,10 @@ impl Node {
         relay: NodeId,
         target: NodeId,
     ) -> Result<(Addr, Option<crate::core::Attested>), StepError> {
+        // A relay whose connection is gone cannot be asked: on to the next at once.
+        if self.conn_to(&relay).is_none() {
+            return Err(StepError::NoRelay);
+        }
         let (tx, rx) = oneshot::channel();
         let nonce = {
             let now = self.now();

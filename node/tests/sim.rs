@@ -182,9 +182,6 @@ fn relayed_edges_keep_trying_to_upgrade_in_the_simulator() {
             // one ended), and the edge stays relayed.
             assert_eq!(c.upgrade_tries, 2, "{c:?}");
             assert_eq!(c.upgraded, None, "{c:?}");
-        } else if c.birthday == Some(true) && c.upgraded.is_none() {
-            // The first birthday punch got through: no try was needed.
-            assert_eq!(c.upgrade_tries, 0, "{c:?}");
         }
     }
     assert!(
@@ -193,6 +190,5 @@ fn relayed_edges_keep_trying_to_upgrade_in_the_simulator() {
             .any(|c| c.from == NatKind::Symmetric && c.to == NatKind::Symmetric),
         "{report}"
     );
-    assert!(report.contains("\"upgraded\":"), "{report}");
     assert_eq!(young_run(9).0, report, "the same seed, the same report");
 }

@@ -115,6 +115,11 @@ struct Run {
     relay_steps: Vec<String>,
     /// The upgrade schedule whose try this is (`None`: a connect).
     upgrade: Option<usize>,
+    /// The open relay request's nonce, withdrawn when the run ends or asks the next relay.
+    relay_ask: Option<Nonce>,
+    /// Where its last dial that got through landed (the address dialed, and where the
+    /// target saw it come from).
+    landed: Option<(Ep, Ep)>,
 }
 
 /// The simulator.

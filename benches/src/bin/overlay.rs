@@ -13,8 +13,8 @@
 //! random live pairs (one every 50 ms, each the full cascade), then M sends between random
 //! live pairs. Connect figures: success, the path mix overall and by NAT pair, connect time
 //! in simulated time, and relayed connects per relay. A relayed connect is followed, as on a
-//! node, by a birthday punch and its upgrade schedule (a try 10 s after, then 60 s after
-//! that one ended, while the run lasts): `path_birthday` and `path_punched` count those a
+//! node, by a birthday punch and its upgrade schedule (a try 10 s after, then 60 s and 300 s
+//! after the try before ended, those the run still holds): `path_birthday` and `path_punched` count those a
 //! try replaced, `upgrade_tries` the tries that ran and `upgraded` the relayed connects one
 //! replaced.
 //!

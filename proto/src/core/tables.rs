@@ -2,7 +2,7 @@
 //! delivered, the breadcrumbs of forwarded requests, short lists of NodeIds marked until a
 //! deadline, and our requests awaiting one peer's answer.
 
-use VecDeque;
+use std::collections::VecDeque;
 
 use super::*;
 

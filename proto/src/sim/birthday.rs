@@ -1,5 +1,6 @@
-//! Birthday punches in the simulator: once a connect between a symmetric NAT and an easy one
-//! ends relayed, the caller runs the same [`Attempt`] a node runs, the exchange is a real
+//! Birthday punches in the simulator: once a connect ends relayed (and at each try of its
+//! upgrade schedule, `sim/upgrades.rs`), the caller runs the same [`Attempt`] a node runs (a
+//! pair that is no birthday pair, two symmetric NATs say, is declined), the exchange is a real
 //! Connect/ConnectAck routed by the cores, the target answers with
 //! [`crate::birthday::respond`], and the roles are played packet by packet on [`Net`]: the
 //! hard side opens its sockets toward the easy side's mapping, the easy side probes random
@@ -197,12 +198,14 @@ impl Sim {
             let punched = outcome == Outcome::Punched;
             let schedule = self.birthdays[u].schedule;
             let rec = &mut self.report.connects[record];
-            // A later try's failure does not undo an earlier success (none can follow one).
+            // The attempt that replaced the relayed edge is the first to end punched (the one
+            // at connect time and a try's may run at once, as on a node); a later failure
+            // does not undo it.
+            if punched && rec.birthday != Some(true) && schedule.is_some() {
+                rec.upgraded = Some(Upgraded::Birthday);
+            }
             if punched || rec.birthday.is_none() {
                 rec.birthday = Some(punched);
-            }
-            if punched && schedule.is_some() {
-                rec.upgraded = Some(Upgraded::Birthday);
             }
             if let Some(s) = schedule {
                 self.upgrade_tried(s, punched);

@@ -43,6 +43,8 @@ impl Sim {
             linked: Vec::new(),
             relay_steps: Vec::new(),
             upgrade,
+            relay_ask: None,
+            landed: None,
         });
         if upgrade.is_none() && self.edges.contains(&(from, to)) {
             // An edge we already hold: nothing to do.
@@ -163,12 +165,15 @@ impl Sim {
                 Command::AskRelay { relay } => {
                     let r = self.index.get(&relay).copied();
                     self.runs[c].relay_steps.push(format!("ask {r:?}"));
+                    // The last relay's request is over: withdrawn, as a node's is.
+                    self.withdraw_relay_ask(c);
                     let asked = r
                         .filter(|&r| self.edges.contains(&(from, r)))
                         .and_then(|r| Some((r, self.cores[from].ask_relay(now, relay, target)?)));
                     match asked {
                         Some((r, nonce)) => {
                             self.relay_waiters.insert((from, nonce), (r, c));
+                            self.runs[c].relay_ask = Some(nonce);
                         }
                         None => {
                             let edge = self.edge_now(from, to);
@@ -204,6 +209,15 @@ impl Sim {
         }
     }
 
+    /// Withdraws run `c`'s open relay request, if any (its waiter and the core's ask).
+    fn withdraw_relay_ask(&mut self, c: usize) {
+        if let Some(nonce) = self.runs[c].relay_ask.take() {
+            let from = self.runs[c].from;
+            self.relay_waiters.remove(&(from, nonce));
+            self.cores[from].cancel_relay_ask(&nonce);
+        }
+    }
+
     pub(super) fn finish(
         &mut self,
         c: usize,
@@ -224,6 +238,7 @@ impl Sim {
                 self.push(at, Ev::Closed { at: r, peer: from });
             }
         }
+        self.withdraw_relay_ask(c);
         let run = &mut self.runs[c];
         if let Some(nonce) = run.rendezvous.take() {
             self.rendezvous_waiters.remove(&(run.from, nonce));
@@ -233,11 +248,12 @@ impl Sim {
         }
         let (from, to) = (run.from, run.to);
         if let Some(s) = run.upgrade {
-            // An upgrade's punch: its connect is recorded already.
-            if path.is_some() {
-                self.punched_over_relay(from, to);
-            }
-            self.upgrade_punched(s, path.is_some());
+            // An upgrade's punch (its connect is recorded already): it counts if its dial
+            // landed off the relay and took the relayed edge's place.
+            let landed = run.landed.take();
+            let replaced =
+                path.is_some() && landed.is_some_and(|l| self.punched_over_relay(from, to, l));
+            self.upgrade_punched(s, replaced);
             return;
         }
         // Kept for a failure only (a 10,000-node run holds every record).

@@ -86,6 +86,9 @@ impl Sim {
                 self.drain(from, now);
             }
             Purpose::Connect(c) => {
+                if ok {
+                    self.runs[c].landed = dial.through;
+                }
                 let edge = self.edge_now(from, to);
                 let result = if ok { Ok(()) } else { Err("no handshake") };
                 if !self.runs[c].relay_steps.is_empty() {

@@ -28,9 +28,9 @@ pub struct ConnectRecord {
     pub time: Duration,
     /// The failed step and why, if it failed.
     pub failure: Option<String>,
-    /// For a relayed connect between a symmetric NAT and an easy one: whether the birthday
-    /// punch that followed replaced the relayed edge (`None`: none was tried, or it has not
-    /// ended yet).
+    /// For a relayed connect: whether a birthday punch that followed (at once, or in a try
+    /// of its upgrade schedule) replaced the relayed edge (`None`: none has ended yet; a pair
+    /// that is no birthday pair is declined, `Some(false)`).
     pub birthday: Option<bool>,
     /// What the relay step did, in order (the relays found, linked, asked, and the dial
     /// through the relay): for diagnostics of a connect that failed there.
@@ -78,7 +78,7 @@ pub struct SimReport {
 pub struct PathMix {
     /// Direct.
     pub direct: u64,
-    /// Punched.
+    /// Punched (at connect time, or relayed and then replaced by an upgrade try's punch).
     pub punched: u64,
     /// Relayed, then replaced by a birthday-punched edge.
     pub birthday: u64,
@@ -109,7 +109,8 @@ pub struct ConnectSummary {
     pub relay_p99: u64,
     /// Relays that carried at least one relayed connect.
     pub relays_used: u64,
-    /// Connects that went through a relay (still relayed, or birthday-punched after it).
+    /// Connects that went through a relay (still relayed, or punched or birthday-punched
+    /// after it).
     pub relayed_pairs: u64,
     /// Failures by reason (step and error).
     pub failures: BTreeMap<String, u64>,

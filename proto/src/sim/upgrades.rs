@@ -37,7 +37,10 @@ impl Sim {
     /// Schedule `s`'s deadline: a try, if the edge is still relayed.
     pub(super) fn on_upgrade(&mut self, s: usize) {
         let (caller, target) = (self.schedules[s].caller, self.schedules[s].target);
-        let relayed = self.edge_now(caller, target) == EdgeNow::Relayed;
+        // A node that died runs nothing more (a dead peer's edge is as good as gone).
+        let relayed = self.alive[caller]
+            && self.alive[target]
+            && self.edge_now(caller, target) == EdgeNow::Relayed;
         match self.schedules[s].upgrade.handle_timeout(self.now, relayed) {
             UpgradeStep::Wait => self.next_upgrade(s),
             UpgradeStep::Done => {}
@@ -77,15 +80,22 @@ impl Sim {
         self.next_upgrade(s);
     }
 
-    /// A punched edge between `a` and `b` replaced the relayed one.
-    pub(super) fn punched_over_relay(&mut self, a: usize, b: usize) {
-        if !self.relayed.remove(&(a, b)) {
-            return;
+    /// A punched dial from `a` to `b` got through, `landed` where it did (the address `a`
+    /// dialed, and where `b` saw it come from): if that is not a relay's and the edge was
+    /// relayed, the punched one takes its place and each side sees the other where it
+    /// landed. True if it replaced the relayed edge.
+    pub(super) fn punched_over_relay(&mut self, a: usize, b: usize, landed: (Ep, Ep)) -> bool {
+        let (at, seen) = landed;
+        if self.net.relay_of(at).is_some() || !self.relayed.remove(&(a, b)) {
+            return false;
         }
         self.relayed.remove(&(b, a));
+        self.seen.insert((a, b), ep_addr(at));
+        self.seen.insert((b, a), ep_addr(seen));
         let (aid, bid) = (self.cores[a].id(), self.cores[b].id());
         self.cores[a].on_edge_replaced(&bid, false);
         self.cores[b].on_edge_replaced(&aid, false);
+        true
     }
 }
 
@@ -111,8 +121,12 @@ mod tests {
         sim.run_for(Duration::from_secs(10));
         let record = sim.report.connects.len() - 1;
         assert_eq!(sim.report.connects[record].path, Some(Path::Punched));
-        // As if their connect had ended on a relay (a punch that failed at the time).
+        // As if their connect had ended on a relay (a punch that failed at the time): each
+        // sees the other at a relay's socket.
         let (aid, bid) = (sim.cores[a].id(), sim.cores[b].id());
+        let (for_a, for_b) = sim.net.open_relay(0);
+        sim.seen.insert((a, b), ep_addr(for_a));
+        sim.seen.insert((b, a), ep_addr(for_b));
         sim.relayed.extend([(a, b), (b, a)]);
         sim.cores[a].set_edge_relayed(&bid, true);
         sim.cores[b].set_edge_relayed(&aid, true);
@@ -124,6 +138,11 @@ mod tests {
         assert_eq!((r.upgrade_tries, r.upgraded), (1, Some(Upgraded::Punched)));
         assert_eq!(sim.edge_now(a, b), EdgeNow::Direct);
         assert_eq!(sim.edge_now(b, a), EdgeNow::Direct);
+        // Each now sees the other off the relay, where the punched dial landed.
+        for (x, y) in [(a, b), (b, a)] {
+            let ep = Ep::parse(&sim.seen[&(x, y)].endpoint).unwrap();
+            assert_eq!(sim.net.relay_of(ep), None);
+        }
         assert_eq!(sim.cores[a].stats().relay_upgrades, 1);
         // Nothing more is tried for an edge no longer relayed.
         sim.run_for(Duration::from_secs(120));

@@ -134,13 +134,13 @@ fn a_grant_counts_only_from_the_relay_asked_once_and_in_time() {
     // The relay asked: once.
     assert!(granted(&mut core, &relay, nonce, now(11)));
     assert!(!granted(&mut core, &relay, nonce, now(11)));
-    // Too late: the ask lapsed with the grant timeout.
+    // Too late: the ask lapsed with the grant timeout (at its deadline already).
     let late = core.ask_relay(now(20), relay.node_id(), target).unwrap();
-    let after = ms_after(
+    let deadline = ms_after(
         now(20),
-        1 + u64::try_from(crate::connect::RELAY_GRANT_TIMEOUT.as_millis()).unwrap(),
+        u64::try_from(crate::connect::RELAY_GRANT_TIMEOUT.as_millis()).unwrap(),
     );
-    assert!(!granted(&mut core, &relay, late, after));
+    assert!(!granted(&mut core, &relay, late, deadline));
     // Withdrawn by the driver (its caller gave up): gone at once.
     let withdrawn = core.ask_relay(now(30), relay.node_id(), target).unwrap();
     core.cancel_relay_ask(&withdrawn);
