@@ -79,12 +79,17 @@ pub fn fold_neighbors(
 /// The contacts a Lookup or Siblings request for `target` is answered with: the known
 /// contacts closest to `target` (up to 16) and ourselves, within the list's caps of 17
 /// contacts and 256 addresses (contacts that would overflow the address budget are left out).
+///
+/// Only contacts whose key we hold are named (tier 3 policy). An id named to us without a
+/// key is bound to nobody (anyone can make one up next to any target, and the receiver
+/// strips its addresses), so passing it on would let a few planted ids take the places of
+/// real nodes in every answer about their region, and spread from table to table.
 pub fn neighbors_answer(knowledge: &Knowledge, target: &NodeId, me: &Contact) -> Vec<Contact> {
     let mut out = Vec::with_capacity(MAX_NEIGHBORS);
     let mut addrs = me.addrs.len().min(MAX_NEIGHBOR_ADDRS);
     let mut me = me.clone();
     me.addrs.truncate(addrs);
-    for c in knowledge.closest(target, MAX_NEIGHBORS - 1) {
+    for c in knowledge.closest_where(target, MAX_NEIGHBORS - 1, |c| c.ed_pub.is_some()) {
         if addrs + c.addrs.len() > MAX_NEIGHBOR_ADDRS {
             continue;
         }

@@ -181,3 +181,33 @@ fn a_neighbors_answer_fits_the_caps() {
             .all(|c| closest.contains(&c.id))
     );
 }
+
+/// Made-up ids, named without a key (nothing binds them to anyone), planted next to a
+/// target: our answers about it never pass them on. They would otherwise take the places of
+/// real nodes in every answer for that region, and spread from table to table.
+#[test]
+fn a_neighbors_answer_names_no_keyless_contact() {
+    let me = ident(0);
+    let mut k = Knowledge::new(me.node_id(), 0);
+    let target = ident(500).node_id();
+    for n in 1..=16u8 {
+        let mut b = target.to_bytes();
+        b[31] ^= n;
+        let planted = Contact::new(NodeId::from_bytes(b), vec![]);
+        assert!(matches!(k.observe(&planted, t(0)), Observed::Inserted));
+    }
+    for n in 1..40 {
+        k.observe(&keyed(&ident(n), &format!("10.0.{n}.1:1")), t(0));
+    }
+    let answer = handlers::neighbors_answer(&k, &target, &keyed(&me, "9.9.9.9:1"));
+    assert!(answer.iter().all(|c| c.ed_pub.is_some()), "{answer:?}");
+    // Still full: the closest keyed contacts take the places.
+    assert_eq!(answer.len(), control::MAX_NEIGHBORS);
+    let keyed_closest: Vec<NodeId> = k
+        .closest_where(&target, control::MAX_NEIGHBORS - 1, |c| c.ed_pub.is_some())
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    let named: Vec<NodeId> = answer[..answer.len() - 1].iter().map(|c| c.id).collect();
+    assert_eq!(named, keyed_closest);
+}
