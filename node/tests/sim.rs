@@ -45,6 +45,20 @@ fn two_hundred_cores_converge_and_deliver_deterministically() {
     );
 }
 
+/// `n` nodes behind `kinds` in turn (node `i` behind `kinds[i % kinds.len()]`), 10 ms links.
+fn natted(n: u32, kinds: &[nodenet::sim::NatKind], seed: u64) -> Sim {
+    let ids: Vec<Identity> = (0..n)
+        .map(|i| {
+            let mut s = [0u8; 32];
+            s[..4].copy_from_slice(&i.to_be_bytes());
+            Identity::from_seed(&s)
+        })
+        .collect();
+    let nat: Vec<_> = (0..n as usize).map(|i| kinds[i % kinds.len()]).collect();
+    let latency = Duration::from_millis(10);
+    Sim::with_nats(ids, &CoreConfig::default(), latency, seed, &nat)
+}
+
 fn nat_run(seed: u64) -> (String, Vec<nodenet::sim::ConnectRecord>) {
     use nodenet::sim::NatKind;
     let kinds = [
@@ -55,21 +69,7 @@ fn nat_run(seed: u64) -> (String, Vec<nodenet::sim::ConnectRecord>) {
         NatKind::Double,
         NatKind::FullCone,
     ];
-    let ids: Vec<Identity> = (0..120u32)
-        .map(|i| {
-            let mut s = [0u8; 32];
-            s[..4].copy_from_slice(&i.to_be_bytes());
-            Identity::from_seed(&s)
-        })
-        .collect();
-    let nat: Vec<NatKind> = (0..120).map(|i| kinds[i % kinds.len()]).collect();
-    let mut sim = Sim::with_nats(
-        ids,
-        &CoreConfig::default(),
-        Duration::from_millis(10),
-        seed,
-        &nat,
-    );
+    let mut sim = natted(120, &kinds, seed);
     sim.run_for(Duration::from_secs(60));
     for k in 0..24usize {
         sim.connect((k * 7 + 2) % 120, (k * 13 + 1) % 120);
@@ -133,16 +133,7 @@ fn young_run(seed: u64) -> (String, Vec<nodenet::sim::ConnectRecord>) {
         NatKind::PortRestricted,
         NatKind::Symmetric,
     ];
-    let ids: Vec<Identity> = (0..60u32)
-        .map(|i| {
-            let mut s = [0u8; 32];
-            s[..4].copy_from_slice(&i.to_be_bytes());
-            Identity::from_seed(&s)
-        })
-        .collect();
-    let nat: Vec<NatKind> = (0..60).map(|i| kinds[i % kinds.len()]).collect();
-    let latency = Duration::from_millis(10);
-    let mut sim = Sim::with_nats(ids, &CoreConfig::default(), latency, seed, &nat);
+    let mut sim = natted(60, &kinds, seed);
     sim.run_for(Duration::from_secs(2));
     for k in 0..12usize {
         let a = 2 + 5 * k;
