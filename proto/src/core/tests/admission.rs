@@ -134,6 +134,13 @@ fn a_peer_whose_request_we_answered_gets_past_a_full_inbound_cap() {
     );
 }
 
+/// `peer` comes up as an edge of `core` (dialed by us if `outbound`), seen at `addr`, with
+/// its key from the handshake.
+fn edge_up(core: &mut Core, peer: &Identity, outbound: bool, addr: &Addr, at: Now) {
+    core.on_edge_up(at, peer.node_id(), Some(peer.ed_public()), outbound, addr)
+        .unwrap();
+}
+
 /// The SIBLINGS requests the core queued, by recipient.
 fn siblings_asked(core: &mut Core) -> Vec<(NodeId, [u8; NONCE_LEN])> {
     std::iter::from_fn(|| core.poll_action())
@@ -170,14 +177,7 @@ fn a_peer_that_dialed_us_is_asked_at_once_where_it_listens() {
     let seen_from = Addr::new("quic", "203.0.113.9:50000");
     let listens = Addr::new("quic", "203.0.113.9:4242");
     let inbound = |core: &mut Core, peer: &Identity, at: Now| {
-        core.on_edge_up(
-            at,
-            peer.node_id(),
-            Some(peer.ed_public()),
-            false,
-            &seen_from,
-        )
-        .unwrap();
+        edge_up(core, peer, false, &seen_from, at);
         siblings_asked(core)
     };
     let held = |core: &Core, id: &Identity| {
@@ -233,14 +233,7 @@ fn a_peer_that_dialed_us_is_asked_at_once_where_it_listens() {
     assert_eq!(inbound(&mut core, &dialer, now(31)).len(), 1);
     // A peer we dialed is not asked, nor asked when it later dials us: we reached it.
     let dialed = identity(4);
-    core.on_edge_up(
-        t,
-        dialed.node_id(),
-        Some(dialed.ed_public()),
-        true,
-        &mem_addr("dialed"),
-    )
-    .unwrap();
+    edge_up(&mut core, &dialed, true, &mem_addr("dialed"), t);
     assert_eq!(siblings_asked(&mut core), []);
     core.on_edge_down(t, &dialed.node_id());
     while core.poll_action().is_some() {}
@@ -257,14 +250,7 @@ fn a_peer_that_dialed_us_is_asked_at_once_where_it_listens() {
         CoreConfig::default(),
         CoreRng::deterministic(2),
     );
-    mem.on_edge_up(
-        t,
-        dialer.node_id(),
-        Some(dialer.ed_public()),
-        false,
-        &mem_addr("dialer"),
-    )
-    .unwrap();
+    edge_up(&mut mem, &dialer, false, &mem_addr("dialer"), t);
     assert_eq!(siblings_asked(&mut mem), []);
     assert_eq!(held(&mem, &dialer), [mem_addr("dialer")]);
 }
