@@ -91,8 +91,7 @@ impl Core {
     /// a fresh nonce, queued as an [`Action::Send`]. Its grant comes back as
     /// [`Handled::RelayGranted`] only if `relay` sends it, once, within
     /// [`crate::connect::RELAY_GRANT_TIMEOUT`] (any other is dropped and counted as
-    /// `dropped_unsolicited_grant`). The nonce, or `None` if `relay` is not an edge or the
-    /// request does not encode.
+    /// `dropped_unsolicited_grant`). The nonce, or `None` if `relay` is not an edge.
     pub fn ask_relay(
         &mut self,
         now: Now,
